@@ -1,0 +1,1 @@
+"""hybridfleet cloud_worker."""

@@ -1,0 +1,1 @@
+"""hybridfleet pipeline."""

@@ -1,0 +1,197 @@
+"""Configuration: typed, frozen, validated at start.
+
+Sources, later wins: defaults (enough for the embedded stack), a TOML file, then
+environment variables ``HYBRIDFLEET_<SECTION>_<KEY>`` (e.g.
+``HYBRIDFLEET_EDGE_MAX_BATCH_SIZE=16``). An unknown key, a wrong type or a value out
+of range is a ``ConfigError`` that names the key and the allowed range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from schemas.codec import DEFAULT_MAX_BYTES, check_token
+from schemas.errors import ConfigError, SchemaError
+
+__all__ = [
+    "CloudSettings",
+    "EdgeSettings",
+    "NatsSettings",
+    "Settings",
+    "StreamSettings",
+    "load_settings",
+]
+
+ENV_PREFIX = "HYBRIDFLEET_"
+
+
+def _range(default: Any, lo: float, hi: float) -> Any:
+    return field(default=default, metadata={"lo": lo, "hi": hi})
+
+
+def _token(default: str) -> Any:
+    # Becomes part of subject names: validated like a site or camera name.
+    return field(default=default, metadata={"token": True})
+
+
+@dataclass(frozen=True)
+class NatsSettings:
+    """How to reach this process's NATS server (a site's own server for edge workers)."""
+
+    url: str = "nats://127.0.0.1:4222"
+    connect_timeout_s: float = _range(5.0, 0.1, 300.0)
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """The escalation stream. Defaults favour not losing an accepted escalation."""
+
+    max_bytes: int = _range(1 << 30, 1 << 20, 1 << 44)
+    max_age_s: float = _range(86_400.0, 60.0, 365 * 86_400.0)
+    # Window in which a re-published frame id is recognised as a duplicate.
+    duplicate_window_s: float = _range(120.0, 1.0, 86_400.0)
+    replicas: int = _range(1, 1, 5)
+
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    """One edge worker of one site."""
+
+    site: str = _token("site1")
+    worker_id: str = _token("edge-1")
+    max_batch_size: int = _range(32, 1, 4096)
+    # Time a frame may spend queued plus in the model at the edge.
+    latency_target_ms: float = _range(20.0, 0.1, 60_000.0)
+    queue_capacity: int = _range(1024, 1, 1_000_000)
+    default_threshold: float = _range(0.9, 0.0, 1.0)
+    # Assumed cloud round trip until enough have been measured.
+    cloud_round_trip_prior_ms: float = _range(50.0, 0.0, 60_000.0)
+    escalation_publish_timeout_s: float = _range(2.0, 0.05, 60.0)
+    max_message_bytes: int = _range(DEFAULT_MAX_BYTES, 1024, 64 << 20)
+    inference_threads: int = _range(1, 1, 64)
+    model_manifest: str = ""  # empty: the manifest shipped in models/
+
+
+@dataclass(frozen=True)
+class CloudSettings:
+    """One cloud worker."""
+
+    worker_id: str = _token("cloud-1")
+    fetch_batch: int = _range(64, 1, 4096)
+    fetch_timeout_s: float = _range(0.5, 0.01, 60.0)
+    # Unacked escalations are redelivered after this long (to another worker).
+    ack_wait_s: float = _range(30.0, 1.0, 3600.0)
+    max_deliver: int = _range(5, 1, 1000)
+    max_message_bytes: int = _range(DEFAULT_MAX_BYTES, 1024, 64 << 20)
+    inference_threads: int = _range(1, 1, 64)
+    model_manifest: str = ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a hybridfleet process reads at start."""
+
+    nats: NatsSettings = NatsSettings()
+    stream: StreamSettings = StreamSettings()
+    edge: EdgeSettings = EdgeSettings()
+    cloud: CloudSettings = CloudSettings()
+
+
+T = TypeVar("T")
+
+
+def _coerce(key: str, kind: Any, value: Any) -> Any:
+    """Turn ``value`` (from TOML or an env string) into ``kind`` or say why not."""
+    from_env = isinstance(value, str) and kind is not str
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if from_env and value.lower() in {"1", "true", "yes", "0", "false", "no"}:
+                return value.lower() in {"1", "true", "yes"}
+            raise ValueError
+        if kind is int:
+            if isinstance(value, bool | float):
+                raise ValueError
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind is str:
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+    except ValueError:
+        pass
+    raise ConfigError(f"{key} must be a {kind.__name__}, got {value!r}")
+
+
+def _build(cls: type[T], section: str, values: Mapping[str, Any]) -> T:
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown key {section}.{unknown[0]}; known keys of [{section}]: "
+            + ", ".join(sorted(fields))
+        )
+    kwargs: dict[str, Any] = {}
+    hints = {"int": int, "float": float, "str": str, "bool": bool}
+    for name, value in values.items():
+        f = fields[name]
+        key = f"{section}.{name}"
+        coerced = _coerce(key, hints[str(f.type)], value)
+        lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
+        if lo is not None and not lo <= coerced <= hi:
+            raise ConfigError(f"{key} must be in {lo}..{hi}, got {coerced}")
+        if f.metadata.get("token"):
+            try:
+                check_token(coerced, key)
+            except SchemaError as exc:
+                raise ConfigError(str(exc)) from None
+        kwargs[name] = coerced
+    return cls(**kwargs)
+
+
+def load_settings(path: Path | str | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from an optional TOML file and ``HYBRIDFLEET_*`` environment variables."""
+    env = os.environ if env is None else env
+    raw: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        for section, values in data.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"{section} must be a [section] table in {path}")
+            raw[section] = dict(values)
+    sections = {f.name: f.type for f in dataclasses.fields(Settings)}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        section, _, key = rest.partition("_")
+        if section not in sections or not key:
+            raise ConfigError(
+                f"environment variable {name} names no setting; use "
+                f"{ENV_PREFIX}<SECTION>_<KEY> with SECTION one of {', '.join(sections)}"
+            )
+        raw.setdefault(section, {})[key] = value
+    unknown = sorted(set(raw) - set(sections))
+    if unknown:
+        raise ConfigError(f"unknown section [{unknown[0]}]; known: {', '.join(sections)}")
+    return Settings(
+        nats=_build(NatsSettings, "nats", raw.get("nats", {})),
+        stream=_build(StreamSettings, "stream", raw.get("stream", {})),
+        edge=_build(EdgeSettings, "edge", raw.get("edge", {})),
+        cloud=_build(CloudSettings, "cloud", raw.get("cloud", {})),
+    )

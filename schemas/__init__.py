@@ -1,0 +1,49 @@
+"""hybridfleet's wire contract: message types, their codecs and subject names.
+
+Nothing in this package does I/O. See docs/wire-format.md for the contract in prose.
+"""
+
+from schemas.codec import (
+    DEFAULT_MAX_BYTES,
+    SCHEMA_VERSION,
+    check_token,
+    decode_dead_letter,
+    decode_escalation,
+    decode_frame,
+    decode_result,
+    encode,
+)
+from schemas.errors import ConfigError, HybridfleetError, ModelError, SchemaError
+from schemas.messages import (
+    DeadLetter,
+    Escalation,
+    Frame,
+    InferenceResult,
+    PrivacyClass,
+    Reason,
+    Region,
+    Source,
+)
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "SCHEMA_VERSION",
+    "ConfigError",
+    "DeadLetter",
+    "Escalation",
+    "Frame",
+    "HybridfleetError",
+    "InferenceResult",
+    "ModelError",
+    "PrivacyClass",
+    "Reason",
+    "Region",
+    "SchemaError",
+    "Source",
+    "check_token",
+    "decode_dead_letter",
+    "decode_escalation",
+    "decode_frame",
+    "decode_result",
+    "encode",
+]

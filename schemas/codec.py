@@ -1,0 +1,422 @@
+"""Bytes <-> messages. msgpack on the wire, every message a map with a version.
+
+Decoding is strict: any deviation from docs/wire-format.md raises one
+``SchemaError`` that names the field and what is wrong with it. Arrays are read
+with ``numpy.frombuffer`` and so share memory with the received bytes (read-only).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import msgpack
+import numpy as np
+
+from schemas.errors import SchemaError
+from schemas.messages import (
+    DeadLetter,
+    Escalation,
+    Frame,
+    InferenceResult,
+    PrivacyClass,
+    Reason,
+    Region,
+    Source,
+)
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "SCHEMA_VERSION",
+    "check_token",
+    "decode_dead_letter",
+    "decode_escalation",
+    "decode_frame",
+    "decode_result",
+    "encode",
+]
+
+SCHEMA_VERSION = 1
+# A 1920x1080 grayscale frame is 2 MB; anything far beyond is a mistake or an attack.
+DEFAULT_MAX_BYTES = 4 * 1024 * 1024
+MAX_REGIONS = 64
+MAX_CLASSES = 1000
+
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_FRAME_ID = re.compile(r"[A-Za-z0-9_.:/-]{1,128}")
+_SUBJECT = re.compile(r"[A-Za-z0-9_.$-]{1,256}")
+_DTYPES: dict[str, np.dtype[Any]] = {"uint8": np.dtype(np.uint8), "float32": np.dtype("<f4")}
+
+T = TypeVar("T")
+
+
+def check_token(value: str, what: str) -> str:
+    """Return ``value`` if it is a safe NATS subject token (letters, digits, ``_``, ``-``).
+
+    Site and camera names become subject tokens; a ``.``, ``*`` or ``>`` in them
+    would let a message reach another site's subjects.
+    """
+    if not isinstance(value, str) or not _TOKEN.fullmatch(value):
+        raise SchemaError(
+            f"{what}: {value!r} is not a valid name; use 1-64 letters, digits, '_' or '-'"
+        )
+    return value
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def _array(a: np.ndarray) -> dict[str, Any]:
+    dtype = a.dtype.newbyteorder("<") if a.dtype.byteorder == ">" else a.dtype
+    name = next((k for k, v in _DTYPES.items() if v == dtype), None)
+    if name is None:
+        raise SchemaError(f"array dtype {a.dtype} cannot be sent; use one of {sorted(_DTYPES)}")
+    # tobytes() copies once into the message; C order is what the reader assumes.
+    return {"dtype": name, "shape": list(a.shape), "data": a.astype(dtype, copy=False).tobytes()}
+
+
+def _regions(regions: tuple[Region, ...]) -> list[list[int]]:
+    return [[r.x, r.y, r.w, r.h] for r in regions]
+
+
+def _encode_map(msg: Any) -> dict[str, Any]:
+    if isinstance(msg, Frame):
+        return {
+            "v": SCHEMA_VERSION,
+            "type": "frame",
+            "frame_id": msg.frame_id,
+            "site": msg.site,
+            "camera": msg.camera,
+            "seq": msg.seq,
+            "captured_at": msg.captured_at,
+            "image": _array(msg.image),
+            "regions": _regions(msg.regions),
+            "priority": msg.priority,
+            "deadline_ms": msg.deadline_ms,
+            "threshold": msg.threshold,
+            "privacy": msg.privacy.value,
+        }
+    if isinstance(msg, InferenceResult):
+        return {
+            "v": SCHEMA_VERSION,
+            "type": "result",
+            "frame_id": msg.frame_id,
+            "site": msg.site,
+            "camera": msg.camera,
+            "seq": msg.seq,
+            "labels": list(msg.labels),
+            "scores": _array(msg.scores),
+            "confidence": msg.confidence,
+            "source": msg.source.value,
+            "model": msg.model,
+            "model_version": msg.model_version,
+            "latency_ms": msg.latency_ms,
+            "reason": msg.reason.value,
+            "degraded": msg.degraded,
+            "edge_labels": None if msg.edge_labels is None else list(msg.edge_labels),
+        }
+    if isinstance(msg, Escalation):
+        return {
+            "v": SCHEMA_VERSION,
+            "type": "escalation",
+            "frame_id": msg.frame_id,
+            "site": msg.site,
+            "camera": msg.camera,
+            "seq": msg.seq,
+            "captured_at": msg.captured_at,
+            "deadline_at": msg.deadline_at,
+            "priority": msg.priority,
+            "privacy": msg.privacy.value,
+            "regions": _regions(msg.regions),
+            "crops": [_array(c) for c in msg.crops],
+            "image": None if msg.image is None else _array(msg.image),
+            "reply_to": msg.reply_to,
+            "edge_labels": list(msg.edge_labels),
+            "edge_confidence": msg.edge_confidence,
+        }
+    if isinstance(msg, DeadLetter):
+        return {
+            "v": SCHEMA_VERSION,
+            "type": "dead_letter",
+            "stage": msg.stage,
+            "site": msg.site,
+            "subject": msg.subject,
+            "reason": msg.reason,
+            "data": msg.data,
+            "at": msg.at,
+        }
+    raise TypeError(f"cannot encode {type(msg).__name__}")
+
+
+def encode(msg: Frame | InferenceResult | Escalation | DeadLetter) -> bytes:
+    """Serialise a message to its msgpack wire form."""
+    out = msgpack.packb(_encode_map(msg), use_bin_type=True)
+    assert isinstance(out, bytes)
+    return out
+
+
+# ---------------------------------------------------------------- decoding
+
+
+class _Fields:
+    """Typed, path-aware access to one decoded msgpack map."""
+
+    def __init__(self, raw: Mapping[Any, Any], path: str) -> None:
+        self.raw = raw
+        self.path = path
+
+    def _get(self, key: str) -> Any:
+        if key not in self.raw:
+            raise SchemaError(f"{self.path}.{key}: missing")
+        return self.raw[key]
+
+    def _fail(self, key: str, problem: str) -> SchemaError:
+        return SchemaError(f"{self.path}.{key}: {problem}")
+
+    def text(self, key: str, pattern: re.Pattern[str] | None = None, max_len: int = 1024) -> str:
+        value = self._get(key)
+        if not isinstance(value, str):
+            raise self._fail(key, f"expected a string, got {type(value).__name__}")
+        if len(value) > max_len:
+            raise self._fail(key, f"longer than {max_len} characters")
+        if pattern is not None and not pattern.fullmatch(value):
+            raise self._fail(key, f"{value[:80]!r} does not match {pattern.pattern}")
+        return value
+
+    def integer(self, key: str, lo: int, hi: int) -> int:
+        value = self._get(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._fail(key, f"expected an integer, got {type(value).__name__}")
+        if not lo <= value <= hi:
+            raise self._fail(key, f"{value} is outside {lo}..{hi}")
+        return value
+
+    def number(self, key: str, lo: float = -math.inf, hi: float = math.inf) -> float:
+        value = self._get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self._fail(key, f"expected a number, got {type(value).__name__}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise self._fail(key, f"{value} is not a finite number")
+        if not lo <= value <= hi:
+            raise self._fail(key, f"{value} is outside {lo}..{hi}")
+        return value
+
+    def optional(self, key: str, read: Callable[[str], T]) -> T | None:
+        return None if self._get(key) is None else read(key)
+
+    def flag(self, key: str) -> bool:
+        value = self._get(key)
+        if not isinstance(value, bool):
+            raise self._fail(key, f"expected true or false, got {type(value).__name__}")
+        return value
+
+    def binary(self, key: str) -> bytes:
+        value = self._get(key)
+        if not isinstance(value, bytes):
+            raise self._fail(key, f"expected binary data, got {type(value).__name__}")
+        return value
+
+    def enum(self, key: str, kind: type[Any]) -> Any:
+        value = self._get(key)
+        try:
+            return kind(value)
+        except ValueError:
+            allowed = ", ".join(m.value for m in kind)
+            raise self._fail(key, f"{value!r} is not one of {allowed}") from None
+
+    def items(self, key: str, max_len: int) -> list[Any]:
+        value = self._get(key)
+        if not isinstance(value, list):
+            raise self._fail(key, f"expected a list, got {type(value).__name__}")
+        if len(value) > max_len:
+            raise self._fail(key, f"{len(value)} items, at most {max_len} allowed")
+        return value
+
+    def labels(self, key: str) -> tuple[int, ...]:
+        items = self.items(key, MAX_REGIONS)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+            raise self._fail(key, "expected a list of integers")
+        if any(not 0 <= v < MAX_CLASSES for v in items):
+            raise self._fail(key, f"labels must be in 0..{MAX_CLASSES - 1}")
+        return tuple(items)
+
+    def array(self, key: str, dtype: str, ndim: int) -> np.ndarray:
+        return _read_array(self._get(key), f"{self.path}.{key}", dtype, ndim)
+
+    def regions(self, key: str) -> tuple[Region, ...]:
+        out = []
+        for i, item in enumerate(self.items(key, MAX_REGIONS)):
+            if (
+                not isinstance(item, list)
+                or len(item) != 4
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in item)
+            ):
+                raise self._fail(f"{key}[{i}]", "expected [x, y, width, height] integers")
+            x, y, w, h = item
+            if x < 0 or y < 0 or w < 1 or h < 1:
+                raise self._fail(f"{key}[{i}]", f"{item} needs x, y >= 0 and width, height >= 1")
+            out.append(Region(x, y, w, h))
+        return tuple(out)
+
+
+def _read_array(raw: Any, path: str, dtype: str, ndim: int) -> np.ndarray:
+    if not isinstance(raw, dict):
+        raise SchemaError(f"{path}: expected an array map {{dtype, shape, data}}")
+    f = _Fields(raw, path)
+    got = f.text("dtype", max_len=16)
+    if got != dtype:
+        raise SchemaError(f"{path}.dtype: {got!r}, expected {dtype!r}")
+    shape = f.items("shape", 8)
+    if len(shape) != ndim or not all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 1 << 16 for v in shape
+    ):
+        raise SchemaError(f"{path}.shape: {shape} is not {ndim} sizes in 0..65536")
+    data = f.binary("data")
+    np_dtype = _DTYPES[dtype]
+    expected = math.prod(shape) * np_dtype.itemsize
+    if len(data) != expected:
+        raise SchemaError(
+            f"{path}: shape {shape} of {dtype} needs {expected} bytes, got {len(data)}"
+        )
+    array: np.ndarray = np.frombuffer(data, dtype=np_dtype).reshape(shape)
+    if np_dtype.kind == "f" and not np.isfinite(array).all():
+        raise SchemaError(f"{path}: contains NaN or infinity")
+    return array
+
+
+def _unpack(data: bytes, kind: str, max_bytes: int) -> _Fields:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise SchemaError(f"{kind}: expected bytes, got {type(data).__name__}")
+    if len(data) > max_bytes:
+        raise SchemaError(f"{kind}: {len(data)} bytes is over the limit of {max_bytes}")
+    try:
+        raw = msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=max_bytes)
+    except Exception as exc:  # msgpack raises many types; all mean the same here
+        raise SchemaError(f"{kind}: not valid msgpack ({type(exc).__name__}: {exc})") from None
+    if not isinstance(raw, dict):
+        raise SchemaError(f"{kind}: expected a map, got {type(raw).__name__}")
+    f = _Fields(raw, kind)
+    version = raw.get("v")
+    if version != SCHEMA_VERSION:
+        raise SchemaError(
+            f"{kind}.v: schema version {version!r} is not supported; this reader speaks "
+            f"{SCHEMA_VERSION}"
+        )
+    got = raw.get("type")
+    if got != kind:
+        raise SchemaError(f"{kind}.type: {got!r}, expected {kind!r}")
+    return f
+
+
+def decode_frame(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Frame:
+    """Parse and validate a frame; raise ``SchemaError`` saying what is wrong."""
+    f = _unpack(data, "frame", max_bytes)
+    image = f.array("image", "uint8", 2)
+    regions = f.regions("regions")
+    height, width = image.shape
+    for i, r in enumerate(regions):
+        if r.x + r.w > width or r.y + r.h > height:
+            raise SchemaError(
+                f"frame.regions[{i}]: {[r.x, r.y, r.w, r.h]} reaches outside the "
+                f"{width}x{height} image"
+            )
+    return Frame(
+        frame_id=f.text("frame_id", _FRAME_ID),
+        site=check_token(f.text("site"), "frame.site"),
+        camera=check_token(f.text("camera"), "frame.camera"),
+        seq=f.integer("seq", 0, 2**63 - 1),
+        captured_at=f.number("captured_at", 0.0),
+        image=image,
+        regions=regions,
+        priority=f.integer("priority", 1, 3),
+        deadline_ms=f.integer("deadline_ms", 1, 3_600_000),
+        threshold=f.optional("threshold", lambda k: f.number(k, 0.0, 1.0)),
+        privacy=f.enum("privacy", PrivacyClass),
+    )
+
+
+def decode_result(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> InferenceResult:
+    """Parse and validate an inference result; raise ``SchemaError`` saying what is wrong."""
+    f = _unpack(data, "result", max_bytes)
+    labels = f.labels("labels")
+    scores = f.array("scores", "float32", 2)
+    if scores.shape[0] != len(labels):
+        raise SchemaError(
+            f"result.scores: {scores.shape[0]} rows for {len(labels)} labels; need one per label"
+        )
+    edge_labels = f.optional("edge_labels", f.labels)
+    return InferenceResult(
+        frame_id=f.text("frame_id", _FRAME_ID),
+        site=check_token(f.text("site"), "result.site"),
+        camera=check_token(f.text("camera"), "result.camera"),
+        seq=f.integer("seq", 0, 2**63 - 1),
+        labels=labels,
+        scores=scores,
+        confidence=f.number("confidence", 0.0, 1.0),
+        source=f.enum("source", Source),
+        model=f.text("model", max_len=128),
+        model_version=f.text("model_version", max_len=64),
+        latency_ms=f.number("latency_ms"),
+        reason=f.enum("reason", Reason),
+        degraded=f.flag("degraded"),
+        edge_labels=edge_labels,
+    )
+
+
+def decode_escalation(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Escalation:
+    """Parse and validate an escalation; raise ``SchemaError`` saying what is wrong."""
+    f = _unpack(data, "escalation", max_bytes)
+    privacy = f.enum("privacy", PrivacyClass)
+    regions = f.regions("regions")
+    crops = tuple(
+        _read_array(c, f"escalation.crops[{i}]", "uint8", 2)
+        for i, c in enumerate(f.items("crops", MAX_REGIONS))
+    )
+    image = f.optional("image", lambda k: f.array(k, "uint8", 2))
+    if privacy is PrivacyClass.LOCAL_ONLY:
+        raise SchemaError("escalation.privacy: a local_only frame must never be escalated")
+    if privacy is PrivacyClass.CROP and (image is not None or len(crops) != len(regions)):
+        raise SchemaError(
+            "escalation: privacy 'crop' carries one crop per region and no image, got "
+            f"{len(crops)} crops for {len(regions)} regions"
+            + (" and an image" if image is not None else "")
+        )
+    if privacy is PrivacyClass.FULL and (image is None or crops):
+        raise SchemaError("escalation: privacy 'full' carries the image and no crops")
+    if image is not None:
+        height, width = image.shape
+        for i, r in enumerate(regions):
+            if r.x + r.w > width or r.y + r.h > height:
+                raise SchemaError(f"escalation.regions[{i}]: reaches outside the image")
+    return Escalation(
+        frame_id=f.text("frame_id", _FRAME_ID),
+        site=check_token(f.text("site"), "escalation.site"),
+        camera=check_token(f.text("camera"), "escalation.camera"),
+        seq=f.integer("seq", 0, 2**63 - 1),
+        captured_at=f.number("captured_at", 0.0),
+        deadline_at=f.number("deadline_at", 0.0),
+        priority=f.integer("priority", 1, 3),
+        privacy=privacy,
+        regions=regions,
+        crops=crops,
+        image=image,
+        reply_to=f.text("reply_to", _SUBJECT),
+        edge_labels=f.labels("edge_labels"),
+        edge_confidence=f.number("edge_confidence", 0.0, 1.0),
+    )
+
+
+def decode_dead_letter(data: bytes, *, max_bytes: int = 2 * DEFAULT_MAX_BYTES) -> DeadLetter:
+    """Parse and validate a dead-letter record."""
+    f = _unpack(data, "dead_letter", max_bytes)
+    return DeadLetter(
+        stage=f.text("stage", max_len=64),
+        site=f.text("site", max_len=64),
+        subject=f.text("subject", max_len=256),
+        reason=f.text("reason", max_len=4096),
+        data=f.binary("data"),
+        at=f.number("at", 0.0),
+    )
