@@ -125,7 +125,7 @@ def _crop_to_8x8(index: int, crop: np.ndarray) -> np.ndarray:
         return np.asarray(blocks.mean(axis=(1, 3), dtype=np.float64))
     rows = _centre_indices(height)
     cols = _centre_indices(width)
-    return pixels[np.ix_(rows, cols)].astype(np.float64)
+    return np.asarray(pixels[np.ix_(rows, cols)], dtype=np.float64)
 
 
 def _centre_indices(length: int) -> np.ndarray:

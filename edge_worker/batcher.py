@@ -1,0 +1,450 @@
+"""Adaptive, deadline-aware batching of frames in front of the edge model.
+
+Unlike a fixed size-or-timeout batcher (TorchServe, Ray Serve, Triton's queue delay),
+the policy here adds no wait when traffic is light, lets batches grow while the model
+is busy, and bounds every wait by the oldest frame's deadline through an online model
+of batch run time with a tail margin (see docs in /work/shared/design/batching-anchors.md).
+
+The pure parts (``LatencyModel``, ``ArrivalRate``, ``BatchPolicy``) take time as an
+argument and can be tested with plain floats; ``AdaptiveBatcher`` is the asyncio side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from schemas.errors import ConfigError
+
+__all__ = [
+    "AdaptiveBatcher",
+    "Admission",
+    "ArrivalRate",
+    "BatchDecision",
+    "BatchPolicy",
+    "LatencyModel",
+]
+
+T = TypeVar("T")
+
+_PRIORITIES = (1, 2, 3)
+
+
+def _is_int(value: object) -> bool:
+    # bool is an int subclass; True as a batch size is a config typo, not a 1.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _require_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
+        return value
+    raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _require_positive(name: str, value: object) -> float:
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _require_non_negative(name: str, value: object) -> float:
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+class LatencyModel:
+    """Online estimate of how long a batch of ``n`` items takes to run.
+
+    Fits ``t(n) = a + b*n`` by least squares over the last ``window`` observed batches
+    and adds ``tail_sigmas`` standard deviations of the residuals, so that a deadline
+    computed from ``estimate`` holds for the slow tail too (Clipper's mean + 3 sigma).
+
+    Until two distinct batch sizes have been seen a line cannot be fitted:
+
+    * no samples: the prior ``prior_a + prior_b * n``;
+    * samples of one size ``n0`` only: their mean scaled per item for ``n >= n0``
+      (pessimistic, as it charges the fixed cost once per item), and the mean itself
+      for smaller ``n`` (a smaller batch is not assumed faster than the one seen).
+    """
+
+    __slots__ = (
+        "_a",
+        "_b",
+        "_floor",
+        "_margin",
+        "_prior_a",
+        "_prior_b",
+        "_samples",
+        "_tail_sigmas",
+    )
+
+    def __init__(
+        self,
+        *,
+        window: int = 50,
+        tail_sigmas: float = 3.0,
+        prior_a: float = 0.001,
+        prior_b: float = 0.00005,
+    ) -> None:
+        """Create a model with no samples.
+
+        ``prior_a`` (seconds) and ``prior_b`` (seconds per item) are used until samples
+        arrive; ``window`` is how many recent batches the fit uses.
+        """
+        _require_int("window", window, 1)
+        self._tail_sigmas = _require_non_negative("tail_sigmas", tail_sigmas)
+        self._prior_a = _require_non_negative("prior_a", prior_a)
+        self._prior_b = _require_non_negative("prior_b", prior_b)
+        self._samples: deque[tuple[int, float]] = deque(maxlen=window)
+        self._a = self._prior_a
+        self._b = self._prior_b
+        self._margin = 0.0
+        # (n0, mean) while all samples share one size; see the class docstring.
+        self._floor: tuple[int, float] | None = None
+
+    def observe(self, n: int, seconds: float) -> None:
+        """Record that a batch of ``n`` items took ``seconds`` to run."""
+        if not _is_int(n) or n < 1:
+            raise ValueError(f"n must be an integer >= 1, got {n!r}")
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(f"seconds must be a finite number >= 0, got {seconds!r}")
+        self._samples.append((n, float(seconds)))
+        # Refit here, once per batch, so that estimate() (called on every arrival) is O(1).
+        self._refit()
+
+    def estimate(self, n: int) -> float:
+        """Seconds a batch of ``n`` items should take, tail margin included; never < 0."""
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n!r}")
+        base = self._a + self._b * n
+        if self._floor is not None and n < self._floor[0]:
+            base = self._floor[1]
+        return max(0.0, base + self._margin)
+
+    @property
+    def coefficients(self) -> tuple[float, float]:
+        """The line in use, ``(a, b)``: seconds and seconds per item, margin excluded."""
+        return (self._a, self._b)
+
+    @property
+    def margin(self) -> float:
+        """The tail margin added to the line: ``tail_sigmas`` * residual stddev."""
+        return self._margin
+
+    def _refit(self) -> None:
+        samples = self._samples
+        k = len(samples)
+        sizes = {n for n, _ in samples}
+        mean_n = sum(n for n, _ in samples) / k
+        mean_t = sum(t for _, t in samples) / k
+        if len(sizes) == 1:
+            n0 = samples[0][0]
+            self._a, self._b = 0.0, mean_t / n0
+            self._floor = (n0, mean_t)
+            ssr = sum((t - mean_t) ** 2 for _, t in samples)
+            dof = k - 1
+        else:
+            sxx = sum((n - mean_n) ** 2 for n, _ in samples)
+            sxy = sum((n - mean_n) * (t - mean_t) for n, t in samples)
+            # A negative slope is noise (bigger batches are never faster); it would make
+            # the deadline bound looser for exactly the batches that take longest.
+            b = max(0.0, sxy / sxx)
+            a = mean_t - b * mean_n
+            self._a, self._b = a, b
+            self._floor = None
+            ssr = sum((t - (a + b * n)) ** 2 for n, t in samples)
+            dof = k - 2
+        sigma = math.sqrt(ssr / dof) if dof > 0 else 0.0
+        self._margin = self._tail_sigmas * sigma
+
+
+class ArrivalRate:
+    """Exponentially weighted arrivals per second.
+
+    Keeps a count of arrivals in which each arrival's weight halves every
+    ``half_life_s``; at a steady rate ``r`` that count settles at ``r * half_life_s /
+    ln 2``, so ``rate`` scales it back. With no arrivals the rate decays towards 0.
+    Right after start it under-estimates, which only makes the policy flush sooner.
+    """
+
+    __slots__ = ("_count", "_half_life", "_last")
+
+    def __init__(self, half_life_s: float = 1.0) -> None:
+        """Create an estimator that has seen nothing (rate 0)."""
+        self._half_life = _require_positive("half_life_s", half_life_s)
+        self._count = 0.0
+        self._last: float | None = None
+
+    def observe(self, now: float) -> None:
+        """Record one arrival at monotonic time ``now``."""
+        self._count = self._decayed(now) + 1.0
+        if self._last is None or now > self._last:
+            self._last = now
+
+    def rate(self, now: float) -> float:
+        """Arrivals per second as of ``now``."""
+        return self._decayed(now) * math.log(2.0) / self._half_life
+
+    def _decayed(self, now: float) -> float:
+        if self._last is None:
+            return 0.0
+        # A clock that steps back must not inflate the count.
+        elapsed = max(0.0, now - self._last)
+        return self._count * math.exp(-elapsed * math.log(2.0) / self._half_life)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchDecision:
+    """What the batcher should do now.
+
+    ``size > 0``: flush that many items now. ``size == 0``: wait until ``wake_at``
+    (monotonic seconds) or the next arrival, whichever comes first; ``wake_at`` None
+    means wait for the next arrival only.
+    """
+
+    size: int
+    wake_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPolicy:
+    """When to flush a batch, and how big: pure, time is passed in.
+
+    ``latency_target_s`` is the queueing plus model time allowed to a frame at the
+    edge; ``latency_model`` is shared with whoever records batch run times.
+    """
+
+    max_batch_size: int
+    latency_target_s: float
+    latency_model: LatencyModel
+
+    def __post_init__(self) -> None:
+        _require_int("max_batch_size", self.max_batch_size, 1)
+        _require_positive("latency_target_s", self.latency_target_s)
+        if not isinstance(self.latency_model, LatencyModel):
+            raise ConfigError(
+                f"latency_model must be a LatencyModel, got {type(self.latency_model).__name__}"
+            )
+
+    def decide(
+        self,
+        now: float,
+        queued: int,
+        oldest_arrival: float,
+        oldest_due: float,
+        arrival_rate: float,
+    ) -> BatchDecision:
+        """Decide whether to flush now and how many, or how long to wait.
+
+        ``oldest_due`` is the monotonic time by which the oldest queued item must have
+        left the model (the earlier of its arrival + latency target and its own
+        deadline). ``oldest_arrival`` is part of the signature so that baseline
+        policies (size-or-timeout) are interchangeable; this policy does not need it.
+        ``arrival_rate`` is in items per second.
+
+        Rules, first match wins: nothing queued -> wait for an arrival; a full batch ->
+        flush it; the oldest item's latest start reached -> flush all; fewer than one
+        more arrival expected before that latest start -> flush all now (waiting would
+        only add latency); otherwise wait until the latest start or until the queue is
+        expected to be full, whichever is sooner.
+        """
+        del oldest_arrival  # see docstring
+        if queued <= 0:
+            return BatchDecision(0, None)
+        if queued >= self.max_batch_size:
+            return BatchDecision(self.max_batch_size, None)
+        latest_start = oldest_due - self.latency_model.estimate(queued)
+        if now >= latest_start:
+            return BatchDecision(queued, None)
+        rate = arrival_rate if arrival_rate > 0 else 0.0  # also maps NaN to 0
+        if rate * (latest_start - now) < 1.0:
+            return BatchDecision(queued, None)
+        full_at = now + (self.max_batch_size - queued) / rate
+        if full_at <= now:
+            # Only an absurd (infinite) rate gets here; waking "now" would spin, and an
+            # arrival wakes the batcher anyway.
+            full_at = latest_start
+        return BatchDecision(0, min(latest_start, full_at))
+
+
+@dataclass(frozen=True, slots=True)
+class Admission(Generic[T]):
+    """The outcome of ``AdaptiveBatcher.offer``.
+
+    ``shed`` is the item that will not be batched (an evicted queued item, or the
+    offered one when it was rejected), so the caller can answer it as shed; None when
+    nothing was shed.
+    """
+
+    admitted: bool
+    shed: T | None
+
+
+@dataclass(slots=True)
+class _Queued(Generic[T]):
+    item: T
+    priority: int
+    arrival: float
+    due: float  # min(own due, arrival + latency target), fixed at offer
+
+
+class AdaptiveBatcher(Generic[T]):
+    """A bounded priority-aware queue that hands out batches as ``BatchPolicy`` says.
+
+    Overflow rule, when ``capacity`` items are queued: the most recently queued item
+    with the numerically highest priority (3 least important) is evicted if it is less
+    important than the incoming item; otherwise the incoming item is rejected. Priority
+    1 items are never evicted, and an incoming priority 1 item is admitted beyond
+    ``capacity`` (when everything queued is priority 1) up to ``2 * capacity``.
+    """
+
+    def __init__(
+        self,
+        policy: BatchPolicy,
+        capacity: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Create an open, empty batcher.
+
+        ``capacity`` must be at least ``policy.max_batch_size``, or full batches could
+        never form. ``clock`` must be monotonic seconds, comparable with the ``due``
+        passed to ``offer``.
+        """
+        if not isinstance(policy, BatchPolicy):
+            raise ConfigError(f"policy must be a BatchPolicy, got {type(policy).__name__}")
+        if not _is_int(capacity) or capacity < policy.max_batch_size:
+            raise ConfigError(
+                "capacity must be an integer >= max_batch_size "
+                f"({policy.max_batch_size}), got {capacity!r}"
+            )
+        self._policy = policy
+        self._capacity = capacity
+        self._clock = clock
+        self._queue: deque[_Queued[T]] = deque()
+        self._rate = ArrivalRate()
+        self._wakeup = asyncio.Event()
+        self._closed = False
+        self._shed_count = 0
+
+    def offer(self, item: T, *, priority: int, due: float) -> Admission[T]:
+        """Queue ``item`` without waiting, or shed it or another item (see class doc).
+
+        ``due`` is the monotonic time by which the item must have left the model.
+        After ``close()`` every offer is rejected.
+        """
+        if not _is_int(priority) or priority not in _PRIORITIES:
+            raise ValueError(f"priority must be 1, 2 or 3, got {priority!r}")
+        if self._closed:
+            self._shed_count += 1
+            return Admission(False, item)
+        now = self._clock()
+        # Offered load, shed or not: under overload the queue is full and the policy
+        # flushes on size anyway, so the difference does not matter there.
+        self._rate.observe(now)
+        record = _Queued(item, priority, now, min(due, now + self._policy.latency_target_s))
+        queue = self._queue
+        if len(queue) < self._capacity:
+            return self._admit(record)
+        victim_index = self._least_important_newest()
+        victim = queue[victim_index]
+        if victim.priority > priority:
+            del queue[victim_index]
+            self._shed_count += 1
+            self._admit(record)
+            return Admission(True, victim.item)
+        if priority == 1 and len(queue) < 2 * self._capacity:
+            return self._admit(record)
+        self._shed_count += 1
+        return Admission(False, item)
+
+    async def next_batch(self) -> list[T]:
+        """Wait as the policy says and return the next batch, oldest first.
+
+        After ``close()``: returns what is left, at most ``max_batch_size`` at a time,
+        without waiting, then ``[]`` on every call.
+        """
+        while True:
+            if self._closed:
+                return self._pop(min(len(self._queue), self._policy.max_batch_size))
+            now = self._clock()
+            decision = self._decide(now)
+            if decision.size > 0:
+                return self._pop(decision.size)
+            # No await between deciding and clearing: an offer cannot slip in unseen.
+            self._wakeup.clear()
+            if decision.wake_at is None:
+                await self._wakeup.wait()
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), max(0.0, decision.wake_at - now))
+
+    def record_batch(self, size: int, seconds: float) -> None:
+        """Feed the latency model: a batch of ``size`` items ran in ``seconds``."""
+        self._policy.latency_model.observe(size, seconds)
+
+    def close(self) -> None:
+        """Stop admitting items and wake the consumer so it can drain. Idempotent."""
+        self._closed = True
+        self._wakeup.set()
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` has been called."""
+        return self._closed
+
+    @property
+    def shed_count(self) -> int:
+        """How many items were evicted or rejected since creation."""
+        return self._shed_count
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def _admit(self, record: _Queued[T]) -> Admission[T]:
+        self._queue.append(record)
+        self._wakeup.set()
+        return Admission(True, None)
+
+    def _least_important_newest(self) -> int:
+        queue = self._queue
+        best_index, best_priority = -1, 0
+        for offset, record in enumerate(reversed(queue)):
+            if record.priority > best_priority:  # strict: the newest wins a tie
+                best_index, best_priority = len(queue) - 1 - offset, record.priority
+                if best_priority == _PRIORITIES[-1]:
+                    break  # nothing is less important than the last level
+        return best_index
+
+    def _decide(self, now: float) -> BatchDecision:
+        queue = self._queue
+        if not queue:
+            return BatchDecision(0, None)
+        oldest = queue[0]
+        due = oldest.due
+        if len(queue) < self._policy.max_batch_size:
+            # The whole queue goes into the next batch, so a newer item with a tighter
+            # deadline than the oldest's must bound the wait too.
+            due = min(record.due for record in queue)
+        return self._policy.decide(now, len(queue), oldest.arrival, due, self._rate.rate(now))
+
+    def _pop(self, count: int) -> list[T]:
+        queue = self._queue
+        return [queue.popleft().item for _ in range(count)]

@@ -1,0 +1,102 @@
+"""Prometheus metrics of one edge worker, in a registry of its own.
+
+A registry per worker lets the embedded stack run several workers in one process
+and read each one's counters for its summary.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+__all__ = ["EdgeMetrics"]
+
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+class EdgeMetrics:
+    """Counters, gauges and histograms named ``hybridfleet_edge_*``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.frames_received = Counter(
+            "hybridfleet_edge_frames_received", "Frames taken off NATS.", ["site"], registry=r
+        )
+        self.decisions = Counter(
+            "hybridfleet_edge_decisions",
+            "Final results published, by the reason code that decided them.",
+            ["site", "reason"],
+            registry=r,
+        )
+        self.escalations = Counter(
+            "hybridfleet_edge_escalations",
+            "Frames stored in the escalation stream, by what left the site.",
+            ["site", "privacy"],
+            registry=r,
+        )
+        self.escalated_bytes = Counter(
+            "hybridfleet_edge_escalated_bytes",
+            "Bytes of escalation messages sent towards the cloud.",
+            ["site"],
+            registry=r,
+        )
+        self.received_bytes = Counter(
+            "hybridfleet_edge_received_bytes",
+            "Bytes of frame messages received: what sending every frame would cost.",
+            ["site"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "hybridfleet_edge_dead_letters",
+            "Messages refused and stored on a dead-letter subject, by kind of fault.",
+            ["site", "kind"],
+            registry=r,
+        )
+        self.shed = Counter(
+            "hybridfleet_edge_shed_frames",
+            "Frames dropped unanswered by the full queue (answered with reason 'shed').",
+            ["site"],
+            registry=r,
+        )
+        self.late_replies = Counter(
+            "hybridfleet_edge_late_cloud_replies",
+            "Cloud answers that came after the frame was final (deadline passed, or a repeat).",
+            ["site"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "hybridfleet_edge_queue_depth", "Frames waiting for the model.", ["site"], registry=r
+        )
+        self.pending_escalations = Gauge(
+            "hybridfleet_edge_pending_escalations",
+            "Escalated frames waiting for a cloud answer.",
+            ["site"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "hybridfleet_edge_batch_size",
+            "Frames per model call.",
+            ["site"],
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.inference_seconds = Histogram(
+            "hybridfleet_edge_inference_seconds",
+            "Wall time of one batched model call, pre-processing included.",
+            ["site"],
+            buckets=_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.cloud_round_trip_seconds = Histogram(
+            "hybridfleet_edge_cloud_round_trip_seconds",
+            "From storing an escalation to receiving the cloud's answer.",
+            ["site"],
+            buckets=_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.model = Info("hybridfleet_edge_model", "The model this worker runs.", registry=r)
+
+    def value(self, name: str, **labels: str) -> float:
+        """Read one sample back (0 when it has not been observed yet)."""
+        return self.registry.get_sample_value(name, labels) or 0.0

@@ -1,0 +1,448 @@
+"""The edge worker: frames in, a local answer or an escalation out, one final result each.
+
+A frame's path (docs/architecture.md has the picture):
+
+1. ``frames.<site>.<camera>`` (queue group: the site's workers share frames) or
+   ``infer.<site>`` (request/reply) -> decode -> ``AdaptiveBatcher`` (bounded).
+2. The batch loop runs the model in a thread pool, never on the event loop.
+3. The decide loop asks ``EscalationPolicy`` per frame: publish the final result now,
+   or store an ``Escalation`` in JetStream and wait for the cloud's reply.
+4. A cloud reply on ``replies.<site>.<worker>`` or the frame's deadline, whichever
+   comes first, makes the final result; the other is recorded and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+
+from edge_worker.batcher import AdaptiveBatcher, BatchPolicy, LatencyModel
+from edge_worker.metrics import EdgeMetrics
+from edge_worker.pending import PendingEscalations
+from edge_worker.policy import EscalationPolicy, FrameFacts, RoundTripEstimator
+from pipeline.config import Settings
+from pipeline.digits import pixels_to_features
+from pipeline.model import OnnxModel
+from pipeline.natsio import connect, ensure_streams, publish_dead_letter
+from schemas import subjects
+from schemas.codec import decode_frame, decode_result, encode
+from schemas.errors import HybridfleetError, SchemaError
+from schemas.messages import (
+    Escalation,
+    Frame,
+    InferenceResult,
+    PrivacyClass,
+    Reason,
+    Source,
+)
+
+__all__ = ["EdgeWorker"]
+
+log = logging.getLogger(__name__)
+
+_STAGE = "edge"
+
+
+@dataclass(slots=True)
+class _Request:
+    """A decoded frame on its way through the worker."""
+
+    frame: Frame
+    reply_to: str | None  # the caller's inbox for request/reply on infer.<site>
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """An escalated frame waiting for the cloud, with the edge answer to fall back on."""
+
+    request: _Request
+    edge_result: InferenceResult
+    sent_at: float  # monotonic
+
+
+class EdgeWorker:
+    """One edge worker of one site. Use as ``async with EdgeWorker(settings) as w``.
+
+    Lifecycle: ``start()`` connects and subscribes; ``drain()`` stops taking frames,
+    finishes every accepted frame (waiting for cloud answers up to their deadlines)
+    and disconnects; ``close()`` stops at once. Both are idempotent.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        model: OnnxModel | None = None,
+        metrics: EdgeMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        cfg = settings.edge
+        self.site = cfg.site
+        self.model = model or OnnxModel.load(
+            "edge", Path(cfg.model_manifest) if cfg.model_manifest else None
+        )
+        self.metrics = metrics or EdgeMetrics()
+        self.metrics.model.info({"name": self.model.name, "version": self.model.version})
+        self.policy = EscalationPolicy(default_threshold=cfg.default_threshold)
+        self.round_trips = RoundTripEstimator(prior_s=cfg.cloud_round_trip_prior_ms / 1000)
+        self._latency_target_s = cfg.latency_target_ms / 1000
+        self._batcher: AdaptiveBatcher[_Request] = AdaptiveBatcher(
+            BatchPolicy(
+                max_batch_size=cfg.max_batch_size,
+                latency_target_s=self._latency_target_s,
+                latency_model=LatencyModel(),
+            ),
+            capacity=cfg.queue_capacity,
+        )
+        self._pending: PendingEscalations[_Waiting] = PendingEscalations()
+        self._pending_changed = asyncio.Event()
+        # Two batches may be in hand at once: one in the model, one being published.
+        self._decided: asyncio.Queue[tuple[list[_Request], np.ndarray] | None] = asyncio.Queue(1)
+        self._executor = ThreadPoolExecutor(cfg.inference_threads, thread_name_prefix="edge-onnx")
+        self._reply_subject = subjects.replies(self.site, cfg.worker_id)
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._inputs: list[Subscription] = []
+        self._runner: asyncio.Task[None] | None = None
+        self._draining = False
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Connect, declare streams, subscribe, and start the worker's tasks."""
+        if self._runner is not None:
+            return
+        cfg = self.settings.edge
+        self._nc = await connect(self.settings.nats, f"hybridfleet-{cfg.worker_id}")
+        self._js = self._nc.jetstream()
+        await ensure_streams(self._js, self.settings.stream)
+        await self._nc.subscribe(self._reply_subject, cb=self._on_cloud_reply)
+        group = subjects.edge_queue_group(self.site)
+        self._inputs = [
+            await self._nc.subscribe(subjects.frames(self.site), queue=group, cb=self._on_frame),
+            await self._nc.subscribe(subjects.infer(self.site), queue=group, cb=self._on_frame),
+        ]
+        await self._nc.flush()
+        self._runner = asyncio.create_task(self._run(), name=f"edge-{cfg.worker_id}")
+        log.info(
+            "edge worker %s of site %s running %s %s",
+            cfg.worker_id,
+            self.site,
+            self.model.name,
+            self.model.version,
+        )
+
+    async def _run(self) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._batch_loop(), name="edge-batches")
+            tasks.create_task(self._decide_loop(), name="edge-decide")
+            tasks.create_task(self._deadline_loop(), name="edge-deadlines")
+
+    async def wait(self) -> None:
+        """Return when the worker has stopped; raise what stopped it, if anything did."""
+        if self._runner is not None:
+            await self._runner
+
+    async def drain(self) -> None:
+        """Stop taking frames, finish every accepted one, then disconnect."""
+        if self._closed or self._draining:
+            return
+        self._draining = True
+        for sub in self._inputs:
+            await sub.unsubscribe()
+        self._batcher.close()
+        self._pending_changed.set()
+        if self._runner is not None:
+            await self._runner
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop now: frames still queued get no result (core NATS is at-most-once)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._batcher.close()
+        if self._runner is not None and not self._runner.done():
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.drain()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    async def __aenter__(self) -> EdgeWorker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            await self.drain()
+        else:
+            await self.close()
+
+    def __del__(self) -> None:
+        if self._runner is not None and not self._closed:
+            warnings.warn(f"unclosed {self!r}: call drain() or close()", ResourceWarning, 2)
+
+    # ------------------------------------------------------------------ input
+
+    async def _on_frame(self, msg: Msg) -> None:
+        self.metrics.frames_received.labels(self.site).inc()
+        self.metrics.received_bytes.labels(self.site).inc(len(msg.data))
+        try:
+            frame = decode_frame(msg.data, max_bytes=self.settings.edge.max_message_bytes)
+            self._check_addressing(frame, msg.subject)
+        except SchemaError as exc:
+            await self._dead_letter(msg.subject, msg.data, "schema", str(exc))
+            return
+        request = _Request(frame, msg.reply or None)
+        # The batcher works in monotonic time; it also caps this at the latency target.
+        due = time.monotonic() + max(0.0, frame.deadline_at - time.time())
+        admission = self._batcher.offer(request, priority=frame.priority, due=due)
+        self.metrics.queue_depth.labels(self.site).set(len(self._batcher))
+        if admission.shed is not None:
+            self.metrics.shed.labels(self.site).inc()
+            await self._finalize(admission.shed, self._shed_result(admission.shed.frame))
+
+    def _check_addressing(self, frame: Frame, subject: str) -> None:
+        # A frame may only speak for the site and camera of the subject it came on.
+        if frame.site != self.site:
+            raise SchemaError(f"frame.site: {frame.site!r} but this is site {self.site!r}")
+        tokens = subject.split(".")
+        if tokens[0] == "frames" and tokens[-1] != frame.camera:
+            raise SchemaError(f"frame.camera: {frame.camera!r} but it came on {subject!r}")
+
+    async def _dead_letter(self, subject: str, data: bytes, kind: str, reason: str) -> None:
+        log.warning("dead letter from %s: %s", subject, reason)
+        self.metrics.dead_letters.labels(self.site, kind).inc()
+        assert self._js is not None
+        await publish_dead_letter(
+            self._js, stage=_STAGE, site=self.site, subject=subject, reason=reason, data=data
+        )
+
+    # ------------------------------------------------------------------ model
+
+    def _infer(self, requests: list[_Request]) -> np.ndarray:
+        """Runs in the thread pool: pixels of every region -> probabilities."""
+        crops = [crop for r in requests for crop in r.frame.crops()]
+        return self.model.predict_proba(pixels_to_features(crops))
+
+    async def _batch_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while batch := await self._batcher.next_batch():
+            self.metrics.queue_depth.labels(self.site).set(len(self._batcher))
+            started = time.monotonic()
+            try:
+                probabilities = await loop.run_in_executor(self._executor, self._infer, batch)
+            except HybridfleetError as exc:
+                for request in batch:
+                    await self._dead_letter(
+                        subjects.frames(self.site, request.frame.camera),
+                        encode(request.frame),
+                        "model",
+                        f"edge model failed on the batch: {exc}",
+                    )
+                continue
+            elapsed = time.monotonic() - started
+            self._batcher.record_batch(len(batch), elapsed)
+            self.metrics.batch_size.labels(self.site).observe(len(batch))
+            self.metrics.inference_seconds.labels(self.site).observe(elapsed)
+            await self._decided.put((batch, probabilities))
+        await self._decided.put(None)
+
+    # ------------------------------------------------------------------ decisions
+
+    async def _decide_loop(self) -> None:
+        while (item := await self._decided.get()) is not None:
+            batch, probabilities = item
+            escalations: list[tuple[_Request, InferenceResult, PrivacyClass]] = []
+            row = 0
+            for request in batch:
+                n = len(request.frame.regions)
+                result, send = self._decide(request.frame, probabilities[row : row + n])
+                row += n
+                if send is PrivacyClass.LOCAL_ONLY:
+                    await self._finalize(request, result)
+                else:
+                    escalations.append((request, result, send))
+            if escalations:
+                await asyncio.gather(*(self._escalate(*e) for e in escalations))
+
+    def _decide(self, frame: Frame, scores: np.ndarray) -> tuple[InferenceResult, PrivacyClass]:
+        labels = tuple(int(i) for i in scores.argmax(axis=1))
+        confidence = float(scores.max(axis=1).min()) if len(labels) else 1.0
+        facts = FrameFacts(
+            priority=frame.priority,
+            confidence=confidence,
+            threshold=self.policy.threshold_for(frame.threshold),
+            privacy=frame.privacy,
+            time_left_s=frame.deadline_at - time.time(),
+            has_regions=bool(frame.regions),
+        )
+        decision = self.policy.decide(facts, self.round_trips.estimate())
+        result = InferenceResult(
+            frame_id=frame.frame_id,
+            site=frame.site,
+            camera=frame.camera,
+            seq=frame.seq,
+            labels=labels,
+            scores=np.ascontiguousarray(scores, dtype=np.float32),
+            confidence=confidence,
+            source=Source.EDGE,
+            model=self.model.name,
+            model_version=self.model.version,
+            latency_ms=0.0,  # set when it becomes final
+            reason=decision.reason,
+        )
+        return result, decision.send if decision.escalate else PrivacyClass.LOCAL_ONLY
+
+    async def _escalate(
+        self, request: _Request, edge_result: InferenceResult, send: PrivacyClass
+    ) -> None:
+        frame = request.frame
+        full = send is PrivacyClass.FULL
+        escalation = Escalation(
+            frame_id=frame.frame_id,
+            site=frame.site,
+            camera=frame.camera,
+            seq=frame.seq,
+            captured_at=frame.captured_at,
+            deadline_at=frame.deadline_at,
+            priority=frame.priority,
+            privacy=send,
+            regions=frame.regions,
+            crops=() if full else tuple(frame.crops()),
+            image=frame.image if full else None,
+            reply_to=self._reply_subject,
+            edge_labels=edge_result.labels,
+            edge_confidence=edge_result.confidence,
+        )
+        data = encode(escalation)
+        # Registered before publishing: the cloud's reply can overtake our PubAck.
+        self._pending.add(
+            frame.frame_id, frame.deadline_at, _Waiting(request, edge_result, time.monotonic())
+        )
+        self._pending_changed.set()
+        assert self._js is not None
+        try:
+            await self._js.publish(
+                subjects.escalations(frame.site, frame.camera),
+                data,
+                timeout=self.settings.edge.escalation_publish_timeout_s,
+                # The frame id makes a retried publish a no-op within the dedup window.
+                headers={"Nats-Msg-Id": frame.frame_id},
+            )
+        except Exception as exc:
+            waiting = self._pending.resolve(frame.frame_id)
+            log.warning("could not store escalation of %s: %s", frame.frame_id, exc)
+            if waiting is not None:
+                await self._finalize(request, _fallback(edge_result, Reason.ESCALATION_FAILED))
+            return
+        self.metrics.escalations.labels(self.site, send.value).inc()
+        self.metrics.escalated_bytes.labels(self.site).inc(len(data))
+        self.metrics.pending_escalations.labels(self.site).set(len(self._pending))
+
+    # ------------------------------------------------------------------ answers
+
+    async def _on_cloud_reply(self, msg: Msg) -> None:
+        try:
+            cloud = decode_result(msg.data, max_bytes=self.settings.edge.max_message_bytes)
+        except SchemaError as exc:
+            await self._dead_letter(msg.subject, msg.data, "schema", str(exc))
+            return
+        waiting = self._pending.resolve(cloud.frame_id)
+        if waiting is None:
+            # Too late (the edge answer is already final) or a redelivered repeat.
+            self.metrics.late_replies.labels(self.site).inc()
+            return
+        self.metrics.pending_escalations.labels(self.site).set(len(self._pending))
+        round_trip = time.monotonic() - waiting.sent_at
+        self.round_trips.observe(round_trip)
+        self.metrics.cloud_round_trip_seconds.labels(self.site).observe(round_trip)
+        final = InferenceResult(
+            frame_id=cloud.frame_id,
+            site=self.site,
+            camera=waiting.request.frame.camera,
+            seq=waiting.request.frame.seq,
+            labels=cloud.labels,
+            scores=cloud.scores,
+            confidence=cloud.confidence,
+            source=Source.CLOUD,
+            model=cloud.model,
+            model_version=cloud.model_version,
+            latency_ms=0.0,
+            reason=Reason.CLOUD_ANSWER,
+            edge_labels=waiting.edge_result.labels,
+        )
+        await self._finalize(waiting.request, final)
+
+    async def _deadline_loop(self) -> None:
+        while True:
+            now = time.time()
+            for _, waiting in self._pending.pop_expired(now):
+                await self._finalize(
+                    waiting.request, _fallback(waiting.edge_result, Reason.CLOUD_TIMEOUT)
+                )
+            self.metrics.pending_escalations.labels(self.site).set(len(self._pending))
+            if self._draining and self._runner_inputs_done() and not self._pending:
+                return
+            next_due = self._pending.next_deadline()
+            timeout = None if next_due is None else max(0.0, next_due - time.time())
+            self._pending_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._pending_changed.wait(), timeout)
+
+    def _runner_inputs_done(self) -> bool:
+        return self._batcher.closed and len(self._batcher) == 0 and self._decided.empty()
+
+    async def _finalize(self, request: _Request, result: InferenceResult) -> None:
+        """Publish the one final result of a frame (and answer a request/reply caller)."""
+        frame = request.frame
+        final = replace(result, latency_ms=(time.time() - frame.captured_at) * 1000)
+        data = encode(final)
+        assert self._nc is not None
+        await self._nc.publish(subjects.results(self.site, frame.camera), data)
+        if request.reply_to:
+            await self._nc.publish(request.reply_to, data)
+        self.metrics.decisions.labels(self.site, result.reason.value).inc()
+
+    def _shed_result(self, frame: Frame) -> InferenceResult:
+        return InferenceResult(
+            frame_id=frame.frame_id,
+            site=frame.site,
+            camera=frame.camera,
+            seq=frame.seq,
+            labels=(),
+            scores=np.zeros((0, self.model.n_classes), dtype=np.float32),
+            confidence=0.0,
+            source=Source.EDGE,
+            model=self.model.name,
+            model_version=self.model.version,
+            latency_ms=0.0,
+            reason=Reason.SHED,
+            degraded=True,
+        )
+
+
+def _fallback(edge_result: InferenceResult, reason: Reason) -> InferenceResult:
+    """The edge's own answer as the final one, marked degraded: the cloud was wanted."""
+    return replace(edge_result, reason=reason, degraded=True, edge_labels=edge_result.labels)

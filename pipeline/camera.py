@@ -1,0 +1,170 @@
+"""A camera simulator: labelled, camera-sized frames published at a steady rate.
+
+Each frame is a 640x480 grayscale image (a fixed textured background per camera)
+with held-out digits from scikit-learn's ``load_digits`` drawn in as regions of
+interest, so message sizes are realistic: a crop is about 1 kB, a frame 307 kB.
+The simulator keeps what it published (ground truth and crops) for evaluation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from nats.aio.client import Client
+
+from pipeline.digits import DIGIT_SIDE, DigitsSplit, digit_to_pixels, load_split
+from schemas import subjects
+from schemas.codec import check_token, encode
+from schemas.errors import ConfigError
+from schemas.messages import Frame, PrivacyClass, Region
+
+__all__ = ["CameraOptions", "CameraSimulator", "PublishedFrame"]
+
+_PRIVACY_ORDER = (PrivacyClass.LOCAL_ONLY, PrivacyClass.CROP, PrivacyClass.FULL)
+
+
+@dataclass(frozen=True)
+class CameraOptions:
+    """What to simulate. Mixes are shares that must add up to 1."""
+
+    site: str = "site1"
+    cameras: int = 4
+    rate_hz: float = 25.0  # frames per second, per camera
+    seconds: float = 10.0
+    width: int = 640
+    height: int = 480
+    digit_scale: int = 4  # a digit is drawn as (8*scale)^2 pixels
+    regions_per_frame: int = 1
+    priority_mix: tuple[float, float, float] = (0.1, 0.6, 0.3)  # priority 1, 2, 3
+    privacy_mix: tuple[float, float, float] = (0.2, 0.6, 0.2)  # local_only, crop, full
+    deadline_ms: int = 250
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_token(self.site, "site")
+        if self.cameras < 1 or self.rate_hz <= 0 or self.seconds <= 0:
+            raise ConfigError("cameras must be >= 1, rate_hz and seconds > 0")
+        side = DIGIT_SIDE * self.digit_scale
+        if self.regions_per_frame < 1 or self.regions_per_frame * side > self.width:
+            raise ConfigError(
+                f"regions_per_frame must be 1..{self.width // side} for width {self.width}"
+            )
+        if side > self.height:
+            raise ConfigError(f"digit_scale {self.digit_scale} does not fit height {self.height}")
+        for name in ("priority_mix", "privacy_mix"):
+            mix = getattr(self, name)
+            if len(mix) != 3 or min(mix) < 0 or abs(sum(mix) - 1.0) > 1e-6:
+                raise ConfigError(f"{name} must be three shares >= 0 adding up to 1, got {mix}")
+
+    @property
+    def total_frames(self) -> int:
+        return self.cameras * max(1, round(self.rate_hz * self.seconds))
+
+
+@dataclass(frozen=True, eq=False)
+class PublishedFrame:
+    """What the simulator sent, kept to score the answers against."""
+
+    frame_id: str
+    camera: str
+    truth: tuple[int, ...]
+    crops: tuple[np.ndarray, ...]
+    priority: int
+    privacy: PrivacyClass
+    captured_at: float
+    size_bytes: int
+
+
+class CameraSimulator:
+    """Builds and publishes frames for ``options.cameras`` cameras of one site."""
+
+    def __init__(self, options: CameraOptions, digits: DigitsSplit | None = None) -> None:
+        self.options = options
+        split = digits or load_split()
+        self._x, self._y = split.x_heldout, split.y_heldout
+        self._rng = np.random.default_rng(options.seed)
+        self._run_id = secrets.token_hex(4)  # frame ids stay unique across restarts
+        self.camera_names = [f"cam{i + 1}" for i in range(options.cameras)]
+        self._backgrounds = {
+            name: self._background(np.random.default_rng(options.seed + 1000 + i))
+            for i, name in enumerate(self.camera_names)
+        }
+
+    def _background(self, rng: np.random.Generator) -> np.ndarray:
+        o = self.options
+        ramp = np.linspace(40, 90, o.width, dtype=np.float32)[None, :]
+        noise = rng.normal(0, 6, (o.height, o.width)).astype(np.float32)
+        background: np.ndarray = np.clip(ramp + noise, 0, 255).astype(np.uint8)
+        return background
+
+    def make_frame(
+        self, camera: str, seq: int, captured_at: float
+    ) -> tuple[Frame, tuple[int, ...]]:
+        """One frame for ``camera`` and its ground-truth labels (one per region)."""
+        o = self.options
+        image = self._backgrounds[camera].copy()
+        side = DIGIT_SIDE * o.digit_scale
+        slot = o.width // o.regions_per_frame
+        regions, truth = [], []
+        for k in range(o.regions_per_frame):
+            index = int(self._rng.integers(len(self._y)))
+            x = k * slot + int(self._rng.integers(0, slot - side + 1))
+            y = int(self._rng.integers(0, o.height - side + 1))
+            image[y : y + side, x : x + side] = digit_to_pixels(self._x[index], o.digit_scale)
+            regions.append(Region(x, y, side, side))
+            truth.append(int(self._y[index]))
+        priority = 1 + int(self._rng.choice(3, p=o.priority_mix))
+        privacy = _PRIVACY_ORDER[int(self._rng.choice(3, p=o.privacy_mix))]
+        frame = Frame(
+            frame_id=f"{o.site}-{camera}-{self._run_id}-{seq}",
+            site=o.site,
+            camera=camera,
+            seq=seq,
+            captured_at=captured_at,
+            image=image,
+            regions=tuple(regions),
+            priority=priority,
+            deadline_ms=o.deadline_ms,
+            privacy=privacy,
+        )
+        return frame, tuple(truth)
+
+    async def run(
+        self, nc: Client, on_publish: Callable[[PublishedFrame], None] | None = None
+    ) -> list[PublishedFrame]:
+        """Publish every frame on schedule; return what was published."""
+        o = self.options
+        per_camera = o.total_frames // o.cameras
+        interval = 1.0 / (o.rate_hz * o.cameras)
+        published: list[PublishedFrame] = []
+        start = time.monotonic()
+        for seq in range(per_camera):
+            for c, camera in enumerate(self.camera_names):
+                # Absolute schedule: a slow publish does not push every later frame back.
+                due = start + (seq * o.cameras + c) * interval
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                frame, truth = self.make_frame(camera, seq, time.time())
+                data = encode(frame)
+                await nc.publish(subjects.frames(o.site, camera), data)
+                record = PublishedFrame(
+                    frame_id=frame.frame_id,
+                    camera=camera,
+                    truth=truth,
+                    crops=tuple(c.copy() for c in frame.crops()),
+                    priority=frame.priority,
+                    privacy=frame.privacy,
+                    captured_at=frame.captured_at,
+                    size_bytes=len(data),
+                )
+                published.append(record)
+                if on_publish is not None:
+                    on_publish(record)
+        await nc.flush()
+        return published

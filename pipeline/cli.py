@@ -1,0 +1,185 @@
+"""The ``hybridfleet`` command: ``stack``, ``edge``, ``cloud``, ``camera``, ``models build``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Coroutine, Sequence
+from dataclasses import replace
+from typing import Any
+
+import orjson
+import uvloop
+
+from pipeline.camera import CameraOptions
+from pipeline.config import Settings, load_settings
+from schemas.errors import HybridfleetError
+
+__all__ = ["main"]
+
+log = logging.getLogger("hybridfleet")
+
+
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    # uvloop: the event loop is on every frame's path.
+    return uvloop.run(coro)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(args.config)
+    if getattr(args, "url", None):
+        settings = replace(settings, nats=replace(settings.nats, url=args.url))
+    return settings
+
+
+def _camera_options(args: argparse.Namespace) -> CameraOptions:
+    return CameraOptions(
+        site=args.site,
+        cameras=args.cameras,
+        rate_hz=args.rate,
+        seconds=args.seconds,
+        regions_per_frame=args.regions,
+        deadline_ms=args.deadline_ms,
+        seed=args.seed,
+    )
+
+
+async def _serve_until_signal(worker: Any, metrics_port: int | None) -> int:
+    """Run a worker until SIGINT/SIGTERM, then drain it."""
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1", registry=worker.metrics.registry)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await worker.start()
+    waiter = asyncio.create_task(worker.wait())
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if waiter in done:
+        await worker.close()
+        waiter.result()  # re-raise what stopped the worker
+        return 1
+    log.info("signal received: draining")
+    await worker.drain()
+    waiter.cancel()
+    return 0
+
+
+async def _edge(args: argparse.Namespace) -> int:
+    from edge_worker.worker import EdgeWorker
+
+    return await _serve_until_signal(EdgeWorker(_settings(args)), args.metrics_port)
+
+
+async def _cloud(args: argparse.Namespace) -> int:
+    from cloud_worker.worker import CloudWorker
+
+    return await _serve_until_signal(CloudWorker(_settings(args)), args.metrics_port)
+
+
+async def _camera(args: argparse.Namespace) -> int:
+    import nats
+
+    from pipeline.camera import CameraSimulator
+
+    settings = _settings(args)
+    nc = await nats.connect(settings.nats.url, name="hybridfleet-camera")
+    try:
+        published = await CameraSimulator(_camera_options(args)).run(nc)
+    finally:
+        await nc.close()
+    print(orjson.dumps({"frames_published": len(published)}).decode())
+    return 0
+
+
+async def _stack(args: argparse.Namespace) -> int:
+    from pipeline.stack import StackOptions, run_stack
+    from pipeline.summary import format_summary
+
+    options = StackOptions(camera=_camera_options(args), settings=load_settings(args.config))
+    summary = await run_stack(options, progress=sys.stderr)
+    if args.json:
+        print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(format_summary(summary))
+    return 0 if summary["every_frame_one_result"] else 1
+
+
+def _models_build(args: argparse.Namespace) -> int:
+    from models.build import main as build_main
+
+    return build_main(["--out", args.out] if args.out else [])
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hybridfleet", description=__doc__)
+    parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ERROR")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", help="TOML settings file (HYBRIDFLEET_* env vars override)")
+
+    def with_camera(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--site", default="site1")
+        p.add_argument("--cameras", type=int, default=4)
+        p.add_argument("--rate", type=float, default=25.0, help="frames/s per camera")
+        p.add_argument("--seconds", type=float, default=10.0)
+        p.add_argument("--regions", type=int, default=1, help="digits per frame")
+        p.add_argument("--deadline-ms", type=int, default=250)
+        p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("stack", help="run nats-server, cloud, edge and cameras; print a summary")
+    with_config(p)
+    with_camera(p)
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(run=lambda a: _run(_stack(a)))
+
+    for name, fn, doc in (
+        ("edge", _edge, "run an edge worker until SIGTERM"),
+        ("cloud", _cloud, "run a cloud worker until SIGTERM"),
+    ):
+        p = sub.add_parser(name, help=doc)
+        with_config(p)
+        p.add_argument("--url", help="NATS URL (overrides the config)")
+        p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics here")
+        p.set_defaults(run=lambda a, fn=fn: _run(fn(a)))
+
+    p = sub.add_parser("camera", help="publish simulated camera frames")
+    with_config(p)
+    with_camera(p)
+    p.add_argument("--url", help="NATS URL (overrides the config)")
+    p.set_defaults(run=lambda a: _run(_camera(a)))
+
+    models = sub.add_parser("models", help="model files").add_subparsers(
+        dest="models_command", required=True
+    )
+    p = models.add_parser("build", help="train the digits models and write ONNX + manifest")
+    p.add_argument("--out", help="output folder (default: the models package)")
+    p.set_defaults(run=_models_build)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hybridfleet`` console script."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    try:
+        code: int = args.run(args)
+    except HybridfleetError as exc:
+        print(f"hybridfleet: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

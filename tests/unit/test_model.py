@@ -1,0 +1,243 @@
+"""Loading, verifying and running the shipped ONNX models."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pipeline.digits import DigitsSplit, digit_to_pixels, load_split, pixels_to_features
+from pipeline.model import (
+    DEFAULT_MANIFEST,
+    ModelSpec,
+    OnnxModel,
+    apply_temperature,
+    load_spec,
+)
+from schemas.errors import ModelError
+
+
+@pytest.fixture(scope="module")
+def split() -> DigitsSplit:
+    return load_split()
+
+
+@pytest.fixture(scope="module")
+def edge() -> OnnxModel:
+    return OnnxModel.load("edge")
+
+
+@pytest.fixture(scope="module")
+def cloud() -> OnnxModel:
+    return OnnxModel.load("cloud")
+
+
+def _accuracy(model: OnnxModel, split: DigitsSplit) -> float:
+    proba = model.predict_proba(split.x_heldout)
+    return float(np.mean(proba.argmax(axis=1) == split.y_heldout))
+
+
+def _manifest() -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(DEFAULT_MANIFEST.read_text(encoding="utf-8"))
+    return document
+
+
+def _copy_models(tmp_path: Path) -> Path:
+    """A copy of the manifest and both files, to damage without touching the real ones."""
+    for entry in _manifest()["models"].values():
+        shutil.copy(DEFAULT_MANIFEST.parent / entry["file"], tmp_path / entry["file"])
+    return Path(shutil.copy(DEFAULT_MANIFEST, tmp_path / "manifest.json"))
+
+
+def _edit_manifest(manifest: Path, role: str, **changes: Any) -> None:
+    document = json.loads(manifest.read_text(encoding="utf-8"))
+    document["models"][role].update(changes)
+    manifest.write_text(json.dumps(document), encoding="utf-8")
+
+
+def test_both_models_load_and_describe_themselves(edge: OnnxModel, cloud: OnnxModel) -> None:
+    assert (edge.name, edge.version, edge.n_classes) == ("digits-mlp32", "1.0.0", 10)
+    assert (cloud.name, cloud.version, cloud.n_classes) == ("digits-svc", "1.0.0", 10)
+    assert edge.spec.input_name == "input"
+    assert edge.spec.output_name == "probabilities"
+    assert edge.spec.labels == tuple(range(10))
+
+
+def test_edge_accuracy_matches_manifest(edge: OnnxModel, split: DigitsSplit) -> None:
+    assert round(_accuracy(edge, split), 4) == edge.spec.heldout_accuracy
+    assert len(split.y_heldout) == _manifest()["models"]["edge"]["heldout_size"]
+
+
+def test_cloud_is_more_accurate_than_edge(
+    edge: OnnxModel, cloud: OnnxModel, split: DigitsSplit
+) -> None:
+    edge_accuracy = _accuracy(edge, split)
+    cloud_accuracy = _accuracy(cloud, split)
+    assert edge_accuracy > 0.95
+    assert cloud_accuracy > edge_accuracy
+    assert round(cloud_accuracy, 4) == cloud.spec.heldout_accuracy
+
+
+def test_edge_file_is_smaller(edge: OnnxModel, cloud: OnnxModel) -> None:
+    assert edge.path.stat().st_size * 5 < cloud.path.stat().st_size
+
+
+def test_camera_pixels_classify_like_features(edge: OnnxModel, split: DigitsSplit) -> None:
+    crops = [digit_to_pixels(d, scale=4) for d in split.x_heldout[:20]]
+    from_pixels = edge.predict_proba(pixels_to_features(crops))
+    np.testing.assert_array_equal(from_pixels, edge.predict_proba(split.x_heldout[:20]))
+
+
+def test_probabilities_sum_to_one(edge: OnnxModel, cloud: OnnxModel, split: DigitsSplit) -> None:
+    for model in (edge, cloud):
+        proba = model.predict_proba(split.x_heldout[:64])
+        assert proba.dtype == np.float32
+        assert proba.shape == (64, 10)
+        np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+        assert proba.min() >= 0.0
+
+
+def test_empty_batch(edge: OnnxModel) -> None:
+    proba = edge.predict_proba(np.empty((0, 64), dtype=np.float32))
+    assert proba.shape == (0, 10)
+    assert proba.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "features",
+    [
+        np.zeros((2, 64), dtype=np.float64),
+        np.zeros((2, 63), dtype=np.float32),
+        np.zeros(64, dtype=np.float32),
+        np.zeros((2, 8, 8), dtype=np.float32),
+    ],
+    ids=["float64", "63-columns", "1-d", "3-d"],
+)
+def test_wrong_features_are_refused(edge: OnnxModel, features: np.ndarray) -> None:
+    with pytest.raises(ModelError, match=r"float32 \[N, 64\], got"):
+        edge.predict_proba(features)
+
+
+def test_non_finite_features_are_refused(edge: OnnxModel) -> None:
+    features = np.zeros((1, 64), dtype=np.float32)
+    features[0, 5] = np.nan
+    with pytest.raises(ModelError, match="NaN"):
+        edge.predict_proba(features)
+
+
+def test_concurrent_calls_agree(edge: OnnxModel, split: DigitsSplit) -> None:
+    batches = [split.x_heldout[i : i + 10] for i in range(0, 200, 10)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(edge.predict_proba, batches))
+    np.testing.assert_array_equal(
+        np.concatenate(results), edge.predict_proba(split.x_heldout[:200])
+    )
+
+
+def test_flipped_byte_fails_sha256_check(tmp_path: Path) -> None:
+    manifest = _copy_models(tmp_path)
+    target = tmp_path / "edge-mlp32.onnx"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    target.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="SHA-256") as caught:
+        OnnxModel.load("edge", manifest)
+    assert "edge-mlp32.onnx" in str(caught.value)
+    assert "python -m models.build" in str(caught.value)
+    OnnxModel.load("cloud", manifest)  # the untouched file still loads
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    manifest = _copy_models(tmp_path)
+    (tmp_path / "cloud-svc.onnx").unlink()
+    with pytest.raises(ModelError, match=r"cloud-svc\.onnx: model file is missing"):
+        OnnxModel.load("cloud", manifest)
+
+
+def test_unloadable_file_with_matching_hash(tmp_path: Path) -> None:
+    import hashlib
+
+    manifest = _copy_models(tmp_path)
+    garbage = b"not an onnx model"
+    (tmp_path / "edge-mlp32.onnx").write_bytes(garbage)
+    _edit_manifest(manifest, "edge", sha256=hashlib.sha256(garbage).hexdigest())
+    with pytest.raises(ModelError, match="onnxruntime cannot load it"):
+        OnnxModel.load("edge", manifest)
+
+
+def test_input_name_mismatch(tmp_path: Path) -> None:
+    manifest = _copy_models(tmp_path)
+    _edit_manifest(
+        manifest, "edge", input={"name": "pixels", "shape": [None, 64], "dtype": "float32"}
+    )
+    with pytest.raises(ModelError, match="input is named 'input' in the file"):
+        OnnxModel.load("edge", manifest)
+
+
+def test_input_shape_mismatch(tmp_path: Path) -> None:
+    manifest = _copy_models(tmp_path)
+    _edit_manifest(
+        manifest, "edge", input={"name": "input", "shape": [None, 32], "dtype": "float32"}
+    )
+    with pytest.raises(ModelError, match=r"manifest says float32 \[None, 32\]"):
+        OnnxModel.load("edge", manifest)
+
+
+def test_unknown_role_lists_roles() -> None:
+    with pytest.raises(ModelError, match=r"roles present: \['cloud', 'edge'\]"):
+        load_spec("gpu")
+
+
+def test_missing_manifest(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="manifest not found"):
+        load_spec("edge", tmp_path / "manifest.json")
+
+
+def test_spec_names_missing_and_bad_keys() -> None:
+    entry = _manifest()["models"]["edge"]
+    assert ModelSpec.from_manifest(entry).n_features == 64
+    without_output_name = {**entry, "output": {"classes": 10}}
+    with pytest.raises(ModelError, match=r"key 'output\.name' is missing"):
+        ModelSpec.from_manifest(without_output_name)
+    with pytest.raises(ModelError, match="key 'temperature'"):
+        ModelSpec.from_manifest({**entry, "temperature": 0})
+    with pytest.raises(ModelError, match="key 'sha256'"):
+        ModelSpec.from_manifest({**entry, "sha256": "abc"})
+    with pytest.raises(ModelError, match=r"key 'output\.classes'"):
+        ModelSpec.from_manifest({**entry, "labels": [0, 1, 2]})
+
+
+def test_temperature_is_applied(tmp_path: Path, split: DigitsSplit, edge: OnnxModel) -> None:
+    manifest = _copy_models(tmp_path)
+    _edit_manifest(manifest, "edge", temperature=2.0)
+    softened = OnnxModel.load("edge", manifest)
+    raw = edge.predict_proba(split.x_heldout[:32])
+    soft = softened.predict_proba(split.x_heldout[:32])
+    np.testing.assert_allclose(soft.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(soft.argmax(axis=1), raw.argmax(axis=1))
+    assert (soft.max(axis=1) <= raw.max(axis=1) + 1e-6).all()
+    np.testing.assert_allclose(soft, apply_temperature(raw, 2.0), atol=1e-6)
+
+
+def test_apply_temperature_handles_zeros() -> None:
+    proba = np.array([[1.0, 0.0, 0.0]], dtype=np.float32)
+    result = apply_temperature(proba, 0.5)
+    assert np.isfinite(result).all()
+    np.testing.assert_allclose(result, proba, atol=1e-6)
+    assert apply_temperature(proba, 1.0) is proba
+
+
+def test_rebuild_reproduces_shipped_models(tmp_path: Path) -> None:
+    pytest.importorskip("skl2onnx")
+    from models.build import build, library_versions
+
+    shipped = _manifest()
+    recorded = shipped["models"]["edge"]["trained_with"]
+    if any(recorded.get(lib) != version for lib, version in library_versions().items()):
+        pytest.skip("installed library versions differ from the ones the models were built with")
+    assert build(tmp_path) == shipped

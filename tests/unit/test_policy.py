@@ -1,0 +1,260 @@
+"""EscalationPolicy decision table and RoundTripEstimator."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edge_worker.policy import Decision, EscalationPolicy, FrameFacts, RoundTripEstimator
+from schemas.errors import ConfigError, SchemaError
+from schemas.messages import PrivacyClass, Reason
+
+# A frame that reaches the last row of the table: uncertain, may leave, time to spare.
+UNCERTAIN = FrameFacts(
+    priority=2,
+    confidence=0.5,
+    threshold=0.9,
+    privacy=PrivacyClass.CROP,
+    time_left_s=0.2,
+    has_regions=True,
+)
+RTT = 0.05
+
+
+def local(reason: Reason) -> Decision:
+    return Decision(escalate=False, reason=reason, send=PrivacyClass.LOCAL_ONLY)
+
+
+@pytest.fixture
+def policy() -> EscalationPolicy:
+    return EscalationPolicy()
+
+
+# --- one test per row ---------------------------------------------------------------
+
+
+def test_row1_no_regions(policy: EscalationPolicy) -> None:
+    facts = replace(UNCERTAIN, has_regions=False)
+    assert policy.decide(facts, RTT) == local(Reason.NO_REGIONS)
+
+
+def test_row2_priority_one(policy: EscalationPolicy) -> None:
+    facts = replace(UNCERTAIN, priority=1)
+    assert policy.decide(facts, RTT) == local(Reason.PRIORITY_LOCAL)
+
+
+def test_row3_confident(policy: EscalationPolicy) -> None:
+    facts = replace(UNCERTAIN, confidence=0.95)
+    assert policy.decide(facts, RTT) == local(Reason.CONFIDENT)
+
+
+def test_row3_confidence_equal_to_threshold_is_confident(policy: EscalationPolicy) -> None:
+    facts = replace(UNCERTAIN, confidence=0.9, threshold=0.9)
+    assert policy.decide(facts, RTT) == local(Reason.CONFIDENT)
+
+
+def test_row3_uses_the_facts_threshold(policy: EscalationPolicy) -> None:
+    facts = replace(UNCERTAIN, confidence=0.5, threshold=0.4)
+    assert policy.decide(facts, RTT) == local(Reason.CONFIDENT)
+
+
+def test_row4_privacy_local_only(policy: EscalationPolicy) -> None:
+    facts = replace(UNCERTAIN, privacy=PrivacyClass.LOCAL_ONLY)
+    assert policy.decide(facts, RTT) == local(Reason.PRIVACY_LOCAL_ONLY)
+
+
+def test_row5_deadline_too_short(policy: EscalationPolicy) -> None:
+    facts = replace(UNCERTAIN, time_left_s=0.04)
+    assert policy.decide(facts, RTT) == local(Reason.DEADLINE_TOO_SHORT)
+
+
+def test_row5_round_trip_equal_to_time_left_is_too_short(policy: EscalationPolicy) -> None:
+    facts = replace(UNCERTAIN, time_left_s=0.05)
+    assert policy.decide(facts, 0.05) == local(Reason.DEADLINE_TOO_SHORT)
+
+
+def test_row5_deadline_already_passed(policy: EscalationPolicy) -> None:
+    facts = replace(UNCERTAIN, time_left_s=-0.01)
+    assert policy.decide(facts, 0.0) == local(Reason.DEADLINE_TOO_SHORT)
+
+
+def test_row6_escalate_crop(policy: EscalationPolicy) -> None:
+    assert policy.decide(UNCERTAIN, RTT) == Decision(
+        escalate=True, reason=Reason.CLOUD_ANSWER, send=PrivacyClass.CROP
+    )
+
+
+def test_row6_escalate_full(policy: EscalationPolicy) -> None:
+    facts = replace(UNCERTAIN, privacy=PrivacyClass.FULL)
+    assert policy.decide(facts, RTT) == Decision(
+        escalate=True, reason=Reason.CLOUD_ANSWER, send=PrivacyClass.FULL
+    )
+
+
+def test_nan_confidence_is_not_confident(policy: EscalationPolicy) -> None:
+    facts = replace(UNCERTAIN, confidence=math.nan)
+    assert policy.decide(facts, RTT).reason is Reason.CLOUD_ANSWER
+
+
+def test_nan_round_trip_stays_local(policy: EscalationPolicy) -> None:
+    assert policy.decide(UNCERTAIN, math.nan) == local(Reason.DEADLINE_TOO_SHORT)
+
+
+# --- ordering between rows ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"has_regions": False, "priority": 1}, Reason.NO_REGIONS),
+        ({"has_regions": False, "privacy": PrivacyClass.LOCAL_ONLY}, Reason.NO_REGIONS),
+        ({"priority": 1, "privacy": PrivacyClass.LOCAL_ONLY}, Reason.PRIORITY_LOCAL),
+        ({"priority": 1, "time_left_s": -1.0}, Reason.PRIORITY_LOCAL),
+        ({"priority": 1, "confidence": 0.99}, Reason.PRIORITY_LOCAL),
+        ({"confidence": 0.99, "privacy": PrivacyClass.LOCAL_ONLY}, Reason.CONFIDENT),
+        ({"confidence": 0.99, "time_left_s": -1.0}, Reason.CONFIDENT),
+        ({"privacy": PrivacyClass.LOCAL_ONLY, "time_left_s": -1.0}, Reason.PRIVACY_LOCAL_ONLY),
+    ],
+)
+def test_first_matching_row_wins(
+    policy: EscalationPolicy, changes: dict[str, object], reason: Reason
+) -> None:
+    facts = replace(UNCERTAIN, **changes)  # type: ignore[arg-type]
+    assert policy.decide(facts, RTT) == local(reason)
+
+
+@given(
+    priority=st.integers(1, 3),
+    confidence=st.floats(0.0, 1.0),
+    threshold=st.floats(0.0, 1.0),
+    privacy=st.sampled_from(list(PrivacyClass)),
+    time_left_s=st.floats(-1.0, 1.0),
+    has_regions=st.booleans(),
+    rtt=st.floats(0.0, 1.0),
+)
+def test_nothing_leaves_unless_allowed(
+    priority: int,
+    confidence: float,
+    threshold: float,
+    privacy: PrivacyClass,
+    time_left_s: float,
+    has_regions: bool,
+    rtt: float,
+) -> None:
+    facts = FrameFacts(priority, confidence, threshold, privacy, time_left_s, has_regions)
+    decision = EscalationPolicy().decide(facts, rtt)
+    if decision.escalate:
+        assert decision.reason is Reason.CLOUD_ANSWER
+        assert decision.send is privacy
+        assert privacy is not PrivacyClass.LOCAL_ONLY
+        assert priority != 1
+        assert has_regions
+        assert confidence < threshold
+        assert rtt < time_left_s
+    else:
+        assert decision.send is PrivacyClass.LOCAL_ONLY
+        assert decision.reason is not Reason.CLOUD_ANSWER
+
+
+# --- thresholds and validation ------------------------------------------------------
+
+
+def test_threshold_for() -> None:
+    policy = EscalationPolicy(default_threshold=0.8)
+    assert policy.threshold_for(None) == 0.8
+    assert policy.threshold_for(0.3) == 0.3
+    assert policy.default_threshold == 0.8
+    with pytest.raises(SchemaError, match=r"frame\.threshold"):
+        policy.threshold_for(1.5)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.1, math.nan])
+def test_default_threshold_validated(bad: float) -> None:
+    with pytest.raises(ConfigError, match=r"default_threshold must be a number in \[0, 1\]"):
+        EscalationPolicy(default_threshold=bad)
+
+
+@pytest.mark.parametrize("edge", [0.0, 1.0])
+def test_default_threshold_bounds_accepted(edge: float) -> None:
+    assert EscalationPolicy(default_threshold=edge).threshold_for(None) == edge
+
+
+def test_frame_facts_validated() -> None:
+    with pytest.raises(ValueError, match="priority"):
+        replace(UNCERTAIN, priority=4)
+    with pytest.raises(ValueError, match="threshold"):
+        replace(UNCERTAIN, threshold=1.2)
+
+
+# --- RoundTripEstimator -------------------------------------------------------------
+
+
+def test_round_trip_prior_until_min_samples() -> None:
+    est = RoundTripEstimator()
+    assert est.estimate() == 0.05
+    for _ in range(4):
+        est.observe(1.0)
+    assert est.estimate() == 0.05
+    est.observe(1.0)
+    assert est.estimate() == 1.0
+
+
+def test_round_trip_custom_prior_and_min_samples() -> None:
+    est = RoundTripEstimator(prior_s=0.2, min_samples=2)
+    est.observe(0.01)
+    assert est.estimate() == 0.2
+    est.observe(0.03)
+    assert est.estimate() == 0.03
+
+
+def test_round_trip_p95_nearest_rank() -> None:
+    est = RoundTripEstimator()
+    for ms in range(100, 0, -1):  # order must not matter
+        est.observe(ms / 1000)
+    assert est.estimate() == 0.095
+    est.observe(10.0)  # 101 samples: rank ceil(95.95) = 96
+    assert est.estimate() == 0.096
+
+
+def test_round_trip_p95_of_five_is_the_max() -> None:
+    est = RoundTripEstimator()
+    for s in (0.1, 0.5, 0.2, 0.4, 0.3):
+        est.observe(s)
+    assert est.estimate() == 0.5
+
+
+def test_round_trip_forgets_old_samples() -> None:
+    est = RoundTripEstimator(window=256)
+    for _ in range(100):
+        est.observe(10.0)
+    for _ in range(256):
+        est.observe(0.01)
+    assert len(est) == 256
+    assert est.estimate() == 0.01
+
+
+def test_round_trip_rejects_bad_samples() -> None:
+    est = RoundTripEstimator()
+    with pytest.raises(ValueError, match="seconds"):
+        est.observe(-0.001)
+    with pytest.raises(ValueError, match="seconds"):
+        est.observe(math.inf)
+    assert len(est) == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"prior_s": -1.0}, "prior_s must be a finite number >= 0"),
+        ({"min_samples": 0}, r"min_samples must be an integer in \[1, window=256\], got 0"),
+        ({"min_samples": 10, "window": 5}, r"min_samples must be an integer in \[1, window=5\]"),
+        ({"window": 0}, "window must be an integer >= 1, got 0"),
+    ],
+)
+def test_round_trip_config_validated(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        RoundTripEstimator(**kwargs)  # type: ignore[arg-type]
