@@ -182,6 +182,8 @@ class CloudWorker:
             for job in jobs:
                 await job.msg.nak(delay=1.0)
             return
+        if self.settings.cloud.inject_latency_ms:
+            await asyncio.sleep(self.settings.cloud.inject_latency_ms / 1000)
         self.metrics.batch_size.observe(len(jobs))
         self.metrics.inference_seconds.observe(time.monotonic() - started)
         assert self._nc is not None

@@ -3,7 +3,7 @@
 Unlike a fixed size-or-timeout batcher (TorchServe, Ray Serve, Triton's queue delay),
 the policy here adds no wait when traffic is light, lets batches grow while the model
 is busy, and bounds every wait by the oldest frame's deadline through an online model
-of batch run time with a tail margin (see docs in /work/shared/design/batching-anchors.md).
+of batch run time with a tail margin (design note: batching-anchors.md).
 
 The pure parts (``LatencyModel``, ``ArrivalRate``, ``BatchPolicy``) take time as an
 argument and can be tested with plain floats; ``AdaptiveBatcher`` is the asyncio side.

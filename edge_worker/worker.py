@@ -118,6 +118,7 @@ class EdgeWorker:
         self._inputs: list[Subscription] = []
         self._runner: asyncio.Task[None] | None = None
         self._draining = False
+        self._decided_all = False  # set when the decide loop has handled its last batch
         self._closed = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -286,6 +287,9 @@ class EdgeWorker:
                     escalations.append((request, result, send))
             if escalations:
                 await asyncio.gather(*(self._escalate(*e) for e in escalations))
+        # Nothing more can be escalated: let the deadline loop finish once all is answered.
+        self._decided_all = True
+        self._pending_changed.set()
 
     def _decide(self, frame: Frame, scores: np.ndarray) -> tuple[InferenceResult, PrivacyClass]:
         labels = tuple(int(i) for i in scores.argmax(axis=1))
@@ -403,16 +407,13 @@ class EdgeWorker:
                     waiting.request, _fallback(waiting.edge_result, Reason.CLOUD_TIMEOUT)
                 )
             self.metrics.pending_escalations.labels(self.site).set(len(self._pending))
-            if self._draining and self._runner_inputs_done() and not self._pending:
+            if self._decided_all and not self._pending:
                 return
             next_due = self._pending.next_deadline()
             timeout = None if next_due is None else max(0.0, next_due - time.time())
             self._pending_changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._pending_changed.wait(), timeout)
-
-    def _runner_inputs_done(self) -> bool:
-        return self._batcher.closed and len(self._batcher) == 0 and self._decided.empty()
 
     async def _finalize(self, request: _Request, result: InferenceResult) -> None:
         """Publish the one final result of a frame (and answer a request/reply caller)."""

@@ -91,6 +91,8 @@ class CloudSettings:
     max_message_bytes: int = _range(DEFAULT_MAX_BYTES, 1024, 64 << 20)
     inference_threads: int = _range(1, 1, 64)
     model_manifest: str = ""
+    # Fault injection for tests and benchmarks: extra time each batch takes.
+    inject_latency_ms: float = _range(0.0, 0.0, 600_000.0)
 
 
 @dataclass(frozen=True)

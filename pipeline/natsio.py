@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 
-import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError
@@ -41,22 +40,26 @@ async def connect(settings: NatsSettings, name: str) -> Client:
     async def on_error(exc: Exception) -> None:
         log.warning("%s: NATS error: %s", name, exc)
 
+    nc = Client()
+
     async def on_disconnect() -> None:
-        log.warning("%s: disconnected from NATS", name)
+        if not (nc.is_closed or nc.is_draining):  # a close we asked for is no news
+            log.warning("%s: disconnected from NATS", name)
 
     async def on_reconnect() -> None:
         log.info("%s: reconnected to NATS", name)
 
-    return await nats.connect(
+    await nc.connect(
         settings.url,
         name=name,
-        connect_timeout=settings.connect_timeout_s,
+        connect_timeout=settings.connect_timeout_s,  # type: ignore[arg-type]  # float works
         max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
+        reconnect_time_wait=0.5,  # type: ignore[arg-type]
         error_cb=on_error,
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
     )
+    return nc
 
 
 async def _add_or_update(js: JetStreamContext, config: api.StreamConfig) -> None:

@@ -2,7 +2,8 @@
 
 Decoding is strict: any deviation from docs/wire-format.md raises one
 ``SchemaError`` that names the field and what is wrong with it. Arrays are read
-with ``numpy.frombuffer`` and so share memory with the received bytes (read-only).
+with ``numpy.frombuffer`` and so share memory with the ``bytes`` msgpack unpacks
+(read-only; msgpack copies each binary payload once out of the received buffer).
 """
 
 from __future__ import annotations
@@ -300,7 +301,7 @@ def _unpack(data: bytes, kind: str, max_bytes: int) -> _Fields:
         raise SchemaError(f"{kind}: expected a map, got {type(raw).__name__}")
     f = _Fields(raw, kind)
     version = raw.get("v")
-    if version != SCHEMA_VERSION:
+    if type(version) is not int or version != SCHEMA_VERSION:  # True == 1 and 1.0 == 1
         raise SchemaError(
             f"{kind}.v: schema version {version!r} is not supported; this reader speaks "
             f"{SCHEMA_VERSION}"
@@ -386,6 +387,12 @@ def decode_escalation(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Esc
         )
     if privacy is PrivacyClass.FULL and (image is None or crops):
         raise SchemaError("escalation: privacy 'full' carries the image and no crops")
+    for i, (r, crop) in enumerate(zip(regions, crops, strict=False)):
+        if crop.shape != (r.h, r.w):
+            raise SchemaError(
+                f"escalation.crops[{i}]: shape {list(crop.shape)} does not match region "
+                f"{[r.x, r.y, r.w, r.h]} ({r.h} rows, {r.w} columns)"
+            )
     if image is not None:
         height, width = image.shape
         for i, r in enumerate(regions):

@@ -1,0 +1,1 @@
+"""Benchmarks: programs that measure and report, run by hand (not tests)."""

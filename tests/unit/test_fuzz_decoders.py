@@ -1,0 +1,284 @@
+"""Fuzzing the decoders: whatever the bytes, the outcome is a message or a SchemaError.
+
+Three sources of input for each of the four decoders: (a) arbitrary bytes, (b) any
+msgpack document (and maps dressed with the right ``v`` and ``type`` so they get past
+the envelope), (c) a valid message with one field, at any depth, replaced or removed.
+About 10,000 inputs in all; the budget is set by ``_EXAMPLES``.
+
+Anything other than ``SchemaError`` escaping a decoder fails the test, and so does an
+accepted message that does not survive encode -> decode unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from schemas.codec import (
+    decode_dead_letter,
+    decode_escalation,
+    decode_frame,
+    decode_result,
+    encode,
+)
+from schemas.errors import SchemaError
+from schemas.messages import (
+    DeadLetter,
+    Escalation,
+    Frame,
+    InferenceResult,
+    PrivacyClass,
+    Reason,
+    Region,
+    Source,
+)
+
+# 4 decoders x 3 input sources x _EXAMPLES, plus the escalation-full mutation test.
+_EXAMPLES = 770
+FUZZ = settings(
+    max_examples=_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+Decoder = Callable[[bytes], Any]
+DECODERS: dict[str, tuple[Decoder, type]] = {
+    "frame": (decode_frame, Frame),
+    "result": (decode_result, InferenceResult),
+    "escalation": (decode_escalation, Escalation),
+    "dead_letter": (decode_dead_letter, DeadLetter),
+}
+KINDS = list(DECODERS)
+
+# ------------------------------------------------------------------ valid seeds
+
+_IMAGE = (np.arange(48, dtype=np.uint8) * 5).reshape(6, 8)
+_REGIONS = (Region(0, 0, 4, 3), Region(2, 1, 5, 5))
+
+SEEDS: dict[str, Any] = {
+    "frame": Frame(
+        frame_id="site1/cam-1:1",
+        site="site1",
+        camera="cam-1",
+        seq=1,
+        captured_at=1_700_000_000.0,
+        image=_IMAGE,
+        regions=_REGIONS,
+        priority=2,
+        deadline_ms=250,
+        threshold=0.5,
+        privacy=PrivacyClass.CROP,
+    ),
+    "result": InferenceResult(
+        frame_id="f-1",
+        site="site1",
+        camera="cam-1",
+        seq=1,
+        labels=(3, 4),
+        scores=np.array([[0.25, 0.75], [0.5, 0.5]], np.float32),
+        confidence=0.5,
+        source=Source.EDGE,
+        model="m",
+        model_version="1",
+        latency_ms=3.0,
+        reason=Reason.CONFIDENT,
+        degraded=False,
+        edge_labels=(3, 4),
+    ),
+    "escalation": Escalation(
+        frame_id="f-1",
+        site="site1",
+        camera="cam-1",
+        seq=1,
+        captured_at=1_700_000_000.0,
+        deadline_at=1_700_000_000.25,
+        priority=2,
+        privacy=PrivacyClass.CROP,
+        regions=_REGIONS,
+        crops=tuple(r.crop(_IMAGE) for r in _REGIONS),
+        image=None,
+        reply_to="replies.site1.edge-1",
+        edge_labels=(1, 2),
+        edge_confidence=0.5,
+    ),
+    "dead_letter": DeadLetter(
+        stage="cloud",
+        site="site1",
+        subject="escalations.site1.cam-1",
+        reason="r",
+        data=b"\x00",
+        at=1.0,
+    ),
+}
+ESCALATION_FULL = dataclasses.replace(
+    SEEDS["escalation"], privacy=PrivacyClass.FULL, crops=(), image=_IMAGE
+)
+
+
+def _raw(msg: Any) -> dict[str, Any]:
+    out = msgpack.unpackb(encode(msg), raw=False)
+    assert isinstance(out, dict)
+    return out
+
+
+RAW_SEEDS = {kind: _raw(msg) for kind, msg in SEEDS.items()}
+RAW_ESCALATION_FULL = _raw(ESCALATION_FULL)
+
+# ------------------------------------------------------------------ strategies
+
+_SPECIAL_FLOATS = [math.nan, math.inf, -math.inf, -0.0, 0.0, 1.0, 1.0000001, 5e-324, 1e308, -1.0]
+_SPECIAL_INTS = [
+    0,
+    1,
+    2,
+    3,
+    4,
+    -1,
+    63,
+    64,
+    65,
+    999,
+    1000,
+    65536,
+    65537,
+    2**63 - 1,
+    2**63,
+    2**64 - 1,
+]
+_SPECIAL_TEXT = [
+    "", "a.b", "*", ">", "a b", "x" * 65, "local_only", "crop", "full", "uint8", "float32",
+    "frame", "result", "escalation", "dead_letter", "edge", "cloud", "confident",
+]  # fmt: skip
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.sampled_from(_SPECIAL_INTS),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(_SPECIAL_FLOATS),
+    st.text(max_size=12),
+    st.sampled_from(_SPECIAL_TEXT),
+    st.binary(max_size=64),
+)
+nested = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=6),
+        st.dictionaries(st.text(max_size=8), inner, max_size=6),
+    ),
+    max_leaves=24,
+)
+
+
+def _pack(value: Any) -> bytes:
+    out = msgpack.packb(value, use_bin_type=True)
+    assert isinstance(out, bytes)
+    return out
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every key path in a decoded msgpack document, depth first."""
+    out: list[tuple[Any, ...]] = []
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, child in items:
+        out.append((*prefix, key))
+        if isinstance(child, dict | list):
+            out.extend(_paths(child, (*prefix, key)))
+    return out
+
+
+@st.composite
+def mutated(draw: st.DrawFn, seed: dict[str, Any]) -> bytes:
+    """``seed`` with the value at one path replaced by anything, or removed."""
+    raw = copy.deepcopy(seed)
+    path = draw(st.sampled_from(_paths(seed)))
+    parent = raw
+    for key in path[:-1]:
+        parent = parent[key]
+    if draw(st.integers(0, 9)) == 0:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = draw(nested)
+    return _pack(raw)
+
+
+def dressed(kind: str) -> st.SearchStrategy[bytes]:
+    """Maps of known and random keys, with the envelope right so decoding goes deeper."""
+    keys = st.sampled_from(sorted(RAW_SEEDS[kind])) | st.text(max_size=8)
+    return st.dictionaries(keys, nested, max_size=16).map(
+        lambda d: _pack({**d, "v": 1, "type": kind})
+    )
+
+
+# ------------------------------------------------------------------ the property
+
+
+def _check(kind: str, data: bytes) -> None:
+    decode, cls = DECODERS[kind]
+    try:
+        msg = decode(data)
+    except SchemaError as exc:
+        assert str(exc), "a SchemaError must say what is wrong"
+        return
+    assert type(msg) is cls
+    # An accepted message is a valid one: it survives another trip unchanged.
+    again = encode(msg)
+    assert encode(decode(again)) == again
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@FUZZ
+@given(data=st.binary(max_size=512))
+def test_arbitrary_bytes(kind: str, data: bytes) -> None:
+    _check(kind, data)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@FUZZ
+@given(data=st.data())
+def test_arbitrary_msgpack(kind: str, data: st.DataObject) -> None:
+    if data.draw(st.booleans()):
+        payload = _pack(data.draw(nested))
+    else:
+        payload = data.draw(dressed(kind))
+    _check(kind, payload)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@FUZZ
+@given(data=st.data())
+def test_one_field_mutated(kind: str, data: st.DataObject) -> None:
+    _check(kind, data.draw(mutated(RAW_SEEDS[kind])))
+
+
+@settings(FUZZ, max_examples=_EXAMPLES // 2)
+@given(data=mutated(RAW_ESCALATION_FULL))
+def test_full_escalation_one_field_mutated(data: bytes) -> None:
+    _check("escalation", data)
+
+
+def test_seeds_are_valid() -> None:
+    # The mutation tests only mean something if the unmutated seeds decode.
+    for kind, raw in RAW_SEEDS.items():
+        decode, cls = DECODERS[kind]
+        assert type(decode(_pack(raw))) is cls
+    assert decode_escalation(_pack(RAW_ESCALATION_FULL)).image is not None
+
+
+def test_mutations_reach_nested_fields() -> None:
+    paths = _paths(RAW_SEEDS["escalation"])
+    assert ("crops", 1, "shape", 0) in paths
+    assert ("regions", 0, 2) in paths
+    assert ("image", "data") in _paths(RAW_SEEDS["frame"])
