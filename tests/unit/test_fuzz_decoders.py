@@ -6,7 +6,8 @@ the envelope), (c) a valid message with one field, at any depth, replaced or rem
 About 10,000 inputs in all; the budget is set by ``_EXAMPLES``.
 
 Anything other than ``SchemaError`` escaping a decoder fails the test, and so does an
-accepted message that does not survive encode -> decode unchanged.
+accepted message that breaks a promise of the contract (a bool where an int belongs,
+a region outside its image, ...) or does not survive encode -> decode unchanged.
 """
 
 from __future__ import annotations
@@ -178,7 +179,7 @@ nested = st.recursive(
         st.lists(inner, max_size=6),
         st.dictionaries(st.text(max_size=8), inner, max_size=6),
     ),
-    max_leaves=24,
+    max_leaves=16,
 )
 
 
@@ -217,12 +218,95 @@ def mutated(draw: st.DrawFn, seed: dict[str, Any]) -> bytes:
 def dressed(kind: str) -> st.SearchStrategy[bytes]:
     """Maps of known and random keys, with the envelope right so decoding goes deeper."""
     keys = st.sampled_from(sorted(RAW_SEEDS[kind])) | st.text(max_size=8)
-    return st.dictionaries(keys, nested, max_size=16).map(
+    return st.dictionaries(keys, nested, max_size=12).map(
         lambda d: _pack({**d, "v": 1, "type": kind})
     )
 
 
 # ------------------------------------------------------------------ the property
+
+
+def _is_int(v: Any) -> bool:
+    return type(v) is int
+
+
+def _is_labels(v: Any) -> bool:
+    return type(v) is tuple and all(_is_int(i) and 0 <= i < 1000 for i in v)
+
+
+def _is_number(v: Any) -> bool:
+    return type(v) is float and math.isfinite(v)
+
+
+def _is_array(v: Any, dtype: str) -> bool:
+    return (
+        type(v) is np.ndarray
+        and v.dtype == np.dtype(dtype)
+        and v.ndim == 2
+        and not v.flags.writeable
+        and (dtype != "float32" or bool(np.isfinite(v).all()))
+    )
+
+
+def _is_region(r: Any) -> bool:
+    return (
+        type(r) is Region
+        and all(_is_int(v) for v in (r.x, r.y, r.w, r.h))
+        and (r.x >= 0 and r.y >= 0 and r.w >= 1 and r.h >= 1)
+    )
+
+
+def _inside(regions: tuple[Region, ...], image: np.ndarray) -> bool:
+    height, width = image.shape
+    return all(r.x + r.w <= width and r.y + r.h <= height for r in regions)
+
+
+# What an accepted message promises, field by field, whatever the input was.
+_FIELD_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "str": lambda v: type(v) is str,
+    "int": _is_int,
+    "float": _is_number,
+    "bool": lambda v: type(v) is bool,
+    "bytes": lambda v: type(v) is bytes,
+    "float | None": lambda v: v is None or _is_number(v),
+    "tuple[int, ...]": _is_labels,
+    "tuple[int, ...] | None": lambda v: v is None or _is_labels(v),
+    "tuple[Region, ...]": lambda v: type(v) is tuple and all(_is_region(r) for r in v),
+    "np.ndarray": lambda v: type(v) is np.ndarray,
+    "np.ndarray | None": lambda v: v is None or _is_array(v, "uint8"),
+    "tuple[np.ndarray, ...]": lambda v: type(v) is tuple and all(_is_array(c, "uint8") for c in v),
+    "PrivacyClass": lambda v: type(v) is PrivacyClass,
+    "Source": lambda v: type(v) is Source,
+    "Reason": lambda v: type(v) is Reason,
+}
+
+
+def _assert_well_formed(msg: Any) -> None:
+    for field in dataclasses.fields(msg):
+        value = getattr(msg, field.name)
+        assert _FIELD_CHECKS[str(field.type)](value), f"{field.name} = {value!r}"
+    if isinstance(msg, Frame | Escalation | InferenceResult):
+        for token in (msg.site, msg.camera):
+            assert token and all(c.isascii() and (c.isalnum() or c in "_-") for c in token)
+    if isinstance(msg, Frame):
+        assert _is_array(msg.image, "uint8")
+        assert _inside(msg.regions, msg.image)
+        assert 1 <= msg.priority <= 3
+        assert msg.threshold is None or 0.0 <= msg.threshold <= 1.0
+    elif isinstance(msg, InferenceResult):
+        assert _is_array(msg.scores, "float32")
+        assert msg.scores.shape[0] == len(msg.labels)
+        assert 0.0 <= msg.confidence <= 1.0
+    elif isinstance(msg, Escalation):
+        assert msg.privacy is not PrivacyClass.LOCAL_ONLY
+        assert 1 <= msg.priority <= 3
+        if msg.privacy is PrivacyClass.FULL:
+            assert msg.image is not None and msg.crops == ()
+            assert _inside(msg.regions, msg.image)
+        else:
+            assert msg.image is None
+            assert [c.shape for c in msg.crops] == [(r.h, r.w) for r in msg.regions]
+        assert all(p.size > 0 for p in msg.region_pixels())
 
 
 def _check(kind: str, data: bytes) -> None:
@@ -233,6 +317,7 @@ def _check(kind: str, data: bytes) -> None:
         assert str(exc), "a SchemaError must say what is wrong"
         return
     assert type(msg) is cls
+    _assert_well_formed(msg)
     # An accepted message is a valid one: it survives another trip unchanged.
     again = encode(msg)
     assert encode(decode(again)) == again
@@ -249,10 +334,7 @@ def test_arbitrary_bytes(kind: str, data: bytes) -> None:
 @FUZZ
 @given(data=st.data())
 def test_arbitrary_msgpack(kind: str, data: st.DataObject) -> None:
-    if data.draw(st.booleans()):
-        payload = _pack(data.draw(nested))
-    else:
-        payload = data.draw(dressed(kind))
+    payload = _pack(data.draw(nested)) if data.draw(st.booleans()) else data.draw(dressed(kind))
     _check(kind, payload)
 
 
