@@ -130,9 +130,10 @@ def _coerce(key: str, kind: Any, value: Any) -> Any:
             if not isinstance(value, str):
                 raise ValueError
             return value
-    except ValueError:
+    except (TypeError, ValueError):
         pass
-    raise ConfigError(f"{key} must be a {kind.__name__}, got {value!r}")
+    wanted = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    raise ConfigError(f"{key} must be {wanted[kind]}, got {value!r}")
 
 
 def _build(cls: type[T], section: str, values: Mapping[str, Any]) -> T:
@@ -170,6 +171,8 @@ def load_settings(path: Path | str | None = None, env: Mapping[str, str] | None 
             data = tomllib.loads(Path(path).read_text())
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
         for section, values in data.items():
