@@ -218,7 +218,10 @@ def test_unknown_key_from_env() -> None:
         ),
         ("[nats]\nurl = 4222\n", "nats.url must be a string, got 4222"),
         ("[edge]\nsite = true\n", "edge.site must be a string, got True"),
-        ("[edge]\nmodel_manifest = { path = 'x' }\n", "edge.model_manifest must be a string, got {"),
+        (
+            "[edge]\nmodel_manifest = { path = 'x' }\n",
+            "edge.model_manifest must be a string, got {",
+        ),
     ],
 )
 def test_wrong_type_in_file(tmp_path: Path, toml: str, fragment: str) -> None:
@@ -332,7 +335,9 @@ def test_bool_parsing(value: object, want: bool) -> None:
 
 @pytest.mark.parametrize("value", ["maybe", "", "on", "2", 1, 0, 1.0, None])
 def test_bool_parsing_refuses(value: object) -> None:
-    with pytest.raises(ConfigError, match=re.escape(f"edge.flag must be true or false, got {value!r}")):
+    with pytest.raises(
+        ConfigError, match=re.escape(f"edge.flag must be true or false, got {value!r}")
+    ):
         _coerce("edge.flag", bool, value)
 
 
