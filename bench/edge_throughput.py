@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import importlib.metadata
+import itertools
 import json
 import logging
 import math
@@ -73,10 +75,12 @@ DEFAULT_BATCH_SIZES: Final = (1, 8, 32, 128)
 # The frame deadline is set far out, so that only the worker's own latency target
 # (EdgeSettings.latency_target_ms) bounds how long the batcher waits.
 DEADLINE_MS: Final = 3_600_000
-# In-flight frames are capped below what nats-py's subscription buffer holds
-# (128 MiB by default: about 437 frames of 307 kB); beyond it the worker's client
-# drops frames as a slow consumer and they get no result at all.
-MAX_WINDOW: Final = 400
+# The publisher keeps at most this many frames in flight (published, no result yet).
+# When the worker falls behind, they wait in the nats-server's outbound buffer for the
+# worker's connection, which the server caps at max_pending (64 MiB by default, about
+# 218 frames of 307 kB): past it the server cuts the worker off as a slow consumer and
+# every frame in that buffer is lost (seen with 256 in flight). 160 frames = 49 MB.
+AUTO_WINDOW_MAX: Final = 160
 
 log = logging.getLogger("bench.edge_throughput")
 
@@ -107,10 +111,8 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         pass
     cpu_quota: str | None = None
-    try:
+    with contextlib.suppress(OSError):
         cpu_quota = Path("/sys/fs/cgroup/cpu.max").read_text().strip()
-    except OSError:
-        pass
     try:
         server = subprocess.run(
             [str(find_nats_server()), "--version"],
@@ -162,7 +164,7 @@ def build_compute_model(folder: Path, seed: int = 0) -> Path:
     nodes: list[Any] = []
     weights: list[Any] = []
     previous = "input"
-    layers = list(zip(COMPUTE_WIDTHS[:-1], COMPUTE_WIDTHS[1:], strict=True))
+    layers = list(itertools.pairwise(COMPUTE_WIDTHS))
     for i, (fan_in, fan_out) in enumerate(layers):
         scale = 1.0 / math.sqrt(fan_in) / (MAX_VALUE if i == 0 else 1.0)
         w = (rng.standard_normal((fan_in, fan_out)) * scale).astype(np.float32)
@@ -220,7 +222,7 @@ def build_compute_model(folder: Path, seed: int = 0) -> Path:
 
 def flops_per_image(widths: Sequence[int]) -> int:
     """Multiply-adds x 2 of a dense MLP with these layer widths."""
-    return sum(2 * a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
+    return sum(2 * a * b for a, b in itertools.pairwise(widths))
 
 
 # ---------------------------------------------------------------- frames
@@ -319,10 +321,8 @@ def _child_main(conn: Connection, url: str, batch: int, manifest: str | None) ->
     try:
         uvloop.run(_child(conn, url, batch, manifest, warnings_log))
     except BaseException:
-        try:
+        with contextlib.suppress(OSError, ValueError):
             conn.send(("error", traceback.format_exc()))
-        except (OSError, ValueError):
-            pass
         raise
     finally:
         conn.close()
@@ -342,7 +342,9 @@ def _worker_snapshot(worker: Any, warnings_log: _WarningLog) -> dict[str, Any]:
         "batch_size_sum": value("hybridfleet_edge_batch_size_sum"),
         "batch_size_count": value("hybridfleet_edge_batch_size_count"),
         "inference_seconds_sum": value("hybridfleet_edge_inference_seconds_sum"),
-        "decisions": {r.value: value("hybridfleet_edge_decisions_total", reason=r.value) for r in Reason},
+        "decisions": {
+            r.value: value("hybridfleet_edge_decisions_total", reason=r.value) for r in Reason
+        },
         "escalations": sum(
             value("hybridfleet_edge_escalations_total", privacy=p.value) for p in PrivacyClass
         ),
@@ -500,10 +502,10 @@ async def _drive(
     t0 = time.perf_counter()
     deadline = t0 + time_limit_s
     for i in range(count):
-        if sent - (results.received - base) >= window:
-            if not await results.wait_for(base + sent - low_water, idle_s):
-                stalled = True
-                break
+        in_flight = sent - (results.received - base)
+        if in_flight >= window and not await results.wait_for(base + sent - low_water, idle_s):
+            stalled = True
+            break
         if time.perf_counter() >= deadline:
             break
         subject, data = pool[i % len(pool)]
@@ -605,6 +607,12 @@ async def measure_worker(
         if batches
         else math.nan,
         "batches": int(batches),
+        # Wall time of one _infer call in the worker (thread pool, features + model).
+        "worker_ms_per_batch": (after["inference_seconds_sum"] - before["inference_seconds_sum"])
+        / batches
+        * 1000
+        if batches
+        else math.nan,
         "model_busy_fraction": (after["inference_seconds_sum"] - before["inference_seconds_sum"])
         / wall,
         "cpu_cores": {
@@ -641,9 +649,10 @@ class Options:
 
 
 def _window(options: Options, batch: int) -> int:
+    """Frames in flight: enough for full batches (2x the cap), at most AUTO_WINDOW_MAX."""
     if options.window > 0:
         return options.window
-    return min(MAX_WINDOW, max(256, 3 * batch))
+    return min(AUTO_WINDOW_MAX, max(64, 2 * batch))
 
 
 def _print(text: str = "") -> None:
@@ -725,12 +734,12 @@ async def _run(options: Options, workdir: Path) -> dict[str, Any]:
 def _table(report: dict[str, Any], options: Options) -> str:
     lines = []
     head = (
-        f"{'model':<40} {'batch':>5} {'raw img/s':>11} {'raw img/s':>11} {'worker':>9} "
-        f"{'mean':>6} {'ratio':>6} {'model':>6} {'cores used':>17}"
+        f"{'model':<38} {'batch':>5} {'raw img/s':>10} {'raw img/s':>10} {'in':>4} "
+        f"{'worker':>8} {'mean':>6} {'ratio':>6} {'infer':>6} {'model':>5} {'cores used':>14}"
     )
     head2 = (
-        f"{'':<40} {'cap':>5} {'feat+model':>11} {'model only':>11} {'frames/s':>9} "
-        f"{'batch':>6} {'':>6} {'busy':>6} {'wkr/srv/bench':>17}"
+        f"{'':<38} {'cap':>5} {'feat+model':>10} {'model only':>10} {'fly':>4} "
+        f"{'frames/s':>8} {'batch':>6} {'':>6} {'ms':>6} {'busy':>5} {'wkr/srv/bench':>14}"
     )
     lines += [head, head2, "-" * len(head)]
     for entry in report["models"].values():
@@ -739,15 +748,16 @@ def _table(report: dict[str, Any], options: Options) -> str:
             point = entry["worker"][batch]
             cpu = point["cpu_cores"]
             flags = "" if point["complete"] and not point["lost"] else f"  LOST {point['lost']}"
+            shares = (cpu["worker"], cpu["nats_server"], cpu["publisher_and_subscriber"])
+            cores = "/".join(f"{c:.2f}" for c in shares)
             lines.append(
-                f"{entry['name']:<40} {batch:>5} "
-                f"{raw['features_and_model_images_per_s']:>11,.0f} "
-                f"{raw['model_only_images_per_s']:>11,.0f} "
-                f"{point['frames_per_s']:>9,.0f} {point['mean_batch']:>6.1f} "
+                f"{entry['name']:<38} {batch:>5} "
+                f"{raw['features_and_model_images_per_s']:>10,.0f} "
+                f"{raw['model_only_images_per_s']:>10,.0f} {point['window']:>4} "
+                f"{point['frames_per_s']:>8,.0f} {point['mean_batch']:>6.1f} "
                 f"{point['ratio_to_raw_with_features']:>6.3f} "
-                f"{point['model_busy_fraction']:>6.2f} "
-                f"{cpu['worker']:>5.2f}/{cpu['nats_server']:.2f}/{cpu['publisher_and_subscriber']:.2f}"
-                f"{flags}"
+                f"{point['worker_ms_per_batch']:>6.2f} "
+                f"{point['model_busy_fraction']:>5.2f} {cores:>14}{flags}"
             )
     return "\n".join(lines)
 
@@ -776,7 +786,8 @@ def _parse(argv: Sequence[str] | None) -> tuple[Options, Path | None]:
         "--window",
         type=int,
         default=0,
-        help=f"max frames in flight (default: max(256, 3*batch), at most {MAX_WINDOW})",
+        help=f"max frames in flight (default: 2 x batch, at least 64, at most "
+        f"{AUTO_WINDOW_MAX}; above about 200 the server cuts the worker off)",
     )
     parser.add_argument(
         "--time-limit", type=float, default=None, help="seconds of publishing per point (60)"
@@ -791,8 +802,8 @@ def _parse(argv: Sequence[str] | None) -> tuple[Options, Path | None]:
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     if not models or any(m not in {"edge", "compute"} for m in models):
         parser.error("--models: choose from edge, compute")
-    if args.window < 0 or args.window > MAX_WINDOW:
-        parser.error(f"--window must be in 0..{MAX_WINDOW}")
+    if args.window < 0:
+        parser.error("--window must be >= 0 (0: automatic)")
     quick = args.quick
     frames = args.frames if args.frames is not None else (600 if quick else 6000)
     if frames < 1:
@@ -816,7 +827,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     machine = machine_info()
     _print("hybridfleet edge throughput benchmark")
-    _print(f"command: {' '.join([Path(sys.executable).name, '-m', 'bench.edge_throughput', *(sys.argv[1:] if argv is None else argv)])}")
+    shown = sys.argv[1:] if argv is None else list(argv)
+    _print(f"command: python -m bench.edge_throughput {' '.join(shown)}".rstrip())
     for key, value in machine.items():
         _print(f"  {key}: {value}")
     _print(
@@ -836,10 +848,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _print()
     _print(_table(report, options))
     _print(
-        "\nratio = worker frames/s / raw images/s with features, same batch size; "
-        "model busy = share of wall time the worker spent in _infer; cores used = CPU "
-        "seconds per wall second of the worker process / nats-server / this process "
-        "(publisher + subscriber)"
+        "\nin fly = frames the publisher kept in flight; ratio = worker frames/s / raw "
+        "images/s with features at the same batch size; infer ms = mean wall time of one "
+        "batch in the worker's _infer (thread pool); model busy = share of wall time spent "
+        "there; cores used = CPU seconds per wall second of the worker process / "
+        "nats-server / this process (publisher + subscriber)"
     )
     _print(f"total run time {total:.0f} s")
     if json_path is not None:
@@ -850,7 +863,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "batch_sizes": list(options.batch_sizes),
                 "frames": options.frames,
                 "warmup": options.warmup,
-                "window": options.window or f"auto: max(256, 3*batch), at most {MAX_WINDOW}",
+                "window": options.window or f"auto: 2 x batch, 64..{AUTO_WINDOW_MAX}",
                 "time_limit_s": options.time_limit_s,
                 "raw_seconds": options.raw_seconds,
                 "raw_repeats": options.raw_repeats,
@@ -866,9 +879,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             **report,
         }
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(document, indent=2, default=_json_default) + "\n")
+        text = json.dumps(_finite(document), indent=2, default=_json_default, allow_nan=False)
+        json_path.write_text(text + "\n")
         _print(f"figures written to {json_path}")
     return 0
+
+
+def _finite(value: Any) -> Any:
+    """The same structure with NaN and infinities as None (JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _json_default(value: object) -> object:

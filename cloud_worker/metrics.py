@@ -29,6 +29,16 @@ class CloudMetrics:
             "Escalations fetched more than once (a worker died or was too slow to ack).",
             registry=r,
         )
+        self.expired_dropped = Counter(
+            "hybridfleet_cloud_expired_dropped",
+            "Escalations acked unanswered because their deadline had passed (setting 'drop').",
+            registry=r,
+        )
+        self.model_failures = Counter(
+            "hybridfleet_cloud_model_failures",
+            "Escalations the model failed on (naked for redelivery).",
+            registry=r,
+        )
         self.dead_letters = Counter(
             "hybridfleet_cloud_dead_letters",
             "Escalations refused, stored on a dead-letter subject and terminated.",

@@ -14,12 +14,14 @@ import contextlib
 import logging
 import time
 import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 import numpy as np
+import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -29,10 +31,10 @@ from cloud_worker.metrics import CloudMetrics
 from pipeline.config import Settings
 from pipeline.digits import pixels_to_features
 from pipeline.model import OnnxModel
-from pipeline.natsio import connect, ensure_cloud_consumer, ensure_streams, publish_dead_letter
+from pipeline.natsio import connect, ensure_cloud_streams, publish_dead_letter
 from schemas import subjects
 from schemas.codec import decode_escalation, encode
-from schemas.errors import HybridfleetError, SchemaError
+from schemas.errors import HybridfleetError, ModelError, SchemaError
 from schemas.messages import Escalation, InferenceResult, Reason, Source
 
 __all__ = ["CloudWorker"]
@@ -77,33 +79,56 @@ class CloudWorker:
         self._closed = False
 
     async def start(self) -> None:
-        """Connect, declare the stream and the shared consumer, and start fetching."""
+        """Connect, declare the cloud's streams and consumers, and start fetching."""
         if self._runner is not None:
             return
         cfg = self.settings.cloud
         self._nc = await connect(self.settings.nats, f"hybridfleet-{cfg.worker_id}")
         self._js = self._nc.jetstream()
-        await ensure_streams(self._js, self.settings.stream)
-        await ensure_cloud_consumer(self._js, cfg)
+        await ensure_cloud_streams(self._js, self.settings.stream, cfg)
         self._runner = asyncio.create_task(self._run(), name=f"cloud-{cfg.worker_id}")
         log.info(
             "cloud worker %s running %s %s", cfg.worker_id, self.model.name, self.model.version
         )
 
     async def _run(self) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(
+                self._consume(subjects.CLOUD_CONSUMER, subjects.ESCALATIONS_STREAM, self._handle),
+                name="cloud-escalations",
+            )
+            tasks.create_task(
+                self._consume(
+                    subjects.ADVISORY_CONSUMER, subjects.ADVISORIES_STREAM, self._on_advisories
+                ),
+                name="cloud-advisories",
+            )
+
+    async def _consume(
+        self, consumer: str, stream: str, handle: Callable[[list[Msg]], Awaitable[None]]
+    ) -> None:
+        """Fetch batches from a durable consumer until stopped, surviving server restarts."""
         assert self._js is not None
         cfg = self.settings.cloud
-        subscription = await self._js.pull_subscribe(
-            subjects.escalations(),
-            durable=subjects.CLOUD_CONSUMER,
-            stream=subjects.ESCALATIONS_STREAM,
-        )
+        subscription = None
         while not self._stopping.is_set():
             try:
+                if subscription is None:
+                    subscription = await self._js.pull_subscribe_bind(
+                        durable=consumer, stream=stream
+                    )
                 messages = await subscription.fetch(cfg.fetch_batch, timeout=cfg.fetch_timeout_s)
             except NatsTimeoutError:
                 continue  # nothing to do: normal when the queue is empty
-            await self._handle(messages)
+            except Exception as exc:
+                # A restarted server or a new stream leader can leave a pull subscription
+                # dead: start a new one.
+                log.warning("fetching from %s failed: %r; retrying", stream, exc)
+                subscription = None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), 0.5)
+                continue
+            await handle(messages)
 
     async def wait(self) -> None:
         """Return when the worker has stopped; raise what stopped it, if anything did."""
@@ -155,6 +180,7 @@ class CloudWorker:
     # ------------------------------------------------------------------ work
 
     async def _handle(self, messages: list[Msg]) -> None:
+        cfg = self.settings.cloud
         jobs: list[_Job] = []
         for msg in messages:
             self.metrics.escalations.inc()
@@ -162,47 +188,128 @@ class CloudWorker:
                 self.metrics.redelivered.inc()
             site = _site_of(msg.subject)
             try:
-                escalation = decode_escalation(
-                    msg.data, max_bytes=self.settings.cloud.max_message_bytes
-                )
+                escalation = decode_escalation(msg.data, max_bytes=cfg.max_message_bytes)
                 _check_addressing(escalation, msg.subject)
             except SchemaError as exc:
                 await self._reject(msg, site, "schema", str(exc))
                 continue
+            if cfg.expired_escalations == "drop" and escalation.deadline_at < time.time():
+                self.metrics.expired_dropped.inc()
+                await msg.ack()
+                continue
             jobs.append(_Job(msg, escalation))
         if not jobs:
             return
-        started = time.monotonic()
+        async with self._keep_alive(jobs):
+            answered = await self._run_model(jobs)
+            if cfg.inject_latency_ms:
+                await asyncio.sleep(cfg.inject_latency_ms / 1000)
+        await self._reply(answered)
+
+    async def _run_model(self, jobs: list[_Job]) -> list[tuple[_Job, np.ndarray]]:
+        """Scores per job. A batch that fails is retried job by job, so that a poison
+        escalation is naked (and after max_deliver dead-lettered) without the others."""
         loop = asyncio.get_running_loop()
+        started = time.monotonic()
         try:
             probabilities = await loop.run_in_executor(self._executor, self._infer, jobs)
         except HybridfleetError as exc:
-            # Possibly a passing fault: let the server redeliver, up to max_deliver.
-            log.error("cloud model failed on a batch of %d: %s", len(jobs), exc)
-            for job in jobs:
-                await job.msg.nak(delay=1.0)
-            return
-        if self.settings.cloud.inject_latency_ms:
-            await asyncio.sleep(self.settings.cloud.inject_latency_ms / 1000)
+            if len(jobs) > 1:
+                log.warning("cloud model failed on a batch of %d (%s): one by one", len(jobs), exc)
+                out = []
+                for job in jobs:
+                    out.extend(await self._run_model([job]))
+                return out
+            log.error("cloud model failed on %s: %s", jobs[0].escalation.frame_id, exc)
+            self.metrics.model_failures.inc()
+            await jobs[0].msg.nak(delay=1.0)
+            return []
         self.metrics.batch_size.observe(len(jobs))
         self.metrics.inference_seconds.observe(time.monotonic() - started)
-        assert self._nc is not None
-        row = 0
+        out, row = [], 0
         for job in jobs:
             n = len(job.escalation.regions)
-            await self._nc.publish(
-                job.escalation.reply_to,
-                encode(self._answer(job.escalation, probabilities[row : row + n])),
-            )
+            out.append((job, probabilities[row : row + n]))
             row += n
-        # Acks go out only once the answers have reached the server.
-        await self._nc.flush()
-        for job in jobs:
+        return out
+
+    async def _reply(self, answered: list[tuple[_Job, np.ndarray]]) -> None:
+        """Store every answer in REPLIES, then ack its escalation (never the other way)."""
+        assert self._js is not None
+        js = self._js
+
+        async def one(job: _Job, scores: np.ndarray) -> None:
+            data = encode(self._answer(job.escalation, scores))
+            try:
+                # Dedups a repeat answer after a crash between storing it and the ack.
+                await js.publish(
+                    job.escalation.reply_to,
+                    data,
+                    timeout=5.0,
+                    headers={"Nats-Msg-Id": f"answer-{job.escalation.frame_id}"},
+                )
+            except Exception as exc:
+                log.warning("could not store answer of %s: %s", job.escalation.frame_id, exc)
+                await job.msg.nak(delay=1.0)
+                return
             await job.msg.ack()
             self.metrics.answered.labels(job.escalation.site).inc()
 
+        await asyncio.gather(*(one(job, scores) for job, scores in answered))
+
+    @contextlib.asynccontextmanager
+    async def _keep_alive(self, jobs: list[_Job]) -> AsyncIterator[None]:
+        """While a batch runs, tell the server every ack_wait/3 that it is in progress,
+        so a long batch is not redelivered to another worker meanwhile."""
+
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(self.settings.cloud.ack_wait_s / 3)
+                for job in jobs:
+                    await job.msg.in_progress()
+
+        ticker = asyncio.create_task(tick())
+        try:
+            yield
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+
+    async def _on_advisories(self, advisories: list[Msg]) -> None:
+        """An escalation used up its deliveries: dead-letter it with its original bytes."""
+        assert self._js is not None
+        for advisory in advisories:
+            try:
+                event = orjson.loads(advisory.data)
+                seq, deliveries = int(event["stream_seq"]), int(event["deliveries"])
+                original = await self._js.get_msg(subjects.ESCALATIONS_STREAM, seq)
+            except Exception as exc:  # malformed, or the message is gone (max_age)
+                log.error("max-deliveries advisory not handled: %r", exc)
+                await advisory.ack()
+                continue
+            subject = original.subject or "unknown"
+            site = _site_of(subject)
+            self.metrics.dead_letters.labels(site, "max_deliveries").inc()
+            await publish_dead_letter(
+                self._js,
+                stage=_STAGE,
+                site=site,
+                subject=subject,
+                reason=f"failed in the cloud {deliveries} times (max_deliver); the cloud "
+                "worker's log has each error",
+                data=original.data or b"",
+            )
+            # A work-queue stream would otherwise keep it until max_age.
+            with contextlib.suppress(Exception):
+                await self._js.delete_msg(subjects.ESCALATIONS_STREAM, seq)
+            await advisory.ack()
+
     def _infer(self, jobs: list[_Job]) -> np.ndarray:
         """Runs in the thread pool."""
+        prefix = self.settings.cloud.inject_failure_prefix
+        if prefix and any(job.escalation.frame_id.startswith(prefix) for job in jobs):
+            raise ModelError(f"injected failure for frame ids starting with {prefix!r}")
         crops = [crop for job in jobs for crop in job.escalation.region_pixels()]
         return self.model.predict_proba(pixels_to_features(crops))
 

@@ -47,6 +47,18 @@ class EdgeMetrics:
             ["site"],
             registry=r,
         )
+        self.escalation_failures = Counter(
+            "hybridfleet_edge_escalation_failures",
+            "Escalations the site stream did not store (full or unreachable).",
+            ["site"],
+            registry=r,
+        )
+        self.link_up = Gauge(
+            "hybridfleet_edge_cloud_link_up",
+            "1 while the cloud's streams answer, 0 while they cannot be reached.",
+            ["site"],
+            registry=r,
+        )
         self.dead_letters = Counter(
             "hybridfleet_edge_dead_letters",
             "Messages refused and stored on a dead-letter subject, by kind of fault.",

@@ -32,6 +32,7 @@ class FrameFacts:
     privacy: PrivacyClass
     time_left_s: float
     has_regions: bool
+    link_up: bool = True
 
     def __post_init__(self) -> None:
         if self.priority not in (1, 2, 3) or isinstance(self.priority, bool):
@@ -52,6 +53,11 @@ class Decision:
     reason: Reason
     send: PrivacyClass
 
+    @property
+    def awaits_cloud(self) -> bool:
+        """True when the frame's final result should wait for the cloud's answer."""
+        return self.escalate and self.reason is Reason.CLOUD_ANSWER
+
 
 class EscalationPolicy:
     """The decision table, first match wins.
@@ -60,8 +66,10 @@ class EscalationPolicy:
     2. priority 1 -> local, ``PRIORITY_LOCAL``
     3. confidence >= threshold -> local, ``CONFIDENT``
     4. privacy ``LOCAL_ONLY`` -> local, ``PRIVACY_LOCAL_ONLY``
-    5. cloud round trip >= time left -> local, ``DEADLINE_TOO_SHORT``
-    6. otherwise escalate, ``CLOUD_ANSWER``, sending what the frame's privacy allows.
+    5. link to the cloud down -> escalate (stored at the site, answered after the link
+       returns, for drift and audit) but answer now from the edge, ``LINK_DOWN``
+    6. cloud round trip >= time left -> local, ``DEADLINE_TOO_SHORT``
+    7. otherwise escalate, ``CLOUD_ANSWER``, sending what the frame's privacy allows.
     """
 
     __slots__ = ("_default_threshold",)
@@ -105,6 +113,8 @@ class EscalationPolicy:
             return _local(Reason.CONFIDENT)
         if facts.privacy is PrivacyClass.LOCAL_ONLY:
             return _local(Reason.PRIVACY_LOCAL_ONLY)
+        if not facts.link_up:
+            return Decision(escalate=True, reason=Reason.LINK_DOWN, send=facts.privacy)
         # Written as "not <" so that a NaN round trip or time left stays local.
         if not cloud_round_trip_s < facts.time_left_s:
             return _local(Reason.DEADLINE_TOO_SHORT)

@@ -6,9 +6,10 @@ A frame's path (docs/architecture.md has the picture):
    ``infer.<site>`` (request/reply) -> decode -> ``AdaptiveBatcher`` (bounded).
 2. The batch loop runs the model in a thread pool, never on the event loop.
 3. The decide loop asks ``EscalationPolicy`` per frame: publish the final result now,
-   or store an ``Escalation`` in JetStream and wait for the cloud's reply.
-4. A cloud reply on ``replies.<site>.<worker>`` or the frame's deadline, whichever
-   comes first, makes the final result; the other is recorded and dropped.
+   or store an ``Escalation`` in the site's JetStream stream and wait for the cloud.
+4. The cloud's answer (read from the ``REPLIES`` stream by ``CloudLink``) or the
+   frame's deadline, whichever comes first, makes the final result; ``FinalResults``
+   lets the server enforce that a later one is dropped, even across restarts.
 """
 
 from __future__ import annotations
@@ -30,13 +31,15 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
 from edge_worker.batcher import AdaptiveBatcher, BatchPolicy, LatencyModel
+from edge_worker.cloudlink import CloudLink
+from edge_worker.finals import FinalResults
 from edge_worker.metrics import EdgeMetrics
 from edge_worker.pending import PendingEscalations
-from edge_worker.policy import EscalationPolicy, FrameFacts, RoundTripEstimator
+from edge_worker.policy import Decision, EscalationPolicy, FrameFacts, RoundTripEstimator
 from pipeline.config import Settings
 from pipeline.digits import pixels_to_features
 from pipeline.model import OnnxModel
-from pipeline.natsio import connect, ensure_streams, publish_dead_letter
+from pipeline.natsio import connect, ensure_site_streams, publish_dead_letter
 from schemas import subjects
 from schemas.codec import decode_frame, decode_result, encode
 from schemas.errors import HybridfleetError, SchemaError
@@ -115,6 +118,9 @@ class EdgeWorker:
         self._reply_subject = subjects.replies(self.site, cfg.worker_id)
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
+        self._finals: FinalResults | None = None
+        self._link: CloudLink | None = None
+        self._answers_done = asyncio.Event()
         self._inputs: list[Subscription] = []
         self._runner: asyncio.Task[None] | None = None
         self._draining = False
@@ -130,8 +136,9 @@ class EdgeWorker:
         cfg = self.settings.edge
         self._nc = await connect(self.settings.nats, f"hybridfleet-{cfg.worker_id}")
         self._js = self._nc.jetstream()
-        await ensure_streams(self._js, self.settings.stream)
-        await self._nc.subscribe(self._reply_subject, cb=self._on_cloud_reply)
+        await ensure_site_streams(self._js, self.site, self.settings.stream)
+        self._finals = FinalResults(self._nc, self._js, self.site, cfg.escalation_publish_timeout_s)
+        self._link = CloudLink(self._nc, cfg, self._on_answer)
         group = subjects.edge_queue_group(self.site)
         self._inputs = [
             await self._nc.subscribe(subjects.frames(self.site), queue=group, cb=self._on_frame),
@@ -152,6 +159,8 @@ class EdgeWorker:
             tasks.create_task(self._batch_loop(), name="edge-batches")
             tasks.create_task(self._decide_loop(), name="edge-decide")
             tasks.create_task(self._deadline_loop(), name="edge-deadlines")
+            assert self._link is not None
+            tasks.create_task(self._link.run(self._answers_done), name="edge-answers")
 
     async def wait(self) -> None:
         """Return when the worker has stopped; raise what stopped it, if anything did."""
@@ -182,7 +191,11 @@ class EdgeWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
         if self._nc is not None and not self._nc.is_closed:
-            await self._nc.drain()
+            # Results are already published; flush them out, then close. (A NATS drain
+            # would wait for the answers' pull subscription to time out first.)
+            with contextlib.suppress(Exception):
+                await self._nc.flush(timeout=5)
+            await self._nc.close()
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     async def __aenter__(self) -> EdgeWorker:
@@ -275,25 +288,26 @@ class EdgeWorker:
     async def _decide_loop(self) -> None:
         while (item := await self._decided.get()) is not None:
             batch, probabilities = item
-            escalations: list[tuple[_Request, InferenceResult, PrivacyClass]] = []
+            escalations: list[tuple[_Request, InferenceResult, Decision]] = []
             row = 0
             for request in batch:
                 n = len(request.frame.regions)
-                result, send = self._decide(request.frame, probabilities[row : row + n])
+                result, decision = self._decide(request.frame, probabilities[row : row + n])
                 row += n
-                if send is PrivacyClass.LOCAL_ONLY:
-                    await self._finalize(request, result)
+                if decision.escalate:
+                    escalations.append((request, result, decision))
                 else:
-                    escalations.append((request, result, send))
+                    await self._finalize(request, result)
             if escalations:
                 await asyncio.gather(*(self._escalate(*e) for e in escalations))
         # Nothing more can be escalated: let the deadline loop finish once all is answered.
         self._decided_all = True
         self._pending_changed.set()
 
-    def _decide(self, frame: Frame, scores: np.ndarray) -> tuple[InferenceResult, PrivacyClass]:
+    def _decide(self, frame: Frame, scores: np.ndarray) -> tuple[InferenceResult, Decision]:
         labels = tuple(int(i) for i in scores.argmax(axis=1))
         confidence = float(scores.max(axis=1).min()) if len(labels) else 1.0
+        assert self._link is not None
         facts = FrameFacts(
             priority=frame.priority,
             confidence=confidence,
@@ -301,7 +315,9 @@ class EdgeWorker:
             privacy=frame.privacy,
             time_left_s=frame.deadline_at - time.time(),
             has_regions=bool(frame.regions),
+            link_up=self._link.up,
         )
+        self.metrics.link_up.labels(self.site).set(int(self._link.up))
         decision = self.policy.decide(facts, self.round_trips.estimate())
         result = InferenceResult(
             frame_id=frame.frame_id,
@@ -317,13 +333,13 @@ class EdgeWorker:
             latency_ms=0.0,  # set when it becomes final
             reason=decision.reason,
         )
-        return result, decision.send if decision.escalate else PrivacyClass.LOCAL_ONLY
+        return result, decision
 
     async def _escalate(
-        self, request: _Request, edge_result: InferenceResult, send: PrivacyClass
+        self, request: _Request, edge_result: InferenceResult, decision: Decision
     ) -> None:
         frame = request.frame
-        full = send is PrivacyClass.FULL
+        full = decision.send is PrivacyClass.FULL
         escalation = Escalation(
             frame_id=frame.frame_id,
             site=frame.site,
@@ -332,7 +348,7 @@ class EdgeWorker:
             captured_at=frame.captured_at,
             deadline_at=frame.deadline_at,
             priority=frame.priority,
-            privacy=send,
+            privacy=decision.send,
             regions=frame.regions,
             crops=() if full else tuple(frame.crops()),
             image=frame.image if full else None,
@@ -341,11 +357,11 @@ class EdgeWorker:
             edge_confidence=edge_result.confidence,
         )
         data = encode(escalation)
-        # Registered before publishing: the cloud's reply can overtake our PubAck.
-        self._pending.add(
-            frame.frame_id, frame.deadline_at, _Waiting(request, edge_result, time.monotonic())
-        )
-        self._pending_changed.set()
+        if decision.awaits_cloud:
+            # Registered before publishing: the cloud's answer can overtake our PubAck.
+            waiting = _Waiting(request, edge_result, time.monotonic())
+            self._pending.add(frame.frame_id, frame.deadline_at, waiting)
+            self._pending_changed.set()
         assert self._js is not None
         try:
             await self._js.publish(
@@ -356,58 +372,59 @@ class EdgeWorker:
                 headers={"Nats-Msg-Id": frame.frame_id},
             )
         except Exception as exc:
-            waiting = self._pending.resolve(frame.frame_id)
             log.warning("could not store escalation of %s: %s", frame.frame_id, exc)
-            if waiting is not None:
-                await self._finalize(request, _fallback(edge_result, Reason.ESCALATION_FAILED))
+            self.metrics.escalation_failures.labels(self.site).inc()
+            if self._pending.resolve(frame.frame_id) is not None or not decision.awaits_cloud:
+                await self._finalize(
+                    request, _fallback(edge_result, Reason.ESCALATION_FAILED), claim=True
+                )
             return
-        self.metrics.escalations.labels(self.site, send.value).inc()
+        self.metrics.escalations.labels(self.site, decision.send.value).inc()
         self.metrics.escalated_bytes.labels(self.site).inc(len(data))
         self.metrics.pending_escalations.labels(self.site).set(len(self._pending))
+        if not decision.awaits_cloud:
+            # Stored for the cloud to answer after the link returns; the edge answers now.
+            await self._finalize(request, _fallback(edge_result, decision.reason), claim=True)
 
     # ------------------------------------------------------------------ answers
 
-    async def _on_cloud_reply(self, msg: Msg) -> None:
+    async def _on_answer(self, msg: Msg) -> None:
         try:
             cloud = decode_result(msg.data, max_bytes=self.settings.edge.max_message_bytes)
+            if cloud.site != self.site:
+                raise SchemaError(f"result.site: {cloud.site!r} but this is site {self.site!r}")
         except SchemaError as exc:
             await self._dead_letter(msg.subject, msg.data, "schema", str(exc))
+            await msg.term()
             return
         waiting = self._pending.resolve(cloud.frame_id)
-        if waiting is None:
-            # Too late (the edge answer is already final) or a redelivered repeat.
+        request: _Request | None = None
+        edge_labels = cloud.edge_labels
+        if waiting is not None:
+            self.metrics.pending_escalations.labels(self.site).set(len(self._pending))
+            round_trip = time.monotonic() - waiting.sent_at
+            self.round_trips.observe(round_trip)
+            self.metrics.cloud_round_trip_seconds.labels(self.site).observe(round_trip)
+            request, edge_labels = waiting.request, waiting.edge_result.labels
+        final = replace(cloud, reason=Reason.CLOUD_ANSWER, degraded=False, edge_labels=edge_labels)
+        # Without ``waiting`` the frame was escalated by an earlier run of this worker,
+        # or its deadline passed: the claim decides whether this answer is final.
+        if not await self._finalize(request, final, claim=True):
             self.metrics.late_replies.labels(self.site).inc()
-            return
-        self.metrics.pending_escalations.labels(self.site).set(len(self._pending))
-        round_trip = time.monotonic() - waiting.sent_at
-        self.round_trips.observe(round_trip)
-        self.metrics.cloud_round_trip_seconds.labels(self.site).observe(round_trip)
-        final = InferenceResult(
-            frame_id=cloud.frame_id,
-            site=self.site,
-            camera=waiting.request.frame.camera,
-            seq=waiting.request.frame.seq,
-            labels=cloud.labels,
-            scores=cloud.scores,
-            confidence=cloud.confidence,
-            source=Source.CLOUD,
-            model=cloud.model,
-            model_version=cloud.model_version,
-            latency_ms=0.0,
-            reason=Reason.CLOUD_ANSWER,
-            edge_labels=waiting.edge_result.labels,
-        )
-        await self._finalize(waiting.request, final)
+        await msg.ack()
 
     async def _deadline_loop(self) -> None:
         while True:
             now = time.time()
             for _, waiting in self._pending.pop_expired(now):
                 await self._finalize(
-                    waiting.request, _fallback(waiting.edge_result, Reason.CLOUD_TIMEOUT)
+                    waiting.request,
+                    _fallback(waiting.edge_result, Reason.CLOUD_TIMEOUT),
+                    claim=True,
                 )
             self.metrics.pending_escalations.labels(self.site).set(len(self._pending))
             if self._decided_all and not self._pending:
+                self._answers_done.set()
                 return
             next_due = self._pending.next_deadline()
             timeout = None if next_due is None else max(0.0, next_due - time.time())
@@ -415,16 +432,20 @@ class EdgeWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._pending_changed.wait(), timeout)
 
-    async def _finalize(self, request: _Request, result: InferenceResult) -> None:
-        """Publish the one final result of a frame (and answer a request/reply caller)."""
-        frame = request.frame
-        final = replace(result, latency_ms=(time.time() - frame.captured_at) * 1000)
-        data = encode(final)
-        assert self._nc is not None
-        await self._nc.publish(subjects.results(self.site, frame.camera), data)
-        if request.reply_to:
-            await self._nc.publish(request.reply_to, data)
-        self.metrics.decisions.labels(self.site, result.reason.value).inc()
+    async def _finalize(
+        self, request: _Request | None, result: InferenceResult, *, claim: bool = False
+    ) -> bool:
+        """Publish the one final result of a frame; False if it already had one."""
+        if request is not None:
+            latency_ms = (time.time() - request.frame.captured_at) * 1000
+            result = replace(result, latency_ms=latency_ms)
+        assert self._finals is not None
+        published = await self._finals.publish(
+            result, reply_to=request.reply_to if request else None, claim=claim
+        )
+        if published:
+            self.metrics.decisions.labels(self.site, result.reason.value).inc()
+        return published
 
     def _shed_result(self, frame: Frame) -> InferenceResult:
         return InferenceResult(

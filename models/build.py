@@ -5,6 +5,13 @@ scikit-learn, skl2onnx, onnx). Trains on the training part of
 :func:`pipeline.digits.load_split` only; held-out accuracy is measured by running the
 exported ONNX files with onnxruntime, i.e. exactly what the workers will run.
 
+The edge model's temperature is fitted on out-of-fold probabilities of the training
+part (stratified, seeded k-fold cross-validation: each training digit is predicted by
+a model that did not see it), never on the held-out part the camera shows. That keeps
+the shipped models trained on the whole training part. The manifest records the
+temperature and the expected calibration error before and after, on those
+out-of-fold predictions and on the held-out part.
+
 Everything is seeded, so a rebuild with the same library versions gives byte-identical
 ``.onnx`` files and the same ``manifest.json``.
 """
@@ -16,14 +23,19 @@ import hashlib
 import json
 import sys
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
+from pipeline.calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+)
 from pipeline.digits import (
     HELDOUT_FRACTION,
     MAX_VALUE,
@@ -32,16 +44,24 @@ from pipeline.digits import (
     DigitsSplit,
     load_split,
 )
+from pipeline.model import apply_temperature
 
 __all__ = [
+    "CALIBRATION_FOLDS",
+    "CALIBRATION_SEED",
     "CLOUD",
+    "ECE_BINS",
     "EDGE",
     "MANIFEST_NAME",
     "MANIFEST_SCHEMA",
     "BuildError",
     "ModelRecipe",
     "build",
+    "calibrate",
+    "cross_validated_proba",
     "main",
+    "train_cloud",
+    "train_edge",
 ]
 
 MANIFEST_NAME = "manifest.json"
@@ -55,6 +75,14 @@ TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 ONNX_TOLERANCE = 1e-4
 N_CLASSES = 10
 RANDOM_STATE = 0
+# Out-of-fold predictions for calibration (and for `hybridfleet tune`): 5 folds as in
+# scikit-learn's CalibratedClassifierCV, stratified and shuffled with a fixed seed.
+CALIBRATION_FOLDS = 5
+CALIBRATION_SEED = 0
+ECE_BINS = 15
+# Temperature and calibration figures are rounded for the manifest; the rounded
+# temperature is the one that ships, so the "after" figures are computed with it.
+_DIGITS = 4
 
 
 class BuildError(RuntimeError):
@@ -104,6 +132,70 @@ def train_cloud(split: DigitsSplit) -> Any:
 
     svc = SVC(C=1.0, gamma=0.001, probability=True, random_state=RANDOM_STATE)
     return svc.fit(split.x_train, split.y_train)
+
+
+def cross_validated_proba(
+    train: Callable[[DigitsSplit], Any],
+    split: DigitsSplit,
+    *,
+    folds: int = CALIBRATION_FOLDS,
+    seed: int = CALIBRATION_SEED,
+) -> np.ndarray:
+    """Out-of-fold probabilities [n_train, classes] for the training part of ``split``.
+
+    Each fold's rows are predicted by a model ``train`` fitted on the other folds only
+    (scikit-learn ``predict_proba``; the exported ONNX files match it within
+    ONNX_TOLERANCE). The held-out part is not used. Deterministic for a given seed.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    out = np.zeros((len(split.y_train), N_CLASSES), dtype=np.float64)
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for fit_rows, predict_rows in cv.split(split.x_train, split.y_train):
+        part = replace(split, x_train=split.x_train[fit_rows], y_train=split.y_train[fit_rows])
+        model = train(part)
+        out[predict_rows] = model.predict_proba(split.x_train[predict_rows])
+    return out
+
+
+def calibrate(
+    out_of_fold: np.ndarray, heldout_proba: np.ndarray, split: DigitsSplit
+) -> dict[str, Any]:
+    """Fit the temperature on out-of-fold probabilities; the manifest's calibration record.
+
+    ``ece_*`` and ``nll_*`` are measured on the out-of-fold predictions the temperature
+    was fitted on; ``heldout_ece_*`` on the held-out part (measured, not fitted on).
+    """
+    y_train, y_heldout = split.y_train, split.y_heldout
+    temperature = round(fit_temperature(out_of_fold, y_train), _DIGITS)
+
+    def scaled(p: np.ndarray) -> np.ndarray:
+        return apply_temperature(p.astype(np.float32), temperature)
+
+    def ece(p: np.ndarray, y: np.ndarray) -> float:
+        return round(expected_calibration_error(p, y, bins=ECE_BINS), _DIGITS + 2)
+
+    def nll(p: np.ndarray, y: np.ndarray) -> float:
+        return round(negative_log_likelihood(p, y), _DIGITS + 2)
+
+    return {
+        "method": "temperature",
+        "temperature": temperature,
+        "split": {
+            "source": "train",
+            "kind": "out-of-fold predictions, stratified k-fold cross-validation",
+            "folds": CALIBRATION_FOLDS,
+            "seed": CALIBRATION_SEED,
+            "size": len(y_train),
+        },
+        "bins": ECE_BINS,
+        "ece_before": ece(out_of_fold, y_train),
+        "ece_after": ece(scaled(out_of_fold), y_train),
+        "nll_before": nll(out_of_fold, y_train),
+        "nll_after": nll(scaled(out_of_fold), y_train),
+        "heldout_ece_before": ece(heldout_proba, y_heldout),
+        "heldout_ece_after": ece(scaled(heldout_proba), y_heldout),
+    }
 
 
 def export_onnx(model: Any, recipe: ModelRecipe, path: Path) -> None:
@@ -193,7 +285,7 @@ def manifest_entry(
         "input": {"name": INPUT_NAME, "shape": [None, N_FEATURES], "dtype": "float32"},
         "output": {"name": PROBA_OUTPUT, "classes": N_CLASSES},
         "labels": list(range(N_CLASSES)),
-        # Placeholder: calibration is fitted later and written here.
+        # 1.0 (uncalibrated) unless build() fits one; see calibrate().
         "temperature": 1.0,
         "heldout_accuracy": round(accuracy, 4),
         "heldout_size": len(split.y_heldout),
@@ -243,6 +335,9 @@ def build(out: Path) -> dict[str, Any]:
         _ignore_svc_probability_deprecation()
         edge = build_one(EDGE, train_edge(split), split, out)
         cloud = build_one(CLOUD, train_cloud(split), split, out)
+        out_of_fold = cross_validated_proba(train_edge, split)
+    calibration = calibrate(out_of_fold, onnx_proba(out / EDGE.file, split.x_heldout), split)
+    edge.update(temperature=calibration["temperature"], calibration=calibration)
     check_tiers(edge, cloud)
     manifest = {"schema": MANIFEST_SCHEMA, "models": {"edge": edge, "cloud": cloud}}
     text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
@@ -270,6 +365,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{role}: {entry['name']} {entry['version']} -> {args.out / entry['file']} "
             f"({entry['size_bytes']} B, held-out accuracy {entry['heldout_accuracy']:.4f})"
         )
+    cal = manifest["models"]["edge"]["calibration"]
+    print(
+        f"edge calibration: temperature {cal['temperature']} fitted on "
+        f"{cal['split']['folds']}-fold out-of-fold predictions of the {cal['split']['size']} "
+        f"training digits; ECE ({cal['bins']} bins) {100 * cal['ece_before']:.2f}% -> "
+        f"{100 * cal['ece_after']:.2f}% there, {100 * cal['heldout_ece_before']:.2f}% -> "
+        f"{100 * cal['heldout_ece_after']:.2f}% on the held-out split"
+    )
     return 0
 
 

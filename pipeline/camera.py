@@ -4,11 +4,17 @@ Each frame is a 640x480 grayscale image (a fixed textured background per camera)
 with held-out digits from scikit-learn's ``load_digits`` drawn in as regions of
 interest, so message sizes are realistic: a crop is about 1 kB, a frame 307 kB.
 The simulator keeps what it published (ground truth and crops) for evaluation.
+
+Drift can be injected (``CameraOptions.drift``): from ``drift_after_s`` into the run
+on, every digit's pixels get Gaussian noise, a brightness offset or a Gaussian blur
+before they are drawn, so the crops the workers see carry the drift. With the default
+``drift="none"`` nothing changes, down to the random numbers drawn.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -23,9 +29,19 @@ from schemas.codec import check_token, encode
 from schemas.errors import ConfigError
 from schemas.messages import Frame, PrivacyClass, Region
 
-__all__ = ["CameraOptions", "CameraSimulator", "PublishedFrame"]
+__all__ = ["DRIFT_KINDS", "CameraOptions", "CameraSimulator", "PublishedFrame"]
 
 _PRIVACY_ORDER = (PrivacyClass.LOCAL_ONLY, PrivacyClass.CROP, PrivacyClass.FULL)
+
+DRIFT_KINDS = ("none", "noise", "brightness", "blur")
+# What drift_strength means for each kind, and its allowed range [low, high] (never 0).
+_DRIFT_STRENGTH: dict[str, tuple[str, float, float]] = {
+    "noise": ("the standard deviation of Gaussian pixel noise, as a share of 255", 0.0, 1.0),
+    "brightness": ("an offset added to every pixel, as a share of 255 (< 0 darkens)", -1.0, 1.0),
+    "blur": ("the Gaussian blur sigma, in digit cells (one cell is digit_scale pixels)", 0.0, 4.0),
+}
+# Seeds the drift's own generator, so that drift never shifts the frames' random numbers.
+_DRIFT_STREAM = 0xD1F7
 
 
 @dataclass(frozen=True)
@@ -44,6 +60,11 @@ class CameraOptions:
     privacy_mix: tuple[float, float, float] = (0.2, 0.6, 0.2)  # local_only, crop, full
     deadline_ms: int = 250
     seed: int = 0
+    # Drift injection: one of DRIFT_KINDS; drift_strength's meaning and range depend on
+    # the kind (see _DRIFT_STRENGTH); the drift starts drift_after_s into the run.
+    drift: str = "none"
+    drift_strength: float = 0.0
+    drift_after_s: float = 0.0
 
     def __post_init__(self) -> None:
         check_token(self.site, "site")
@@ -60,6 +81,40 @@ class CameraOptions:
             mix = getattr(self, name)
             if len(mix) != 3 or min(mix) < 0 or abs(sum(mix) - 1.0) > 1e-6:
                 raise ConfigError(f"{name} must be three shares >= 0 adding up to 1, got {mix}")
+        self._check_drift()
+
+    def _check_drift(self) -> None:
+        kinds = ", ".join(DRIFT_KINDS)
+        if not isinstance(self.drift, str) or self.drift not in DRIFT_KINDS:
+            raise ConfigError(f"drift must be one of {kinds}, got {self.drift!r}")
+        for name in ("drift_strength", "drift_after_s"):
+            value = getattr(self, name)
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+            ):
+                raise ConfigError(f"{name} must be a finite number, got {value!r}")
+        if self.drift == "none":
+            # A strength or start time without a kind is a forgotten setting, not a no-op.
+            if self.drift_strength != 0 or self.drift_after_s != 0:
+                raise ConfigError(
+                    "drift_strength and drift_after_s must stay 0 when drift is 'none' "
+                    f"(got {self.drift_strength!r} and {self.drift_after_s!r}); "
+                    f"set drift to one of {kinds}"
+                )
+            return
+        if self.drift_after_s < 0:
+            raise ConfigError(f"drift_after_s must be >= 0, got {self.drift_after_s!r}")
+        meaning, low, high = _DRIFT_STRENGTH[self.drift]
+        strength = self.drift_strength
+        # 0 is never allowed: it would be drift that does nothing.
+        if not low <= strength <= high or strength == 0:
+            rule = f"in [{low:g}, {high:g}] and not 0"
+            raise ConfigError(
+                f"drift_strength for drift {self.drift!r} is {meaning}; it must be {rule}, "
+                f"got {strength!r}"
+            )
 
     @property
     def total_frames(self) -> int:
@@ -78,6 +133,7 @@ class PublishedFrame:
     privacy: PrivacyClass
     captured_at: float
     size_bytes: int
+    drifted: bool = False  # the digits carry the injected drift
 
 
 class CameraSimulator:
@@ -88,6 +144,7 @@ class CameraSimulator:
         split = digits or load_split()
         self._x, self._y = split.x_heldout, split.y_heldout
         self._rng = np.random.default_rng(options.seed)
+        self._drift_rng = np.random.default_rng((options.seed, _DRIFT_STREAM))
         self._run_id = secrets.token_hex(4)  # frame ids stay unique across restarts
         self.camera_names = [f"cam{i + 1}" for i in range(options.cameras)]
         self._backgrounds = {
@@ -102,6 +159,21 @@ class CameraSimulator:
         background: np.ndarray = np.clip(ramp + noise, 0, 255).astype(np.uint8)
         return background
 
+    def run_offset_s(self, camera: str, seq: int) -> float:
+        """When frame ``seq`` of ``camera`` is due, in seconds from the start of the run.
+
+        The publishing schedule of :meth:`run`; the drift starts by it, not by the wall
+        clock, so which frames drift does not depend on how fast they were published.
+        """
+        o = self.options
+        index = self.camera_names.index(camera)
+        return (seq * o.cameras + index) / (o.rate_hz * o.cameras)
+
+    def drifted(self, camera: str, seq: int) -> bool:
+        """True if frame ``seq`` of ``camera`` carries the injected drift."""
+        o = self.options
+        return o.drift != "none" and self.run_offset_s(camera, seq) >= o.drift_after_s
+
     def make_frame(
         self, camera: str, seq: int, captured_at: float
     ) -> tuple[Frame, tuple[int, ...]]:
@@ -110,12 +182,16 @@ class CameraSimulator:
         image = self._backgrounds[camera].copy()
         side = DIGIT_SIDE * o.digit_scale
         slot = o.width // o.regions_per_frame
+        drifted = self.drifted(camera, seq)
         regions, truth = [], []
         for k in range(o.regions_per_frame):
             index = int(self._rng.integers(len(self._y)))
             x = k * slot + int(self._rng.integers(0, slot - side + 1))
             y = int(self._rng.integers(0, o.height - side + 1))
-            image[y : y + side, x : x + side] = digit_to_pixels(self._x[index], o.digit_scale)
+            pixels = digit_to_pixels(self._x[index], o.digit_scale)
+            if drifted:
+                pixels = self._apply_drift(pixels)
+            image[y : y + side, x : x + side] = pixels
             regions.append(Region(x, y, side, side))
             truth.append(int(self._y[index]))
         priority = 1 + int(self._rng.choice(3, p=o.priority_mix))
@@ -133,6 +209,18 @@ class CameraSimulator:
             privacy=privacy,
         )
         return frame, tuple(truth)
+
+    def _apply_drift(self, pixels: np.ndarray) -> np.ndarray:
+        """The digit's uint8 pixels with the configured drift applied."""
+        o = self.options
+        values = pixels.astype(np.float64)
+        if o.drift == "noise":
+            values += self._drift_rng.normal(0.0, o.drift_strength * 255.0, values.shape)
+        elif o.drift == "brightness":
+            values += o.drift_strength * 255.0
+        elif o.drift == "blur":
+            values = _gaussian_blur(values, o.drift_strength * o.digit_scale)
+        return np.clip(np.rint(values), 0, 255).astype(np.uint8)
 
     async def run(
         self, nc: Client, on_publish: Callable[[PublishedFrame], None] | None = None
@@ -162,9 +250,23 @@ class CameraSimulator:
                     privacy=frame.privacy,
                     captured_at=frame.captured_at,
                     size_bytes=len(data),
+                    drifted=self.drifted(camera, seq),
                 )
                 published.append(record)
                 if on_publish is not None:
                     on_publish(record)
         await nc.flush()
         return published
+
+
+def _gaussian_blur(values: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur of a 2-D float image; edges are extended (nearest)."""
+    radius = max(1, math.ceil(3.0 * sigma))
+    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel /= kernel.sum()
+    padded = np.pad(values, radius, mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view
+    rows = windows(padded, kernel.size, axis=1) @ kernel  # (h + 2r, w)
+    blurred: np.ndarray = windows(rows, kernel.size, axis=0) @ kernel  # (h, w)
+    return blurred

@@ -1,4 +1,4 @@
-"""The ``hybridfleet`` command: ``stack``, ``edge``, ``cloud``, ``camera``, ``models build``."""
+"""The ``hybridfleet`` command: ``stack``, ``edge``, ``cloud``, ``camera``, ``tune``, ``models``."""
 
 from __future__ import annotations
 
@@ -111,6 +111,33 @@ async def _stack(args: argparse.Namespace) -> int:
     return 0 if summary["every_frame_one_result"] else 1
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from pipeline import tuning
+
+    targets = [
+        tuning.Target(kind, value)
+        for kind, value in (
+            (tuning.TargetKind.MIN_ACCURACY, args.min_accuracy),
+            (tuning.TargetKind.MAX_ESCALATION, args.max_escalation),
+            (tuning.TargetKind.MAX_COST, args.max_cost_per_million),
+        )
+        if value is not None
+    ]
+    print("cross-validating both models on the training digits ...", file=sys.stderr)
+    result = tuning.tune(
+        tuning.cross_validated_data(),
+        targets[0],
+        signal=args.signal,
+        privacy=args.privacy,
+        sizes=tuning.measure_message_sizes(),
+    )
+    print(tuning.format_result(result))
+    if args.config:
+        for line in tuning.update_config(args.config, result.point.threshold, result.signal):
+            print(f"wrote           {line} to {args.config}")
+    return 0
+
+
 def _models_build(args: argparse.Namespace) -> int:
     from models.build import main as build_main
 
@@ -155,6 +182,26 @@ def _parser() -> argparse.ArgumentParser:
     with_camera(p)
     p.add_argument("--url", help="NATS URL (overrides the config)")
     p.set_defaults(run=lambda a: _run(_camera(a)))
+
+    p = sub.add_parser("tune", help="choose the edge confidence threshold for a target")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--min-accuracy", type=float, help="hybrid accuracy at least (0..1)")
+    target.add_argument("--max-escalation", type=float, help="escalated share at most (0..1)")
+    target.add_argument("--max-cost-per-million", type=float, help="US$ per 1M frames at most")
+    p.add_argument(
+        "--signal",
+        default="max_probability",
+        choices=["max_probability", "margin", "entropy", "best"],
+        help="confidence signal (default: max_probability, what the edge worker uses)",
+    )
+    p.add_argument(
+        "--privacy",
+        default="crop",
+        choices=["crop", "full"],
+        help="what an escalation sends, for a cost target (default: crop)",
+    )
+    p.add_argument("--config", help="TOML file: set [edge] default_threshold there")
+    p.set_defaults(run=_tune)
 
     models = sub.add_parser("models", help="model files").add_subparsers(
         dest="models_command", required=True

@@ -35,6 +35,10 @@ def _range(default: Any, lo: float, hi: float) -> Any:
     return field(default=default, metadata={"lo": lo, "hi": hi})
 
 
+def _choice(default: str, *choices: str) -> Any:
+    return field(default=default, metadata={"choices": choices})
+
+
 def _token(default: str) -> Any:
     # Becomes part of subject names: validated like a site or camera name.
     return field(default=default, metadata={"token": True})
@@ -44,18 +48,26 @@ def _token(default: str) -> Any:
 class NatsSettings:
     """How to reach this process's NATS server (a site's own server for edge workers)."""
 
+    # Comma-separated URLs are tried in turn (e.g. the nodes of a hub cluster).
     url: str = "nats://127.0.0.1:4222"
     connect_timeout_s: float = _range(5.0, 0.1, 300.0)
 
 
 @dataclass(frozen=True)
 class StreamSettings:
-    """The escalation stream. Defaults favour not losing an accepted escalation."""
+    """The streams. Defaults favour not losing an accepted escalation (docs/architecture.md).
 
-    max_bytes: int = _range(1 << 30, 1 << 20, 1 << 44)
+    A site's escalation stream refuses new escalations when ``max_bytes`` is reached
+    (discard ``new``): stored ones are never dropped to make room, and the edge answers
+    the refused frames itself (reason ``escalation_failed``).
+    """
+
+    max_bytes: int = _range(1 << 30, 1 << 16, 1 << 44)
+    # The longest WAN outage a site's escalations survive.
     max_age_s: float = _range(86_400.0, 60.0, 365 * 86_400.0)
     # Window in which a re-published frame id is recognised as a duplicate.
     duplicate_window_s: float = _range(120.0, 1.0, 86_400.0)
+    # Replicas of the cloud-side streams (3 on a 3-node hub); site streams have 1.
     replicas: int = _range(1, 1, 5)
 
 
@@ -76,6 +88,10 @@ class EdgeSettings:
     max_message_bytes: int = _range(DEFAULT_MAX_BYTES, 1024, 64 << 20)
     inference_threads: int = _range(1, 1, 64)
     model_manifest: str = ""  # empty: the manifest shipped in models/
+    # JetStream domain of the cloud's streams; empty when they are on this same server.
+    cloud_domain: str = ""
+    # Fault injection for tests and benchmarks: extra time each batch takes.
+    inject_latency_ms: float = _range(0.0, 0.0, 600_000.0)
 
 
 @dataclass(frozen=True)
@@ -85,14 +101,36 @@ class CloudSettings:
     worker_id: str = _token("cloud-1")
     fetch_batch: int = _range(64, 1, 4096)
     fetch_timeout_s: float = _range(0.5, 0.01, 60.0)
-    # Unacked escalations are redelivered after this long (to another worker).
+    # Unacked escalations are redelivered after this long (to another worker); a
+    # batch that runs longer is kept alive with in-progress acks every ack_wait/3.
     ack_wait_s: float = _range(30.0, 1.0, 3600.0)
+    # After this many deliveries an escalation is dead-lettered.
     max_deliver: int = _range(5, 1, 1000)
+    # Redelivery delays in seconds, comma-separated (empty: ack_wait every time).
+    backoff_s: str = ""
+    # The sites whose escalation streams the cloud sources, comma-separated.
+    sites: str = "site1"
+    # True when each site runs its own server with JetStream domain = site name.
+    sites_are_domains: bool = False
+    # What to do with an escalation whose deadline passed (e.g. during a WAN outage):
+    # "answer" it anyway (for drift and audit; the edge already gave a degraded result)
+    # or "drop" it unanswered.
+    expired_escalations: str = _choice("answer", "answer", "drop")
     max_message_bytes: int = _range(DEFAULT_MAX_BYTES, 1024, 64 << 20)
     inference_threads: int = _range(1, 1, 64)
     model_manifest: str = ""
-    # Fault injection for tests and benchmarks: extra time each batch takes.
+    # Fault injection for tests and benchmarks: extra time each batch takes, and frame
+    # ids starting with this prefix make the model fail (a poison message).
     inject_latency_ms: float = _range(0.0, 0.0, 600_000.0)
+    inject_failure_prefix: str = ""
+
+    @property
+    def site_list(self) -> list[str]:
+        return [s.strip() for s in self.sites.split(",") if s.strip()]
+
+    @property
+    def backoff(self) -> list[float]:
+        return [float(v) for v in self.backoff_s.split(",") if v.strip()]
 
 
 @dataclass(frozen=True)
@@ -153,13 +191,44 @@ def _build(cls: type[T], section: str, values: Mapping[str, Any]) -> T:
         lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
         if lo is not None and not lo <= coerced <= hi:
             raise ConfigError(f"{key} must be in {lo}..{hi}, got {coerced}")
+        choices = f.metadata.get("choices")
+        if choices and coerced not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {coerced!r}")
         if f.metadata.get("token"):
             try:
                 check_token(coerced, key)
             except SchemaError as exc:
                 raise ConfigError(str(exc)) from None
         kwargs[name] = coerced
-    return cls(**kwargs)
+    built = cls(**kwargs)
+    _check_lists(section, built)
+    return built
+
+
+def _check_lists(section: str, settings: Any) -> None:
+    """Validate the comma-separated list settings, which plain types cannot."""
+    if isinstance(settings, CloudSettings):
+        for site in settings.site_list:
+            try:
+                check_token(site, f"{section}.sites")
+            except SchemaError as exc:
+                raise ConfigError(str(exc)) from None
+        if not settings.site_list:
+            raise ConfigError(f"{section}.sites must name at least one site")
+        try:
+            delays = settings.backoff
+        except ValueError:
+            raise ConfigError(
+                f"{section}.backoff_s must be seconds separated by commas, "
+                f"got {settings.backoff_s!r}"
+            ) from None
+        if any(d <= 0 for d in delays):
+            raise ConfigError(f"{section}.backoff_s delays must be > 0")
+        if len(delays) >= settings.max_deliver:
+            raise ConfigError(
+                f"{section}.backoff_s lists {len(delays)} delays; it needs fewer than "
+                f"{section}.max_deliver ({settings.max_deliver})"
+            )
 
 
 def load_settings(path: Path | str | None = None, env: Mapping[str, str] | None = None) -> Settings:

@@ -6,6 +6,7 @@ written down once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -21,8 +22,8 @@ from schemas.messages import DeadLetter
 __all__ = [
     "DEAD_LETTER_MAX_DATA",
     "connect",
-    "ensure_cloud_consumer",
-    "ensure_streams",
+    "ensure_cloud_streams",
+    "ensure_site_streams",
     "publish_dead_letter",
 ]
 
@@ -50,7 +51,7 @@ async def connect(settings: NatsSettings, name: str) -> Client:
         log.info("%s: reconnected to NATS", name)
 
     await nc.connect(
-        settings.url,
+        [url.strip() for url in settings.url.split(",")],
         name=name,
         connect_timeout=settings.connect_timeout_s,  # type: ignore[arg-type]  # float works
         max_reconnect_attempts=-1,
@@ -71,51 +72,165 @@ async def _add_or_update(js: JetStreamContext, config: api.StreamConfig) -> None
         await js.update_stream(config)
 
 
-async def ensure_streams(js: JetStreamContext, settings: StreamSettings) -> None:
-    """Declare the escalation and dead-letter streams (idempotent)."""
+async def ensure_site_streams(js: JetStreamContext, site: str, settings: StreamSettings) -> None:
+    """Declare a site's streams on its own server (idempotent). The edge calls it.
+
+    * ``ESCALATIONS_<site>``: escalations wait here, on the site's disk, until the
+      cloud side has them. Work-queue retention with the durable ``to-cloud``
+      consumer that the cloud's stream sources through, so the stream holds only
+      what has not crossed yet; discard ``new``, so a full stream refuses rather than
+      drops what it accepted.
+    * ``FINALS_<site>``: one message per escalated frame, its final result, written
+      with an expected-last-subject-sequence of 0: the server lets only one through.
+    * ``DLQ_EDGE_<site>``: what the site's edge workers refused.
+    """
     await _add_or_update(
         js,
         api.StreamConfig(
-            name=subjects.ESCALATIONS_STREAM,
-            subjects=[subjects.escalations()],
+            name=subjects.site_escalations_stream(site),
+            subjects=[subjects.escalations(site)],
             storage=api.StorageType.FILE,
             retention=api.RetentionPolicy.WORK_QUEUE,
-            # Refuse new escalations when full instead of silently dropping stored ones:
-            # the edge then answers those frames itself, marked degraded.
             discard=api.DiscardPolicy.NEW,
             max_bytes=settings.max_bytes,
             max_age=settings.max_age_s,
             duplicate_window=settings.duplicate_window_s,
-            num_replicas=settings.replicas,
+        ),
+    )
+    with contextlib.suppress(BadRequestError):  # exists already, with this config
+        await js.add_consumer(
+            subjects.site_escalations_stream(site),
+            api.ConsumerConfig(
+                durable_name=subjects.SOURCE_CONSUMER,
+                deliver_subject=subjects.sourcing(site),
+                # Durable sourcing (nats-server >= 2.14): the hub acks by flow control,
+                # so nothing is removed here before the hub has stored it.
+                ack_policy=api.AckPolicy.FLOW_CONTROL,
+                flow_control=True,
+                idle_heartbeat=1.0,
+                max_ack_pending=10_000,
+                max_deliver=-1,
+            ),
+        )
+    await _add_or_update(
+        js,
+        api.StreamConfig(
+            name=subjects.finals_stream(site),
+            subjects=[f"finals.{site}.*"],
+            storage=api.StorageType.FILE,
+            retention=api.RetentionPolicy.LIMITS,
+            # Outlives any escalation, so a cloud answer however late finds its claim.
+            max_age=settings.max_age_s + 3600,
+            max_msgs_per_subject=1,
+            discard=api.DiscardPolicy.NEW,
+            discard_new_per_subject=True,
+        ),
+    )
+    await _add_or_update(
+        js, _dead_letter_stream(subjects.site_dlq_stream(site), subjects.dead_letters("edge", site))
+    )
+
+
+def _dead_letter_stream(name: str, subject: str) -> api.StreamConfig:
+    return api.StreamConfig(
+        name=name,
+        subjects=[subject],
+        storage=api.StorageType.FILE,
+        retention=api.RetentionPolicy.LIMITS,
+        discard=api.DiscardPolicy.OLD,
+        max_bytes=1 << 30,
+        max_age=7 * 86_400.0,
+    )
+
+
+async def ensure_cloud_streams(
+    js: JetStreamContext, stream: StreamSettings, cloud: CloudSettings
+) -> None:
+    """Declare the cloud side's streams and consumers (idempotent). The cloud calls it.
+
+    ``ESCALATIONS`` has no subjects of its own: it sources every site's stream
+    through that site's ``to-cloud`` consumer (across the leaf link when sites are
+    JetStream domains). ``REPLIES`` keeps the cloud's answers until each edge worker
+    has read its own, so answers survive a WAN outage or an edge restart.
+    """
+    sources = []
+    for site in cloud.site_list:
+        external = None
+        if cloud.sites_are_domains:
+            external = api.ExternalStream(api=f"$JS.{site}.API", deliver="")
+        sources.append(
+            api.StreamSource(
+                name=subjects.site_escalations_stream(site),
+                external=external,
+                consumer=api.StreamConsumerSource(
+                    name=subjects.SOURCE_CONSUMER, deliver_subject=subjects.sourcing(site)
+                ),
+            )
+        )
+    await _add_or_update(
+        js,
+        api.StreamConfig(
+            name=subjects.ESCALATIONS_STREAM,
+            sources=sources,
+            retention=api.RetentionPolicy.WORK_QUEUE,
+            max_bytes=stream.max_bytes,
+            max_age=stream.max_age_s,
+            storage=api.StorageType.FILE,
+            num_replicas=stream.replicas,
         ),
     )
     await _add_or_update(
         js,
         api.StreamConfig(
-            name=subjects.DLQ_STREAM,
-            subjects=["dlq.>"],
+            name=subjects.REPLIES_STREAM,
+            subjects=[subjects.replies()],
+            retention=api.RetentionPolicy.WORK_QUEUE,
+            max_bytes=stream.max_bytes,
+            max_age=stream.max_age_s,
             storage=api.StorageType.FILE,
-            retention=api.RetentionPolicy.LIMITS,
-            discard=api.DiscardPolicy.OLD,
-            max_bytes=min(settings.max_bytes, 1 << 30),
-            max_age=7 * 86_400.0,
-            num_replicas=settings.replicas,
+            num_replicas=stream.replicas,
         ),
     )
-
-
-async def ensure_cloud_consumer(js: JetStreamContext, settings: CloudSettings) -> None:
-    """Declare the one durable pull consumer all cloud workers share."""
-    config = api.ConsumerConfig(
-        durable_name=subjects.CLOUD_CONSUMER,
-        filter_subject=subjects.escalations(),
-        ack_policy=api.AckPolicy.EXPLICIT,
-        deliver_policy=api.DeliverPolicy.ALL,
-        ack_wait=settings.ack_wait_s,
-        max_deliver=settings.max_deliver,
-        max_ack_pending=max(1000, settings.fetch_batch * 8),
+    dlq = _dead_letter_stream(subjects.CLOUD_DLQ_STREAM, "dlq.cloud.*")
+    dlq.num_replicas = stream.replicas
+    await _add_or_update(js, dlq)
+    # Advisories are core NATS messages: kept in a stream so none is missed while no
+    # cloud worker is listening.
+    await _add_or_update(
+        js,
+        api.StreamConfig(
+            name=subjects.ADVISORIES_STREAM,
+            subjects=[
+                subjects.max_deliveries_advisory(
+                    subjects.ESCALATIONS_STREAM, subjects.CLOUD_CONSUMER
+                )
+            ],
+            retention=api.RetentionPolicy.WORK_QUEUE,
+            max_age=stream.max_age_s,
+            storage=api.StorageType.FILE,
+            num_replicas=stream.replicas,
+        ),
     )
-    await js.add_consumer(subjects.ESCALATIONS_STREAM, config)
+    await js.add_consumer(
+        subjects.ESCALATIONS_STREAM,
+        api.ConsumerConfig(
+            durable_name=subjects.CLOUD_CONSUMER,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_wait=cloud.ack_wait_s,
+            max_deliver=cloud.max_deliver,
+            backoff=cloud.backoff or None,
+            max_ack_pending=max(1000, cloud.fetch_batch * 8),
+        ),
+    )
+    await js.add_consumer(
+        subjects.ADVISORIES_STREAM,
+        api.ConsumerConfig(
+            durable_name=subjects.ADVISORY_CONSUMER,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=30.0,
+        ),
+    )
 
 
 async def publish_dead_letter(

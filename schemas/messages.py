@@ -49,6 +49,7 @@ class Reason(StrEnum):
     CLOUD_ANSWER = "cloud_answer"  # escalated and answered by the cloud in time
     CLOUD_TIMEOUT = "cloud_timeout"  # escalated, no cloud answer by the deadline (degraded)
     ESCALATION_FAILED = "escalation_failed"  # could not be stored for the cloud (degraded)
+    LINK_DOWN = "link_down"  # stored for the cloud, but the link is down: edge answer (degraded)
     SHED = "shed"  # dropped unanswered by an overloaded edge (no labels)
 
 

@@ -6,24 +6,83 @@ name cannot reach another site's subjects (``.``, ``*`` and ``>`` are refused).
 
 from __future__ import annotations
 
+import hashlib
+
 from schemas.codec import check_token
 
 __all__ = [
+    "ADVISORIES_STREAM",
+    "ADVISORY_CONSUMER",
     "CLOUD_CONSUMER",
-    "DLQ_STREAM",
+    "CLOUD_DLQ_STREAM",
     "ESCALATIONS_STREAM",
+    "REPLIES_STREAM",
+    "SOURCE_CONSUMER",
     "dead_letters",
     "edge_queue_group",
     "escalations",
+    "finals",
+    "finals_stream",
     "frames",
     "infer",
+    "max_deliveries_advisory",
     "replies",
+    "reply_consumer",
     "results",
+    "site_dlq_stream",
+    "site_escalations_stream",
+    "sourcing",
 ]
 
+# Streams on the cloud side (the hub): escalations sourced from every site, the cloud's
+# answers, the cloud's dead letters, and max-deliveries advisories kept for the cloud.
 ESCALATIONS_STREAM = "ESCALATIONS"
-DLQ_STREAM = "DEADLETTERS"
+REPLIES_STREAM = "REPLIES"
+CLOUD_DLQ_STREAM = "DLQ_CLOUD"
+ADVISORIES_STREAM = "ADVISORIES"
 CLOUD_CONSUMER = "cloud-workers"
+ADVISORY_CONSUMER = "cloud-advisories"
+# The durable consumer on a site's escalation stream that the hub stream sources through.
+SOURCE_CONSUMER = "to-cloud"
+
+
+def site_escalations_stream(site: str) -> str:
+    """A site's own escalation stream, on the site's server: ``ESCALATIONS_<site>``."""
+    return f"ESCALATIONS_{check_token(site, 'site')}"
+
+
+def finals_stream(site: str) -> str:
+    """A site's record of final results of escalated frames: ``FINALS_<site>``."""
+    return f"FINALS_{check_token(site, 'site')}"
+
+
+def site_dlq_stream(site: str) -> str:
+    """A site's dead letters: ``DLQ_EDGE_<site>``."""
+    return f"DLQ_EDGE_{check_token(site, 'site')}"
+
+
+def reply_consumer(site: str, worker: str) -> str:
+    """The durable consumer one edge worker reads its cloud answers through."""
+    return f"edge-{check_token(site, 'site')}-{check_token(worker, 'worker')}"
+
+
+def sourcing(site: str) -> str:
+    """Deliver subject of a site's ``to-cloud`` consumer: ``sourcing.<site>.escalations``."""
+    return f"sourcing.{check_token(site, 'site')}.escalations"
+
+
+def finals(site: str, frame_id: str) -> str:
+    """The one subject a frame's final result is claimed on: ``finals.<site>.<hash>``.
+
+    The frame id may hold characters a subject token may not, so it is hashed.
+    """
+    digest = hashlib.sha256(frame_id.encode()).hexdigest()[:32]
+    return f"finals.{check_token(site, 'site')}.{digest}"
+
+
+def max_deliveries_advisory(stream: str, consumer: str) -> str:
+    """Where JetStream reports a message that used up its deliveries."""
+    return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{consumer}"
 
 
 def frames(site: str, camera: str = "*") -> str:
@@ -47,9 +106,11 @@ def escalations(site: str = "*", camera: str = "*") -> str:
     return f"escalations.{site_token}.{_camera(camera)}"
 
 
-def replies(site: str, worker: str) -> str:
+def replies(site: str = "*", worker: str = "*") -> str:
     """Where the cloud answers one edge worker: ``replies.<site>.<worker>``."""
-    return f"replies.{check_token(site, 'site')}.{check_token(worker, 'worker')}"
+    site_token = "*" if site == "*" else check_token(site, "site")
+    worker_token = "*" if worker == "*" else check_token(worker, "worker")
+    return f"replies.{site_token}.{worker_token}"
 
 
 def dead_letters(stage: str, site: str) -> str:

@@ -15,7 +15,7 @@ from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
 from pipeline.config import StreamSettings
-from pipeline.natsio import ensure_streams
+from pipeline.natsio import ensure_site_streams
 from pipeline.natsserver import NatsServer
 from schemas import subjects
 from schemas.codec import decode_result, encode
@@ -47,7 +47,7 @@ async def test_killed_cloud_worker_loses_no_escalation(nats_server: NatsServer, 
     first = _cloud_process(nats_server.url, inject_latency_ms="60000", **common)
     second: subprocess.Popen[bytes] | None = None
     try:
-        await ensure_streams(js, StreamSettings())
+        await ensure_site_streams(js, "site1", StreamSettings())
         for frame, _ in frames:
             await js.publish(
                 subjects.escalations("site1", frame.camera),

@@ -12,6 +12,7 @@ from nats.aio.msg import Msg
 from cloud_worker.worker import CloudWorker
 from edge_worker.worker import EdgeWorker
 from pipeline.config import Settings
+from pipeline.natsio import ensure_site_streams
 from schemas import subjects
 from schemas.codec import decode_dead_letter, decode_result, encode
 from schemas.messages import InferenceResult, PrivacyClass, Reason, Source
@@ -128,8 +129,9 @@ async def test_two_cloud_workers_share_the_durable_consumer(settings: Settings, 
     two = replace(settings, cloud=replace(cloud, worker_id="cloud-b"))
     frames = make_frames(80)
     replies = await _collect(nc, REPLY_TO_TEST)
+    js = nc.jetstream()
+    await ensure_site_streams(js, "site1", settings.stream)
     async with CloudWorker(one) as a, CloudWorker(two) as b:
-        js = nc.jetstream()
         for frame, _ in frames:
             await js.publish(
                 subjects.escalations("site1", frame.camera),
@@ -162,7 +164,9 @@ async def test_bad_frames_go_to_dead_letters_and_the_workers_keep_working(
             lambda: edge.metrics.value(kinds, site="site1", kind="schema") >= 3, 10, "3 refusals"
         )
     assert [r.frame_id for r in results] == [good.frame_id]
-    sub = await js.pull_subscribe(subjects.dead_letters("edge", "site1"), stream="DEADLETTERS")
+    sub = await js.pull_subscribe(
+        subjects.dead_letters("edge", "site1"), stream=subjects.site_dlq_stream("site1")
+    )
     letters = [decode_dead_letter(m.data) for m in await sub.fetch(3, timeout=5)]
     reasons = [letter.reason for letter in letters]
     assert "not valid msgpack" in reasons[0]
@@ -180,6 +184,7 @@ async def test_bad_escalation_is_dead_lettered_and_terminated(
     hijack = escalation_of(replace(frame, frame_id="x-1"), "replies.site2.edge-1")
     replies = await _collect(nc, REPLY_TO_TEST)
     js = nc.jetstream()
+    await ensure_site_streams(js, "site1", settings.stream)
     async with CloudWorker(settings) as cloud:
         subject = subjects.escalations("site1", "cam1")
         await js.publish(subject, b"\xc1", headers={"Nats-Msg-Id": "garbage"})
@@ -194,7 +199,9 @@ async def test_bad_escalation_is_dead_lettered_and_terminated(
     )
     # Terminated, not left to be redelivered: nothing is pending or awaiting an ack.
     assert info.num_ack_pending == 0 and info.num_pending == 0
-    sub = await js.pull_subscribe(subjects.dead_letters("cloud", "site1"), stream="DEADLETTERS")
+    sub = await js.pull_subscribe(
+        subjects.dead_letters("cloud", "site1"), stream=subjects.CLOUD_DLQ_STREAM
+    )
     reasons = [decode_dead_letter(m.data).reason for m in await sub.fetch(2, timeout=5)]
     assert "not valid msgpack" in reasons[0]
     assert "not a reply subject of site 'site1'" in reasons[1]

@@ -49,8 +49,28 @@ def test_edge_queue_group() -> None:
 
 def test_stream_and_consumer_names() -> None:
     assert subjects.ESCALATIONS_STREAM == "ESCALATIONS"
-    assert subjects.DLQ_STREAM == "DEADLETTERS"
+    assert subjects.REPLIES_STREAM == "REPLIES"
+    assert subjects.CLOUD_DLQ_STREAM == "DLQ_CLOUD"
     assert subjects.CLOUD_CONSUMER == "cloud-workers"
+    assert subjects.site_escalations_stream("s1") == "ESCALATIONS_s1"
+    assert subjects.finals_stream("s1") == "FINALS_s1"
+    assert subjects.site_dlq_stream("s1") == "DLQ_EDGE_s1"
+    assert subjects.reply_consumer("s1", "edge-1") == "edge-s1-edge-1"
+    assert subjects.sourcing("s1") == "sourcing.s1.escalations"
+
+
+def test_finals_subject_is_one_token_per_frame_id() -> None:
+    a = subjects.finals("site1", "site1-cam1-ab12-7")
+    b = subjects.finals("site1", "site1-cam1-ab12-8")
+    assert a.startswith("finals.site1.") and a.count(".") == 2
+    assert a != b and a == subjects.finals("site1", "site1-cam1-ab12-7")
+    # Characters a frame id may hold but a subject token may not are hashed away.
+    assert subjects.finals("site1", "a.b:c/d").count(".") == 2
+
+
+def test_replies_wildcards() -> None:
+    assert subjects.replies() == "replies.*.*"
+    assert subjects.replies("site1") == "replies.site1.*"
 
 
 def test_every_token_character_class_is_accepted() -> None:
