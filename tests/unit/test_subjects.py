@@ -117,7 +117,14 @@ POSITIONS: list[tuple[str, Callable[[str], str], str]] = [
 
 
 # Positions where '*' is the documented "all" wildcard rather than a name.
-WILDCARD_OK = {"frames-camera", "results-camera", "escalations-site", "escalations-camera"}
+WILDCARD_OK = {
+    "frames-camera",
+    "results-camera",
+    "escalations-site",
+    "escalations-camera",
+    "replies-site",
+    "replies-worker",
+}
 CASES = [
     pytest.param(build, what, token, id=f"{name}-{token!r}")
     for name, build, what in POSITIONS
@@ -149,7 +156,7 @@ def test_wildcard_positions() -> None:
         lambda: subjects.frames("*"),
         lambda: subjects.results("*"),
         lambda: subjects.infer("*"),
-        lambda: subjects.replies("site1", "*"),
+        lambda: subjects.replies("site1", ">"),
         lambda: subjects.dead_letters("*", "site1"),
         lambda: subjects.frames(">"),
         lambda: subjects.escalations(">"),
@@ -157,7 +164,8 @@ def test_wildcard_positions() -> None:
     ],
 )
 def test_wildcards_only_where_documented(build: Callable[[], str]) -> None:
-    # Only the camera of frames/results/escalations and the site of escalations take '*'.
+    # Only the camera of frames/results/escalations and the site of escalations and
+    # both tokens of replies take '*'.
     with pytest.raises(SchemaError, match="is not a valid name"):
         build()
 
