@@ -147,6 +147,8 @@ def test_wildcard_positions() -> None:
         "results-camera": "results.site1.*",
         "escalations-site": "escalations.*.cam",
         "escalations-camera": "escalations.site1.*",
+        "replies-site": "replies.*.w",
+        "replies-worker": "replies.site1.*",
     }
 
 
