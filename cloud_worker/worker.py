@@ -24,7 +24,6 @@ import numpy as np
 import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
 from cloud_worker.metrics import CloudMetrics
@@ -118,7 +117,7 @@ class CloudWorker:
                         durable=consumer, stream=stream
                     )
                 messages = await subscription.fetch(cfg.fetch_batch, timeout=cfg.fetch_timeout_s)
-            except NatsTimeoutError:
+            except TimeoutError:  # nats.errors.TimeoutError is one too
                 continue  # nothing to do: normal when the queue is empty
             except Exception as exc:
                 # A restarted server or a new stream leader can leave a pull subscription

@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 
@@ -76,7 +75,7 @@ class CloudLink:
                         config=api.ConsumerConfig(ack_wait=30.0, max_deliver=-1),
                     )
                 messages = await subscription.fetch(_FETCH_BATCH, timeout=_FETCH_TIMEOUT_S)
-            except NatsTimeoutError:
+            except TimeoutError:  # nats.errors.TimeoutError is one too
                 self._set(True)  # the cloud side answered: nothing new
                 continue
             except (ServiceUnavailableError, NoRespondersError, NotFoundError) as exc:

@@ -82,6 +82,8 @@ class WanProxy:
                 pipes.create_task(self._pipe(up_reader, writer))
         except (OSError, ExceptionGroup):
             pass  # either side went away: the link is down, as on a real WAN
+        except asyncio.CancelledError:
+            pass  # cut() or close(): this handler task is ours to end quietly
         finally:
             writer.close()
             if upstream_writer is not None:

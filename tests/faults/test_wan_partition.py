@@ -1,0 +1,46 @@
+"""Fault 1: the WAN link drops for 30 s while frames flow."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.faults.harness import Fleet
+
+pytestmark = pytest.mark.fault
+
+PARTITION_S = 30
+
+
+async def test_partition_loses_no_escalation(fleet: Fleet) -> None:
+    await fleet.start_worker("cloud", "cloud-1")
+    await fleet.start_worker("edge", "edge-1")
+    before = set(await fleet.publish(40, rate_hz=40))
+
+    await fleet.cut()
+    await fleet.wait_for_link(False, 5)
+    during = set(await fleet.publish(PARTITION_S * 10, rate_hz=10))  # the whole outage
+    await fleet.wait_for_finals(during, 10)
+    stored_during = fleet.ledger.escalated & during
+    answered_during = {f for f in stored_during if fleet.ledger.answered[f]}
+
+    fleet.restore()
+    await fleet.wait_for_link(True, 30)
+    after = set(await fleet.publish(40, rate_hz=40))
+    everything = before | during | after
+    await fleet.wait_for_finals(everything, 20)
+    escalated = fleet.ledger.escalated & everything
+    await fleet.wait_for_answers(escalated, 60)
+
+    ledger = fleet.ledger
+    # Every frame has exactly one final result, the outage's included.
+    assert ledger.lost(everything) == set()
+    assert ledger.duplicates() == 0
+    # The edge kept answering during the outage: degraded where the cloud was wanted.
+    assert stored_during, "frames during the outage were escalated (stored at the site)"
+    assert not answered_during, "no answer can cross a cut link"
+    for frame_id in stored_during:
+        result = ledger.final_results[frame_id]
+        assert result.degraded and result.reason.value == "link_down", result
+    # Nothing stored at the site was lost: each escalation got its cloud answer.
+    assert {f for f in escalated if ledger.answered[f] == 0} == set()
+    assert any(ledger.final_results[f].reason.value == "cloud_answer" for f in after)
