@@ -276,6 +276,8 @@ class EdgeWorker:
                         f"edge model failed on the batch: {exc}",
                     )
                 continue
+            if self.settings.edge.inject_latency_ms:
+                await asyncio.sleep(self.settings.edge.inject_latency_ms / 1000)
             elapsed = time.monotonic() - started
             self._batcher.record_batch(len(batch), elapsed)
             self.metrics.batch_size.labels(self.site).observe(len(batch))
