@@ -134,7 +134,7 @@ def _tune(args: argparse.Namespace) -> int:
     print(tuning.format_result(result))
     if args.config:
         for line in tuning.update_config(args.config, result.point.threshold, result.signal):
-            print(f"wrote           {line} to {args.config}")
+            print(f"wrote           {line} to {args.config}" if line.startswith("[") else line)
     return 0
 
 

@@ -604,14 +604,45 @@ def signal_setting_supported() -> bool:
     return SETTING_NAME in {f.name for f in dataclasses.fields(EdgeSettings)}
 
 
+def _edit_section(text: str, section: str, updates: Mapping[str, Any]) -> str:
+    """``text`` with ``key = value`` lines of ``[section]`` set, the rest left as it is.
+
+    Replaces a key's line where it is, inserts missing keys after the section's header,
+    and appends the section if the file has none. Only for plain ``[section]`` tables;
+    the caller checks the result by parsing it.
+    """
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    header = re.compile(rf"^\s*\[\s*{re.escape(section)}\s*\]\s*(#.*)?$")
+    any_header = re.compile(r"^\s*\[")
+    starts = [i for i, line in enumerate(lines) if header.match(line)]
+    rendered = {key: f"{_toml_key(key)} = {_toml_value(v, key)}\n" for key, v in updates.items()}
+    if len(starts) != 1:
+        block = "".join(rendered.values())
+        return "".join(lines) + ("\n" if lines else "") + f"[{_toml_key(section)}]\n{block}"
+    start = starts[0]
+    end = next((i for i in range(start + 1, len(lines)) if any_header.match(lines[i])), len(lines))
+    missing = dict(rendered)
+    for i in range(start + 1, end):
+        for key in list(missing):
+            if re.match(rf"^\s*{re.escape(_toml_key(key))}\s*=", lines[i]):
+                lines[i] = missing.pop(key)
+    lines[start + 1 : start + 1] = list(missing.values())
+    return "".join(lines)
+
+
 def update_config(path: Path | str, threshold: float, signal: str) -> list[str]:
     """Set ``[edge] default_threshold`` (and the signal, where the worker has the setting).
 
-    Other sections and keys are kept; comments and layout are not (the file is
-    rewritten from its parsed content). The result must load with
-    ``pipeline.config.load_settings`` before it replaces the file. Returns the lines
-    written. TuningError if ``signal`` is not max_probability and the worker in this
-    version cannot be told so: its threshold would be compared with max probabilities.
+    Other sections, keys, comments and layout are kept: the key's line is replaced in
+    place (or added under ``[edge]``). If that edit does not parse back to the same
+    settings (an unusual layout such as dotted keys), the file is rewritten from its
+    parsed content with :func:`dump_toml`, which keeps every setting but not comments.
+    The result must load with ``pipeline.config.load_settings`` before it replaces the
+    file. Returns what was written. TuningError if ``signal`` is not max_probability and
+    the worker in this version cannot be told so: its threshold would be compared with
+    max probabilities.
     """
     from pipeline.config import load_settings
 
@@ -625,18 +656,30 @@ def update_config(path: Path | str, threshold: float, signal: str) -> list[str]:
             f"[edge] {SETTING_NAME} setting yet), so a {signal} threshold would be misapplied; "
             f"not writing {target}. Re-run with --signal {DEFAULT_SIGNAL}"
         )
-    data: dict[str, Any] = {}
+    original = ""
     if target.exists():
         try:
-            data = tomllib.loads(target.read_text(encoding="utf-8"))
+            original = target.read_text(encoding="utf-8")
+            data = tomllib.loads(original)
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise TuningError(f"cannot read {target}: {exc}") from exc
+    else:
+        data = {}
     edge = data.get("edge", {})
     if not isinstance(edge, dict):
         raise TuningError(f"{target}: edge is not a [edge] table")
-    data["edge"] = {**edge, **edge_updates}
-    text = dump_toml(data)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or Path("."))
+    wanted = {**data, "edge": {**edge, **edge_updates}}
+    text = _edit_section(original, "edge", edge_updates)
+    try:
+        kept = tomllib.loads(text) == wanted
+    except tomllib.TOMLDecodeError:
+        kept = False
+    written = [f"[edge] {key} = {_toml_value(value, key)}" for key, value in edge_updates.items()]
+    if not kept:
+        text = dump_toml(wanted)
+        if "#" in original:
+            written.append("(the file was rewritten from its settings: comments were not kept)")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -645,4 +688,4 @@ def update_config(path: Path | str, threshold: float, signal: str) -> list[str]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return [f"[edge] {key} = {_toml_value(value, key)}" for key, value in edge_updates.items()]
+    return written

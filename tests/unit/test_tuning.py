@@ -162,20 +162,46 @@ def test_toml_writer_round_trips() -> None:
         dump_toml({"edge": {"inner": {"x": 1}}})
 
 
-def test_update_config_keeps_other_settings(tmp_path: Path) -> None:
+def test_update_config_edits_in_place_and_keeps_the_rest(tmp_path: Path) -> None:
     path = tmp_path / "site.toml"
-    path.write_text(
-        '# comment\n[nats]\nurl = "nats://10.0.0.1:4222"\n\n[edge]\nmax_batch_size = 8\n'
-        "default_threshold = 0.5\n"
+    before = (
+        '# site 7\n[nats]\nurl = "nats://10.0.0.1:4222"\n\n[edge]  # this box\n'
+        "max_batch_size = 8\ndefault_threshold = 0.5  # old\n\n[cloud]\nfetch_batch = 16\n"
     )
+    path.write_text(before)
     assert update_config(path, 0.72, "max_probability") == ["[edge] default_threshold = 0.72"]
+    assert path.read_text() == before.replace(
+        "default_threshold = 0.5  # old", "default_threshold = 0.72"
+    )
     settings = load_settings(path, env={})
     assert settings.edge.default_threshold == 0.72
-    assert settings.edge.max_batch_size == 8
+    assert (settings.edge.max_batch_size, settings.cloud.fetch_batch) == (8, 16)
     assert settings.nats.url == "nats://10.0.0.1:4222"
+
+
+def test_update_config_adds_the_key_or_the_section(tmp_path: Path) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text("[edge]\nmax_batch_size = 8\n[cloud]\nfetch_batch = 16")
+    update_config(path, 0.6, "max_probability")
+    assert path.read_text() == (
+        "[edge]\ndefault_threshold = 0.6\nmax_batch_size = 8\n[cloud]\nfetch_batch = 16\n"
+    )
+    path.write_text("# only comments\n")
+    update_config(path, 0.6, "max_probability")
+    assert path.read_text() == "# only comments\n\n[edge]\ndefault_threshold = 0.6\n"
     fresh = tmp_path / "new.toml"
     update_config(fresh, 0.5, "max_probability")
-    assert tomllib.loads(fresh.read_text()) == {"edge": {"default_threshold": 0.5}}
+    assert fresh.read_text() == "[edge]\ndefault_threshold = 0.5\n"
+
+
+def test_update_config_rewrites_an_unusual_layout_without_losing_settings(tmp_path: Path) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text("# dotted keys\nedge.default_threshold = 0.5\nedge.max_batch_size = 8\n")
+    written = update_config(path, 0.7, "max_probability")
+    assert "comments were not kept" in written[-1]
+    assert tomllib.loads(path.read_text()) == {
+        "edge": {"default_threshold": 0.7, "max_batch_size": 8}
+    }
 
 
 def test_update_config_refuses_a_signal_the_worker_cannot_use(tmp_path: Path) -> None:
