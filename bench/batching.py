@@ -39,6 +39,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import sys
 import tempfile
 import time
@@ -313,7 +314,21 @@ async def _offer_poisson(
         await asyncio.sleep(max(0.0, t - time.monotonic()))
 
 
-async def measure_point(
+@dataclass(slots=True)
+class _Slice:
+    """What one fresh batcher did in one measured window."""
+
+    window_s: float
+    latencies: np.ndarray  # seconds, frames of the window that completed
+    frames: int  # arrived in the window
+    shed: int
+    unfinished: int
+    completed_in_window: int  # completions inside the window, whenever they arrived
+    batch_sizes: list[int]  # batches started inside the window
+    busy_s: float  # model time of those batches
+
+
+async def measure_slice(
     make: Callable[[], Batcher[Any]],
     infer: _Infer,
     crops: Sequence[np.ndarray],
@@ -321,10 +336,9 @@ async def measure_point(
     *,
     warmup_s: float,
     window_s: float,
-    target_s: float,
     seed: int,
-) -> dict[str, Any]:
-    """Offer Poisson load at ``rate`` to a fresh batcher; figures of the measured window."""
+) -> _Slice:
+    """Offer Poisson load at ``rate`` to a fresh batcher: warm-up, then a window."""
     batcher = make()
     batches = _Batches()
     jobs: list[_Job] = []
@@ -339,35 +353,51 @@ async def measure_point(
             batcher.close()
             await server
     window = [j for j in jobs if start <= j.arrival < end]
-    done = np.array([j.done - j.arrival for j in window if not math.isnan(j.done)])
+    latencies = np.array([j.done - j.arrival for j in window if not math.isnan(j.done)])
     shed = sum(j.shed for j in window)
-    unfinished = len(window) - shed - len(done)
-    completed_in_window = sum(1 for j in jobs if not j.shed and start <= j.done < end)
-    sizes = [n for s, n in zip(batches.starts, batches.sizes, strict=True) if start <= s < end]
-    busy = sum(
-        sec for s, sec in zip(batches.starts, batches.seconds, strict=True) if start <= s < end
+    started = list(zip(batches.starts, batches.sizes, batches.seconds, strict=True))
+    return _Slice(
+        window_s=window_s,
+        latencies=latencies,
+        frames=len(window),
+        shed=shed,
+        unfinished=len(window) - shed - len(latencies),
+        completed_in_window=sum(1 for j in jobs if not j.shed and start <= j.done < end),
+        batch_sizes=[n for at, n, _ in started if start <= at < end],
+        busy_s=sum(sec for at, _, sec in started if start <= at < end),
     )
-    late = int((done > target_s).sum()) if len(done) else 0
 
-    def pct(q: float) -> float:
-        return float(np.quantile(done, q) * 1000) if len(done) else math.nan
+
+def summarise(slices: Sequence[_Slice], target_s: float) -> dict[str, Any]:
+    """The figures of one (load, policy) point over its slices."""
+    seconds = sum(s.window_s for s in slices)
+    latencies = np.concatenate([s.latencies for s in slices])
+    sizes = [n for s in slices for n in s.batch_sizes]
+    frames = sum(s.frames for s in slices)
+    shed = sum(s.shed for s in slices)
+    unfinished = sum(s.unfinished for s in slices)
+    late = int((latencies > target_s).sum())
+
+    def ms(q: float) -> float:
+        return float(np.quantile(latencies, q) * 1000) if len(latencies) else math.nan
 
     return {
-        "offered_per_s": len(window) / window_s,
-        "throughput_per_s": completed_in_window / window_s,
-        "p50_ms": pct(0.50),
-        "p95_ms": pct(0.95),
-        "p99_ms": pct(0.99),
-        "max_ms": float(done.max() * 1000) if len(done) else math.nan,
+        "offered_per_s": frames / seconds,
+        "throughput_per_s": sum(s.completed_in_window for s in slices) / seconds,
+        "p50_ms": ms(0.50),
+        "p95_ms": ms(0.95),
+        "p99_ms": ms(0.99),
+        "max_ms": ms(1.0),
         "mean_batch": float(np.mean(sizes)) if sizes else math.nan,
         "batches": len(sizes),
-        "model_busy": busy / window_s,
-        "frames": len(window),
-        "completed": len(done),
-        "shed": int(shed),
-        "unfinished": int(unfinished),
-        "missed": int(late + shed + unfinished),
-        "missed_share": (late + shed + unfinished) / len(window) if window else math.nan,
+        "model_busy": sum(s.busy_s for s in slices) / seconds,
+        "frames": frames,
+        "completed": len(latencies),
+        "shed": shed,
+        "unfinished": unfinished,
+        "missed": late + shed + unfinished,
+        "missed_share": (late + shed + unfinished) / frames if frames else math.nan,
+        "measured_s": seconds,
     }
 
 
@@ -399,7 +429,8 @@ class Options:
     loads: tuple[float, ...]
     policies: tuple[str, ...]
     warmup_s: float
-    window_s: float
+    window_s: float  # per point, split over the rounds
+    rounds: int
     capacity_s: float
     target_s: float
     seed: int
@@ -409,27 +440,35 @@ async def _run(options: Options, infer: _Infer, crops: Sequence[np.ndarray]) -> 
     capacity = await asyncio.to_thread(measure_capacity, infer, crops, options.capacity_s)
     _print(f"capacity at batch {MAX_BATCH}: {capacity:,.0f} frames/s")
     points: dict[str, dict[str, Any]] = {name: {} for name in options.policies}
+    slice_s = options.window_s / options.rounds
     for i, load in enumerate(options.loads):
-        # Policies take turns at each load, so a slow spell of the machine hits them alike.
-        for j, name in enumerate(options.policies):
-            make = POLICIES[name][0]
-            point = await measure_point(
-                make,
-                infer,
-                crops,
-                load * capacity,
-                warmup_s=options.warmup_s,
-                window_s=options.window_s,
-                target_s=options.target_s,
-                seed=options.seed + 100 * i + j,
-            )
+        slices: dict[str, list[_Slice]] = {name: [] for name in options.policies}
+        # The policies take turns, round after round, so that a busy spell of the
+        # machine (other processes) falls on all of them alike.
+        for r in range(options.rounds):
+            for j, name in enumerate(options.policies):
+                slices[name].append(
+                    await measure_slice(
+                        POLICIES[name][0],
+                        infer,
+                        crops,
+                        load * capacity,
+                        warmup_s=options.warmup_s,
+                        window_s=slice_s,
+                        seed=options.seed + 1000 * i + 10 * r + j,
+                    )
+                )
+        for name in options.policies:
+            point = summarise(slices[name], options.target_s)
             points[name][f"{load:.2f}"] = point
             _print(
                 f"  load {load:4.0%} {name:<16} {point['throughput_per_s']:>7,.0f}/s  p50 "
                 f"{point['p50_ms']:7.1f}  p99 {point['p99_ms']:7.1f} ms  batch "
                 f"{point['mean_batch']:5.1f}  missed {point['missed_share']:6.1%}"
             )
-    return {"capacity_per_s": capacity, "points": points}
+    capacity_after = await asyncio.to_thread(measure_capacity, infer, crops, options.capacity_s)
+    _print(f"capacity at batch {MAX_BATCH} after the run: {capacity_after:,.0f} frames/s")
+    return {"capacity_per_s": capacity, "capacity_after_per_s": capacity_after, "points": points}
 
 
 def _table(report: dict[str, Any], options: Options) -> str:
@@ -485,6 +524,13 @@ def write_plot(report: dict[str, Any], options: Options, path: Path, title: str)
     plt.close(fig)
 
 
+def _loadavg() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
 def _print(text: str = "") -> None:
     print(text, flush=True)
 
@@ -503,7 +549,12 @@ def _parse(argv: Sequence[str] | None) -> tuple[Options, Path | None, Path | Non
     parser.add_argument(
         "--policies", default=",".join(POLICIES), help=f"comma-separated: {', '.join(POLICIES)}"
     )
-    parser.add_argument("--seconds", type=float, default=None, help="measured window (3)")
+    parser.add_argument(
+        "--seconds", type=float, default=None, help="measured seconds per point (3)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="slices each point is measured in (3)"
+    )
     parser.add_argument("--target-ms", type=float, default=50.0, help="missed-frame target")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write figures")
@@ -524,13 +575,17 @@ def _parse(argv: Sequence[str] | None) -> tuple[Options, Path | None, Path | Non
     window = args.seconds if args.seconds is not None else (1.0 if args.quick else 3.0)
     if not 0.2 <= window <= 600:
         parser.error("--seconds must be in 0.2..600")
+    rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
+    if not 1 <= rounds <= 100:
+        parser.error("--rounds must be in 1..100")
     if not 1 <= args.target_ms <= 60_000:
         parser.error("--target-ms must be in 1..60000")
     options = Options(
         loads=loads,
         policies=policies,
-        warmup_s=0.3 if args.quick else 0.5,
+        warmup_s=0.3,
         window_s=window,
+        rounds=rounds,
         capacity_s=0.5 if args.quick else 2.0,
         target_s=args.target_ms / 1000,
         seed=args.seed,
@@ -551,9 +606,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in options.policies:
         _print(f"  policy {name}: {POLICIES[name][1]}")
     _print(
-        f"per point: {options.warmup_s:g} s warm-up, {options.window_s:g} s measured; "
+        f"per point: {options.rounds} slices, each a fresh batcher with "
+        f"{options.warmup_s:g} s warm-up and {options.window_s / options.rounds:g} s measured; "
         f"missed = latency > {options.target_s * 1000:g} ms, shed or unfinished"
     )
+    _print(f"load average before: {_loadavg()}")
     started = time.monotonic()
     crops = make_crops(256, options.seed)
     with tempfile.TemporaryDirectory(prefix="hybridfleet-bench-") as tmp:
@@ -562,6 +619,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print(f"model: {model.name} {model.version} (one intra-op thread)")
         report = uvloop.run(_run(options, _Infer(model), crops))
     total = time.monotonic() - started
+    load_after = _loadavg()
+    _print(f"load average after: {load_after}")
     _print()
     _print(_table(report, options))
     _print(f"\ntotal run time {total:.0f} s")
@@ -583,6 +642,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "loads": list(options.loads),
                 "warmup_s": options.warmup_s,
                 "window_s": options.window_s,
+                "rounds": options.rounds,
                 "capacity_s": options.capacity_s,
                 "target_ms": options.target_s * 1000,
                 "seed": options.seed,

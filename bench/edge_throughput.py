@@ -842,17 +842,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     _print(
         "frames: 640x480 uint8, one 32x32 digit region each, priority 1 and privacy "
         "local_only, so the worker answers every one on the edge (reason priority_local) "
-        "and no CloudWorker is needed"
+        "and no CloudWorker is needed (so the worker logs 'link to the cloud is DOWN': "
+        "expected, and no matter for priority-1 frames)"
     )
     _print(
         f"per worker point: {options.warmup} warm-up frames, then {options.frames} measured "
         f"(at most {options.time_limit_s:.0f} s of publishing); frames/s = results / "
         "(last result - first publish)"
     )
+    load_before = os.getloadavg()
+    _print(
+        "load average before (1/5/15 min): "
+        + " ".join(f"{x:.2f}" for x in load_before)
+        + " (anything else running on the machine takes cores from the processes measured)"
+    )
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="hybridfleet-bench-") as tmp:
         report = uvloop.run(_run(options, Path(tmp)))
     total = time.monotonic() - started
+    load_after = os.getloadavg()
     _print()
     _print(_table(report, options))
     _print(
@@ -862,7 +870,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "there; cores used = CPU seconds per wall second of the worker process / "
         "nats-server / this process (publisher + subscriber)"
     )
-    _print(f"total run time {total:.0f} s")
+    _print(
+        f"total run time {total:.0f} s; load average after: "
+        + " ".join(f"{x:.2f}" for x in load_after)
+    )
     if json_path is not None:
         document = {
             "benchmark": "edge_throughput",
@@ -884,6 +895,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "deadline_ms": DEADLINE_MS,
             },
             "total_seconds": total,
+            "load_average_before": list(load_before),
+            "load_average_after": list(load_after),
             **report,
         }
         json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,15 +9,15 @@ tests and the benchmarks. docs/architecture.md explains the settings.
 from __future__ import annotations
 
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pipeline.natsserver import NatsServer
+from pipeline.security import HUB_DOMAIN, Credentials, hub_authorization, site_authorization
 from schemas.codec import check_token
 
 __all__ = ["HUB_DOMAIN", "Hub", "free_port", "site_server"]
 
-HUB_DOMAIN = "hub"
 # How fast a site notices a dead WAN link that sent no TCP reset (default is 2 min).
 SITE_PING_INTERVAL = "5s"
 
@@ -37,9 +37,20 @@ class Hub:
     node can be killed without loss.
     """
 
-    def __init__(self, workdir: Path, nodes: int = 1, *, sync_always: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        nodes: int = 1,
+        *,
+        sync_always: bool = False,
+        cloud: Credentials | None = None,
+        leaves: Mapping[str, Credentials] | None = None,
+    ) -> None:
+        """With ``cloud`` and ``leaves`` (site -> credentials), clients and leaf links
+        must log in and get only the permissions of pipeline.security."""
         if nodes not in (1, 3):
             raise ValueError("a hub has 1 or 3 nodes")
+        client_auth = "" if cloud is None else hub_authorization(cloud, leaves or {})
         self.leaf_ports = [free_port() for _ in range(nodes)]
         route_ports = [free_port() for _ in range(nodes)]
         self.servers: list[NatsServer] = []
@@ -51,6 +62,7 @@ class Hub:
                 # not learn the hub's real ones.
                 "  no_advertise: true",
                 "}",
+                client_auth,
             ]
             if nodes > 1:
                 routes = ", ".join(
@@ -88,10 +100,22 @@ class Hub:
 
 
 def site_server(
-    workdir: Path, site: str, hub_leaf_urls: Sequence[str], *, sync_always: bool = True
+    workdir: Path,
+    site: str,
+    hub_leaf_urls: Sequence[str],
+    *,
+    sync_always: bool = True,
+    users: Mapping[str, Credentials] | None = None,
+    leaf: Credentials | None = None,
 ) -> NatsServer:
-    """A site's own nats-server: a leaf of the hub, JetStream domain = the site name."""
+    """A site's own nats-server: a leaf of the hub, JetStream domain = the site name.
+
+    ``users`` (role -> credentials) turns on per-role permissions for local clients;
+    ``leaf`` is how the site logs in to the hub.
+    """
     check_token(site, "site")
+    if leaf is not None:
+        hub_leaf_urls = [leaf.url(url) for url in hub_leaf_urls]
     remotes = ", ".join(f'"{url}"' for url in hub_leaf_urls)
     extra = "\n".join(
         [
@@ -100,6 +124,7 @@ def site_server(
             "  reconnect: 1",  # seconds between attempts after the link drops
             f"  remotes: [ {{ urls: [{remotes}] }} ]",
             "}",
+            site_authorization(site, users) if users else "",
         ]
     )
     return NatsServer(

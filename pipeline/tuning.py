@@ -343,6 +343,8 @@ def cross_validated_data() -> TuningData:
     Retrains 5 MLPs and 5 SVCs (seconds). The simulator's held-out split is not used.
     """
     try:
+        import sklearn  # noqa: F401  (the training below imports it lazily)
+
         from models.build import (
             CALIBRATION_FOLDS,
             cross_validated_proba,
@@ -350,7 +352,7 @@ def cross_validated_data() -> TuningData:
             train_edge,
         )
         from pipeline.digits import load_split
-    except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    except ImportError as exc:  # depends on the installed extras
         raise TuningError(
             f"tune needs the models extra (scikit-learn, skl2onnx): {exc}; "
             "install with pip install -e '.[models]'"

@@ -179,9 +179,7 @@ class Fleet:
         while time.monotonic() < deadline:
             self._check_alive(worker)
             try:
-                await self.site_nc.request(
-                    subjects.infer(SITE), encode(_probe(probe)), timeout=0.5
-                )
+                await self.site_nc.request(subjects.infer(SITE), encode(_probe(probe)), timeout=0.5)
                 return
             except Exception:
                 await asyncio.sleep(0.1)
@@ -194,9 +192,7 @@ class Fleet:
         while time.monotonic() < deadline:
             self._check_alive(worker)
             try:
-                info = await js.consumer_info(
-                    subjects.ESCALATIONS_STREAM, subjects.CLOUD_CONSUMER
-                )
+                info = await js.consumer_info(subjects.ESCALATIONS_STREAM, subjects.CLOUD_CONSUMER)
                 if info.num_waiting > 0:  # someone is pulling
                     return
             except Exception:
