@@ -157,9 +157,9 @@ class Fleet:
 
     async def start_worker(self, role: str, worker: str, **settings: str) -> None:
         """Start ``hybridfleet <role>`` and wait until it does its job."""
-        log = open(self.workdir / f"{worker}.log", "ab")  # noqa: SIM115 - child owns it
+        log = open(self.workdir / f"{worker}.log", "ab")  # noqa: SIM115, ASYNC230
         try:
-            self.workers[worker] = subprocess.Popen(
+            self.workers[worker] = subprocess.Popen(  # noqa: ASYNC220 - returns at once
                 [sys.executable, "-m", "pipeline.cli", "--log-level", "INFO", role],
                 env=self._env(role, worker, settings),
                 stdout=log,

@@ -70,9 +70,10 @@ async def test_edge_worker_killed(fleet: Fleet) -> None:
     lost_in_flight = ledger.lost(before)
     # What was lost with the worker was in its memory only, never in a stream.
     assert not lost_in_flight & escalated
+    finals = len(everything) - len(ledger.lost(everything))
     print(
-        f"edge SIGKILL: published {len(everything)}, finals {len(everything) - len(ledger.lost(everything))}"
-        f", lost in the worker's memory {len(lost_in_flight)}, unserved {len(unserved)}"
+        f"edge SIGKILL: published {len(everything)}, finals {finals}, lost in the worker's "
+        f"memory {len(lost_in_flight)}, unserved {len(unserved)}"
     )
 
 

@@ -86,7 +86,7 @@ async def test_site_credentials_refused_on_another_sites_subjects(secure: Secure
 
 
 async def test_no_anonymous_access(secure: SecureFleet) -> None:
-    with pytest.raises(Exception, match="(?i)authorization"):
+    with pytest.raises(Exception, match=r"(?i)authorization"):
         await nats.connect(secure.site.url, max_reconnect_attempts=0, allow_reconnect=False)
 
 
