@@ -9,18 +9,22 @@ against answered, lost and duplicated.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import RawStreamMsg
 
 from pipeline.camera import CameraOptions, CameraSimulator
 from pipeline.natsserver import NatsServer
@@ -280,3 +284,225 @@ def _uncertain(frame: Frame) -> Frame:
 
 def _renamed(frame: Frame, frame_id: str) -> Frame:
     return replace(frame, frame_id=frame_id)
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers for faults 6-10 (poison, overload, slow cloud, stream full, SIGTERM). Module
+# functions taking the Fleet, so that nothing above changes.
+
+
+async def start_worker_with_metrics(fleet: Fleet, role: str, worker: str, **settings: str) -> int:
+    """``Fleet.start_worker`` with ``--metrics-port``; returns the port to ``scrape``."""
+    from pipeline.topology import free_port
+
+    port = free_port()
+    _spawn(fleet, role, worker, settings, ["--metrics-port", str(port)])
+    if role == "edge":
+        await fleet._wait_edge_ready(worker)
+    else:
+        await fleet._wait_cloud_ready(worker)
+    return port
+
+
+def _spawn(fleet: Fleet, role: str, worker: str, settings: dict[str, str], args: list[str]) -> None:
+    log = open(fleet.workdir / f"{worker}.log", "ab")  # noqa: SIM115 - child owns it
+    try:
+        fleet.workers[worker] = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "--log-level", "INFO", role, *args],
+            env=fleet._env(role, worker, settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    finally:
+        log.close()
+
+
+async def scrape(port: int, timeout: float = 5.0) -> dict[str, float]:
+    """A worker's Prometheus metrics: sample name -> value summed over its labels."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def get() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as r:
+            return str(r.read().decode())
+
+    text = await asyncio.wait_for(asyncio.to_thread(get), timeout + 1)
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            values[sample.name] = values.get(sample.name, 0.0) + float(sample.value)
+    return values
+
+
+def rss_mb(fleet: Fleet, worker: str) -> float:
+    """Resident memory of a worker process (VmRSS), in MiB."""
+    status = Path(f"/proc/{fleet.workers[worker].pid}/status").read_text()
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {worker}")
+
+
+async def publish_frames(
+    fleet: Fleet,
+    count: int,
+    rate_hz: float,
+    *,
+    change: Callable[[Frame], Frame] | None = None,
+    prefix: str = "",
+) -> list[Frame]:
+    """Like ``Fleet.publish``, but each frame goes through ``change``; returns the frames.
+
+    The frames are the camera's own (priorities 10/60/30, privacy 20/60/20, threshold
+    none, deadline 250 ms) unless ``change`` says otherwise.
+    """
+    assert fleet.site_nc is not None
+    frames = []
+    start = time.monotonic()
+    for i in range(count):
+        due = start + i / rate_hz
+        if (delay := due - time.monotonic()) > 0:
+            await asyncio.sleep(delay)
+        camera = f"cam{1 + i % 2}"
+        frame, _ = fleet._camera.make_frame(camera, fleet._seq, time.time())
+        fleet._seq += 1
+        if change is not None:
+            frame = change(frame)
+        if prefix:
+            frame = _renamed(frame, prefix + frame.frame_id)
+        fleet.ledger.published[frame.frame_id] = frame.priority
+        await fleet.site_nc.publish(subjects.frames(SITE, camera), encode(frame))
+        frames.append(frame)
+    await fleet.site_nc.flush()
+    return frames
+
+
+async def record_final_arrivals(fleet: Fleet) -> dict[str, float]:
+    """From now on, the Unix time each frame's first final result reached the test."""
+    assert fleet.site_nc is not None
+    arrivals: dict[str, float] = {}
+
+    async def on_final(msg: Msg) -> None:
+        arrivals.setdefault(decode_result(msg.data).frame_id, time.time())
+
+    await fleet.site_nc.subscribe(subjects.results(SITE), cb=on_final)
+    await fleet.site_nc.flush()
+    return arrivals
+
+
+async def record_raw(fleet: Fleet, subject: str, *, hub: bool = False) -> dict[str, bytes]:
+    """From now on, the first raw bytes seen on ``subject`` per frame id (escalations)."""
+    nc = fleet.hub_nc if hub else fleet.site_nc
+    assert nc is not None
+    seen: dict[str, bytes] = {}
+
+    async def on_msg(msg: Msg) -> None:
+        seen.setdefault(decode_escalation(msg.data).frame_id, bytes(msg.data))
+
+    await nc.subscribe(subject, cb=on_msg)
+    await nc.flush()
+    return seen
+
+
+def site_js(fleet: Fleet) -> JetStreamContext:
+    assert fleet.site_nc is not None
+    return fleet.site_nc.jetstream(timeout=5.0)
+
+
+def hub_js(fleet: Fleet) -> JetStreamContext:
+    assert fleet.hub_nc is not None
+    return fleet.hub_nc.jetstream(timeout=5.0)
+
+
+async def stream_messages(js: JetStreamContext, stream: str) -> int:
+    return (await js.stream_info(stream)).state.messages
+
+
+async def read_stream(js: JetStreamContext, stream: str) -> list[RawStreamMsg]:
+    """Every message stored in ``stream`` now, oldest first (for small streams)."""
+    state = (await js.stream_info(stream)).state
+    out = []
+    for seq in range(state.first_seq, state.last_seq + 1) if state.messages else ():
+        try:
+            out.append(await js.get_msg(stream, seq))
+        except Exception:  # deleted (interior gap)
+            continue
+    return out
+
+
+async def infer(fleet: Fleet, frame: Frame, timeout: float) -> InferenceResult:
+    """Request/reply on ``infer.<site>``: the frame's final result."""
+    assert fleet.site_nc is not None
+    reply = await fleet.site_nc.request(subjects.infer(SITE), encode(frame), timeout=timeout)
+    return decode_result(reply.data)
+
+
+async def wait_edge_sees_link(fleet: Fleet, up: bool, timeout: float) -> int:
+    """Ask the edge, with uncertain frames by request/reply, until it decides as if the
+    link were ``up`` (escalated and answered) or down (reason ``link_down``).
+
+    Returns how many probe frames it took; each has its final result like any frame.
+    """
+    probes = 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        frame, _ = fleet._camera.make_frame("cam1", fleet._seq, time.time())
+        fleet._seq += 1
+        frame = replace(_uncertain(frame), frame_id=f"linkprobe-{time.monotonic_ns()}")
+        probes += 1
+        try:
+            result = await infer(fleet, frame, timeout=3.0)
+        except Exception:
+            continue
+        if (result.reason.value == "link_down") != up:
+            return probes
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"the edge did not see the link {'up' if up else 'down'} in {timeout} s")
+
+
+def signal_worker(fleet: Fleet, worker: str, sig: int = signal.SIGTERM) -> subprocess.Popen[bytes]:
+    """Send ``sig`` without waiting; the caller owns the process from now on."""
+    proc = fleet.workers.pop(worker)
+    proc.send_signal(sig)
+    return proc
+
+
+async def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
+    """The exit code, or None (the process is then killed) if it ran past ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            return None
+        await asyncio.sleep(0.05)
+    return proc.returncode
+
+
+async def site_subscriptions(fleet: Fleet, connection_name: str) -> list[str] | None:
+    """Subjects a client of the site server is subscribed to (None: not connected)."""
+    import json
+    import urllib.request
+
+    assert fleet.site is not None and fleet.site.monitor_port is not None
+    url = f"http://127.0.0.1:{fleet.site.monitor_port}/connz?subs=1&limit=1024"
+
+    def get() -> dict[str, object]:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            data: dict[str, object] = json.loads(r.read())
+            return data
+
+    data = await asyncio.wait_for(asyncio.to_thread(get), 6)
+    for conn in data.get("connections") or []:  # type: ignore[attr-defined]
+        if conn.get("name") == connection_name:
+            return list(conn.get("subscriptions_list") or [])
+    return None
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (an observed value); 0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]

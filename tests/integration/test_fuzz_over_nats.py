@@ -1,0 +1,124 @@
+"""Workers fed garbage over NATS stay up and dead-letter each rejected message."""
+
+from __future__ import annotations
+
+import random
+
+import msgpack
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from cloud_worker.worker import CloudWorker
+from edge_worker.worker import EdgeWorker
+from pipeline.config import Settings
+from pipeline.natsio import ensure_site_streams
+from schemas import subjects
+from schemas.codec import decode_escalation, decode_frame, decode_result, encode
+from schemas.errors import SchemaError
+from tests.helpers import REPLY_TO_TEST, escalation_of, make_frames, wait_until
+
+pytestmark = pytest.mark.integration
+
+COUNT = 300
+
+
+def _mutants(valid: bytes, rng: random.Random, count: int) -> list[bytes]:
+    """Byte flips, truncations, splices and re-packed maps with a field changed."""
+    fields = msgpack.unpackb(valid)
+    out = []
+    for _ in range(count):
+        kind = rng.randrange(4)
+        data = bytearray(valid)
+        if kind == 0:
+            for _ in range(rng.randint(1, 8)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        elif kind == 1:
+            data = data[: rng.randrange(len(data))]
+        elif kind == 2:
+            data[rng.randrange(len(data)) :] = rng.randbytes(rng.randint(0, 64))
+        else:
+            changed = dict(fields)
+            key = rng.choice(sorted(changed))
+            changed[key] = rng.choice(
+                [None, -1, 2**63, 1.5, float("nan"), "x", "a.b", b"\x00", [], {}, True]
+            )
+            data = bytearray(msgpack.packb(changed))
+        out.append(bytes(data))
+    return out
+
+
+def _frame_is_valid(data: bytes) -> bool:
+    try:
+        frame = decode_frame(data)
+    except SchemaError:
+        return False
+    return frame.site == "site1" and frame.camera == "cam1"
+
+
+def _escalation_is_valid(data: bytes) -> bool:
+    try:
+        escalation = decode_escalation(data)
+    except SchemaError:
+        return False
+    return escalation.site == "site1" and escalation.reply_to.startswith("replies.site1.")
+
+
+async def test_edge_dead_letters_every_bad_frame(settings: Settings, nc: Client) -> None:
+    (frame, _), (probe, _) = make_frames(2, cameras=1, priority=1)
+    mutants = _mutants(encode(frame), random.Random(7), COUNT)
+    bad = sum(not _frame_is_valid(m) for m in mutants)
+    assert bad > COUNT // 2, "most mutants are invalid"
+    answered: list[str] = []
+
+    async def on_result(msg: Msg) -> None:
+        answered.append(decode_result(msg.data).frame_id)
+
+    await nc.subscribe(subjects.results("site1"), cb=on_result)
+    async with EdgeWorker(settings) as edge:
+        for data in mutants:
+            await nc.publish(subjects.frames("site1", "cam1"), data)
+        await nc.publish(subjects.frames("site1", "cam1"), encode(probe))
+        refused = "hybridfleet_edge_dead_letters_total"
+        await wait_until(
+            lambda: edge.metrics.value(refused, site="site1", kind="schema") >= bad,
+            30,
+            f"{bad} dead letters",
+        )
+        await wait_until(lambda: probe.frame_id in answered, 10, "the probe's result")
+    assert edge.metrics.value(refused, site="site1", kind="schema") == bad
+    js = nc.jetstream()
+    info = await js.stream_info(subjects.site_dlq_stream("site1"))
+    assert info.state.messages == bad, "each refusal is stored with its reason"
+    assert probe.frame_id in answered, "the worker is still up"
+
+
+async def test_cloud_dead_letters_every_bad_escalation(settings: Settings, nc: Client) -> None:
+    (frame, _), (probe, _) = make_frames(2, cameras=1)
+    good = escalation_of(frame, REPLY_TO_TEST)
+    mutants = _mutants(encode(good), random.Random(11), COUNT)
+    bad = sum(not _escalation_is_valid(m) for m in mutants)
+    assert bad > COUNT // 2
+    answered: list[str] = []
+
+    async def on_answer(msg: Msg) -> None:
+        answered.append(decode_result(msg.data).frame_id)
+
+    await nc.subscribe(REPLY_TO_TEST, cb=on_answer)
+    js = nc.jetstream()
+    await ensure_site_streams(js, "site1", settings.stream)
+    async with CloudWorker(settings) as cloud:
+        subject = subjects.escalations("site1", "cam1")
+        for i, data in enumerate(mutants):
+            await js.publish(subject, data, headers={"Nats-Msg-Id": f"mutant-{i}"})
+        await js.publish(
+            subject, encode(escalation_of(probe, REPLY_TO_TEST)), headers={"Nats-Msg-Id": "p"}
+        )
+        refused = "hybridfleet_cloud_dead_letters_total"
+        await wait_until(
+            lambda: cloud.metrics.value(refused, site="site1", kind="schema") >= bad,
+            30,
+            f"{bad} dead letters",
+        )
+        await wait_until(lambda: probe.frame_id in answered, 10, "the probe's answer")
+    assert cloud.metrics.value(refused, site="site1", kind="schema") == bad
