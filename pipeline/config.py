@@ -51,6 +51,11 @@ class NatsSettings:
     # Comma-separated URLs are tried in turn (e.g. the nodes of a hub cluster).
     url: str = "nats://127.0.0.1:4222"
     connect_timeout_s: float = _range(5.0, 0.1, 300.0)
+    # TLS: the CA that signed the server's certificate, and this client's own
+    # certificate and key when the server verifies clients. Empty: no TLS.
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 import time
 
 from nats.aio.client import Client
@@ -21,6 +22,7 @@ from schemas.messages import DeadLetter
 
 __all__ = [
     "DEAD_LETTER_MAX_DATA",
+    "client_tls",
     "connect",
     "ensure_cloud_streams",
     "ensure_site_streams",
@@ -33,6 +35,16 @@ log = logging.getLogger(__name__)
 # in a NATS message even when the original was refused for being too large.
 DEAD_LETTER_MAX_DATA = 1 << 20
 _STREAM_IN_USE = 10058
+
+
+def client_tls(settings: NatsSettings) -> ssl.SSLContext | None:
+    """The TLS context the settings ask for, or None for plain TCP."""
+    if not settings.tls_ca_file:
+        return None
+    context = ssl.create_default_context(cafile=settings.tls_ca_file)
+    if settings.tls_cert_file:
+        context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file or None)
+    return context
 
 
 async def connect(settings: NatsSettings, name: str) -> Client:
@@ -52,6 +64,7 @@ async def connect(settings: NatsSettings, name: str) -> Client:
 
     await nc.connect(
         [url.strip() for url in settings.url.split(",")],
+        tls=client_tls(settings),
         name=name,
         connect_timeout=settings.connect_timeout_s,  # type: ignore[arg-type]  # float works
         max_reconnect_attempts=-1,

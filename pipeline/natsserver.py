@@ -40,7 +40,8 @@ class NatsServer:
     """One nats-server process with JetStream, stopped by its pid.
 
     ``sync_always`` makes JetStream fsync every write (the right choice for a site
-    server that can lose power; see docs/architecture.md). ``extra_config`` is
+    server that can lose power; see docs/architecture.md). ``tls`` is a ``tls { }``
+    block for the client port (``pipeline.security.TlsFiles.block``). ``extra_config`` is
     appended to the generated config file verbatim (leaf nodes, clusters, accounts).
     """
 
@@ -53,6 +54,7 @@ class NatsServer:
         jetstream_domain: str | None = None,
         sync_always: bool = True,
         max_payload: int = 8 << 20,
+        tls: str = "",
         extra_config: str = "",
     ) -> None:
         self.workdir = Path(workdir)
@@ -62,6 +64,7 @@ class NatsServer:
         self._domain = jetstream_domain
         self._sync_always = sync_always
         self._max_payload = max_payload
+        self._tls = tls
         self._extra = extra_config
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -70,7 +73,7 @@ class NatsServer:
         """The client URL, valid once started."""
         if self.port is None:
             raise HybridfleetError("nats-server has not been started")
-        return f"nats://127.0.0.1:{self.port}"
+        return f"{'tls' if self._tls else 'nats'}://127.0.0.1:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -95,6 +98,7 @@ class NatsServer:
                 "jetstream {",
                 *(f"  {line}" for line in js),
                 "}",
+                self._tls,
                 self._extra,
             ]
         )

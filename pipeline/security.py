@@ -9,7 +9,7 @@ and subscribe to, so a site's credentials only ever reach that site's subjects:
   a user ``leaf-<site>``. Its publish permissions limit what the site can send into
   the hub, and its subscribe permissions what the hub sends down to it.
 
-TLS is a separate block (``tls_block``) for client and leaf ports. docs/security.md
+TLS (``TlsFiles``) can be turned on for client ports and for the leaf link. docs/security.md
 lists every permission and why it is needed.
 """
 
@@ -32,7 +32,7 @@ __all__ = [
     "hub_authorization",
     "site_authorization",
     "site_permissions",
-    "tls_block",
+    "TlsFiles",
 ]
 
 
@@ -170,13 +170,21 @@ def hub_authorization(cloud: Credentials, leaves: Mapping[str, Credentials]) -> 
     return f"authorization {{\n  users = {_users(users)}\n}}\n"
 
 
-def tls_block(cert_file: Path, key_file: Path, ca_file: Path, *, verify: bool = True) -> str:
-    """A ``tls`` block for a client or leaf port (``verify``: require client certs)."""
-    return (
-        "tls {\n"
-        f'  cert_file: "{cert_file}"\n'
-        f'  key_file: "{key_file}"\n'
-        f'  ca_file: "{ca_file}"\n'
-        f"  verify: {'true' if verify else 'false'}\n"
-        "}\n"
-    )
+@dataclass(frozen=True)
+class TlsFiles:
+    """A server's (or a leaf link's) certificate, its key, and the CA that signs peers."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+    def block(self, *, verify: bool = False) -> str:
+        """A ``tls { }`` block; ``verify`` requires peers to show a certificate too."""
+        return (
+            "tls {\n"
+            f'  cert_file: "{self.cert_file}"\n'
+            f'  key_file: "{self.key_file}"\n'
+            f'  ca_file: "{self.ca_file}"\n'
+            f"  verify: {'true' if verify else 'false'}\n"
+            "}\n"
+        )

@@ -13,7 +13,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pipeline.natsserver import NatsServer
-from pipeline.security import HUB_DOMAIN, Credentials, hub_authorization, site_authorization
+from pipeline.security import (
+    HUB_DOMAIN,
+    Credentials,
+    TlsFiles,
+    hub_authorization,
+    site_authorization,
+)
 from schemas.codec import check_token
 
 __all__ = ["HUB_DOMAIN", "Hub", "free_port", "site_server"]
@@ -45,9 +51,11 @@ class Hub:
         sync_always: bool = False,
         cloud: Credentials | None = None,
         leaves: Mapping[str, Credentials] | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         """With ``cloud`` and ``leaves`` (site -> credentials), clients and leaf links
-        must log in and get only the permissions of pipeline.security."""
+        must log in and get only the permissions of pipeline.security. With ``tls``,
+        clients and sites must speak TLS and the sites must show a certificate."""
         if nodes not in (1, 3):
             raise ValueError("a hub has 1 or 3 nodes")
         client_auth = "" if cloud is None else hub_authorization(cloud, leaves or {})
@@ -61,6 +69,7 @@ class Hub:
                 # Sites must use the address they were given (e.g. a test's WAN proxy),
                 # not learn the hub's real ones.
                 "  no_advertise: true",
+                tls.block(verify=True) if tls else "",
                 "}",
                 client_auth,
             ]
@@ -81,6 +90,7 @@ class Hub:
                     name=f"hub-{i + 1}",
                     jetstream_domain=HUB_DOMAIN,
                     sync_always=sync_always,
+                    tls=tls.block() if tls else "",
                     extra_config="\n".join(extra),
                 )
             )
@@ -107,11 +117,13 @@ def site_server(
     sync_always: bool = True,
     users: Mapping[str, Credentials] | None = None,
     leaf: Credentials | None = None,
+    tls: TlsFiles | None = None,
 ) -> NatsServer:
     """A site's own nats-server: a leaf of the hub, JetStream domain = the site name.
 
     ``users`` (role -> credentials) turns on per-role permissions for local clients;
-    ``leaf`` is how the site logs in to the hub.
+    ``leaf`` is how the site logs in to the hub. ``tls`` turns on TLS for local
+    clients and for the leaf link (its certificate is shown to the hub).
     """
     check_token(site, "site")
     if leaf is not None:
@@ -122,7 +134,9 @@ def site_server(
             f'ping_interval: "{SITE_PING_INTERVAL}"',
             "leafnodes {",
             "  reconnect: 1",  # seconds between attempts after the link drops
-            f"  remotes: [ {{ urls: [{remotes}] }} ]",
+            f"  remotes: [ {{ urls: [{remotes}]",
+            tls.block() if tls else "",
+            "  } ]",
             "}",
             site_authorization(site, users) if users else "",
         ]
@@ -132,5 +146,6 @@ def site_server(
         name=f"site-{site}",
         jetstream_domain=site,
         sync_always=sync_always,
+        tls=tls.block() if tls else "",
         extra_config=extra,
     )

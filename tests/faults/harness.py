@@ -438,27 +438,29 @@ async def infer(fleet: Fleet, frame: Frame, timeout: float) -> InferenceResult:
     return decode_result(reply.data)
 
 
-async def wait_edge_sees_link(fleet: Fleet, up: bool, timeout: float) -> int:
-    """Ask the edge, with uncertain frames by request/reply, until it decides as if the
-    link were ``up`` (escalated and answered) or down (reason ``link_down``).
+async def probe_until(fleet: Fleet, reason: str, timeout: float) -> int:
+    """Send uncertain frames (escalated unless the link is down) by request/reply, one
+    at a time, until one's final result has ``reason``; returns how many it took.
 
-    Returns how many probe frames it took; each has its final result like any frame.
+    ``cloud_answer``: escalations reach the cloud and answers come back (the hub's
+    source of the site stream can take seconds to start). ``link_down``: the edge
+    itself has noticed a cut link. Each probe has its final result like any frame.
     """
     probes = 0
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         frame, _ = fleet._camera.make_frame("cam1", fleet._seq, time.time())
         fleet._seq += 1
-        frame = replace(_uncertain(frame), frame_id=f"linkprobe-{time.monotonic_ns()}")
+        frame = replace(_uncertain(frame), frame_id=f"warmup-{time.monotonic_ns()}")
         probes += 1
         try:
             result = await infer(fleet, frame, timeout=3.0)
         except Exception:
             continue
-        if (result.reason.value == "link_down") != up:
+        if result.reason.value == reason:
             return probes
         await asyncio.sleep(0.2)
-    raise AssertionError(f"the edge did not see the link {'up' if up else 'down'} in {timeout} s")
+    raise AssertionError(f"no final result with reason {reason} within {timeout} s")
 
 
 def signal_worker(fleet: Fleet, worker: str, sig: int = signal.SIGTERM) -> subprocess.Popen[bytes]:

@@ -23,6 +23,7 @@ from tests.faults.harness import (
     SITE,
     Fleet,
     hub_js,
+    probe_until,
     publish_frames,
     read_stream,
     record_raw,
@@ -55,6 +56,8 @@ async def test_poison_is_dead_lettered_and_blocks_nobody(fleet: Fleet) -> None:
         cloud_backoff_s="1",
     )
     await fleet.start_worker("edge", "edge-1")
+    # Escalations flow end to end before the poison goes in.
+    warmup = await probe_until(fleet, "cloud_answer", 30)
     raw = await record_raw(fleet, subjects.escalations(SITE))
 
     started = time.time()
@@ -92,6 +95,7 @@ async def test_poison_is_dead_lettered_and_blocks_nobody(fleet: Fleet) -> None:
         f"lost={len(lost)} duplicates={duplicates} shed=0 "
         f"answered={len(answered_others)}/{len(other_ids)} (others) "
         f"poison answered={ledger.answered[poison_id]} dead letters={len(letters)} "
+        f"warm-up probes={warmup} "
         f"dead-lettered {letters[0].at - started if letters else -1:.1f} s after publishing"
     )
 

@@ -1,0 +1,82 @@
+"""TLS on the site's client port and on the leaf link, turned on by config."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import nats
+import pytest
+import trustme
+from nats.aio.msg import Msg
+
+from cloud_worker.worker import CloudWorker
+from edge_worker.worker import EdgeWorker
+from pipeline.config import NatsSettings, Settings
+from pipeline.natsio import client_tls
+from pipeline.security import TlsFiles
+from pipeline.topology import HUB_DOMAIN, Hub, site_server
+from schemas import subjects
+from schemas.codec import decode_result, encode
+from schemas.messages import Reason
+from tests.helpers import make_frames, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def _tls_files(tmp_path: Path) -> TlsFiles:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    files = TlsFiles(tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem")
+    cert.cert_chain_pems[0].write_to_path(str(files.cert_file))
+    cert.private_key_pem.write_to_path(str(files.key_file))
+    ca.cert_pem.write_to_path(str(files.ca_file))
+    return files
+
+
+async def test_tls_end_to_end_and_plain_tcp_refused(tmp_path: Path) -> None:
+    files = _tls_files(tmp_path)
+    hub = Hub(tmp_path, tls=files)
+    hub.start()
+    leaf_urls = [f"nats-leaf://127.0.0.1:{p}" for p in hub.leaf_ports]
+    site = site_server(tmp_path, "site1", leaf_urls, tls=files)
+    site.start()
+    try:
+        assert site.url.startswith("tls://")
+        with pytest.raises(Exception):  # noqa: B017 - any failure to talk plain TCP
+            await nats.connect(
+                site.url.replace("tls://", "nats://"),
+                allow_reconnect=False,
+                connect_timeout=2,
+            )
+        base = Settings()
+        tls = {"tls_ca_file": str(files.ca_file)}
+        edge_settings = replace(
+            base,
+            nats=NatsSettings(url=site.url, **tls),
+            edge=replace(base.edge, cloud_domain=HUB_DOMAIN, default_threshold=1.0),
+        )
+        cloud_settings = replace(
+            base,
+            nats=NatsSettings(url=hub.urls[0], **tls),
+            cloud=replace(base.cloud, sites_are_domains=True),
+        )
+        camera = await nats.connect(site.url, tls=client_tls(edge_settings.nats))
+        results = []
+
+        async def on_result(msg: Msg) -> None:
+            results.append(decode_result(msg.data))
+
+        await camera.subscribe(subjects.results("site1"), cb=on_result)
+        frames = make_frames(20, deadline_ms=5000)
+        async with CloudWorker(cloud_settings), EdgeWorker(edge_settings):
+            for frame, _ in frames:
+                await camera.publish(subjects.frames("site1", frame.camera), encode(frame))
+            await wait_until(lambda: len(results) >= len(frames), 30, "every result")
+        await camera.close()
+    finally:
+        site.stop()
+        hub.stop()
+    # The leaf link speaks TLS too: cloud answers crossed it.
+    assert any(r.reason is Reason.CLOUD_ANSWER for r in results)
+    assert not any(r.degraded for r in results)
