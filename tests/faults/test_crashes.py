@@ -26,7 +26,7 @@ async def test_cloud_worker_killed_mid_batch(fleet: Fleet) -> None:
     await fleet.start_worker("cloud", "cloud-1", **slow)
     await fleet.start_worker("edge", "edge-1")
     publishing = asyncio.create_task(fleet.publish(60, rate_hz=30))
-    for _ in range(100):
+    for _ in range(300):  # the first escalations take a moment to be sourced
         if await _ack_pending(fleet) > 0:
             break
         await asyncio.sleep(0.05)

@@ -117,6 +117,8 @@ async def test_poison_is_dead_lettered_and_blocks_nobody(fleet: Fleet) -> None:
     early = {f.frame_id for f in others if f.captured_at < started + EXHAUSTED_AFTER_S}
     assert len(early) >= 10
     assert all(reasons[f] == "cloud_answer" for f in early)
+    others_latency = [ledger.final_results[f].latency_ms for f in other_ids]
+    print(f"others' latency_ms: max={max(others_latency):.0f}")
 
     # Exactly one dead letter: the poison's, with the reason and its original bytes.
     assert len(letters) == 1, letters
@@ -127,6 +129,11 @@ async def test_poison_is_dead_lettered_and_blocks_nobody(fleet: Fleet) -> None:
     assert letter.data == raw[poison_id]
     # It took the advisory path, not an early term: at least MAX_DELIVER - 1 nak delays.
     assert letter.at - poison[0].captured_at >= EXHAUSTED_AFTER_S
+    # ... and the early others had their final results before it was dead-lettered.
+    by_frame = {f.frame_id: f for f in others}
+    for frame_id in early:
+        done_at = by_frame[frame_id].captured_at + ledger.final_results[frame_id].latency_ms / 1000
+        assert done_at < letter.at
     # Nothing is left behind: the poison was removed from the work queue, the advisory
     # acked, and no escalation waits.
     assert await stream_messages(js, subjects.ESCALATIONS_STREAM) == 0

@@ -1,0 +1,152 @@
+"""Fault 8: a slow cloud. Every cloud batch takes longer than the frames' deadline.
+
+Promised: each escalated frame still gets its final result by its deadline (the edge's
+answer, degraded, reason ``cloud_timeout``); every escalation is answered eventually
+and the late answer is counted and dropped (no second final result); nothing grows
+without bound: the edge's pending table stays below escalation rate x deadline and
+returns to 0, and the site stream, the hub stream, the cloud consumer and the answers
+stream all drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+
+import pytest
+
+from schemas import subjects
+from schemas.messages import Frame, PrivacyClass
+from tests.faults.harness import (
+    SITE,
+    Fleet,
+    hub_js,
+    publish_frames,
+    record_final_arrivals,
+    rss_mb,
+    scrape,
+    site_js,
+    start_worker_with_metrics,
+    stream_messages,
+)
+
+pytestmark = pytest.mark.fault
+
+CLOUD_LATENCY_MS = 3000  # every cloud batch; longer than the deadline
+DEADLINE_MS = 1000
+RATE_HZ = 10
+SECONDS = 10
+MARGIN_S = 0.3  # a final result may reach the test this long after the deadline
+FETCH_BATCH = 64  # cloud.fetch_batch default
+
+
+def _uncertain(frame: Frame) -> Frame:
+    return replace(
+        frame, threshold=1.0, priority=2, privacy=PrivacyClass.CROP, deadline_ms=DEADLINE_MS
+    )
+
+
+async def _until(check: Callable[[], Awaitable[bool]], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.2)
+    return True
+
+
+async def test_slow_cloud_degrades_on_time_and_drains(fleet: Fleet) -> None:
+    await fleet.start_worker("cloud", "cloud-1", cloud_inject_latency_ms=str(CLOUD_LATENCY_MS))
+    edge_port = await start_worker_with_metrics(fleet, "edge", "edge-1")
+    arrivals = await record_final_arrivals(fleet)
+    # Warm-up: one escalation is answered end to end (the hub's source has started).
+    warm = await publish_frames(fleet, 1, 1, change=_uncertain)
+    await fleet.wait_for_answers({warm[0].frame_id}, 30)
+    assert fleet.ledger.answered[warm[0].frame_id] == 1, "no escalation reached the cloud"
+    rss_start = rss_mb(fleet, "edge-1")
+
+    site, hub = site_js(fleet), hub_js(fleet)
+    samples: list[tuple[float, float, int, int]] = []  # pending, rss, site, hub backlog
+
+    async def sample() -> None:
+        while True:
+            metrics = await scrape(edge_port)
+            samples.append(
+                (
+                    metrics["hybridfleet_edge_pending_escalations"],
+                    rss_mb(fleet, "edge-1"),
+                    await stream_messages(site, subjects.site_escalations_stream(SITE)),
+                    await stream_messages(hub, subjects.ESCALATIONS_STREAM),
+                )
+            )
+            await asyncio.sleep(0.25)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        frames = warm + await publish_frames(fleet, RATE_HZ * SECONDS, RATE_HZ, change=_uncertain)
+        ids = {f.frame_id for f in frames}
+        await fleet.wait_for_finals(ids, DEADLINE_MS / 1000 + 5)
+        escalated = fleet.ledger.escalated & ids
+        await fleet.wait_for_answers(escalated, 30)
+    finally:
+        sampler.cancel()
+
+    async def drained() -> bool:
+        metrics = await scrape(edge_port)
+        info = await hub.consumer_info(subjects.ESCALATIONS_STREAM, subjects.CLOUD_CONSUMER)
+        return (
+            metrics["hybridfleet_edge_pending_escalations"] == 0
+            and await stream_messages(site, subjects.site_escalations_stream(SITE)) == 0
+            and await stream_messages(hub, subjects.ESCALATIONS_STREAM) == 0
+            and await stream_messages(hub, subjects.REPLIES_STREAM) == 0
+            and info.num_pending == 0
+            and info.num_ack_pending == 0
+        )
+
+    is_drained = await _until(drained, 15)
+    metrics = await scrape(edge_port)
+    rss_end = rss_mb(fleet, "edge-1")
+
+    ledger = fleet.ledger
+    lost = ledger.lost(ids)
+    answered = {f for f in escalated if ledger.answered[f]}
+    late_by = [arrivals[f.frame_id] - f.deadline_at for f in frames if f.frame_id in arrivals]
+    max_pending = max(s[0] for s in samples)
+    max_site = max(s[2] for s in samples)
+    max_hub = max(s[3] for s in samples)
+    late = metrics["hybridfleet_edge_late_cloud_replies_total"]
+    print(
+        f"\nslow cloud: published={len(ids)} finals={len(ids) - len(lost)} lost={len(lost)} "
+        f"duplicates={ledger.duplicates()} shed=0 escalated={len(escalated)} "
+        f"answered={len(answered)} late replies={late:.0f} "
+        f"reasons={dict(ledger.reasons())}\n"
+        f"  final after deadline: max {max(late_by) * 1000:.0f} ms; max pending={max_pending:.0f} "
+        f"max site backlog={max_site} max hub backlog={max_hub}; "
+        f"edge RSS {rss_start:.1f} -> max {max(s[1] for s in samples):.1f} -> {rss_end:.1f} MiB; "
+        f"drained={is_drained}"
+    )
+
+    # Exactly one final result per frame, each the edge's, degraded, on time.
+    assert lost == set()
+    assert ledger.duplicates() == 0
+    for frame in frames:
+        result = ledger.final_results[frame.frame_id]
+        assert result.reason.value == "cloud_timeout" and result.degraded, result
+        assert result.source.value == "edge"
+        assert result.latency_ms <= DEADLINE_MS + MARGIN_S * 1000, result
+    assert len(late_by) == len(frames)
+    assert max(late_by) <= MARGIN_S
+    # Every escalation was answered, late: counted by the edge and dropped.
+    assert escalated == ids
+    assert answered == escalated
+    assert late == len(escalated)
+    assert metrics["hybridfleet_edge_escalation_failures_total"] == 0
+    # Bounded: pending <= escalation rate x deadline (plus a batch in hand), backlogs
+    # within what the cloud takes per batch, memory flat; and all of it drains.
+    assert max_pending <= RATE_HZ * DEADLINE_MS / 1000 + 5
+    assert max_hub <= FETCH_BATCH + RATE_HZ * CLOUD_LATENCY_MS / 1000
+    assert max_site <= RATE_HZ  # the site stream only holds what has not crossed yet
+    assert rss_end - rss_start < 30
+    assert is_drained
