@@ -205,3 +205,32 @@ async def test_bad_escalation_is_dead_lettered_and_terminated(
     reasons = [decode_dead_letter(m.data).reason for m in await sub.fetch(2, timeout=5)]
     assert "not valid msgpack" in reasons[0]
     assert "not a reply subject of site 'site1'" in reasons[1]
+
+
+@pytest.mark.parametrize("setting", ["answer", "drop"])
+async def test_expired_escalations_follow_the_setting(
+    settings: Settings, nc: Client, setting: str
+) -> None:
+    settings = replace(settings, cloud=replace(settings.cloud, expired_escalations=setting))
+    (fresh, _), (stale, _) = make_frames(2)
+    replies = await _collect(nc, REPLY_TO_TEST)
+    js = nc.jetstream()
+    await ensure_site_streams(js, "site1", settings.stream)
+    async with CloudWorker(settings) as cloud:
+        for frame, deadline_s in ((stale, -1.0), (fresh, 60.0)):
+            escalation = escalation_of(frame, REPLY_TO_TEST, deadline_s=deadline_s)
+            await js.publish(
+                subjects.escalations("site1", frame.camera),
+                encode(escalation),
+                headers={"Nats-Msg-Id": frame.frame_id},
+            )
+        await wait_until(lambda: fresh.frame_id in {r.frame_id for r in replies}, 10, "fresh")
+        await asyncio.sleep(0.3)
+        info = await js.consumer_info(subjects.ESCALATIONS_STREAM, subjects.CLOUD_CONSUMER)
+    answered = {r.frame_id for r in replies}
+    dropped = cloud.metrics.value("hybridfleet_cloud_expired_dropped_total")
+    if setting == "answer":
+        assert answered == {fresh.frame_id, stale.frame_id} and dropped == 0
+    else:
+        assert answered == {fresh.frame_id} and dropped == 1
+    assert info.num_ack_pending == 0 and info.num_pending == 0, "both were acked"
