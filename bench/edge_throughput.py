@@ -37,6 +37,7 @@ import math
 import multiprocessing as mp
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -444,9 +445,9 @@ async def _ask(conn: Connection, proc: BaseProcess, command: str, expect: str) -
     return await asyncio.to_thread(_receive, conn, proc, expect, 60.0)
 
 
-def _stop_process(proc: BaseProcess) -> None:
-    """Wait for the child to exit; terminate, then kill it if it does not."""
-    proc.join(15)
+def _stop_process(proc: BaseProcess, grace_s: float) -> None:
+    """Wait ``grace_s`` for the child to exit; terminate, then kill it if it does not."""
+    proc.join(grace_s)
     if proc.is_alive():
         proc.terminate()
         proc.join(5)
@@ -572,6 +573,7 @@ async def measure_worker(
     proc.start()
     child_conn.close()
     nc_errors: list[str] = []
+    stopped: dict[str, Any] | None = None
 
     async def on_error(exc: Exception) -> None:
         nc_errors.append(f"{type(exc).__name__}: {exc}"[:300])
@@ -598,7 +600,10 @@ async def measure_worker(
         stopped = await _ask(conn, proc, "stop", "stopped")
     finally:
         conn.close()
-        await asyncio.to_thread(_stop_process, proc)
+        # After "stopped" the child exits by itself; otherwise (an error, Ctrl-C) it
+        # is terminated after a short grace.
+        grace = 15.0 if stopped is not None else 2.0
+        await asyncio.to_thread(_stop_process, proc, grace)
 
     wall = after["at"] - before["at"]
     batches = after["batch_size_count"] - before["batch_size_count"]
@@ -832,6 +837,9 @@ def _parse(argv: Sequence[str] | None) -> tuple[Options, Path | None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options, json_path = _parse(argv)
+    # SIGTERM stops the run like Ctrl-C does, so the finally blocks stop the worker
+    # process and the nats-server (which runs in a session of its own).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     machine = machine_info()
     _print("hybridfleet edge throughput benchmark")
@@ -857,8 +865,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         + " (anything else running on the machine takes cores from the processes measured)"
     )
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="hybridfleet-bench-") as tmp:
-        report = uvloop.run(_run(options, Path(tmp)))
+    try:
+        with tempfile.TemporaryDirectory(prefix="hybridfleet-bench-") as tmp:
+            report = uvloop.run(_run(options, Path(tmp)))
+    except KeyboardInterrupt:
+        # By now the finally blocks have stopped the worker process and the nats-server.
+        print("interrupted: no figures", file=sys.stderr)
+        return 130
     total = time.monotonic() - started
     load_after = os.getloadavg()
     _print()

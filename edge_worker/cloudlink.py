@@ -1,10 +1,15 @@
 """The edge worker's link to the cloud: its answers, and whether the cloud is reachable.
 
 Answers are stored by the cloud in the ``REPLIES`` stream and read here through a
-durable pull consumer of this worker's own (``edge-<site>-<worker>``), across the
-leaf link when the cloud is another JetStream domain. The answers therefore wait out
-a WAN outage or an edge restart. A fetch that the cloud side answers, even with
-"nothing new", proves the link is up; a fetch that cannot reach it proves it is down.
+durable consumer of this worker's own (``edge-<site>-<worker>``), across the leaf link
+when the cloud is another JetStream domain. The answers therefore wait out a WAN
+outage or an edge restart.
+
+Over a WAN every pull request costs a round trip, so this keeps two pull requests
+waiting at the server at all times (as the newer NATS clients' ``consume`` does): an
+answer is pushed down the link the moment it is stored. Each request asks the server
+for idle heartbeats; heartbeats or answers prove the link is up, and their absence for
+three heartbeat intervals proves it is down.
 """
 
 from __future__ import annotations
@@ -13,13 +18,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 
+import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import NoRespondersError
 from nats.js import api
-from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from pipeline.config import EdgeSettings
 from schemas import subjects
@@ -28,15 +33,17 @@ __all__ = ["CloudLink"]
 
 log = logging.getLogger(__name__)
 
-_FETCH_BATCH = 64
-_FETCH_TIMEOUT_S = 0.5
+_BATCH = 64  # answers one pull request may carry
+_EXPIRES_S = 5.0  # a pull request's life at the server
+_HEARTBEAT_S = 0.5  # idle heartbeat the server sends while a request waits
+_DOWN_AFTER_S = 3 * _HEARTBEAT_S
 _RETRY_S = 0.5
 
 
 class CloudLink:
     """Runs ``on_answer`` for each stored cloud answer; ``up`` says if the cloud is reachable.
 
-    ``on_answer`` must ack, nak or term the message it is given.
+    ``on_answer`` must ack or term the message it is given.
     """
 
     def __init__(
@@ -45,11 +52,18 @@ class CloudLink:
         settings: EdgeSettings,
         on_answer: Callable[[Msg], Awaitable[None]],
     ) -> None:
-        self._js = nc.jetstream(domain=settings.cloud_domain or None)
+        self._nc = nc
+        self._domain = settings.cloud_domain or None
+        self._js = nc.jetstream(domain=self._domain)
         self._site = settings.site
         self._worker = settings.worker_id
+        self._consumer = subjects.reply_consumer(settings.site, settings.worker_id)
+        api_prefix = f"$JS.{self._domain}.API" if self._domain else "$JS.API"
+        self._next_subject = (
+            f"{api_prefix}.CONSUMER.MSG.NEXT.{subjects.REPLIES_STREAM}.{self._consumer}"
+        )
         self._on_answer = on_answer
-        self._up = True  # optimistic until a fetch says otherwise
+        self._up = True  # optimistic until the server says otherwise
         self.changed_at = time.monotonic()
 
     @property
@@ -63,37 +77,76 @@ class CloudLink:
             self.changed_at = time.monotonic()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Fetch and hand over answers until ``stop`` is set."""
-        subscription = None
+        """Receive answers until ``stop`` is set."""
         while not stop.is_set():
             try:
-                if subscription is None:
-                    subscription = await self._js.pull_subscribe(
-                        subjects.replies(self._site, self._worker),
-                        durable=subjects.reply_consumer(self._site, self._worker),
-                        stream=subjects.REPLIES_STREAM,
-                        config=api.ConsumerConfig(ack_wait=30.0, max_deliver=-1),
-                    )
-                messages = await subscription.fetch(_FETCH_BATCH, timeout=_FETCH_TIMEOUT_S)
-            except TimeoutError:  # nats.errors.TimeoutError is one too
-                self._set(True)  # the cloud side answered: nothing new
-                continue
-            except (ServiceUnavailableError, NoRespondersError, NotFoundError) as exc:
-                # No JetStream of the cloud's domain can be reached (or its streams are
-                # not there yet: the cloud has never started).
+                await self._ensure_consumer()
+            except Exception as exc:
+                # No JetStream of the cloud's domain answers (the link is down), or its
+                # streams are not there yet (the cloud has never started).
                 self._set(False)
                 log.debug("cloud unreachable: %r", exc)
-                subscription = None
                 await _sleep_unless(stop, _RETRY_S)
                 continue
-            except Exception as exc:  # disconnected, reconnecting, ...: same as down
-                self._set(False)
-                log.debug("fetching answers failed: %r", exc)
-                await _sleep_unless(stop, _RETRY_S)
-                continue
-            self._set(True)
-            for msg in messages:
-                await self._on_answer(msg)
+            await self._consume(stop)
+
+    async def _ensure_consumer(self) -> None:
+        await self._js.add_consumer(
+            subjects.REPLIES_STREAM,
+            api.ConsumerConfig(
+                durable_name=self._consumer,
+                filter_subject=subjects.replies(self._site, self._worker),
+                ack_policy=api.AckPolicy.EXPLICIT,
+                # Short: an answer pushed into a pull request that died with the link
+                # comes back this soon.
+                ack_wait=5.0,
+                max_deliver=-1,
+            ),
+        )
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        """Pull with two requests outstanding until the link fails or ``stop`` is set."""
+        inbox = self._nc.new_inbox()
+        sub = await self._nc.subscribe(inbox)
+        # Answers still owed by each outstanding request, oldest first: the server
+        # fills and expires requests in the order they arrived.
+        owed: deque[int] = deque()
+        request = orjson.dumps(
+            {
+                "batch": _BATCH,
+                "expires": int(_EXPIRES_S * 1e9),
+                "idle_heartbeat": int(_HEARTBEAT_S * 1e9),
+            }
+        )
+        try:
+            while not stop.is_set():
+                while len(owed) < 2:
+                    await self._nc.publish(self._next_subject, request, reply=inbox)
+                    owed.append(_BATCH)
+                try:
+                    msg = await sub.next_msg(timeout=_DOWN_AFTER_S)
+                except TimeoutError:  # nats.errors.TimeoutError is one too
+                    self._set(False)  # not even a heartbeat: the link is down
+                    return
+                status = msg.headers.get("Status") if msg.headers else None
+                if status is None:
+                    self._set(True)
+                    owed[0] -= 1
+                    if owed[0] == 0:
+                        owed.popleft()
+                    await self._on_answer(msg)
+                elif status == "100":
+                    self._set(True)  # idle heartbeat
+                elif status == "408":
+                    owed.popleft()  # the oldest request expired; send another
+                    self._set(True)
+                else:
+                    # 409 (consumer deleted, leader changed, ...) or 404: start over.
+                    log.info("answers pull ended: %s %s", status, msg.headers)
+                    return
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from schemas.errors import ConfigError, SchemaError
 from schemas.messages import PrivacyClass, Reason
 
-__all__ = ["Decision", "EscalationPolicy", "FrameFacts", "RoundTripEstimator"]
+__all__ = ["ROUTINGS", "Decision", "EscalationPolicy", "FrameFacts", "RoundTripEstimator"]
+
+ROUTINGS = ("hybrid", "edge_only", "cloud_only")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +74,19 @@ class EscalationPolicy:
     7. otherwise escalate, ``CLOUD_ANSWER``, sending what the frame's privacy allows.
     """
 
-    __slots__ = ("_default_threshold",)
+    __slots__ = ("_default_threshold", "_routing")
 
-    def __init__(self, default_threshold: float = 0.9) -> None:
-        """``default_threshold`` applies to frames that carry none; within [0, 1]."""
+    def __init__(self, default_threshold: float = 0.9, routing: str = "hybrid") -> None:
+        """``default_threshold`` applies to frames that carry none; within [0, 1].
+
+        ``routing`` other than ``hybrid`` replaces the table for baselines and for
+        operators who must pin a fleet: ``edge_only`` never escalates (reason
+        ``edge_only``); ``cloud_only`` escalates every frame whose privacy allows,
+        whatever its priority or confidence (rows 1, 4 and 5 still apply).
+        """
+        if routing not in ROUTINGS:
+            raise ConfigError(f"routing must be one of {', '.join(ROUTINGS)}, got {routing!r}")
+        self._routing = routing
         if (
             not isinstance(default_threshold, int | float)
             or isinstance(default_threshold, bool)
@@ -107,16 +118,19 @@ class EscalationPolicy:
         """
         if not facts.has_regions:
             return _local(Reason.NO_REGIONS)
-        if facts.priority == 1:
+        if self._routing == "edge_only":
+            return _local(Reason.EDGE_ONLY)
+        cloud_only = self._routing == "cloud_only"
+        if facts.priority == 1 and not cloud_only:
             return _local(Reason.PRIORITY_LOCAL)
-        if facts.confidence >= facts.threshold:
+        if facts.confidence >= facts.threshold and not cloud_only:
             return _local(Reason.CONFIDENT)
         if facts.privacy is PrivacyClass.LOCAL_ONLY:
             return _local(Reason.PRIVACY_LOCAL_ONLY)
         if not facts.link_up:
             return Decision(escalate=True, reason=Reason.LINK_DOWN, send=facts.privacy)
         # Written as "not <" so that a NaN round trip or time left stays local.
-        if not cloud_round_trip_s < facts.time_left_s:
+        if not cloud_round_trip_s < facts.time_left_s and not cloud_only:
             return _local(Reason.DEADLINE_TOO_SHORT)
         return Decision(escalate=True, reason=Reason.CLOUD_ANSWER, send=facts.privacy)
 

@@ -99,7 +99,7 @@ class EdgeWorker:
         )
         self.metrics = metrics or EdgeMetrics()
         self.metrics.model.info({"name": self.model.name, "version": self.model.version})
-        self.policy = EscalationPolicy(default_threshold=cfg.default_threshold)
+        self.policy = EscalationPolicy(cfg.default_threshold, routing=cfg.routing)
         self.round_trips = RoundTripEstimator(prior_s=cfg.cloud_round_trip_prior_ms / 1000)
         self._latency_target_s = cfg.latency_target_ms / 1000
         self._batcher: AdaptiveBatcher[_Request] = AdaptiveBatcher(

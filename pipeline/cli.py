@@ -102,7 +102,12 @@ async def _stack(args: argparse.Namespace) -> int:
     from pipeline.stack import StackOptions, run_stack
     from pipeline.summary import format_summary
 
-    options = StackOptions(camera=_camera_options(args), settings=load_settings(args.config))
+    settings = load_settings(args.config)
+    if args.routing:
+        settings = replace(settings, edge=replace(settings.edge, routing=args.routing))
+    options = StackOptions(
+        camera=_camera_options(args), settings=settings, wan_delay_ms=args.wan_delay_ms
+    )
     summary = await run_stack(options, progress=sys.stderr)
     if args.json:
         print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
@@ -165,6 +170,16 @@ def _parser() -> argparse.ArgumentParser:
     with_config(p)
     with_camera(p)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument(
+        "--wan-delay-ms",
+        type=float,
+        help="run the site as a leaf of a hub behind an emulated WAN with this one-way delay",
+    )
+    p.add_argument(
+        "--routing",
+        choices=("hybrid", "edge_only", "cloud_only"),
+        help="override edge.routing (baselines)",
+    )
     p.set_defaults(run=lambda a: _run(_stack(a)))
 
     for name, fn, doc in (

@@ -87,6 +87,9 @@ class EdgeSettings:
     latency_target_ms: float = _range(20.0, 0.1, 60_000.0)
     queue_capacity: int = _range(1024, 1, 1_000_000)
     default_threshold: float = _range(0.9, 0.0, 1.0)
+    # "hybrid" (the decision table), "edge_only" (never escalate) or "cloud_only"
+    # (escalate every frame its privacy class lets leave): baselines and pinning.
+    routing: str = _choice("hybrid", "hybrid", "edge_only", "cloud_only")
     # Assumed cloud round trip until enough have been measured.
     cloud_round_trip_prior_ms: float = _range(50.0, 0.0, 60_000.0)
     escalation_publish_timeout_s: float = _range(2.0, 0.05, 60.0)

@@ -19,9 +19,11 @@ import nats
 from cloud_worker.worker import CloudWorker
 from edge_worker.worker import EdgeWorker
 from pipeline.camera import CameraOptions, CameraSimulator
-from pipeline.config import NatsSettings, Settings
+from pipeline.config import Settings
 from pipeline.natsserver import NatsServer
 from pipeline.summary import ResultCollector, summarize
+from pipeline.topology import HUB_DOMAIN, Hub, site_server
+from pipeline.wanproxy import WanProxy
 
 __all__ = ["StackOptions", "run_stack"]
 
@@ -34,6 +36,11 @@ class StackOptions:
     settings: Settings = field(default_factory=Settings)
     # How long to wait for final results after the last frame, beyond its deadline.
     settle_s: float = 5.0
+    # None: one server. A number: the site is a leaf of a hub, behind a WAN proxy that
+    # adds this many milliseconds each way.
+    wan_delay_ms: float | None = None
+    # Put every end-to-end latency into the summary (for plots).
+    keep_latencies: bool = False
 
 
 async def _progress(
@@ -60,24 +67,79 @@ async def _progress(
 
 
 async def run_stack(options: StackOptions, progress: TextIO | None = sys.stderr) -> dict[str, Any]:
-    """Run the whole pipeline once on loopback and return the summary dict."""
+    """Run the whole pipeline once on loopback and return the summary dict.
+
+    With ``options.wan_delay_ms`` set, the site runs its own server as a leaf node of a
+    hub, through a WAN proxy adding that delay each way; otherwise one server.
+    """
+    site = options.camera.site
     with tempfile.TemporaryDirectory(prefix="hybridfleet-stack-") as tmp:
-        server = NatsServer(Path(tmp), name="site")
-        await asyncio.to_thread(server.start)
+        servers: list[NatsServer] = []
+        proxy: WanProxy | None = None
         try:
-            settings = replace(options.settings, nats=NatsSettings(url=server.url))
-            settings = replace(settings, edge=replace(settings.edge, site=options.camera.site))
-            return await _run(options, settings, progress)
+            if options.wan_delay_ms is None:
+                server = NatsServer(Path(tmp), name="site")
+                servers.append(server)
+                await asyncio.to_thread(server.start)
+                edge_url = cloud_url = server.url
+                cloud_domain, sites_are_domains = "", False
+            else:
+                hub = Hub(Path(tmp))
+                servers.extend(hub.servers)
+                await asyncio.to_thread(hub.start)
+                proxy = WanProxy(hub.leaf_ports[0], delay_s=options.wan_delay_ms / 1000)
+                await proxy.start()
+                server = site_server(Path(tmp), site, [proxy.url])
+                servers.append(server)
+                await asyncio.to_thread(server.start)
+                await _wait_for_leaf(server.url)
+                edge_url, cloud_url = server.url, hub.urls[0]
+                cloud_domain, sites_are_domains = HUB_DOMAIN, True
+            base = options.settings
+            edge_settings = replace(
+                base,
+                nats=replace(base.nats, url=edge_url),
+                edge=replace(base.edge, site=site, cloud_domain=cloud_domain),
+            )
+            cloud_settings = replace(
+                base,
+                nats=replace(base.nats, url=cloud_url),
+                cloud=replace(base.cloud, sites=site, sites_are_domains=sites_are_domains),
+            )
+            return await _run(options, edge_settings, cloud_settings, progress)
         finally:
-            await asyncio.to_thread(server.stop)
+            for srv in servers:
+                await asyncio.to_thread(srv.stop)
+            if proxy is not None:
+                await proxy.close()
+
+
+async def _wait_for_leaf(site_url: str, timeout: float = 20.0) -> None:
+    """Wait until the hub's JetStream answers through the site's leaf link."""
+    nc = await nats.connect(site_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await nc.jetstream(domain=HUB_DOMAIN, timeout=1.0).account_info()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+    finally:
+        await nc.close()
 
 
 async def _run(
-    options: StackOptions, settings: Settings, progress: TextIO | None
+    options: StackOptions,
+    edge_settings: Settings,
+    cloud_settings: Settings,
+    progress: TextIO | None,
 ) -> dict[str, Any]:
-    cloud = CloudWorker(settings)
-    edge = EdgeWorker(settings)
-    nc = await nats.connect(settings.nats.url, name="hybridfleet-stack")
+    cloud = CloudWorker(cloud_settings)
+    edge = EdgeWorker(edge_settings)
+    nc = await nats.connect(edge_settings.nats.url, name="hybridfleet-stack")
     collector = ResultCollector()
     camera = CameraSimulator(options.camera)
     published: list[Any] = []
@@ -129,4 +191,5 @@ async def _run(
             for k in ("schema", "model")
         ),
         seconds=seconds,
+        keep_latencies=options.keep_latencies,
     )

@@ -105,6 +105,7 @@ def summarize(
     escalations: float,
     dead_letters: float,
     seconds: float,
+    keep_latencies: bool = False,
 ) -> dict[str, Any]:
     """The run's figures as one JSON-ready dict (docs/architecture.md explains each)."""
     sent = {p.frame_id: p for p in published}
@@ -124,7 +125,7 @@ def summarize(
         (received - sent[fid].captured_at) * 1000 for fid, (_, received) in answered.items()
     ]
     n = len(sent)
-    return {
+    summary: dict[str, Any] = {
         "frames_published": n,
         "final_results": len(answered),
         "missing_results": missing,
@@ -153,6 +154,9 @@ def summarize(
             "cloud": f"{cloud_model.name} {cloud_model.version}",
         },
     }
+    if keep_latencies:
+        summary["latency_samples_ms"] = [round(v, 3) for v in latencies]
+    return summary
 
 
 def format_summary(s: dict[str, Any]) -> str:

@@ -46,6 +46,7 @@ class Reason(StrEnum):
     PRIVACY_LOCAL_ONLY = "privacy_local_only"  # uncertain, but nothing may leave the site
     DEADLINE_TOO_SHORT = "deadline_too_short"  # uncertain, but the cloud cannot answer in time
     NO_REGIONS = "no_regions"  # nothing to classify in the frame
+    EDGE_ONLY = "edge_only"  # the worker is set to never escalate (edge.routing)
     CLOUD_ANSWER = "cloud_answer"  # escalated and answered by the cloud in time
     CLOUD_TIMEOUT = "cloud_timeout"  # escalated, no cloud answer by the deadline (degraded)
     ESCALATION_FAILED = "escalation_failed"  # could not be stored for the cloud (degraded)

@@ -38,9 +38,11 @@ async def test_partition_loses_no_escalation(fleet: Fleet) -> None:
     # The edge kept answering during the outage: degraded where the cloud was wanted.
     assert stored_during, "frames during the outage were escalated (stored at the site)"
     assert not answered_during, "no answer can cross a cut link"
-    for frame_id in stored_during:
-        result = ledger.final_results[frame_id]
-        assert result.degraded and result.reason.value == "link_down", result
+    # Until the edge notices (3 missed heartbeats, 1.5 s) it waits out the deadline.
+    reasons = [ledger.final_results[f].reason.value for f in stored_during]
+    assert all(ledger.final_results[f].degraded for f in stored_during)
+    assert set(reasons) <= {"link_down", "cloud_timeout"}, reasons
+    assert reasons.count("link_down") >= 0.8 * len(reasons), reasons
     # Nothing stored at the site was lost: each escalation got its cloud answer.
     assert {f for f in escalated if ledger.answered[f] == 0} == set()
     assert any(ledger.final_results[f].reason.value == "cloud_answer" for f in after)

@@ -258,3 +258,42 @@ def test_round_trip_rejects_bad_samples() -> None:
 def test_round_trip_config_validated(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         RoundTripEstimator(**kwargs)  # type: ignore[arg-type]
+
+
+def test_edge_only_routing_never_escalates() -> None:
+    policy = EscalationPolicy(routing="edge_only")
+    uncertain = FrameFacts(
+        priority=3,
+        confidence=0.1,
+        threshold=0.9,
+        privacy=PrivacyClass.FULL,
+        time_left_s=10.0,
+        has_regions=True,
+    )
+    decision = policy.decide(uncertain, 0.01)
+    assert (decision.escalate, decision.reason) == (False, Reason.EDGE_ONLY)
+
+
+def test_cloud_only_routing_escalates_all_that_may_leave() -> None:
+    policy = EscalationPolicy(routing="cloud_only")
+    sure_and_urgent = FrameFacts(
+        priority=1,
+        confidence=1.0,
+        threshold=0.5,
+        privacy=PrivacyClass.CROP,
+        time_left_s=0.001,
+        has_regions=True,
+    )
+    decision = policy.decide(sure_and_urgent, 5.0)
+    assert (decision.escalate, decision.reason, decision.send) == (
+        True,
+        Reason.CLOUD_ANSWER,
+        PrivacyClass.CROP,
+    )
+    private = replace(sure_and_urgent, privacy=PrivacyClass.LOCAL_ONLY)
+    assert policy.decide(private, 0.0).reason is Reason.PRIVACY_LOCAL_ONLY
+
+
+def test_unknown_routing_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="routing must be one of hybrid, edge_only, cloud_only"):
+        EscalationPolicy(routing="cloudy")
