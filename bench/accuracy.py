@@ -1,13 +1,13 @@
 """Hybrid accuracy against escalation share, for each confidence signal.
 
 Run ``python -m bench.accuracy`` (``--min-accuracy A`` sets the tuning target,
-``--out DIR`` the folder of the PNG, default ``docs/plots``). Offline, no NATS: the
-540 held-out digits, each once, drawn as the camera draws them (8x8 values to 32x32
-uint8 pixels) and turned back into features as the workers do, are classified by the
-shipped ONNX models through ``OnnxModel`` (the edge model with its manifest
-temperature). For every threshold of every signal the hybrid answer is the edge's
-where the frame is kept and the cloud's where it is escalated; every frame is
-assumed escalatable.
+``--out DIR`` the folder of the PNG, default ``docs/plots``; ``--json PATH`` also
+writes the figures as JSON). Offline, no NATS: the 540 held-out digits, each once,
+drawn as the camera draws them (8x8 values to 32x32 uint8 pixels) and turned back
+into features as the workers do, are classified by the shipped ONNX models through
+``OnnxModel`` (the edge model with its manifest temperature). For every threshold of
+every signal the hybrid answer is the edge's where the frame is kept and the
+cloud's where it is escalated; every frame is assumed escalatable.
 
 Marked on the curves: edge-only and cloud-only, the threshold ``hybridfleet tune``
 chooses for the target (chosen on cross-validated predictions on the training digits,
@@ -19,6 +19,8 @@ threshold (``edge.default_threshold``). Prints the figures and writes
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import platform
 import sys
@@ -227,11 +229,28 @@ def run(min_accuracy: float, out: Path) -> dict[str, Any]:
     _plot(curves, data, tuned_at, default_at, result, path)
     print(f"plot           {path}")
     return {
+        "machine": machine(),
+        "data": data.source,
+        "edge_temperature": edge.spec.temperature,
         "edge_only": float(data.edge_correct.mean()),
         "cloud_only": float(data.cloud_correct.mean()),
+        "area_up_to": up_to,
         "areas": areas,
-        "tuned": tuned_at,
-        "default": default_at,
+        "curves": {
+            name: [[p.threshold, p.escalation_share, p.accuracy] for p in points]
+            for name, points in curves.items()
+        },
+        "tuned": {
+            "target_min_accuracy": min_accuracy,
+            "signal": result.signal,
+            "threshold": result.point.threshold,
+            "cross_validated": {
+                "escalation_share": result.point.escalation_share,
+                "accuracy": result.point.accuracy,
+            },
+            "heldout": dataclasses.asdict(tuned_at),
+        },
+        "default": dataclasses.asdict(default_at),
     }
 
 
@@ -240,8 +259,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.accuracy", description=__doc__)
     parser.add_argument("--min-accuracy", type=float, default=DEFAULT_TARGET)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the PNG")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
-    run(args.min_accuracy, args.out)
+    figures = run(args.min_accuracy, args.out)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
     return 0
 
 

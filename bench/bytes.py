@@ -2,12 +2,13 @@
 
 Run ``python -m bench.bytes`` (``--frames N`` per condition, default 2000;
 ``--min-accuracy A`` the tuning target; ``--out DIR`` for the PNG, default
-``docs/plots``). Offline, no NATS. The camera simulator (``CameraSimulator.make_frame``,
-seed 0, one digit per frame drawn at random from the held-out digits) makes the
-frames; the shipped ONNX models classify their crops through ``OnnxModel``. The same
-frames are made again with the simulator's drift injection (Gaussian noise,
-Gaussian blur, a brightness offset; the same digits, since drift has its own random
-stream), so the edge sees harder crops and escalates more.
+``docs/plots``; ``--json PATH`` also writes the figures as JSON). Offline, no NATS.
+The camera simulator (``CameraSimulator.make_frame``, seed 0, one digit per frame
+drawn at random from the held-out digits) makes the frames; the shipped ONNX models
+classify their crops through ``OnnxModel``. The same frames are made again with the
+simulator's drift injection (Gaussian noise, Gaussian blur, a brightness offset; the
+same digits, since drift has its own random stream), so the edge sees harder crops
+and escalates more.
 
 Per privacy class, per frame of that class: a pure-cloud fleet sends every frame's
 escalation message (crops for ``crop``, the whole frame for ``full``) and runs one
@@ -24,11 +25,13 @@ defaults, and writes ``bytes_per_frame.png``. A benchmark: it asserts nothing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 
@@ -200,14 +203,61 @@ def run(frames: int, min_accuracy: float, out: Path) -> list[Condition]:
     return conditions
 
 
+def _figures(conditions: list[Condition], sizes: MessageSizes, frames: int) -> dict[str, Any]:
+    """The figures as one JSON-ready dict."""
+    costs = CostModel()
+    rows = []
+    for c in conditions:
+        for name, point in (("tuned", c.tuned), ("default", c.default)):
+            share = point.escalation_share
+            rows.append(
+                {
+                    "condition": c.label,
+                    "threshold_kind": name,
+                    "threshold": point.threshold,
+                    "escalation_share": share,
+                    "accuracy": {
+                        "edge_only": float(c.data.edge_correct.mean()),
+                        "hybrid": point.accuracy,
+                        "cloud_only": float(c.data.cloud_correct.mean()),
+                    },
+                    "bytes_per_frame": {
+                        kind.value: share * sizes.escalation(kind)
+                        for kind in (PrivacyClass.CROP, PrivacyClass.FULL)
+                    },
+                    "cloud_inferences_per_frame": share,
+                    "cost_per_million_usd": {
+                        kind.value: costs.cost_per_million(
+                            Mode.HYBRID, share, sizes.escalation(kind), bytes_per_reply=sizes.reply
+                        ).total
+                        for kind in (PrivacyClass.CROP, PrivacyClass.FULL)
+                    },
+                }
+            )
+    return {
+        "machine": machine(),
+        "frames_per_condition": frames,
+        "message_bytes": dataclasses.asdict(sizes),
+        "pure_cloud": {
+            "bytes_per_frame": {"crop": sizes.crop_escalation, "full": sizes.full_escalation},
+            "cloud_inferences_per_frame": 1.0,
+        },
+        "hybrid": rows,
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(prog="python -m bench.bytes", description=__doc__)
     parser.add_argument("--frames", type=int, default=2000, help="frames per condition")
     parser.add_argument("--min-accuracy", type=float, default=DEFAULT_TARGET)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the PNG")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
-    run(args.frames, args.min_accuracy, args.out)
+    conditions = run(args.frames, args.min_accuracy, args.out)
+    if args.json:
+        figures = _figures(conditions, measure_message_sizes(), args.frames)
+        args.json.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
     return 0
 
 

@@ -41,6 +41,12 @@ class EdgeMetrics:
             ["site"],
             registry=r,
         )
+        self.answer_bytes = Counter(
+            "hybridfleet_edge_answer_bytes",
+            "Bytes of cloud answers received.",
+            ["site"],
+            registry=r,
+        )
         self.received_bytes = Counter(
             "hybridfleet_edge_received_bytes",
             "Bytes of frame messages received: what sending every frame would cost.",

@@ -36,6 +36,7 @@ from edge_worker.finals import FinalResults
 from edge_worker.metrics import EdgeMetrics
 from edge_worker.pending import PendingEscalations
 from edge_worker.policy import Decision, EscalationPolicy, FrameFacts, RoundTripEstimator
+from pipeline.calibration import frame_confidence
 from pipeline.config import Settings
 from pipeline.digits import pixels_to_features
 from pipeline.model import OnnxModel
@@ -308,7 +309,7 @@ class EdgeWorker:
 
     def _decide(self, frame: Frame, scores: np.ndarray) -> tuple[InferenceResult, Decision]:
         labels = tuple(int(i) for i in scores.argmax(axis=1))
-        confidence = float(scores.max(axis=1).min()) if len(labels) else 1.0
+        confidence = frame_confidence(scores, self.settings.edge.confidence_signal)
         assert self._link is not None
         facts = FrameFacts(
             priority=frame.priority,
@@ -391,6 +392,7 @@ class EdgeWorker:
     # ------------------------------------------------------------------ answers
 
     async def _on_answer(self, msg: Msg) -> None:
+        self.metrics.answer_bytes.labels(self.site).inc(len(msg.data))
         try:
             cloud = decode_result(msg.data, max_bytes=self.settings.edge.max_message_bytes)
             if cloud.site != self.site:

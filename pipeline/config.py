@@ -87,6 +87,9 @@ class EdgeSettings:
     latency_target_ms: float = _range(20.0, 0.1, 60_000.0)
     queue_capacity: int = _range(1024, 1, 1_000_000)
     default_threshold: float = _range(0.9, 0.0, 1.0)
+    # How a frame's confidence is read from its calibrated probabilities
+    # (pipeline/calibration.py; `hybridfleet tune` reports which works best).
+    confidence_signal: str = _choice("max_probability", "max_probability", "margin", "entropy")
     # "hybrid" (the decision table), "edge_only" (never escalate) or "cloud_only"
     # (escalate every frame its privacy class lets leave): baselines and pinning.
     routing: str = _choice("hybrid", "hybrid", "edge_only", "cloud_only")

@@ -191,5 +191,6 @@ async def _run(
             for k in ("schema", "model")
         ),
         seconds=seconds,
+        answer_bytes=edge.metrics.value("hybridfleet_edge_answer_bytes_total", site=edge.site),
         keep_latencies=options.keep_latencies,
     )

@@ -21,6 +21,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from pipeline.camera import PublishedFrame
+from pipeline.costs import CostModel, Mode
 from pipeline.digits import pixels_to_features
 from pipeline.model import OnnxModel
 from schemas import subjects
@@ -105,6 +106,8 @@ def summarize(
     escalations: float,
     dead_letters: float,
     seconds: float,
+    answer_bytes: float = 0.0,
+    costs: CostModel | None = None,
     keep_latencies: bool = False,
 ) -> dict[str, Any]:
     """The run's figures as one JSON-ready dict (docs/architecture.md explains each)."""
@@ -154,9 +157,35 @@ def summarize(
             "cloud": f"{cloud_model.name} {cloud_model.version}",
         },
     }
+    summary["cost_per_million_frames_usd"] = _costs(
+        costs or CostModel(),
+        share=escalations / n if n else 0.0,
+        bytes_per_escalation=escalated_bytes / escalations if escalations else 0.0,
+        bytes_per_frame=all_frames_bytes / n if n else 0.0,
+        bytes_per_reply=answer_bytes / escalations if escalations else 0.0,
+    )
     if keep_latencies:
         summary["latency_samples_ms"] = [round(v, 3) for v in latencies]
     return summary
+
+
+def _costs(
+    model: CostModel,
+    *,
+    share: float,
+    bytes_per_escalation: float,
+    bytes_per_frame: float,
+    bytes_per_reply: float,
+) -> dict[str, float]:
+    """Dollars per 1M frames in each mode, at this run's measured shares and sizes."""
+
+    def total(mode: Mode) -> float:
+        breakdown = model.cost_per_million(
+            mode, share, bytes_per_escalation, bytes_per_frame, bytes_per_reply=bytes_per_reply
+        )
+        return round(breakdown.total, 4)
+
+    return {mode.value: total(mode) for mode in (Mode.EDGE_ONLY, Mode.HYBRID, Mode.CLOUD_ONLY)}
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -183,6 +212,9 @@ def format_summary(s: dict[str, Any]) -> str:
             f"bytes to the cloud    {b['hybrid']:,} of {b['every_frame']:,} if every frame "
             f"were sent ({pct(b['share'])})",
             f"end-to-end latency    p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms",
+            "cost per 1M frames    "
+            + ", ".join(f"{k} ${v:.2f}" for k, v in s["cost_per_million_frames_usd"].items())
+            + " (docs/cost-model.md; placeholder prices)",
             f"dead letters          {s['dead_letters']}",
             f"models                edge {s['models']['edge']}, cloud {s['models']['cloud']}",
         ]

@@ -92,10 +92,15 @@ async def test_sigterm_edge_drains_batches_and_pending(fleet: Fleet) -> None:
         subs = await site_subscriptions(fleet, "hybridfleet-edge-1")
         return subs is None or subjects.frames(SITE) not in subs
 
-    assert await _until(stopped_listening, 5)
-    during = await publish_frames(fleet, 20, 20, change=_uncertain(8000))
+    try:
+        listening = not await _until(stopped_listening, 5)
+        during = await publish_frames(fleet, 20, 20, change=_uncertain(8000))
+        code = await wait_exit(proc, 30)
+    finally:
+        if proc.poll() is None:  # the test failed early: do not leave it behind
+            proc.kill()
+            proc.wait()
     during_ids = {f.frame_id for f in during}
-    code = await wait_exit(proc, 30)
     drain_s = time.monotonic() - term_at
     await fleet.wait_for_finals(ids | during_ids, 15)
     escalated = fleet.ledger.escalated & (ids | during_ids)
@@ -118,6 +123,7 @@ async def test_sigterm_edge_drains_batches_and_pending(fleet: Fleet) -> None:
         f"reasons={sorted(set(reasons.values()))}"
     )
 
+    assert not listening, "edge-1 kept its frames subscription after SIGTERM"
     assert code == 0
     assert accepted == EDGE_FRAMES
     # There was work in hand: queued batches and escalations waiting for the cloud.
@@ -152,7 +158,7 @@ async def test_sigterm_cloud_finishes_and_acks_batch_in_hand(fleet: Fleet) -> No
     # 2 s, takes the rest: SIGTERM while that one is in hand.
     async def batch_in_hand() -> bool:
         info = await js.consumer_info(subjects.ESCALATIONS_STREAM, subjects.CLOUD_CONSUMER)
-        return info.num_ack_pending >= 10
+        return bool(info.num_ack_pending >= 10)
 
     assert await _until(batch_in_hand, 10), "cloud-1 fetched no batch of 10"
     before = await js.consumer_info(subjects.ESCALATIONS_STREAM, subjects.CLOUD_CONSUMER)

@@ -276,7 +276,7 @@ def test_wrong_type_in_env(name: str, value: str, fragment: str) -> None:
             "edge.latency_target_ms must be in 0.1..60000.0, got inf",
         ),
         ("[stream]\nreplicas = 6\n", "stream.replicas must be in 1..5, got 6"),
-        ("[stream]\nmax_bytes = 1024\n", "stream.max_bytes must be in 1048576..17592186044416"),
+        ("[stream]\nmax_bytes = 1024\n", "stream.max_bytes must be in 65536..17592186044416"),
         (
             "[nats]\nconnect_timeout_s = 0\n",
             "nats.connect_timeout_s must be in 0.1..300.0, got 0.0",

@@ -214,9 +214,10 @@ def test_spec_names_missing_and_bad_keys() -> None:
 
 def test_temperature_is_applied(tmp_path: Path, split: DigitsSplit, edge: OnnxModel) -> None:
     manifest = _copy_models(tmp_path)
+    _edit_manifest(manifest, "edge", temperature=1.0)
+    raw = OnnxModel.load("edge", manifest).predict_proba(split.x_heldout[:32])
     _edit_manifest(manifest, "edge", temperature=2.0)
     softened = OnnxModel.load("edge", manifest)
-    raw = edge.predict_proba(split.x_heldout[:32])
     soft = softened.predict_proba(split.x_heldout[:32])
     np.testing.assert_allclose(soft.sum(axis=1), 1.0, atol=1e-5)
     np.testing.assert_array_equal(soft.argmax(axis=1), raw.argmax(axis=1))
