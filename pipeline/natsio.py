@@ -121,7 +121,10 @@ async def ensure_site_streams(js: JetStreamContext, site: str, settings: StreamS
                 ack_policy=api.AckPolicy.FLOW_CONTROL,
                 flow_control=True,
                 idle_heartbeat=1.0,
-                max_ack_pending=10_000,
+                # The hub's flow-control ack, which removes forwarded escalations
+                # here, comes when this many are unacked (or after an idle heartbeat):
+                # a small window, so forwarded escalations never fill the stream.
+                max_ack_pending=_source_window(settings.max_bytes),
                 max_deliver=-1,
             ),
         )
@@ -142,6 +145,23 @@ async def ensure_site_streams(js: JetStreamContext, site: str, settings: StreamS
     await _add_or_update(
         js, _dead_letter_stream(subjects.site_dlq_stream(site), subjects.dead_letters("edge", site))
     )
+
+
+# A crop escalation is about 1.4 kB; the window may hold at most an eighth of the stream.
+_ESCALATION_BYTES = 1400
+
+
+def _source_window(max_bytes: int) -> int:
+    """``max_ack_pending`` of a site's ``to-cloud`` consumer, from the stream's size.
+
+    Escalations the hub has stored stay in the site stream until the hub acks them by
+    flow control, which comes when ``max_ack_pending`` are unacked or when the stream
+    has been idle for a heartbeat. Under steady traffic a window larger than the stream
+    would fill it with escalations the hub already holds, and new ones would be refused
+    while the link is up. 16 to 256: 16 crops in flight still move hundreds of
+    escalations a second over a 50 ms WAN round trip.
+    """
+    return max(16, min(256, max_bytes // 8 // _ESCALATION_BYTES))
 
 
 def _dead_letter_stream(name: str, subject: str) -> api.StreamConfig:

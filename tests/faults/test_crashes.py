@@ -17,7 +17,7 @@ async def _ack_pending(fleet: Fleet) -> int:
     info = await fleet.hub_nc.jetstream().consumer_info(
         subjects.ESCALATIONS_STREAM, subjects.CLOUD_CONSUMER
     )
-    return info.num_ack_pending
+    return int(info.num_ack_pending)
 
 
 async def test_cloud_worker_killed_mid_batch(fleet: Fleet) -> None:

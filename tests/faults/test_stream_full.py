@@ -147,13 +147,6 @@ async def test_full_site_stream_refuses_new_counts_and_recovers(fleet: Fleet) ->
     assert after_reasons <= {"cloud_answer", "confident"} and "cloud_answer" in after_reasons
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the site stream keeps escalations the hub already holds until the durable "
-    "source's flow-control ack, which with max_ack_pending=10000 comes only after a 1 s "
-    "idle heartbeat: under steady traffic a small stream fills with the link up. Fixed "
-    "by the max_ack_pending patch to pipeline/natsio.py (see the report).",
-)
 async def test_small_site_stream_keeps_room_while_link_up(fleet: Fleet) -> None:
     edge_port = await _start(fleet)
     assert await _until(lambda: _site_stream_empty(fleet), 10)

@@ -50,15 +50,15 @@ async def test_tls_end_to_end_and_plain_tcp_refused(tmp_path: Path) -> None:
                 connect_timeout=2,
             )
         base = Settings()
-        tls = {"tls_ca_file": str(files.ca_file)}
+        ca = str(files.ca_file)
         edge_settings = replace(
             base,
-            nats=NatsSettings(url=site.url, **tls),
+            nats=NatsSettings(url=site.url, tls_ca_file=ca),
             edge=replace(base.edge, cloud_domain=HUB_DOMAIN, default_threshold=1.0),
         )
         cloud_settings = replace(
             base,
-            nats=NatsSettings(url=hub.urls[0], **tls),
+            nats=NatsSettings(url=hub.urls[0], tls_ca_file=ca),
             cloud=replace(base.cloud, sites_are_domains=True),
         )
         camera = await nats.connect(site.url, tls=client_tls(edge_settings.nats))
