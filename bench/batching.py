@@ -477,10 +477,14 @@ class Options:
 
 async def _run(options: Options, infer: _Infer, crops: Sequence[np.ndarray]) -> dict[str, Any]:
     raw = await asyncio.to_thread(measure_raw_capacity, infer, crops, options.capacity_s)
-    capacity = await measure_capacity(infer, crops, options.capacity_s)
+    # Best of three: other processes can only make the machine slower, and the loads
+    # must be shares of what it does when it is not disturbed.
+    tries = [await measure_capacity(infer, crops, options.capacity_s / 3) for _ in range(3)]
+    capacity = max(tries)
     _print(
         f"capacity at batch {MAX_BATCH}: {capacity:,.0f} frames/s through the batch loop "
-        f"(the loads' 100%); raw model with features {raw:,.0f} frames/s"
+        f"(best of {', '.join(f'{x:,.0f}' for x in tries)}; the loads' 100%); raw model "
+        f"with features {raw:,.0f} frames/s"
     )
     points: dict[str, dict[str, Any]] = {name: {} for name in options.policies}
     slice_s = options.window_s / options.rounds
@@ -513,6 +517,7 @@ async def _run(options: Options, infer: _Infer, crops: Sequence[np.ndarray]) -> 
     _print(f"capacity at batch {MAX_BATCH} after the run: {capacity_after:,.0f} frames/s")
     return {
         "capacity_per_s": capacity,
+        "capacity_tries_per_s": tries,
         "capacity_after_per_s": capacity_after,
         "raw_capacity_per_s": raw,
         "points": points,
@@ -637,7 +642,7 @@ def _parse(argv: Sequence[str] | None) -> tuple[Options, Path | None, Path | Non
         warmup_s=0.3 if args.quick else 1.0,
         window_s=window,
         rounds=rounds,
-        capacity_s=0.5 if args.quick else 2.0,
+        capacity_s=0.6 if args.quick else 3.0,
         target_s=args.target_ms / 1000,
         seed=args.seed,
     )

@@ -599,13 +599,6 @@ def format_result(r: TuneResult) -> str:
     return "\n".join(lines)
 
 
-def signal_setting_supported() -> bool:
-    """Whether the edge settings have a key choosing the confidence signal."""
-    from pipeline.config import EdgeSettings
-
-    return SETTING_NAME in {f.name for f in dataclasses.fields(EdgeSettings)}
-
-
 def _edit_section(text: str, section: str, updates: Mapping[str, Any]) -> str:
     """``text`` with ``key = value`` lines of ``[section]`` set, the rest left as it is.
 
@@ -635,29 +628,19 @@ def _edit_section(text: str, section: str, updates: Mapping[str, Any]) -> str:
 
 
 def update_config(path: Path | str, threshold: float, signal: str) -> list[str]:
-    """Set ``[edge] default_threshold`` (and the signal, where the worker has the setting).
+    """Set ``[edge] default_threshold`` and ``[edge] confidence_signal``.
 
     Other sections, keys, comments and layout are kept: the key's line is replaced in
     place (or added under ``[edge]``). If that edit does not parse back to the same
     settings (an unusual layout such as dotted keys), the file is rewritten from its
     parsed content with :func:`dump_toml`, which keeps every setting but not comments.
     The result must load with ``pipeline.config.load_settings`` before it replaces the
-    file. Returns what was written. TuningError if ``signal`` is not max_probability and
-    the worker in this version cannot be told so: its threshold would be compared with
-    max probabilities.
+    file. Returns what was written.
     """
     from pipeline.config import load_settings
 
     target = Path(path)
-    edge_updates: dict[str, Any] = {"default_threshold": float(threshold)}
-    if signal_setting_supported():
-        edge_updates[SETTING_NAME] = signal
-    elif signal != DEFAULT_SIGNAL:
-        raise TuningError(
-            f"the edge worker in this version computes confidence as {DEFAULT_SIGNAL} (no "
-            f"[edge] {SETTING_NAME} setting yet), so a {signal} threshold would be misapplied; "
-            f"not writing {target}. Re-run with --signal {DEFAULT_SIGNAL}"
-        )
+    edge_updates: dict[str, Any] = {"default_threshold": float(threshold), SETTING_NAME: signal}
     original = ""
     if target.exists():
         try:

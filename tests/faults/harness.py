@@ -64,6 +64,20 @@ class Ledger:
     def lost(self, frame_ids: set[str]) -> set[str]:
         return {f for f in frame_ids if self.finals[f] == 0}
 
+    def report(self, test: str, frame_ids: set[str]) -> str:
+        """One line of counts for docs/reliability.md (printed with ``pytest -s``)."""
+        escalated = self.escalated & frame_ids
+        finals = [self.final_results[f] for f in frame_ids if f in self.final_results]
+        line = (
+            f"FAULT {test}: published {len(frame_ids)}, final results {len(finals)}, "
+            f"lost {len(self.lost(frame_ids))}, duplicates {self.duplicates()}, "
+            f"escalated {len(escalated)}, answered {sum(1 for f in escalated if self.answered[f])}"
+            f", degraded {sum(r.degraded for r in finals)}, "
+            f"shed {sum(r.reason.value == 'shed' for r in finals)}"
+        )
+        print(line)
+        return line
+
     def reasons(self) -> Counter[str]:
         return Counter(r.reason.value for r in self.final_results.values())
 

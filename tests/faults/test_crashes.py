@@ -40,6 +40,7 @@ async def test_cloud_worker_killed_mid_batch(fleet: Fleet) -> None:
     await fleet.wait_for_answers(escalated, 30)
 
     ledger = fleet.ledger
+    ledger.report("cloud-sigkill-mid-batch", frames)
     assert ledger.lost(frames) == set()
     assert ledger.duplicates() == 0
     assert {f for f in escalated if ledger.answered[f] == 0} == set()
@@ -61,6 +62,7 @@ async def test_edge_worker_killed(fleet: Fleet) -> None:
     await fleet.wait_for_finals(escalated | after, 20)
 
     ledger = fleet.ledger
+    ledger.report("edge-sigkill", everything)
     # Everything that reached the site's stream ends with exactly one final result,
     # even when the worker that stored it died before the cloud's answer came back.
     assert ledger.lost(escalated) == set()
@@ -99,6 +101,7 @@ async def test_site_server_restart_keeps_acknowledged_escalations(fleet: Fleet) 
     await fleet.wait_for_answers(stored, 60)
 
     ledger = fleet.ledger
+    ledger.report("site-server-sigkill-restart", frames)
     assert {f for f in stored if ledger.answered[f] == 0} == set()
     assert ledger.lost(frames) == set()
     assert ledger.duplicates() == 0

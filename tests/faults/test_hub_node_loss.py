@@ -50,6 +50,7 @@ async def test_losing_the_stream_leader_loses_nothing(cluster_fleet: Fleet) -> N
     await fleet.wait_for_finals(everything, 20)
 
     ledger = fleet.ledger
+    ledger.report("hub-leader-node-sigkill", everything)
     assert {f for f in escalated if ledger.answered[f] == 0} == set()
     assert ledger.lost(everything) == set()
     assert ledger.duplicates() == 0

@@ -32,6 +32,7 @@ async def test_partition_loses_no_escalation(fleet: Fleet) -> None:
     await fleet.wait_for_answers(escalated, 60)
 
     ledger = fleet.ledger
+    ledger.report("wan-partition-30s", everything)
     # Every frame has exactly one final result, the outage's included.
     assert ledger.lost(everything) == set()
     assert ledger.duplicates() == 0

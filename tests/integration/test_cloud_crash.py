@@ -66,7 +66,8 @@ async def test_killed_cloud_worker_loses_no_escalation(nats_server: NatsServer, 
             if info is not None and info.num_ack_pending > 0:
                 break
             await asyncio.sleep(0.02)
-        assert info is not None and info.num_ack_pending == 10, "a batch is in the worker's hands"
+        assert info is not None and info.num_ack_pending > 0, "a batch is in the worker's hands"
+        held = info.num_ack_pending
         os.kill(first.pid, signal.SIGKILL)
         first.wait(10)
         assert not answered, "the killed worker answered nothing"
@@ -81,5 +82,5 @@ async def test_killed_cloud_worker_loses_no_escalation(nats_server: NatsServer, 
     assert set(answered) == {f.frame_id for f, _ in frames}
     await refresh()
     assert info is not None and info.num_ack_pending == 0 and info.num_pending == 0
-    # The 10 escalations the killed worker held were delivered a second time.
-    assert info.delivered.consumer_seq >= len(frames) + 10
+    # The escalations the killed worker held were delivered a second time.
+    assert info.delivered.consumer_seq >= len(frames) + held

@@ -169,10 +169,13 @@ def test_update_config_edits_in_place_and_keeps_the_rest(tmp_path: Path) -> None
         "max_batch_size = 8\ndefault_threshold = 0.5  # old\n\n[cloud]\nfetch_batch = 16\n"
     )
     path.write_text(before)
-    assert update_config(path, 0.72, "max_probability") == ["[edge] default_threshold = 0.72"]
+    assert update_config(path, 0.72, "max_probability") == [
+        "[edge] default_threshold = 0.72",
+        '[edge] confidence_signal = "max_probability"',
+    ]
     assert path.read_text() == before.replace(
-        "default_threshold = 0.5  # old", "default_threshold = 0.72"
-    )
+        "[edge]  # this box\n", '[edge]  # this box\nconfidence_signal = "max_probability"\n'
+    ).replace("default_threshold = 0.5  # old", "default_threshold = 0.72")
     settings = load_settings(path, env={})
     assert settings.edge.default_threshold == 0.72
     assert (settings.edge.max_batch_size, settings.cloud.fetch_batch) == (8, 16)
@@ -183,15 +186,18 @@ def test_update_config_adds_the_key_or_the_section(tmp_path: Path) -> None:
     path = tmp_path / "site.toml"
     path.write_text("[edge]\nmax_batch_size = 8\n[cloud]\nfetch_batch = 16")
     update_config(path, 0.6, "max_probability")
+    signal = 'confidence_signal = "max_probability"\n'
     assert path.read_text() == (
-        "[edge]\ndefault_threshold = 0.6\nmax_batch_size = 8\n[cloud]\nfetch_batch = 16\n"
+        "[edge]\ndefault_threshold = 0.6\n"
+        + signal
+        + "max_batch_size = 8\n[cloud]\nfetch_batch = 16\n"
     )
     path.write_text("# only comments\n")
     update_config(path, 0.6, "max_probability")
-    assert path.read_text() == "# only comments\n\n[edge]\ndefault_threshold = 0.6\n"
+    assert path.read_text() == "# only comments\n\n[edge]\ndefault_threshold = 0.6\n" + signal
     fresh = tmp_path / "new.toml"
-    update_config(fresh, 0.5, "max_probability")
-    assert fresh.read_text() == "[edge]\ndefault_threshold = 0.5\n"
+    update_config(fresh, 0.5, "margin")
+    assert fresh.read_text() == '[edge]\ndefault_threshold = 0.5\nconfidence_signal = "margin"\n'
 
 
 def test_update_config_rewrites_an_unusual_layout_without_losing_settings(tmp_path: Path) -> None:
@@ -200,17 +206,12 @@ def test_update_config_rewrites_an_unusual_layout_without_losing_settings(tmp_pa
     written = update_config(path, 0.7, "max_probability")
     assert "comments were not kept" in written[-1]
     assert tomllib.loads(path.read_text()) == {
-        "edge": {"default_threshold": 0.7, "max_batch_size": 8}
+        "edge": {
+            "default_threshold": 0.7,
+            "max_batch_size": 8,
+            "confidence_signal": "max_probability",
+        }
     }
-
-
-def test_update_config_refuses_a_signal_the_worker_cannot_use(tmp_path: Path) -> None:
-    if tuning.signal_setting_supported():
-        pytest.skip("the edge worker has a confidence_signal setting")
-    path = tmp_path / "site.toml"
-    with pytest.raises(TuningError, match="Re-run with --signal max_probability"):
-        update_config(path, 0.5, "margin")
-    assert not path.exists()
 
 
 def test_update_config_never_leaves_an_invalid_file(tmp_path: Path) -> None:
