@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint unit integration bench models clean
+.PHONY: demo test lint unit integration faults bench models clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,9 +30,17 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/python -m pytest -q tests/integration
 
-## bench: edge worker throughput against raw ONNX Runtime (see docs/benchmarks.md)
+## faults: the fault tests with their counts printed (docs/reliability.md)
+faults: $(STAMP)
+	$(BIN)/python -m pytest -q -s tests/faults
+
+## bench: every benchmark of docs/benchmarks.md, one after the other
 bench: $(STAMP)
 	$(BIN)/python -m bench.edge_throughput
+	$(BIN)/python -m bench.batching
+	$(BIN)/python -m bench.latency
+	$(BIN)/python -m bench.accuracy
+	$(BIN)/python -m bench.bytes
 
 ## models: retrain the digits models and rewrite models/manifest.json
 models: $(STAMP)

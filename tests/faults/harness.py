@@ -150,6 +150,31 @@ class Fleet:
         for proxy in self.proxies:
             proxy.restore()
 
+    async def stream_state(self) -> str:
+        """Where escalations sit now: the site's stream and source consumer, the hub's."""
+        assert self.site_nc is not None and self.hub_nc is not None
+        site, hub = self.site_nc.jetstream(), self.hub_nc.jetstream()
+        parts = []
+        for label, coro in (
+            ("site stream", site.stream_info(subjects.site_escalations_stream(SITE))),
+            (
+                "to-cloud",
+                site.consumer_info(
+                    subjects.site_escalations_stream(SITE), subjects.SOURCE_CONSUMER
+                ),
+            ),
+            ("hub stream", hub.stream_info(subjects.ESCALATIONS_STREAM)),
+            (
+                "cloud consumer",
+                hub.consumer_info(subjects.ESCALATIONS_STREAM, subjects.CLOUD_CONSUMER),
+            ),
+        ):
+            try:
+                parts.append(f"{label}: {await coro}")
+            except Exception as exc:
+                parts.append(f"{label}: {exc!r}")
+        return "\n".join(parts)
+
     # ------------------------------------------------------------------ workers
 
     def _env(self, role: str, worker: str, extra: dict[str, str]) -> dict[str, str]:

@@ -45,5 +45,6 @@ async def test_partition_loses_no_escalation(fleet: Fleet) -> None:
     assert set(reasons) <= {"link_down", "cloud_timeout"}, reasons
     assert reasons.count("link_down") >= 0.8 * len(reasons), reasons
     # Nothing stored at the site was lost: each escalation got its cloud answer.
-    assert {f for f in escalated if ledger.answered[f] == 0} == set()
+    unanswered = {f for f in escalated if ledger.answered[f] == 0}
+    assert unanswered == set(), await fleet.stream_state()
     assert any(ledger.final_results[f].reason.value == "cloud_answer" for f in after)
