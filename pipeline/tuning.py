@@ -16,7 +16,6 @@ message sizes with the real codec, and reads and writes the TOML config.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from schemas import subjects
-from tests.faults.harness import SITE, Fleet
+from tests.faults.harness import SITE, Fleet, probe_until
 
 pytestmark = pytest.mark.fault
 
@@ -82,6 +82,7 @@ async def test_edge_worker_killed(fleet: Fleet) -> None:
 async def test_site_server_restart_keeps_acknowledged_escalations(fleet: Fleet) -> None:
     await fleet.start_worker("cloud", "cloud-1")
     await fleet.start_worker("edge", "edge-1")
+    await probe_until(fleet, "cloud_answer", 30)  # the hub's source has started
     # With the link cut, escalations stay on the site's disk only.
     await fleet.cut()
     await fleet.wait_for_link(False, 5)
@@ -92,7 +93,8 @@ async def test_site_server_restart_keeps_acknowledged_escalations(fleet: Fleet) 
     assert fleet.site is not None
     assert fleet.site_nc is not None
     info = await fleet.site_nc.jetstream().stream_info(subjects.site_escalations_stream(SITE))
-    assert info.state.messages == len(stored)
+    # Earlier (warm-up) escalations may still await the hub's flow-control ack.
+    assert info.state.messages >= len(stored)
 
     fleet.site.kill()  # SIGKILL: no chance to flush anything more
     fleet.site.start()  # same port, same store

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from schemas import subjects
-from tests.faults.harness import Fleet
+from tests.faults.harness import Fleet, probe_until
 
 pytestmark = pytest.mark.fault
 
@@ -28,6 +28,7 @@ async def test_losing_the_stream_leader_loses_nothing(cluster_fleet: Fleet) -> N
     fleet = cluster_fleet
     await fleet.start_worker("cloud", "cloud-1")
     await fleet.start_worker("edge", "edge-1")
+    await probe_until(fleet, "cloud_answer", 30)  # the hub's source has started
     before = set(await fleet.publish(30, rate_hz=30))
     assert fleet.hub_nc is not None
     info = await fleet.hub_nc.jetstream().stream_info(subjects.ESCALATIONS_STREAM)

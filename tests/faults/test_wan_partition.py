@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults.harness import Fleet
+from tests.faults.harness import Fleet, probe_until
 
 pytestmark = pytest.mark.fault
 
@@ -14,10 +14,12 @@ PARTITION_S = 30
 async def test_partition_loses_no_escalation(fleet: Fleet) -> None:
     await fleet.start_worker("cloud", "cloud-1")
     await fleet.start_worker("edge", "edge-1")
+    await probe_until(fleet, "cloud_answer", 30)  # the hub's source has started
     before = set(await fleet.publish(40, rate_hz=40))
 
     await fleet.cut()
     await fleet.wait_for_link(False, 5)
+    await probe_until(fleet, "link_down", 10)  # the edge has noticed
     during = set(await fleet.publish(PARTITION_S * 10, rate_hz=10))  # the whole outage
     await fleet.wait_for_finals(during, 10)
     stored_during = fleet.ledger.escalated & during
@@ -25,6 +27,7 @@ async def test_partition_loses_no_escalation(fleet: Fleet) -> None:
 
     fleet.restore()
     await fleet.wait_for_link(True, 30)
+    await probe_until(fleet, "cloud_answer", 30)
     after = set(await fleet.publish(40, rate_hz=40))
     everything = before | during | after
     await fleet.wait_for_finals(everything, 20)
@@ -39,12 +42,13 @@ async def test_partition_loses_no_escalation(fleet: Fleet) -> None:
     # The edge kept answering during the outage: degraded where the cloud was wanted.
     assert stored_during, "frames during the outage were escalated (stored at the site)"
     assert not answered_during, "no answer can cross a cut link"
-    # Until the edge notices (3 missed heartbeats, 1.5 s) it waits out the deadline.
     reasons = [ledger.final_results[f].reason.value for f in stored_during]
+    assert set(reasons) == {"link_down"}, reasons
     assert all(ledger.final_results[f].degraded for f in stored_during)
-    assert set(reasons) <= {"link_down", "cloud_timeout"}, reasons
-    assert reasons.count("link_down") >= 0.8 * len(reasons), reasons
     # Nothing stored at the site was lost: each escalation got its cloud answer.
     unanswered = {f for f in escalated if ledger.answered[f] == 0}
     assert unanswered == set(), await fleet.stream_state()
-    assert any(ledger.final_results[f].reason.value == "cloud_answer" for f in after)
+    # Before and after the outage, the cloud answers in time.
+    for batch in (before, after):
+        answered_in_time = [ledger.final_results[f].reason.value == "cloud_answer" for f in batch]
+        assert sum(answered_in_time) >= 0.8 * len(ledger.escalated & batch), ledger.reasons()
