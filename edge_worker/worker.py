@@ -48,7 +48,6 @@ from schemas.messages import (
     Escalation,
     Frame,
     InferenceResult,
-    PrivacyClass,
     Reason,
     Source,
 )
@@ -342,22 +341,12 @@ class EdgeWorker:
         self, request: _Request, edge_result: InferenceResult, decision: Decision
     ) -> None:
         frame = request.frame
-        full = decision.send is PrivacyClass.FULL
-        escalation = Escalation(
-            frame_id=frame.frame_id,
-            site=frame.site,
-            camera=frame.camera,
-            seq=frame.seq,
-            captured_at=frame.captured_at,
-            deadline_at=frame.deadline_at,
-            priority=frame.priority,
-            privacy=decision.send,
-            regions=frame.regions,
-            crops=() if full else tuple(frame.crops()),
-            image=frame.image if full else None,
-            reply_to=self._reply_subject,
-            edge_labels=edge_result.labels,
-            edge_confidence=edge_result.confidence,
+        escalation = Escalation.of_frame(
+            frame,
+            decision.send,
+            self._reply_subject,
+            edge_result.labels,
+            edge_result.confidence,
         )
         data = encode(escalation)
         if decision.awaits_cloud:

@@ -408,22 +408,8 @@ def measure_message_sizes(regions: int = 1) -> MessageSizes:
     )
 
     def escalation(full: bool) -> Escalation:
-        return Escalation(
-            frame_id=frame.frame_id,
-            site=frame.site,
-            camera=frame.camera,
-            seq=frame.seq,
-            captured_at=frame.captured_at,
-            deadline_at=frame.deadline_at,
-            priority=frame.priority,
-            privacy=PrivacyClass.FULL if full else PrivacyClass.CROP,
-            regions=frame.regions,
-            crops=() if full else tuple(frame.crops()),
-            image=frame.image if full else None,
-            reply_to=f"replies.{frame.site}.edge-1",
-            edge_labels=(0,) * regions,
-            edge_confidence=0.5,
-        )
+        send = PrivacyClass.FULL if full else PrivacyClass.CROP
+        return Escalation.of_frame(frame, send, f"replies.{frame.site}.edge-1", (0,) * regions, 0.5)
 
     reply = InferenceResult(
         frame_id=frame.frame_id,

@@ -154,6 +154,34 @@ class Escalation:
     edge_labels: tuple[int, ...]
     edge_confidence: float
 
+    @classmethod
+    def of_frame(
+        cls,
+        frame: Frame,
+        send: PrivacyClass,
+        reply_to: str,
+        edge_labels: tuple[int, ...],
+        edge_confidence: float,
+    ) -> Escalation:
+        """What leaves the site for ``frame`` when privacy ``send`` (crop or full) allows."""
+        full = send is PrivacyClass.FULL
+        return cls(
+            frame_id=frame.frame_id,
+            site=frame.site,
+            camera=frame.camera,
+            seq=frame.seq,
+            captured_at=frame.captured_at,
+            deadline_at=frame.deadline_at,
+            priority=frame.priority,
+            privacy=send,
+            regions=frame.regions,
+            crops=() if full else tuple(frame.crops()),
+            image=frame.image if full else None,
+            reply_to=reply_to,
+            edge_labels=edge_labels,
+            edge_confidence=edge_confidence,
+        )
+
     def region_pixels(self) -> list[np.ndarray]:
         """The pixels to classify, one array per region, whichever way they were sent."""
         if self.image is not None:
