@@ -83,6 +83,36 @@ class EdgeMetrics:
             ["site"],
             registry=r,
         )
+        self.shadow_escalations = Counter(
+            "hybridfleet_edge_shadow_escalations",
+            "Confidently kept frames also sent to the cloud, only to be compared (drift).",
+            ["site"],
+            registry=r,
+        )
+        self.compared = Counter(
+            "hybridfleet_edge_drift_compared",
+            "Frames with both an edge and a cloud answer, by kind (escalated or shadow).",
+            ["site", "kind"],
+            registry=r,
+        )
+        self.agreed = Counter(
+            "hybridfleet_edge_drift_agreed",
+            "Compared frames whose edge and cloud labels agree, by kind.",
+            ["site", "kind"],
+            registry=r,
+        )
+        self.drift_agreement = Gauge(
+            "hybridfleet_edge_drift_agreement",
+            "Rolling edge-cloud agreement over the drift monitor's window.",
+            ["site"],
+            registry=r,
+        )
+        self.health_degraded = Gauge(
+            "hybridfleet_edge_health_degraded",
+            "1 while the drift monitor reports the edge model degraded.",
+            ["site"],
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "hybridfleet_edge_queue_depth", "Frames waiting for the model.", ["site"], registry=r
         )

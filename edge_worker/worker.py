@@ -10,6 +10,10 @@ A frame's path (docs/architecture.md has the picture):
 4. The cloud's answer (read from the ``REPLIES`` stream by ``CloudLink``) or the
    frame's deadline, whichever comes first, makes the final result; ``FinalResults``
    lets the server enforce that a later one is dropped, even across restarts.
+5. Drift: a ``ShadowSampler`` share of the frames kept as ``confident`` is escalated
+   too, only to be compared. Their final result is the edge's, published (and
+   claimed) at once; the cloud's answer, like that of every escalated frame, goes to
+   the ``DriftMonitor``, whose report is published on ``health.<site>``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from nats.js import JetStreamContext
 
 from edge_worker.batcher import AdaptiveBatcher, BatchPolicy, LatencyModel
 from edge_worker.cloudlink import CloudLink
+from edge_worker.drift import DriftMonitor, HealthStatus, ShadowSampler
 from edge_worker.finals import FinalResults
 from edge_worker.metrics import EdgeMetrics
 from edge_worker.pending import PendingEscalations
@@ -48,6 +53,7 @@ from schemas.messages import (
     Escalation,
     Frame,
     InferenceResult,
+    PrivacyClass,
     Reason,
     Source,
 )
@@ -65,6 +71,22 @@ class _Request:
 
     frame: Frame
     reply_to: str | None  # the caller's inbox for request/reply on infer.<site>
+
+
+@dataclass(frozen=True, slots=True)
+class _Shadow:
+    """What the edge answered for a shadow-sampled frame, to compare with the cloud."""
+
+    labels: tuple[int, ...]
+    confidence: float
+
+
+# Shadow samples awaiting their cloud answer; beyond this the oldest are forgotten
+# (their answers then only count as late replies), so an outage cannot grow it.
+_MAX_SHADOWS = 10_000
+# A shadow sample is not urgent: the cloud may answer it long after the frame's deadline.
+_SHADOW_DEADLINE_S = 300.0
+_SHADOW_PRIORITY = 3
 
 
 @dataclass(slots=True)
@@ -111,6 +133,9 @@ class EdgeWorker:
             capacity=cfg.queue_capacity,
         )
         self._pending: PendingEscalations[_Waiting] = PendingEscalations()
+        self.drift = DriftMonitor(site=self.site)
+        self._sampler = ShadowSampler(cfg.shadow_rate, cfg.shadow_seed)
+        self._shadows: dict[str, _Shadow] = {}  # insertion-ordered: oldest first
         self._pending_changed = asyncio.Event()
         # Two batches may be in hand at once: one in the model, one being published.
         self._decided: asyncio.Queue[tuple[list[_Request], np.ndarray] | None] = asyncio.Queue(1)
@@ -161,6 +186,7 @@ class EdgeWorker:
             tasks.create_task(self._deadline_loop(), name="edge-deadlines")
             assert self._link is not None
             tasks.create_task(self._link.run(self._answers_done), name="edge-answers")
+            tasks.create_task(self._health_loop(), name="edge-health")
 
     async def wait(self) -> None:
         """Return when the worker has stopped; raise what stopped it, if anything did."""
@@ -291,6 +317,7 @@ class EdgeWorker:
         while (item := await self._decided.get()) is not None:
             batch, probabilities = item
             escalations: list[tuple[_Request, InferenceResult, Decision]] = []
+            shadows: list[tuple[Frame, InferenceResult]] = []
             row = 0
             for request in batch:
                 n = len(request.frame.regions)
@@ -298,10 +325,17 @@ class EdgeWorker:
                 row += n
                 if decision.escalate:
                     escalations.append((request, result, decision))
+                elif self._is_shadow_sample(request.frame, decision):
+                    # Claimed, so that the cloud's answer can never become final.
+                    if await self._finalize(request, result, claim=True):
+                        shadows.append((request.frame, result))
                 else:
                     await self._finalize(request, result)
-            if escalations:
-                await asyncio.gather(*(self._escalate(*e) for e in escalations))
+            if escalations or shadows:
+                await asyncio.gather(
+                    *(self._escalate(*e) for e in escalations),
+                    *(self._shadow_escalate(*s) for s in shadows),
+                )
         # Nothing more can be escalated: let the deadline loop finish once all is answered.
         self._decided_all = True
         self._pending_changed.set()
@@ -336,6 +370,49 @@ class EdgeWorker:
             reason=decision.reason,
         )
         return result, decision
+
+    def _is_shadow_sample(self, frame: Frame, decision: Decision) -> bool:
+        assert self._link is not None
+        return (
+            decision.reason is Reason.CONFIDENT
+            and frame.privacy is not PrivacyClass.LOCAL_ONLY
+            and self._link.up
+            and self._sampler.decide(frame.frame_id)
+        )
+
+    async def _shadow_escalate(self, frame: Frame, edge_result: InferenceResult) -> None:
+        """Send a kept frame to the cloud only to compare answers (drift monitoring)."""
+        escalation = replace(
+            Escalation.of_frame(
+                frame,
+                frame.privacy,
+                self._reply_subject,
+                edge_result.labels,
+                edge_result.confidence,
+            ),
+            priority=_SHADOW_PRIORITY,
+            deadline_at=time.time() + _SHADOW_DEADLINE_S,
+        )
+        data = encode(escalation)
+        self._shadows[frame.frame_id] = _Shadow(edge_result.labels, edge_result.confidence)
+        while len(self._shadows) > _MAX_SHADOWS:
+            del self._shadows[next(iter(self._shadows))]
+        assert self._js is not None
+        try:
+            await self._js.publish(
+                subjects.escalations(frame.site, frame.camera),
+                data,
+                timeout=self.settings.edge.escalation_publish_timeout_s,
+                headers={"Nats-Msg-Id": frame.frame_id},
+            )
+        except Exception as exc:
+            # Only a comparison is lost; the frame already has its final result.
+            log.info("could not store shadow sample %s: %s", frame.frame_id, exc)
+            self._shadows.pop(frame.frame_id, None)
+            self.metrics.escalation_failures.labels(self.site).inc()
+            return
+        self.metrics.shadow_escalations.labels(self.site).inc()
+        self.metrics.escalated_bytes.labels(self.site).inc(len(data))
 
     async def _escalate(
         self, request: _Request, edge_result: InferenceResult, decision: Decision
@@ -390,6 +467,12 @@ class EdgeWorker:
             await self._dead_letter(msg.subject, msg.data, "schema", str(exc))
             await msg.term()
             return
+        shadow = self._shadows.pop(cloud.frame_id, None)
+        if shadow is not None:
+            # Its final result is the edge's, claimed when it was published.
+            self._compare(shadow.labels, shadow.confidence, cloud.labels, kept=True)
+            await msg.ack()
+            return
         waiting = self._pending.resolve(cloud.frame_id)
         request: _Request | None = None
         edge_labels = cloud.edge_labels
@@ -399,12 +482,49 @@ class EdgeWorker:
             self.round_trips.observe(round_trip)
             self.metrics.cloud_round_trip_seconds.labels(self.site).observe(round_trip)
             request, edge_labels = waiting.request, waiting.edge_result.labels
+            self._compare(edge_labels, waiting.edge_result.confidence, cloud.labels, kept=False)
         final = replace(cloud, reason=Reason.CLOUD_ANSWER, degraded=False, edge_labels=edge_labels)
         # Without ``waiting`` the frame was escalated by an earlier run of this worker,
         # or its deadline passed: the claim decides whether this answer is final.
         if not await self._finalize(request, final, claim=True):
             self.metrics.late_replies.labels(self.site).inc()
         await msg.ack()
+
+    def _compare(
+        self,
+        edge_labels: tuple[int, ...],
+        edge_confidence: float,
+        cloud_labels: tuple[int, ...],
+        *,
+        kept: bool,
+    ) -> None:
+        # A NaN confidence (a broken model output) is not a comparison the monitor takes.
+        if not 0.0 <= edge_confidence <= 1.0:
+            return
+        self.drift.observe(edge_labels, edge_confidence, cloud_labels, kept, time.time())
+        self.metrics.compared.labels(self.site, "shadow" if kept else "escalated").inc()
+        if edge_labels == cloud_labels:
+            self.metrics.agreed.labels(self.site, "shadow" if kept else "escalated").inc()
+
+    async def _health_loop(self) -> None:
+        """Publish the drift monitor's report on ``health.<site>`` every interval."""
+        assert self._nc is not None
+        interval = self.settings.edge.health_interval_s
+        subject = subjects.health(self.site)
+        while not self._answers_done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._answers_done.wait(), interval)
+            report = self.drift.report(time.time())
+            degraded = report.status is HealthStatus.DEGRADED
+            self.metrics.health_degraded.labels(self.site).set(int(degraded))
+            if report.rolling_agreement is not None:
+                self.metrics.drift_agreement.labels(self.site).set(report.rolling_agreement)
+            if degraded:
+                log.warning("edge model degraded: %s", "; ".join(report.reasons))
+            try:
+                await self._nc.publish(subject, report.to_json())
+            except Exception as exc:  # a health report is advisory: never stop the worker
+                log.info("could not publish health report: %s", exc)
 
     async def _deadline_loop(self) -> None:
         while True:

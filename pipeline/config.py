@@ -101,6 +101,12 @@ class EdgeSettings:
     model_manifest: str = ""  # empty: the manifest shipped in models/
     # JetStream domain of the cloud's streams; empty when they are on this same server.
     cloud_domain: str = ""
+    # Drift monitoring (edge_worker/drift.py): the share of confidently kept frames also
+    # sent to the cloud only to be compared, the sampler's key, and how often the
+    # worker publishes its health on health.<site>.
+    shadow_rate: float = _range(0.02, 0.0, 1.0)
+    shadow_seed: int = _range(0, 0, (1 << 63) - 1)
+    health_interval_s: float = _range(5.0, 0.05, 3600.0)
     # Fault injection for tests and benchmarks: extra time each batch takes.
     inject_latency_ms: float = _range(0.0, 0.0, 600_000.0)
 

@@ -24,6 +24,7 @@ __all__ = [
     "finals",
     "finals_stream",
     "frames",
+    "health",
     "infer",
     "max_deliveries_advisory",
     "replies",
@@ -93,6 +94,11 @@ def frames(site: str, camera: str = "*") -> str:
 def results(site: str, camera: str = "*") -> str:
     """Where final results go: ``results.<site>.<camera>``."""
     return f"results.{check_token(site, 'site')}.{_camera(camera)}"
+
+
+def health(site: str) -> str:
+    """Where a site's edge workers publish drift health reports (JSON): ``health.<site>``."""
+    return f"health.{check_token(site, 'site')}"
 
 
 def infer(site: str) -> str:

@@ -191,7 +191,12 @@ async def test_bad_escalation_is_dead_lettered_and_terminated(
         await js.publish(subject, encode(hijack), headers={"Nats-Msg-Id": "x-1"})
         await js.publish(subject, encode(good), headers={"Nats-Msg-Id": frame.frame_id})
         await wait_until(lambda: len(replies) >= 1, 10, "the good escalation's answer")
-        info = await js.consumer_info(subjects.ESCALATIONS_STREAM, subjects.CLOUD_CONSUMER)
+        # The answer is stored before the ack is sent: give the ack its moment.
+        for _ in range(50):
+            info = await js.consumer_info(subjects.ESCALATIONS_STREAM, subjects.CLOUD_CONSUMER)
+            if info.num_ack_pending == 0:
+                break
+            await asyncio.sleep(0.05)
     assert [r.frame_id for r in replies] == [frame.frame_id]
     assert (
         cloud.metrics.value("hybridfleet_cloud_dead_letters_total", site="site1", kind="schema")
