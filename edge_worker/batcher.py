@@ -262,8 +262,10 @@ class BatchPolicy:
         Rules, first match wins: nothing queued -> wait for an arrival; a full batch ->
         flush it; the oldest item's latest start reached -> flush all; fewer than one
         more arrival expected before that latest start -> flush all now (waiting would
-        only add latency); otherwise wait until the latest start or until the queue is
-        expected to be full, whichever is sooner.
+        only add latency); the queue already holds at least what arrives while a batch
+        of its size runs -> flush all now (a model that keeps up needs no bigger batch);
+        otherwise wait until the latest start or until the queue is expected to be
+        full, whichever is sooner.
         """
         del oldest_arrival  # see docstring
         if queued <= 0:
@@ -275,6 +277,8 @@ class BatchPolicy:
             return BatchDecision(queued, None)
         rate = arrival_rate if arrival_rate > 0 else 0.0  # also maps NaN to 0
         if rate * (latest_start - now) < 1.0:
+            return BatchDecision(queued, None)
+        if queued >= rate * self.latency_model.estimate(queued):
             return BatchDecision(queued, None)
         full_at = now + (self.max_batch_size - queued) / rate
         if full_at <= now:

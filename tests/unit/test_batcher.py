@@ -219,10 +219,11 @@ def test_policy_latest_start_flushes_even_at_infinite_rate() -> None:
 
 
 def test_policy_flushes_once_no_arrival_is_expected_before_latest_start() -> None:
-    model = fixed_model(a=0.002, b=0.001)
+    # A slow model (12 ms for 2): at 500/s the queue does not keep up, so it waits...
+    model = fixed_model(a=0.010, b=0.001)
     policy = make_policy(model=model)
     latest = 0.05 - model.estimate(2)
-    # At 500/s the next arrival is due in 2 ms: with 1 ms left, go now instead.
+    # ...but the next arrival is due in 2 ms: with 1 ms left, go now instead.
     assert policy.decide(latest - 0.004, 2, 0.0, 0.05, 500.0).size == 0
     assert policy.decide(latest - 0.001, 2, 0.0, 0.05, 500.0) == BatchDecision(2, None)
 
@@ -240,8 +241,10 @@ def test_policy_light_load_flushes_at_once() -> None:
     assert policy.decide(0.0, 3, 0.0, 0.05, 10.0) == BatchDecision(3, None)
     assert policy.decide(0.0, 1, 0.0, 0.05, 0.0) == BatchDecision(1, None)
     assert policy.decide(0.0, 1, 0.0, 0.05, math.nan) == BatchDecision(1, None)
-    # The same frame under heavier traffic waits for company.
-    assert policy.decide(0.0, 1, 0.0, 0.05, 100.0).size == 0
+    # 100/s: 0.3 arrivals while a batch of 1 runs (3 ms): the model keeps up, go now.
+    assert policy.decide(0.0, 1, 0.0, 0.05, 100.0) == BatchDecision(1, None)
+    # The same frame under heavier traffic (3 arrivals per batch run) waits for company.
+    assert policy.decide(0.0, 1, 0.0, 0.05, 1000.0).size == 0
 
 
 def test_policy_lone_frame_never_stranded() -> None:
@@ -274,14 +277,15 @@ def test_policy_slower_model_flushes_earlier() -> None:
     for n in (1, 2, 4, 8):
         fast.observe(n, 0.001 + 0.0005 * n)
         slow.observe(n, 0.010 + 0.002 * n)
-    # Big batches allowed and 200/s: the queue fills long after either latest start.
-    fast_policy = make_policy(max_batch_size=32, model=fast)
-    slow_policy = make_policy(max_batch_size=32, model=slow)
+    # Big batches allowed and 2000/s: more arrive during a batch run than are queued,
+    # and the queue fills long after either latest start.
+    fast_policy = make_policy(max_batch_size=128, model=fast)
+    slow_policy = make_policy(max_batch_size=128, model=slow)
     fast_latest = 0.05 - fast.estimate(2)  # 0.048
     slow_latest = 0.05 - slow.estimate(2)  # 0.036
     assert fast_latest == pytest.approx(0.048)
     assert slow_latest == pytest.approx(0.036)
-    rate = 200.0
+    rate = 2000.0
     assert fast_policy.decide(0.0, 2, 0.0, 0.05, rate) == BatchDecision(0, fast_latest)
     assert slow_policy.decide(0.0, 2, 0.0, 0.05, rate) == BatchDecision(0, slow_latest)
     between = (slow_latest + fast_latest) / 2
@@ -327,10 +331,18 @@ def test_policy_batches_grow_while_model_is_busy() -> None:
 
 
 def make_batcher(
-    capacity: int = 4, max_batch_size: int = 4, clock: FakeClock | None = None
+    capacity: int = 4,
+    max_batch_size: int = 4,
+    clock: FakeClock | None = None,
+    policy: BatchPolicy | None = None,
 ) -> AdaptiveBatcher[str]:
-    policy = make_policy(max_batch_size=max_batch_size)
+    policy = policy or make_policy(max_batch_size=max_batch_size)
     return AdaptiveBatcher(policy, capacity, clock=clock or FakeClock())
+
+
+def busy_policy() -> BatchPolicy:
+    """A slow model (100 ms a batch) and a 0.5 s target: at ~70/s items wait for company."""
+    return make_policy(max_batch_size=8, target=0.5, model=fixed_model(a=0.1, b=0.001))
 
 
 async def drain(batcher: AdaptiveBatcher[str]) -> list[str]:
@@ -440,7 +452,7 @@ async def test_lone_item_comes_out_with_real_clock() -> None:
 
 async def _high_rate_batcher(clock: FakeClock) -> AdaptiveBatcher[str]:
     """A batcher whose rate estimate is ~70/s and whose queue is empty."""
-    batcher = make_batcher(capacity=100, max_batch_size=8, clock=clock)
+    batcher = make_batcher(capacity=100, clock=clock, policy=busy_policy())
     for i in range(100):
         batcher.offer(f"burst{i}", priority=2, due=1e18)
     while len(batcher) >= 8:
@@ -461,11 +473,11 @@ async def drain_rest(batcher: AdaptiveBatcher[str], clock: FakeClock) -> None:
 async def test_lone_item_waits_for_its_bound_then_flushes() -> None:
     clock = FakeClock(0.0)
     batcher = await _high_rate_batcher(clock)
-    batcher.offer("lone", priority=2, due=1e18)  # bound: arrival + 0.05 target
+    batcher.offer("lone", priority=2, due=1e18)  # bound: arrival + 0.5 target
     task = asyncio.create_task(batcher.next_batch())
     await asyncio.sleep(0.1)  # frozen clock: the bound is never reached, whatever the wall time
     assert not task.done()
-    latest = 0.05 - make_policy().latency_model.estimate(1)
+    latest = 0.5 - busy_policy().latency_model.estimate(1)
     clock.now = latest
     assert await asyncio.wait_for(task, GENEROUS) == ["lone"]
 
@@ -475,7 +487,7 @@ async def test_tighter_due_of_a_newer_item_bounds_the_wait() -> None:
     batcher = await _high_rate_batcher(clock)
     batcher.offer("relaxed", priority=2, due=1e18)
     batcher.offer("urgent", priority=2, due=0.01)
-    clock.now = 0.01 - make_policy().latency_model.estimate(2)  # far before relaxed's bound
+    clock.now = 0.01 - busy_policy().latency_model.estimate(2)  # far before relaxed's bound
     assert await asyncio.wait_for(batcher.next_batch(), GENEROUS) == ["relaxed", "urgent"]
 
 
