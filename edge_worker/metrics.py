@@ -83,6 +83,12 @@ class EdgeMetrics:
             ["site"],
             registry=r,
         )
+        self.cloud_spend_usd = Counter(
+            "hybridfleet_edge_cloud_spend_usd",
+            "Estimated US dollars spent on escalations (cloud inference and bytes sent).",
+            ["site"],
+            registry=r,
+        )
         self.shadow_escalations = Counter(
             "hybridfleet_edge_shadow_escalations",
             "Confidently kept frames also sent to the cloud, only to be compared (drift).",

@@ -35,6 +35,7 @@ class FrameFacts:
     time_left_s: float
     has_regions: bool
     link_up: bool = True
+    budget_left: bool = True  # the site's daily cloud budget is not used up
 
     def __post_init__(self) -> None:
         if self.priority not in (1, 2, 3) or isinstance(self.priority, bool):
@@ -68,10 +69,11 @@ class EscalationPolicy:
     2. priority 1 -> local, ``PRIORITY_LOCAL``
     3. confidence >= threshold -> local, ``CONFIDENT``
     4. privacy ``LOCAL_ONLY`` -> local, ``PRIVACY_LOCAL_ONLY``
-    5. link to the cloud down -> escalate (stored at the site, answered after the link
+    5. the site's daily cloud budget used up -> local, ``BUDGET``
+    6. link to the cloud down -> escalate (stored at the site, answered after the link
        returns, for drift and audit) but answer now from the edge, ``LINK_DOWN``
-    6. cloud round trip >= time left -> local, ``DEADLINE_TOO_SHORT``
-    7. otherwise escalate, ``CLOUD_ANSWER``, sending what the frame's privacy allows.
+    7. cloud round trip >= time left -> local, ``DEADLINE_TOO_SHORT``
+    8. otherwise escalate, ``CLOUD_ANSWER``, sending what the frame's privacy allows.
     """
 
     __slots__ = ("_default_threshold", "_routing")
@@ -82,7 +84,7 @@ class EscalationPolicy:
         ``routing`` other than ``hybrid`` replaces the table for baselines and for
         operators who must pin a fleet: ``edge_only`` never escalates (reason
         ``edge_only``); ``cloud_only`` escalates every frame whose privacy allows,
-        whatever its priority or confidence (rows 1, 4 and 5 still apply).
+        whatever its priority or confidence (rows 1, 4, 5 and 6 still apply).
         """
         if routing not in ROUTINGS:
             raise ConfigError(f"routing must be one of {', '.join(ROUTINGS)}, got {routing!r}")
@@ -127,6 +129,8 @@ class EscalationPolicy:
             return _local(Reason.CONFIDENT)
         if facts.privacy is PrivacyClass.LOCAL_ONLY:
             return _local(Reason.PRIVACY_LOCAL_ONLY)
+        if not facts.budget_left:
+            return _local(Reason.BUDGET)
         if not facts.link_up:
             return Decision(escalate=True, reason=Reason.LINK_DOWN, send=facts.privacy)
         # Written as "not <" so that a NaN round trip or time left stays local.

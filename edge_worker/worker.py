@@ -29,12 +29,14 @@ from pathlib import Path
 from types import TracebackType
 
 import numpy as np
+import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
 from edge_worker.batcher import AdaptiveBatcher, BatchPolicy, LatencyModel
+from edge_worker.budget import Allowance, BudgetLedger, escalation_cost
 from edge_worker.cloudlink import CloudLink
 from edge_worker.drift import DriftMonitor, HealthStatus, ShadowSampler
 from edge_worker.finals import FinalResults
@@ -43,6 +45,7 @@ from edge_worker.pending import PendingEscalations
 from edge_worker.policy import Decision, EscalationPolicy, FrameFacts, RoundTripEstimator
 from pipeline.calibration import frame_confidence
 from pipeline.config import Settings
+from pipeline.costs import CostModel
 from pipeline.digits import pixels_to_features
 from pipeline.model import OnnxModel
 from pipeline.natsio import connect, ensure_site_streams, publish_dead_letter
@@ -136,6 +139,9 @@ class EdgeWorker:
         self.drift = DriftMonitor(site=self.site)
         self._sampler = ShadowSampler(cfg.shadow_rate, cfg.shadow_seed)
         self._shadows: dict[str, _Shadow] = {}  # insertion-ordered: oldest first
+        self._allowance = Allowance(cfg.daily_cloud_budget_usd)
+        self._prices = CostModel()
+        self._ledger: BudgetLedger | None = None
         self._pending_changed = asyncio.Event()
         # Two batches may be in hand at once: one in the model, one being published.
         self._decided: asyncio.Queue[tuple[list[_Request], np.ndarray] | None] = asyncio.Queue(1)
@@ -163,6 +169,7 @@ class EdgeWorker:
         self._js = self._nc.jetstream()
         await ensure_site_streams(self._js, self.site, self.settings.stream)
         self._finals = FinalResults(self._nc, self._js, self.site, cfg.escalation_publish_timeout_s)
+        self._ledger = BudgetLedger(self._js, self.site)
         self._link = CloudLink(self._nc, cfg, self._on_answer)
         group = subjects.edge_queue_group(self.site)
         self._inputs = [
@@ -352,6 +359,7 @@ class EdgeWorker:
             time_left_s=frame.deadline_at - time.time(),
             has_regions=bool(frame.regions),
             link_up=self._link.up,
+            budget_left=self._allowance.allows(time.time()),
         )
         self.metrics.link_up.labels(self.site).set(int(self._link.up))
         decision = self.policy.decide(facts, self.round_trips.estimate())
@@ -368,8 +376,53 @@ class EdgeWorker:
             model_version=self.model.version,
             latency_ms=0.0,  # set when it becomes final
             reason=decision.reason,
+            # The cloud was wanted and only money stood in the way.
+            degraded=decision.reason is Reason.BUDGET,
         )
         return result, decision
+
+    async def _charge(self, regions: int, sent_bytes: int) -> bool:
+        """Pay for one escalation from the site's daily budget; False if it is used up."""
+        allowance = self._allowance
+        cost = escalation_cost(self._prices, regions, sent_bytes)
+        if allowance.needs_block(cost):
+            assert self._ledger is not None
+            try:
+                grant = await self._ledger.reserve(
+                    allowance.day, max(allowance.block, cost), allowance.limit
+                )
+            except Exception as exc:  # the site's own server: rare, and only this block
+                log.warning("could not reserve cloud budget: %s", exc)
+                return False
+            was_exhausted = allowance.exhausted
+            allowance.granted(grant)
+            if allowance.exhausted and not was_exhausted:
+                await self._publish_budget_exhausted()
+        if allowance.spend(cost):
+            self.metrics.cloud_spend_usd.labels(self.site).inc(cost)
+            return True
+        return False
+
+    async def _publish_budget_exhausted(self) -> None:
+        log.warning(
+            "site %s used up its cloud budget of $%.6g for %s: answering at the edge",
+            self.site,
+            self._allowance.limit,
+            self._allowance.day,
+        )
+        event = {
+            "type": "budget",
+            "v": 1,
+            "site": self.site,
+            "worker": self.settings.edge.worker_id,
+            "status": "exhausted",
+            "day": self._allowance.day,
+            "limit_usd": self._allowance.limit,
+            "at": time.time(),
+        }
+        assert self._nc is not None
+        with contextlib.suppress(Exception):
+            await self._nc.publish(subjects.health(self.site), orjson.dumps(event))
 
     def _is_shadow_sample(self, frame: Frame, decision: Decision) -> bool:
         assert self._link is not None
@@ -394,6 +447,8 @@ class EdgeWorker:
             deadline_at=time.time() + _SHADOW_DEADLINE_S,
         )
         data = encode(escalation)
+        if not await self._charge(len(frame.regions), len(data)):
+            return
         self._shadows[frame.frame_id] = _Shadow(edge_result.labels, edge_result.confidence)
         while len(self._shadows) > _MAX_SHADOWS:
             del self._shadows[next(iter(self._shadows))]
@@ -426,6 +481,9 @@ class EdgeWorker:
             edge_result.confidence,
         )
         data = encode(escalation)
+        if not await self._charge(len(frame.regions), len(data)):
+            await self._finalize(request, _fallback(edge_result, Reason.BUDGET))
+            return
         if decision.awaits_cloud:
             # Registered before publishing: the cloud's answer can overtake our PubAck.
             waiting = _Waiting(request, edge_result, time.monotonic())

@@ -107,6 +107,10 @@ class EdgeSettings:
     shadow_rate: float = _range(0.02, 0.0, 1.0)
     shadow_seed: int = _range(0, 0, (1 << 63) - 1)
     health_interval_s: float = _range(5.0, 0.05, 3600.0)
+    # The site's cloud spend cap per UTC day in US dollars, shared by its edge workers
+    # (edge_worker/budget.py); 0: no cap. Escalations are priced with the default
+    # pipeline.costs.CostModel.
+    daily_cloud_budget_usd: float = _range(0.0, 0.0, 1e9)
     # Fault injection for tests and benchmarks: extra time each batch takes.
     inject_latency_ms: float = _range(0.0, 0.0, 600_000.0)
 

@@ -52,6 +52,7 @@ class Reason(StrEnum):
     ESCALATION_FAILED = "escalation_failed"  # could not be stored for the cloud (degraded)
     LINK_DOWN = "link_down"  # stored for the cloud, but the link is down: edge answer (degraded)
     SHED = "shed"  # dropped unanswered by an overloaded edge (no labels)
+    BUDGET = "budget"  # uncertain, but the site's daily cloud budget is used up (degraded)
 
 
 @dataclass(frozen=True, slots=True)

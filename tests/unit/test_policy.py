@@ -104,6 +104,14 @@ def test_nan_round_trip_stays_local(policy: EscalationPolicy) -> None:
     assert policy.decide(UNCERTAIN, math.nan) == local(Reason.DEADLINE_TOO_SHORT)
 
 
+def test_budget_used_up_answers_at_the_edge(policy: EscalationPolicy) -> None:
+    facts = replace(UNCERTAIN, budget_left=False)
+    assert policy.decide(facts, RTT) == local(Reason.BUDGET)
+    # Before the link check: a frame the budget cannot pay for is not stored either.
+    assert policy.decide(replace(facts, link_up=False), RTT) == local(Reason.BUDGET)
+    assert EscalationPolicy(routing="cloud_only").decide(facts, RTT) == local(Reason.BUDGET)
+
+
 # --- ordering between rows ----------------------------------------------------------
 
 
@@ -118,6 +126,9 @@ def test_nan_round_trip_stays_local(policy: EscalationPolicy) -> None:
         ({"confidence": 0.99, "privacy": PrivacyClass.LOCAL_ONLY}, Reason.CONFIDENT),
         ({"confidence": 0.99, "time_left_s": -1.0}, Reason.CONFIDENT),
         ({"privacy": PrivacyClass.LOCAL_ONLY, "time_left_s": -1.0}, Reason.PRIVACY_LOCAL_ONLY),
+        ({"privacy": PrivacyClass.LOCAL_ONLY, "budget_left": False}, Reason.PRIVACY_LOCAL_ONLY),
+        ({"confidence": 0.99, "budget_left": False}, Reason.CONFIDENT),
+        ({"budget_left": False, "time_left_s": -1.0}, Reason.BUDGET),
     ],
 )
 def test_first_matching_row_wins(
