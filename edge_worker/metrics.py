@@ -119,6 +119,24 @@ class EdgeMetrics:
             ["site"],
             registry=r,
         )
+        self.offload_pressure = Gauge(
+            "hybridfleet_edge_offload_pressure",
+            "0..1: how hard heat and queue depth make the edge lean on the cloud.",
+            ["site"],
+            registry=r,
+        )
+        self.temperature = Gauge(
+            "hybridfleet_edge_temperature_celsius",
+            "The device's temperature (sysfs thermal zones, or the simulated device).",
+            ["site"],
+            registry=r,
+        )
+        self.site_backlog = Gauge(
+            "hybridfleet_edge_site_backlog",
+            "Escalations stored at the site, not yet taken by the cloud.",
+            ["site"],
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "hybridfleet_edge_queue_depth", "Frames waiting for the model.", ["site"], registry=r
         )

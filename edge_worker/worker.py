@@ -47,8 +47,23 @@ from pipeline.calibration import frame_confidence
 from pipeline.config import Settings
 from pipeline.costs import CostModel
 from pipeline.digits import pixels_to_features
+from pipeline.heartbeat import (
+    Health,
+    Heartbeat,
+    HeartbeatPublisher,
+    LatencyWindow,
+    ModelCounters,
+    Tier,
+)
 from pipeline.model import OnnxModel
 from pipeline.natsio import connect, ensure_site_streams, publish_dead_letter
+from pipeline.thermal import (
+    OffloadPressure,
+    SimulatedThermal,
+    raised_threshold,
+    sheds,
+    thermal_sensor,
+)
 from schemas import subjects
 from schemas.codec import decode_frame, decode_result, encode
 from schemas.errors import HybridfleetError, SchemaError
@@ -142,6 +157,16 @@ class EdgeWorker:
         self._allowance = Allowance(cfg.daily_cloud_budget_usd)
         self._prices = CostModel()
         self._ledger: BudgetLedger | None = None
+        self.counters = ModelCounters(since=time.time())
+        self._started_at = time.time()
+        self._latencies = LatencyWindow()
+        self.thermal = thermal_sensor(prefer_sysfs=cfg.thermal == "auto")
+        self._temperature_c = self.thermal.read_c() or 0.0
+        self._pressure = OffloadPressure(cfg.hot_c, cfg.critical_c)
+        self.pressure = 0.0  # 0..1: how hard to lean on the cloud (heat, queue)
+        self._busy_s = 0.0  # model time, for the simulated device's utilisation
+        self._backlog = -1
+        self._heartbeats: HeartbeatPublisher | None = None
         self._pending_changed = asyncio.Event()
         # Two batches may be in hand at once: one in the model, one being published.
         self._decided: asyncio.Queue[tuple[list[_Request], np.ndarray] | None] = asyncio.Queue(1)
@@ -170,6 +195,16 @@ class EdgeWorker:
         await ensure_site_streams(self._js, self.site, self.settings.stream)
         self._finals = FinalResults(self._nc, self._js, self.site, cfg.escalation_publish_timeout_s)
         self._ledger = BudgetLedger(self._js, self.site)
+        # Heartbeats go where the fleet is watched: the hub's bucket when there is one.
+        fleet_js = self._nc.jetstream(domain=cfg.cloud_domain) if cfg.cloud_domain else self._js
+        self._heartbeats = HeartbeatPublisher(
+            self._nc,
+            fleet_js,
+            self.site,
+            cfg.worker_id,
+            self._snapshot,
+            cfg.heartbeat_interval_s,
+        )
         self._link = CloudLink(self._nc, cfg, self._on_answer)
         group = subjects.edge_queue_group(self.site)
         self._inputs = [
@@ -194,6 +229,7 @@ class EdgeWorker:
             assert self._link is not None
             tasks.create_task(self._link.run(self._answers_done), name="edge-answers")
             tasks.create_task(self._health_loop(), name="edge-health")
+            tasks.create_task(self._status_loop(), name="edge-status")
 
     async def wait(self) -> None:
         """Return when the worker has stopped; raise what stopped it, if anything did."""
@@ -261,14 +297,24 @@ class EdgeWorker:
         except SchemaError as exc:
             await self._dead_letter(msg.subject, msg.data, "schema", str(exc))
             return
+        self.counters.frames += 1
         request = _Request(frame, msg.reply or None)
+        if frame.privacy is PrivacyClass.LOCAL_ONLY and sheds(frame.priority, self.pressure):
+            # Hot or overloaded, and this frame may not be offloaded: lowest priority first.
+            self._count_shed()
+            await self._finalize(request, self._shed_result(frame))
+            return
         # The batcher works in monotonic time; it also caps this at the latency target.
         due = time.monotonic() + max(0.0, frame.deadline_at - time.time())
         admission = self._batcher.offer(request, priority=frame.priority, due=due)
         self.metrics.queue_depth.labels(self.site).set(len(self._batcher))
         if admission.shed is not None:
-            self.metrics.shed.labels(self.site).inc()
+            self._count_shed()
             await self._finalize(admission.shed, self._shed_result(admission.shed.frame))
+
+    def _count_shed(self) -> None:
+        self.metrics.shed.labels(self.site).inc()
+        self.counters.shed += 1
 
     def _check_addressing(self, frame: Frame, subject: str) -> None:
         # A frame may only speak for the site and camera of the subject it came on.
@@ -281,6 +327,7 @@ class EdgeWorker:
     async def _dead_letter(self, subject: str, data: bytes, kind: str, reason: str) -> None:
         log.warning("dead letter from %s: %s", subject, reason)
         self.metrics.dead_letters.labels(self.site, kind).inc()
+        self.counters.dead_letters += 1
         assert self._js is not None
         await publish_dead_letter(
             self._js, stage=_STAGE, site=self.site, subject=subject, reason=reason, data=data
@@ -301,6 +348,7 @@ class EdgeWorker:
             try:
                 probabilities = await loop.run_in_executor(self._executor, self._infer, batch)
             except HybridfleetError as exc:
+                self.counters.errors += 1
                 for request in batch:
                     await self._dead_letter(
                         subjects.frames(self.site, request.frame.camera),
@@ -312,6 +360,8 @@ class EdgeWorker:
             if self.settings.edge.inject_latency_ms:
                 await asyncio.sleep(self.settings.edge.inject_latency_ms / 1000)
             elapsed = time.monotonic() - started
+            self._busy_s += elapsed
+            self._update_pressure()
             self._batcher.record_batch(len(batch), elapsed)
             self.metrics.batch_size.labels(self.site).observe(len(batch))
             self.metrics.inference_seconds.labels(self.site).observe(elapsed)
@@ -351,10 +401,16 @@ class EdgeWorker:
         labels = tuple(int(i) for i in scores.argmax(axis=1))
         confidence = frame_confidence(scores, self.settings.edge.confidence_signal)
         assert self._link is not None
+        threshold = self.policy.threshold_for(frame.threshold)
+        if frame.privacy is not PrivacyClass.LOCAL_ONLY:
+            # Under heat or load, frames that may leave lean on the cloud more.
+            threshold = raised_threshold(
+                threshold, self.pressure, self.settings.edge.threshold_raise
+            )
         facts = FrameFacts(
             priority=frame.priority,
             confidence=confidence,
-            threshold=self.policy.threshold_for(frame.threshold),
+            threshold=threshold,
             privacy=frame.privacy,
             time_left_s=frame.deadline_at - time.time(),
             has_regions=bool(frame.regions),
@@ -501,12 +557,14 @@ class EdgeWorker:
         except Exception as exc:
             log.warning("could not store escalation of %s: %s", frame.frame_id, exc)
             self.metrics.escalation_failures.labels(self.site).inc()
+            self.counters.errors += 1
             if self._pending.resolve(frame.frame_id) is not None or not decision.awaits_cloud:
                 await self._finalize(
                     request, _fallback(edge_result, Reason.ESCALATION_FAILED), claim=True
                 )
             return
         self.metrics.escalations.labels(self.site, decision.send.value).inc()
+        self.counters.escalated += 1
         self.metrics.escalated_bytes.labels(self.site).inc(len(data))
         self.metrics.pending_escalations.labels(self.site).set(len(self._pending))
         if not decision.awaits_cloud:
@@ -560,9 +618,12 @@ class EdgeWorker:
         if not 0.0 <= edge_confidence <= 1.0:
             return
         self.drift.observe(edge_labels, edge_confidence, cloud_labels, kept, time.time())
-        self.metrics.compared.labels(self.site, "shadow" if kept else "escalated").inc()
+        kind = "shadow" if kept else "escalated"
+        self.metrics.compared.labels(self.site, kind).inc()
+        self.counters.compared += 1
         if edge_labels == cloud_labels:
-            self.metrics.agreed.labels(self.site, "shadow" if kept else "escalated").inc()
+            self.metrics.agreed.labels(self.site, kind).inc()
+            self.counters.agreed += 1
 
     async def _health_loop(self) -> None:
         """Publish the drift monitor's report on ``health.<site>`` every interval."""
@@ -583,6 +644,71 @@ class EdgeWorker:
                 await self._nc.publish(subject, report.to_json())
             except Exception as exc:  # a health report is advisory: never stop the worker
                 log.info("could not publish health report: %s", exc)
+
+    # ------------------------------------------------------------------ status
+
+    def _update_pressure(self) -> None:
+        cfg = self.settings.edge
+        self.pressure = self._pressure.update(
+            self._temperature_c, len(self._batcher), cfg.queue_capacity
+        )
+        self.metrics.offload_pressure.labels(self.site).set(self.pressure)
+
+    async def _status_loop(self) -> None:
+        """Every heartbeat interval: read heat and backlog, publish a heartbeat."""
+        assert self._heartbeats is not None and self._js is not None
+        interval = self.settings.edge.heartbeat_interval_s
+        last, busy = time.monotonic(), self._busy_s
+        stream = subjects.site_escalations_stream(self.site)
+        while not self._answers_done.is_set():
+            now = time.monotonic()
+            if isinstance(self.thermal, SimulatedThermal):
+                self.thermal.set_utilisation((self._busy_s - busy) / max(now - last, 1e-9))
+            last, busy = now, self._busy_s
+            reading = self.thermal.read_c()
+            if reading is not None:
+                self._temperature_c = reading
+            self.metrics.temperature.labels(self.site).set(self._temperature_c)
+            self._update_pressure()
+            try:
+                info = await self._js.stream_info(stream)
+                self._backlog = info.state.messages
+                self.metrics.site_backlog.labels(self.site).set(self._backlog)
+            except Exception as exc:  # advisory figure: keep the last one
+                log.debug("could not read the backlog of %s: %s", stream, exc)
+            await self._heartbeats.publish_once()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._answers_done.wait(), interval)
+
+    def _snapshot(self) -> Heartbeat:
+        c = self.counters
+        assert self._link is not None
+        return Heartbeat(
+            site=self.site,
+            worker=self.settings.edge.worker_id,
+            tier=Tier.EDGE,
+            model=self.model.name,
+            model_version=self.model.version,
+            at=time.time(),
+            started_at=self._started_at,
+            model_since=c.since,
+            frames=c.frames,
+            local=c.local,
+            escalated=c.escalated,
+            shed=c.shed,
+            dead_letters=c.dead_letters,
+            errors=c.errors,
+            compared=c.compared,
+            agreed=c.agreed,
+            latency_p95_ms=self._latencies.take_p95(),
+            queue_depth=len(self._batcher),
+            pending=len(self._pending),
+            link_up=self._link.up,
+            temperature_c=self._temperature_c,
+            temperature_source=self.thermal.source,
+            health=Health.DEGRADED if self.drift.alarmed else Health.HEALTHY,
+            backlog=self._backlog,
+        )
 
     async def _deadline_loop(self) -> None:
         while True:
@@ -616,6 +742,9 @@ class EdgeWorker:
         )
         if published:
             self.metrics.decisions.labels(self.site, result.reason.value).inc()
+            self._latencies.observe(result.latency_ms)
+            if result.source is Source.EDGE and result.reason is not Reason.SHED:
+                self.counters.local += 1
         return published
 
     def _shed_result(self, frame: Frame) -> InferenceResult:

@@ -111,6 +111,17 @@ class EdgeSettings:
     # (edge_worker/budget.py); 0: no cap. Escalations are priced with the default
     # pipeline.costs.CostModel.
     daily_cloud_budget_usd: float = _range(0.0, 0.0, 1e9)
+    # Heartbeats on fleet.heartbeat.<site>.<worker> and in KV HF_FLEET (pipeline/heartbeat.py).
+    heartbeat_interval_s: float = _range(2.0, 0.05, 3600.0)
+    # Heat and load (pipeline/thermal.py): "auto" reads /sys/class/thermal where a zone
+    # answers and simulates otherwise; "simulated" always simulates. From hot_c on, and
+    # as the queue passes half full, the confidence threshold of frames that may leave
+    # rises by up to threshold_raise (more goes to the cloud), and low-priority frames
+    # that may not leave are shed.
+    thermal: str = _choice("auto", "auto", "simulated")
+    hot_c: float = _range(70.0, 0.0, 150.0)
+    critical_c: float = _range(85.0, 1.0, 200.0)
+    threshold_raise: float = _range(0.05, 0.0, 1.0)
     # Fault injection for tests and benchmarks: extra time each batch takes.
     inject_latency_ms: float = _range(0.0, 0.0, 600_000.0)
 
@@ -144,6 +155,7 @@ class CloudSettings:
     # ids starting with this prefix make the model fail (a poison message).
     inject_latency_ms: float = _range(0.0, 0.0, 600_000.0)
     inject_failure_prefix: str = ""
+    heartbeat_interval_s: float = _range(2.0, 0.05, 3600.0)
 
     @property
     def site_list(self) -> list[str]:

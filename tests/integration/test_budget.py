@@ -57,10 +57,8 @@ async def test_budget_caps_spend_then_answers_at_the_edge(settings: Settings, nc
     assert answered + over_budget + reasons.count(Reason.CONFIDENT) == len(frames)
     assert all(r.degraded and r.labels for r in results if r.reason is Reason.BUDGET)
     assert 0 < spent <= limit
-    # Once the cap is hit, nothing more is escalated: the cloud answers come first.
-    first_budget = reasons.index(Reason.BUDGET)
-    later = [r for r in reasons[first_budget:] if r is Reason.CLOUD_ANSWER]
-    assert len(later) <= 5, "only escalations already in flight may still be answered"
+    # Each cloud answer was paid for: no more answers than the cap could buy.
+    assert answered <= limit / escalation_cost(CostModel(), 1, 0)
     budget_events = [e for e in events if e.get("type") == "budget"]
     assert len(budget_events) == 1 and budget_events[0]["status"] == "exhausted"
     # The site ledger in KV never granted more than the limit.
