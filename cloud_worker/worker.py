@@ -29,6 +29,14 @@ from nats.js import JetStreamContext
 from cloud_worker.metrics import CloudMetrics
 from pipeline.config import Settings
 from pipeline.digits import pixels_to_features
+from pipeline.heartbeat import (
+    Health,
+    Heartbeat,
+    HeartbeatPublisher,
+    ModelCounters,
+    TemperatureSource,
+    Tier,
+)
 from pipeline.model import OnnxModel
 from pipeline.natsio import connect, ensure_cloud_streams, publish_dead_letter
 from schemas import subjects
@@ -36,7 +44,11 @@ from schemas.codec import decode_escalation, encode
 from schemas.errors import HybridfleetError, ModelError, SchemaError
 from schemas.messages import Escalation, InferenceResult, Reason, Source
 
-__all__ = ["CloudWorker"]
+__all__ = ["CLOUD_SITE", "CloudWorker"]
+
+# Cloud workers serve every site: in heartbeats and desired-state keys their "site"
+# is this token.
+CLOUD_SITE = "_all"
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +88,9 @@ class CloudWorker:
         self._runner: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._closed = False
+        self.counters = ModelCounters(since=time.time())
+        self._started_at = time.time()
+        self._heartbeats: HeartbeatPublisher | None = None
 
     async def start(self) -> None:
         """Connect, declare the cloud's streams and consumers, and start fetching."""
@@ -85,6 +100,14 @@ class CloudWorker:
         self._nc = await connect(self.settings.nats, f"hybridfleet-{cfg.worker_id}")
         self._js = self._nc.jetstream()
         await ensure_cloud_streams(self._js, self.settings.stream, cfg)
+        self._heartbeats = HeartbeatPublisher(
+            self._nc,
+            self._js,
+            CLOUD_SITE,
+            cfg.worker_id,
+            self._snapshot,
+            cfg.heartbeat_interval_s,
+        )
         self._runner = asyncio.create_task(self._run(), name=f"cloud-{cfg.worker_id}")
         log.info(
             "cloud worker %s running %s %s", cfg.worker_id, self.model.name, self.model.version
@@ -102,6 +125,37 @@ class CloudWorker:
                 ),
                 name="cloud-advisories",
             )
+            assert self._heartbeats is not None
+            tasks.create_task(self._heartbeats.run(self._stopping), name="cloud-heartbeats")
+
+    def _snapshot(self) -> Heartbeat:
+        c = self.counters
+        return Heartbeat(
+            site=CLOUD_SITE,
+            worker=self.settings.cloud.worker_id,
+            tier=Tier.CLOUD,
+            model=self.model.name,
+            model_version=self.model.version,
+            at=time.time(),
+            started_at=self._started_at,
+            model_since=c.since,
+            frames=c.frames,
+            local=c.local,
+            escalated=0,
+            shed=0,
+            dead_letters=c.dead_letters,
+            errors=c.errors,
+            compared=0,
+            agreed=0,
+            latency_p95_ms=0.0,
+            queue_depth=0,
+            pending=0,
+            link_up=True,
+            temperature_c=0.0,
+            temperature_source=TemperatureSource.SIMULATED,
+            health=Health.HEALTHY,
+            backlog=-1,
+        )
 
     async def _consume(
         self, consumer: str, stream: str, handle: Callable[[list[Msg]], Awaitable[None]]
@@ -183,6 +237,7 @@ class CloudWorker:
         jobs: list[_Job] = []
         for msg in messages:
             self.metrics.escalations.inc()
+            self.counters.frames += 1
             if msg.metadata.num_delivered > 1:
                 self.metrics.redelivered.inc()
             site = _site_of(msg.subject)
@@ -221,6 +276,7 @@ class CloudWorker:
                 return out
             log.error("cloud model failed on %s: %s", jobs[0].escalation.frame_id, exc)
             self.metrics.model_failures.inc()
+            self.counters.errors += 1
             await jobs[0].msg.nak(delay=1.0)
             return []
         self.metrics.batch_size.observe(len(jobs))
@@ -253,6 +309,7 @@ class CloudWorker:
                 return
             await job.msg.ack()
             self.metrics.answered.labels(job.escalation.site).inc()
+            self.counters.local += 1
 
         await asyncio.gather(*(one(job, scores) for job, scores in answered))
 
@@ -290,6 +347,7 @@ class CloudWorker:
             subject = original.subject or "unknown"
             site = _site_of(subject)
             self.metrics.dead_letters.labels(site, "max_deliveries").inc()
+            self.counters.dead_letters += 1
             await publish_dead_letter(
                 self._js,
                 stage=_STAGE,
@@ -334,6 +392,7 @@ class CloudWorker:
         """Dead-letter a message and terminate it, so it is never redelivered."""
         log.warning("dead letter from %s: %s", msg.subject, reason)
         self.metrics.dead_letters.labels(site, kind).inc()
+        self.counters.dead_letters += 1
         assert self._js is not None
         await publish_dead_letter(
             self._js, stage=_STAGE, site=site, subject=msg.subject, reason=reason, data=msg.data

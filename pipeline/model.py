@@ -357,12 +357,27 @@ class OnnxModel:
         path = manifest_path.parent / spec.file
         where = _display(path)
         data = _read_model_bytes(path, where)
-        digest = _sha256_file(data)
-        if digest != spec.sha256:
-            raise ModelError(
-                f"{where}: SHA-256 is {digest[:_HASH_CHARS]}..., manifest says "
-                f"{spec.sha256[:_HASH_CHARS]}...; {_REBUILD_HINT}"
-            )
+        _check_digest(data, spec, where, f"; {_REBUILD_HINT}")
+        return cls._from_checked_bytes(spec, data, path, intra_op_threads)
+
+    @classmethod
+    def from_bytes(
+        cls, spec: ModelSpec, data: bytes, path: Path, *, intra_op_threads: int = 1
+    ) -> OnnxModel:
+        """Load ONNX ``data`` described by ``spec`` (e.g. a model bundle's file).
+
+        ``path`` is where the bytes came from, for messages and :attr:`path`. The bytes
+        must have ``spec.sha256`` and the spec's input name, dtype and shape and output;
+        otherwise :class:`ModelError` says what differs.
+        """
+        _check_digest(data, spec, _display(path), "")
+        return cls._from_checked_bytes(spec, data, path, intra_op_threads)
+
+    @classmethod
+    def _from_checked_bytes(
+        cls, spec: ModelSpec, data: bytes, path: Path, intra_op_threads: int
+    ) -> OnnxModel:
+        where = _display(path)
         options = _session_options(intra_op_threads)
         try:
             # From the bytes just hashed, so the file cannot change between check and load.
@@ -439,6 +454,15 @@ class OnnxModel:
 
     def __repr__(self) -> str:
         return f"OnnxModel({self.name!r}, version={self.version!r}, path={str(self._path)!r})"
+
+
+def _check_digest(data: bytes, spec: ModelSpec, where: str, hint: str) -> None:
+    digest = _sha256_file(data)
+    if digest != spec.sha256:
+        raise ModelError(
+            f"{where}: SHA-256 is {digest[:_HASH_CHARS]}..., manifest says "
+            f"{spec.sha256[:_HASH_CHARS]}...{hint}"
+        )
 
 
 def _read_model_bytes(path: Path, where: str) -> bytes:

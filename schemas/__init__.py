@@ -1,6 +1,7 @@
 """hybridfleet's wire contract: message types, their codecs and subject names.
 
-Nothing in this package does I/O. See docs/wire-format.md for the contract in prose.
+Nothing in this package does I/O. See docs/wire-format.md for the contract in prose;
+schemas/vectors/ holds golden messages in both wire forms.
 """
 
 from schemas.codec import (
@@ -14,6 +15,7 @@ from schemas.codec import (
     encode,
 )
 from schemas.errors import ConfigError, HybridfleetError, ModelError, SchemaError
+from schemas.jsonform import decode_frame_message, encode_result_for, from_json, to_json
 from schemas.messages import (
     DeadLetter,
     Escalation,
@@ -44,6 +46,10 @@ __all__ = [
     "decode_dead_letter",
     "decode_escalation",
     "decode_frame",
+    "decode_frame_message",
     "decode_result",
     "encode",
+    "encode_result_for",
+    "from_json",
+    "to_json",
 ]

@@ -4,6 +4,11 @@ Decoding is strict: any deviation from docs/wire-format.md raises one
 ``SchemaError`` that names the field and what is wrong with it. Arrays are read
 with ``numpy.frombuffer`` and so share memory with the ``bytes`` msgpack unpacks
 (read-only; msgpack copies each binary payload once out of the received buffer).
+
+The checks work on the decoded map, not on msgpack: ``to_map`` and ``from_map`` are
+the one definition of every message that both wire forms share (``schemas.jsonform``
+is the other form). Only how binary values are carried differs, and that is the
+``binary`` reader ``from_map`` is given.
 """
 
 from __future__ import annotations
@@ -30,13 +35,18 @@ from schemas.messages import (
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "KINDS",
     "SCHEMA_VERSION",
+    "BinaryReader",
+    "Message",
     "check_token",
     "decode_dead_letter",
     "decode_escalation",
     "decode_frame",
     "decode_result",
     "encode",
+    "from_map",
+    "to_map",
 ]
 
 SCHEMA_VERSION = 1
@@ -51,6 +61,18 @@ _SUBJECT = re.compile(r"[A-Za-z0-9_.$-]{1,256}")
 _DTYPES: dict[str, np.dtype[Any]] = {"uint8": np.dtype(np.uint8), "float32": np.dtype("<f4")}
 
 T = TypeVar("T")
+Message = Frame | InferenceResult | Escalation | DeadLetter
+M = TypeVar("M", bound=Message)
+# The wire name (the ``type`` key) of each message type.
+KINDS: Mapping[type[Any], str] = {
+    Frame: "frame",
+    InferenceResult: "result",
+    Escalation: "escalation",
+    DeadLetter: "dead_letter",
+}
+# Turns the value found at a binary position (and that position's path, for errors)
+# into bytes, or raises SchemaError. Each wire form has its own.
+BinaryReader = Callable[[Any, str], bytes]
 
 
 def check_token(value: str, what: str) -> str:
@@ -82,7 +104,11 @@ def _regions(regions: tuple[Region, ...]) -> list[list[int]]:
     return [[r.x, r.y, r.w, r.h] for r in regions]
 
 
-def _encode_map(msg: Any) -> dict[str, Any]:
+def to_map(msg: Message) -> dict[str, Any]:
+    """The map a message is on the wire, in key order; binary values are ``bytes``.
+
+    Both wire forms carry this map: msgpack as it is, JSON with base64 text for bytes.
+    """
     if isinstance(msg, Frame):
         return {
             "v": SCHEMA_VERSION,
@@ -151,9 +177,9 @@ def _encode_map(msg: Any) -> dict[str, Any]:
     raise TypeError(f"cannot encode {type(msg).__name__}")
 
 
-def encode(msg: Frame | InferenceResult | Escalation | DeadLetter) -> bytes:
+def encode(msg: Message) -> bytes:
     """Serialise a message to its msgpack wire form."""
-    out = msgpack.packb(_encode_map(msg), use_bin_type=True)
+    out = msgpack.packb(to_map(msg), use_bin_type=True)
     assert isinstance(out, bytes)
     return out
 
@@ -161,12 +187,19 @@ def encode(msg: Frame | InferenceResult | Escalation | DeadLetter) -> bytes:
 # ---------------------------------------------------------------- decoding
 
 
-class _Fields:
-    """Typed, path-aware access to one decoded msgpack map."""
+def _msgpack_binary(value: Any, path: str) -> bytes:
+    if not isinstance(value, bytes):
+        raise SchemaError(f"{path}: expected binary data, got {type(value).__name__}")
+    return value
 
-    def __init__(self, raw: Mapping[Any, Any], path: str) -> None:
+
+class _Fields:
+    """Typed, path-aware access to one decoded map."""
+
+    def __init__(self, raw: Mapping[Any, Any], path: str, binary: BinaryReader) -> None:
         self.raw = raw
         self.path = path
+        self._binary = binary
 
     def _get(self, key: str) -> Any:
         if key not in self.raw:
@@ -215,10 +248,7 @@ class _Fields:
         return value
 
     def binary(self, key: str) -> bytes:
-        value = self._get(key)
-        if not isinstance(value, bytes):
-            raise self._fail(key, f"expected binary data, got {type(value).__name__}")
-        return value
+        return self._binary(self._get(key), f"{self.path}.{key}")
 
     def enum(self, key: str, kind: type[Any]) -> Any:
         value = self._get(key)
@@ -245,7 +275,32 @@ class _Fields:
         return tuple(items)
 
     def array(self, key: str, dtype: str, ndim: int) -> np.ndarray:
-        return _read_array(self._get(key), f"{self.path}.{key}", dtype, ndim)
+        return self.array_at(self._get(key), f"{self.path}.{key}", dtype, ndim)
+
+    def array_at(self, raw: Any, path: str, dtype: str, ndim: int) -> np.ndarray:
+        """An array map found anywhere in this message (``path`` names it in errors)."""
+        if not isinstance(raw, dict):
+            raise SchemaError(f"{path}: expected an array map {{dtype, shape, data}}")
+        f = _Fields(raw, path, self._binary)
+        got = f.text("dtype", max_len=16)
+        if got != dtype:
+            raise SchemaError(f"{path}.dtype: {got!r}, expected {dtype!r}")
+        shape = f.items("shape", 8)
+        if len(shape) != ndim or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 1 << 16 for v in shape
+        ):
+            raise SchemaError(f"{path}.shape: {shape} is not {ndim} sizes in 0..65536")
+        data = f.binary("data")
+        np_dtype = _DTYPES[dtype]
+        expected = math.prod(shape) * np_dtype.itemsize
+        if len(data) != expected:
+            raise SchemaError(
+                f"{path}: shape {shape} of {dtype} needs {expected} bytes, got {len(data)}"
+            )
+        array: np.ndarray = np.frombuffer(data, dtype=np_dtype).reshape(shape)
+        if np_dtype.kind == "f" and not np.isfinite(array).all():
+            raise SchemaError(f"{path}: contains NaN or infinity")
+        return array
 
     def regions(self, key: str) -> tuple[Region, ...]:
         out = []
@@ -263,43 +318,20 @@ class _Fields:
         return tuple(out)
 
 
-def _read_array(raw: Any, path: str, dtype: str, ndim: int) -> np.ndarray:
-    if not isinstance(raw, dict):
-        raise SchemaError(f"{path}: expected an array map {{dtype, shape, data}}")
-    f = _Fields(raw, path)
-    got = f.text("dtype", max_len=16)
-    if got != dtype:
-        raise SchemaError(f"{path}.dtype: {got!r}, expected {dtype!r}")
-    shape = f.items("shape", 8)
-    if len(shape) != ndim or not all(
-        isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 1 << 16 for v in shape
-    ):
-        raise SchemaError(f"{path}.shape: {shape} is not {ndim} sizes in 0..65536")
-    data = f.binary("data")
-    np_dtype = _DTYPES[dtype]
-    expected = math.prod(shape) * np_dtype.itemsize
-    if len(data) != expected:
-        raise SchemaError(
-            f"{path}: shape {shape} of {dtype} needs {expected} bytes, got {len(data)}"
-        )
-    array: np.ndarray = np.frombuffer(data, dtype=np_dtype).reshape(shape)
-    if np_dtype.kind == "f" and not np.isfinite(array).all():
-        raise SchemaError(f"{path}: contains NaN or infinity")
-    return array
-
-
-def _unpack(data: bytes, kind: str, max_bytes: int) -> _Fields:
+def _unpack(data: bytes, kind: str, max_bytes: int) -> Any:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise SchemaError(f"{kind}: expected bytes, got {type(data).__name__}")
     if len(data) > max_bytes:
         raise SchemaError(f"{kind}: {len(data)} bytes is over the limit of {max_bytes}")
     try:
-        raw = msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=max_bytes)
+        return msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=max_bytes)
     except Exception as exc:  # msgpack raises many types; all mean the same here
         raise SchemaError(f"{kind}: not valid msgpack ({type(exc).__name__}: {exc})") from None
+
+
+def _envelope(raw: Any, kind: str, binary: BinaryReader) -> _Fields:
     if not isinstance(raw, dict):
         raise SchemaError(f"{kind}: expected a map, got {type(raw).__name__}")
-    f = _Fields(raw, kind)
     version = raw.get("v")
     if type(version) is not int or version != SCHEMA_VERSION:  # True == 1 and 1.0 == 1
         raise SchemaError(
@@ -309,12 +341,23 @@ def _unpack(data: bytes, kind: str, max_bytes: int) -> _Fields:
     got = raw.get("type")
     if got != kind:
         raise SchemaError(f"{kind}.type: {got!r}, expected {kind!r}")
-    return f
+    return _Fields(raw, kind, binary)
 
 
-def decode_frame(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Frame:
-    """Parse and validate a frame; raise ``SchemaError`` saying what is wrong."""
-    f = _unpack(data, "frame", max_bytes)
+def from_map(kind: type[M], raw: Any, *, binary: BinaryReader = _msgpack_binary) -> M:
+    """Check a decoded map against the contract and build the message ``kind`` from it.
+
+    Every rule of docs/wire-format.md is checked here, whichever form the map came in;
+    ``binary`` reads the values at binary positions (by default: msgpack ``bin``,
+    i.e. ``bytes``). Raises ``SchemaError`` naming the field and what is wrong.
+    """
+    f = _envelope(raw, KINDS[kind], binary)
+    message = _READERS[kind](f)
+    assert isinstance(message, kind)
+    return message
+
+
+def _frame(f: _Fields) -> Frame:
     image = f.array("image", "uint8", 2)
     regions = f.regions("regions")
     height, width = image.shape
@@ -339,9 +382,7 @@ def decode_frame(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Frame:
     )
 
 
-def decode_result(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> InferenceResult:
-    """Parse and validate an inference result; raise ``SchemaError`` saying what is wrong."""
-    f = _unpack(data, "result", max_bytes)
+def _result(f: _Fields) -> InferenceResult:
     labels = f.labels("labels")
     scores = f.array("scores", "float32", 2)
     if scores.shape[0] != len(labels):
@@ -367,13 +408,11 @@ def decode_result(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Inferen
     )
 
 
-def decode_escalation(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Escalation:
-    """Parse and validate an escalation; raise ``SchemaError`` saying what is wrong."""
-    f = _unpack(data, "escalation", max_bytes)
+def _escalation(f: _Fields) -> Escalation:
     privacy = f.enum("privacy", PrivacyClass)
     regions = f.regions("regions")
     crops = tuple(
-        _read_array(c, f"escalation.crops[{i}]", "uint8", 2)
+        f.array_at(c, f"escalation.crops[{i}]", "uint8", 2)
         for i, c in enumerate(f.items("crops", MAX_REGIONS))
     )
     image = f.optional("image", lambda k: f.array(k, "uint8", 2))
@@ -416,9 +455,7 @@ def decode_escalation(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Esc
     )
 
 
-def decode_dead_letter(data: bytes, *, max_bytes: int = 2 * DEFAULT_MAX_BYTES) -> DeadLetter:
-    """Parse and validate a dead-letter record."""
-    f = _unpack(data, "dead_letter", max_bytes)
+def _dead_letter(f: _Fields) -> DeadLetter:
     return DeadLetter(
         stage=f.text("stage", max_len=64),
         site=f.text("site", max_len=64),
@@ -427,3 +464,31 @@ def decode_dead_letter(data: bytes, *, max_bytes: int = 2 * DEFAULT_MAX_BYTES) -
         data=f.binary("data"),
         at=f.number("at", 0.0),
     )
+
+
+_READERS: dict[type[Any], Callable[[_Fields], Message]] = {
+    Frame: _frame,
+    InferenceResult: _result,
+    Escalation: _escalation,
+    DeadLetter: _dead_letter,
+}
+
+
+def decode_frame(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Frame:
+    """Parse and validate a frame; raise ``SchemaError`` saying what is wrong."""
+    return from_map(Frame, _unpack(data, "frame", max_bytes))
+
+
+def decode_result(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> InferenceResult:
+    """Parse and validate an inference result; raise ``SchemaError`` saying what is wrong."""
+    return from_map(InferenceResult, _unpack(data, "result", max_bytes))
+
+
+def decode_escalation(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Escalation:
+    """Parse and validate an escalation; raise ``SchemaError`` saying what is wrong."""
+    return from_map(Escalation, _unpack(data, "escalation", max_bytes))
+
+
+def decode_dead_letter(data: bytes, *, max_bytes: int = 2 * DEFAULT_MAX_BYTES) -> DeadLetter:
+    """Parse and validate a dead-letter record."""
+    return from_map(DeadLetter, _unpack(data, "dead_letter", max_bytes))

@@ -5,7 +5,7 @@ Code that retries reads ``retriable``; it never parses a message.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "HybridfleetError", "ModelError", "SchemaError"]
+__all__ = ["BundleError", "ConfigError", "HybridfleetError", "ModelError", "SchemaError"]
 
 
 class HybridfleetError(Exception):
@@ -25,6 +25,13 @@ class SchemaError(HybridfleetError, ValueError):
 
 class ModelError(HybridfleetError):
     """A model file is missing, corrupt, does not match its manifest, or failed to run."""
+
+
+class BundleError(ModelError):
+    """A model bundle is refused: bad signature, a file whose SHA-256 differs from
+    ``bundle.json``, a missing file, a model that does not match its manifest, or a
+    registry conflict. The message names the file or key and says what to fix.
+    """
 
 
 class ConfigError(HybridfleetError, ValueError):

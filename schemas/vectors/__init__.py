@@ -1,0 +1,1 @@
+"""Golden messages of the wire contract in both forms; ``make.py`` writes them."""

@@ -1,0 +1,127 @@
+"""``hybridfleet fleet up`` as processes: a 3-node hub, two sites, their workers and cameras."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from pipeline.fleet import FLEET_FILE, PROMETHEUS_TARGETS_FILE, FleetLauncher, FleetOptions
+from schemas import subjects
+from schemas.codec import decode_result
+
+pytestmark = pytest.mark.integration
+
+SITES = ("site1", "site2")
+
+
+def _options(workdir: Path) -> FleetOptions:
+    return FleetOptions(
+        sites=2,
+        edge_workers=1,
+        cloud_workers=1,
+        hub_nodes=3,
+        cameras=2,
+        rate_hz=10.0,
+        camera_seconds=30.0,
+        workdir=workdir,
+    )
+
+
+async def _listen(url: str, site: str, reasons: Counter[str]) -> Client:
+    nc = await nats.connect(url, name=f"test-{site}")
+
+    async def on_result(msg: Msg) -> None:
+        reasons[decode_result(msg.data).reason.value] += 1
+
+    await nc.subscribe(subjects.results(site), cb=on_result)
+    await nc.flush()
+    return nc
+
+
+async def _until(check: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.2)
+    return True
+
+
+def _pid_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def _port_closed(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+async def test_two_sites_answer_at_the_edge_and_through_the_cloud(tmp_path: Path) -> None:
+    out = io.StringIO()
+    launcher = FleetLauncher(_options(tmp_path), out=out)
+    reasons = {site: Counter[str]() for site in SITES}
+    clients = []
+    try:
+        await launcher.start()
+        for site in SITES:
+            clients.append(await _listen(launcher.site_servers[site].url, site, reasons[site]))
+        # Each site's edge worker publishes final results, and each site's uncertain
+        # frames go across its leaf link to the one cloud worker and come back answered.
+        answered = await _until(
+            lambda: all(reasons[s]["cloud_answer"] > 0 and reasons[s].total() > 5 for s in SITES),
+            40,
+        )
+        assert answered, f"results by reason per site: {reasons}\n{out.getvalue()}"
+        members = launcher.members
+        assert launcher.check() is None
+        recorded = json.loads((tmp_path / FLEET_FILE).read_text())
+        assert recorded["state"] == "running"
+        assert {m["name"]: m["pid"] for m in recorded["members"]} == {
+            m.name: m.pid for m in members
+        }
+        targets = json.loads((tmp_path / PROMETHEUS_TARGETS_FILE).read_text())
+        assert sorted(t["labels"]["worker"] for t in targets) == ["cloud-1", "edge-1", "edge-1"]
+    finally:
+        for nc in clients:
+            await nc.close()
+        await launcher.stop()
+
+    roles = Counter(m.role for m in members)
+    assert roles == {"hub": 3, "site": 2, "edge": 2, "cloud": 1, "camera": 2}
+    assert all(_pid_gone(m.pid) for m in members), [m.name for m in members]
+    ports = [int(m.url.rsplit(":", 1)[1]) for m in members if m.role in ("hub", "site")]
+    ports += [m.metrics_port for m in members if m.metrics_port]
+    assert all(_port_closed(p) for p in ports), ports
+    assert json.loads((tmp_path / FLEET_FILE).read_text())["state"] == "stopped"
+    # Workers drained on SIGTERM and exited cleanly.
+    assert "edge-site1-1 stopped (exit 0)" in out.getvalue()
+    assert "cloud-1 stopped (exit 0)" in out.getvalue()
+
+
+async def test_a_worker_that_dies_fails_the_fleet(tmp_path: Path) -> None:
+    out = io.StringIO()
+    options = FleetOptions(sites=1, hub_nodes=1, cameras=1, rate_hz=2.0, workdir=tmp_path)
+    async with FleetLauncher(options, out=out) as launcher:
+        cloud = next(m for m in launcher.members if m.role == "cloud")
+        os.kill(cloud.pid, signal.SIGKILL)
+        code = await launcher.run(seconds=30)
+    assert code == 1
+    assert f"cloud-1 (pid {cloud.pid}) exited with -9" in out.getvalue()
+    assert all(_pid_gone(m.pid) for m in launcher.members)

@@ -1,0 +1,83 @@
+"""schemas/vectors: the golden messages agree with both decoders and both encoders.
+
+Each vector is a message in its two wire forms. msgpack -> message -> JSON must give
+the committed ``.json`` and JSON -> message -> msgpack the committed ``.msgpack`` byte
+for byte, and the generator must still write exactly the committed files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from schemas.codec import (
+    KINDS,
+    decode_dead_letter,
+    decode_escalation,
+    decode_frame,
+    decode_result,
+    encode,
+)
+from schemas.jsonform import from_json, to_json
+from schemas.messages import Escalation, Frame, InferenceResult, PrivacyClass
+from schemas.vectors import make
+
+DIRECTORY = Path(make.__file__).parent
+NAMES = sorted(p.stem for p in DIRECTORY.glob("*.msgpack"))
+MSGPACK_DECODERS: dict[str, Callable[[bytes], Any]] = {
+    "frame": decode_frame,
+    "result": decode_result,
+    "escalation": decode_escalation,
+    "dead_letter": decode_dead_letter,
+}
+TYPES = {name: cls for cls, name in KINDS.items()}
+
+
+def _kind(name: str) -> str:
+    kind = orjson.loads((DIRECTORY / f"{name}.json").read_bytes())["type"]
+    assert isinstance(kind, str)
+    return kind
+
+
+def test_generator_writes_exactly_the_committed_files() -> None:
+    committed = {
+        p.name: p.read_bytes() for p in DIRECTORY.iterdir() if p.suffix in (".msgpack", ".json")
+    }
+    assert make.files() == committed
+
+
+def test_every_kind_and_case_is_covered() -> None:
+    assert len(NAMES) >= 8
+    assert {_kind(name) for name in NAMES} == set(MSGPACK_DECODERS)
+    messages = make.messages()
+    frames = [m for m in messages.values() if isinstance(m, Frame)]
+    assert any(f.regions for f in frames) and any(not f.regions for f in frames)
+    privacies = {m.privacy for m in messages.values() if isinstance(m, Escalation)}
+    assert privacies == {PrivacyClass.CROP, PrivacyClass.FULL}
+    results = [m for m in messages.values() if isinstance(m, InferenceResult)]
+    assert any(r.edge_labels for r in results) and any(r.edge_labels is None for r in results)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_msgpack_to_message_to_json_gives_the_json_file(name: str) -> None:
+    message = MSGPACK_DECODERS[_kind(name)]((DIRECTORY / f"{name}.msgpack").read_bytes())
+    committed = orjson.loads((DIRECTORY / f"{name}.json").read_bytes())
+    # Compared as compact JSON text, so 1.0 and 1 (float and int) stay different.
+    assert to_json(message) == orjson.dumps(committed)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_json_to_message_to_msgpack_gives_the_msgpack_file(name: str) -> None:
+    message = from_json(TYPES[_kind(name)], (DIRECTORY / f"{name}.json").read_bytes())
+    assert encode(message) == (DIRECTORY / f"{name}.msgpack").read_bytes()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_vector_is_what_the_generator_built(name: str) -> None:
+    built = make.messages()[name]
+    assert encode(built) == (DIRECTORY / f"{name}.msgpack").read_bytes()
+    assert KINDS[type(built)] == _kind(name)
