@@ -1,4 +1,9 @@
-"""The ``hybridfleet`` command: ``stack``, ``edge``, ``cloud``, ``camera``, ``tune``, ``models``."""
+"""The ``hybridfleet`` command.
+
+``stack`` (the one-site embedded stack), ``edge``, ``cloud``, ``camera``, ``tune``,
+``models`` (build, keygen, bundle, publish, list, desire), ``fleet`` (up, status),
+``rollout`` and ``plan``.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,11 @@ import orjson
 import uvloop
 
 from pipeline.camera import CameraOptions
+from pipeline.cli_fleet import add_fleet_up_command
+from pipeline.cli_models import add_model_commands
+from pipeline.cli_plan import add_plan_command
 from pipeline.config import Settings, load_settings
+from pipeline.fleetstatus import add_fleet_status_command
 from schemas.errors import HybridfleetError
 
 __all__ = ["main"]
@@ -47,12 +56,14 @@ def _camera_options(args: argparse.Namespace) -> CameraOptions:
     )
 
 
-async def _serve_until_signal(worker: Any, metrics_port: int | None) -> int:
+async def _serve_until_signal(worker: Any, args: argparse.Namespace) -> int:
     """Run a worker until SIGINT/SIGTERM, then drain it."""
-    if metrics_port is not None:
+    if args.metrics_port is not None:
         from prometheus_client import start_http_server
 
-        start_http_server(metrics_port, addr="127.0.0.1", registry=worker.metrics.registry)
+        start_http_server(
+            args.metrics_port, addr=args.metrics_addr, registry=worker.metrics.registry
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -74,13 +85,13 @@ async def _serve_until_signal(worker: Any, metrics_port: int | None) -> int:
 async def _edge(args: argparse.Namespace) -> int:
     from edge_worker.worker import EdgeWorker
 
-    return await _serve_until_signal(EdgeWorker(_settings(args)), args.metrics_port)
+    return await _serve_until_signal(EdgeWorker(_settings(args)), args)
 
 
 async def _cloud(args: argparse.Namespace) -> int:
     from cloud_worker.worker import CloudWorker
 
-    return await _serve_until_signal(CloudWorker(_settings(args)), args.metrics_port)
+    return await _serve_until_signal(CloudWorker(_settings(args)), args)
 
 
 async def _camera(args: argparse.Namespace) -> int:
@@ -190,6 +201,11 @@ def _parser() -> argparse.ArgumentParser:
         with_config(p)
         p.add_argument("--url", help="NATS URL (overrides the config)")
         p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics here")
+        p.add_argument(
+            "--metrics-addr",
+            default="127.0.0.1",
+            help="address the metrics endpoint listens on (0.0.0.0 in a container)",
+        )
         p.set_defaults(run=lambda a, fn=fn: _run(fn(a)))
 
     p = sub.add_parser("camera", help="publish simulated camera frames")
@@ -224,6 +240,14 @@ def _parser() -> argparse.ArgumentParser:
     p = models.add_parser("build", help="train the digits models and write ONNX + manifest")
     p.add_argument("--out", help="output folder (default: the models package)")
     p.set_defaults(run=_models_build)
+    add_model_commands(models)
+
+    fleet = sub.add_parser("fleet", help="run and inspect a multi-site fleet").add_subparsers(
+        dest="fleet_command", required=True
+    )
+    add_fleet_up_command(fleet)
+    add_fleet_status_command(fleet)
+    add_plan_command(sub)
     return parser
 
 

@@ -295,7 +295,7 @@ class FleetLauncher:
             )
         servers = list(self.site_servers.values()) + (self.hub.servers if self.hub else [])
         for server in servers:
-            if not _server_running(server):
+            if not server.running:
                 return f"nats-server {server.name} exited; see {server.workdir}"
         return None
 
@@ -525,13 +525,6 @@ def _server_member(server: NatsServer, role: str, site: str = "") -> FleetMember
         site=site,
         monitor_url=f"http://127.0.0.1:{server.monitor_port}" if server.monitor_port else "",
     )
-
-
-def _server_running(server: NatsServer) -> bool:
-    # NatsServer has no public poll(); its process handle is the only reliable source
-    # (a pid can be reused, and a zombie still answers kill(pid, 0)).
-    proc = server._proc
-    return proc is not None and proc.poll() is None
 
 
 def _pid_alive(pid: int) -> bool:

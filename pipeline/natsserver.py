@@ -147,6 +147,11 @@ class NatsServer:
         self.stop()
         raise HybridfleetError(f"nats-server did not become ready within {timeout} s")
 
+    @property
+    def running(self) -> bool:
+        """True while the server process this object started is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop gracefully (SIGTERM), then SIGKILL if it does not exit in time."""
         proc, self._proc = self._proc, None

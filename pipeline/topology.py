@@ -133,7 +133,7 @@ def site_server(
         [
             f'ping_interval: "{SITE_PING_INTERVAL}"',
             "leafnodes {",
-            "  reconnect: 1",  # seconds between attempts after the link drops
+            "  reconnect: \"1s\"",  # between attempts after the link drops
             f"  remotes: [ {{ urls: [{remotes}]",
             tls.block() if tls else "",
             "  } ]",
