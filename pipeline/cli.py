@@ -23,6 +23,7 @@ from pipeline.camera import CameraOptions
 from pipeline.cli_fleet import add_fleet_up_command
 from pipeline.cli_models import add_model_commands
 from pipeline.cli_plan import add_plan_command
+from pipeline.cli_rollout import add_rollout_commands
 from pipeline.config import Settings, load_settings
 from pipeline.fleetstatus import add_fleet_status_command
 from schemas.errors import HybridfleetError
@@ -247,6 +248,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_fleet_up_command(fleet)
     add_fleet_status_command(fleet)
+    add_rollout_commands(sub)
     add_plan_command(sub)
     return parser
 

@@ -1,0 +1,344 @@
+"""Frame skipping on the device: how many frames it saves, and what it costs in accuracy.
+
+Run ``python -m bench.skipping`` (``--quick`` for a smoke run; ``--json PATH`` and
+``--plot PATH`` change where the figures go, by default ``bench/results/skipping.json``
+and ``docs/plots/skipping.png``). Offline, no NATS, well under a minute.
+
+The camera simulator draws a new random digit into every frame, so no two frames are
+alike and nothing could ever be skipped. :func:`static_scene_frames` makes the scene
+this benchmark needs instead: boxes that stay put, each showing the same held-out digit
+for a run of frames (run lengths geometric, mean ``mean_run``), with fresh Gaussian
+sensor noise on every frame.
+
+For each scenario (1 and 2 regions a frame), each dead zone (``pixel_delta`` 0 and 8)
+and each skip threshold, a :class:`~pipeline.device.DeviceTier` with the shipped device
+model (confidence threshold 0.9, the default ``max_reuse``) processes every camera's
+frames (10 cameras x 800 by default) in capture order, one frame per camera per call.
+Reported:
+
+* **skipped**: share of frames that reused an earlier answer (no inference);
+* **forwarded**: share of frames sent on to the edge;
+* **device acc.**: accuracy (per region, against the truth) of the device answering
+  every frame alone, a skipped frame taking the device's answer of the frame it reused;
+* **device+edge acc.**: forwarded frames answered by the edge model, a skipped frame
+  taking the final answer of the frame it reused;
+* **missed**: skipped frames whose truth differs from that of the frame they reused
+  (a change the detector did not see).
+
+Threshold 0 disables skipping: its row is the "without skipping" baseline. Each digit
+shown stays for about ``mean_run`` frames, so the accuracies rest on about
+frames / ``mean_run`` distinct digits per region and move in steps of that size. Frames
+are 160x120 (only the regions matter). A benchmark: it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from bench.accuracy import machine
+from pipeline.device import DeviceAction, DeviceConfig, DeviceDecision, DeviceTier, SkipConfig
+from pipeline.digits import DIGIT_SIDE, DigitsSplit, digit_to_pixels, load_split, pixels_to_features
+from pipeline.model import OnnxModel
+from schemas.errors import ConfigError
+from schemas.messages import Frame, PrivacyClass, Region
+
+__all__ = ["Row", "main", "run_once", "static_scene_frames"]
+
+ROOT: Final = Path(__file__).resolve().parent.parent
+DEFAULT_JSON: Final = ROOT / "bench" / "results" / "skipping.json"
+DEFAULT_PLOT: Final = ROOT / "docs" / "plots" / "skipping.png"
+THRESHOLDS: Final = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2)
+PIXEL_DELTAS: Final = (0, 8)
+REGIONS: Final = (1, 2)
+MAX_REUSE: Final = SkipConfig().max_reuse
+DEVICE_THRESHOLD: Final = 0.9
+# Only the regions are compared and classified, so a small frame gives the same figures
+# as a 640x480 one and keeps 4,000 frames in memory at once.
+WIDTH: Final = 160
+HEIGHT: Final = 120
+
+
+Labelled = tuple[Frame, tuple[int, ...]]
+
+
+def static_scene_frames(
+    camera: str = "cam1",
+    frames: int = 500,
+    *,
+    site: str = "bench",
+    regions: int = 1,
+    mean_run: float = 20.0,
+    noise_sigma: float = 2.0,
+    width: int = 640,
+    height: int = 480,
+    digit_scale: int = 4,
+    rate_hz: float = 25.0,
+    start_at: float = 0.0,
+    priority: int = 2,
+    seed: int = 0,
+    digits: DigitsSplit | None = None,
+) -> Iterator[Labelled]:
+    """``frames`` frames of one camera watching a mostly static scene, with their truth.
+
+    Yields ``(frame, truth)`` like ``CameraSimulator.make_frame``: one label per region.
+    The background is drawn as the simulator draws it. ``regions`` boxes (one per
+    horizontal slot, placed at random once) never move; each shows one held-out digit
+    and, on every frame, switches to a new random one with probability ``1/mean_run``,
+    so runs are geometric with mean ``mean_run`` frames. Every frame then gets fresh
+    Gaussian sensor noise of ``noise_sigma`` grey levels over the whole image. Frame
+    ``seq`` is captured at ``start_at + seq / rate_hz``. Deterministic for a ``seed``.
+    """
+    side = DIGIT_SIDE * digit_scale
+    if frames < 0 or regions < 1 or regions * side > width or side > height:
+        raise ConfigError(
+            f"need frames >= 0 and 1..{width // side} regions of {side} px in {width}x{height}"
+        )
+    if mean_run < 1.0 or noise_sigma < 0.0 or rate_hz <= 0.0:
+        raise ConfigError("mean_run must be >= 1, noise_sigma >= 0 and rate_hz > 0")
+    split = digits or load_split()
+    x, y = split.x_heldout, split.y_heldout
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(40, 90, width, dtype=np.float32)[None, :]
+    background = ramp + rng.normal(0, 6, (height, width)).astype(np.float32)
+    slot = width // regions
+    boxes = tuple(
+        Region(
+            k * slot + int(rng.integers(0, slot - side + 1)),
+            int(rng.integers(0, height - side + 1)),
+            side,
+            side,
+        )
+        for k in range(regions)
+    )
+    shown = [int(rng.integers(len(y))) for _ in boxes]
+    for seq in range(frames):
+        if seq > 0:
+            shown = [
+                int(rng.integers(len(y))) if rng.random() < 1.0 / mean_run else i for i in shown
+            ]
+        image = background.copy()
+        for box, index in zip(boxes, shown, strict=True):
+            image[box.y : box.y + side, box.x : box.x + side] = digit_to_pixels(
+                x[index], digit_scale
+            )
+        if noise_sigma > 0:
+            image += rng.normal(0.0, noise_sigma, image.shape).astype(np.float32)
+        frame = Frame(
+            frame_id=f"{site}-{camera}-static{seed}-{seq}",
+            site=site,
+            camera=camera,
+            seq=seq,
+            captured_at=start_at + seq / rate_hz,
+            image=np.clip(np.rint(image), 0, 255).astype(np.uint8),
+            regions=boxes,
+            priority=priority,
+            privacy=PrivacyClass.CROP,
+        )
+        yield frame, tuple(int(y[i]) for i in shown)
+
+
+@dataclass(frozen=True)
+class Row:
+    """The figures of one (regions, pixel_delta, threshold) run."""
+
+    regions: int
+    pixel_delta: int
+    threshold: float
+    frames: int
+    skipped: float
+    forwarded: float
+    device_accuracy: float
+    hybrid_accuracy: float
+    missed_changes: int
+    process_us_per_frame: float
+
+
+def run_once(
+    cameras: Sequence[Sequence[Labelled]],
+    edge_labels: dict[str, tuple[int, ...]],
+    device: OnnxModel,
+    skip: SkipConfig,
+    regions: int,
+) -> Row:
+    """Run one DeviceTier over every camera's frames (one frame per camera per call)."""
+    tier = DeviceTier(device, DeviceConfig(threshold=DEVICE_THRESHOLD), skip)
+    truth = {f.frame_id: t for cam in cameras for f, t in cam}
+    decisions: list[DeviceDecision] = []
+    started = time.perf_counter()
+    for tick in zip(*cameras, strict=True):
+        decisions += tier.process([frame for frame, _ in tick])
+    elapsed = time.perf_counter() - started
+    final: dict[str, tuple[int, ...]] = {}
+    device_right = hybrid_right = regions_seen = missed = 0
+    for d in decisions:  # in capture order per camera, so a reused frame is already final
+        if d.action is DeviceAction.SKIP:
+            assert d.reused_from is not None
+            final[d.frame_id] = final[d.reused_from]
+            missed += truth[d.frame_id] != truth[d.reused_from]
+        elif d.action is DeviceAction.FORWARD:
+            final[d.frame_id] = edge_labels[d.frame_id]
+        else:
+            final[d.frame_id] = d.labels
+        want = truth[d.frame_id]
+        regions_seen += len(want)
+        device_right += sum(a == b for a, b in zip(d.labels, want, strict=True))
+        hybrid_right += sum(a == b for a, b in zip(final[d.frame_id], want, strict=True))
+    n = len(decisions)
+    return Row(
+        regions=regions,
+        pixel_delta=skip.pixel_delta,
+        threshold=skip.threshold,
+        frames=n,
+        skipped=sum(d.action is DeviceAction.SKIP for d in decisions) / n,
+        forwarded=sum(d.action is DeviceAction.FORWARD for d in decisions) / n,
+        device_accuracy=device_right / regions_seen,
+        hybrid_accuracy=hybrid_right / regions_seen,
+        missed_changes=missed,
+        process_us_per_frame=1e6 * elapsed / n,
+    )
+
+
+def _plot(rows: Sequence[Row], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6))
+    colours = {1: "tab:blue", 2: "tab:red"}  # by regions; line style by the other setting
+    for regions in REGIONS:
+        name = f"{regions} region{'s' if regions > 1 else ''}"
+        for delta in PIXEL_DELTAS:
+            line = [r for r in rows if r.regions == regions and r.pixel_delta == delta]
+            xs = [r.threshold for r in line]
+            left.plot(
+                xs,
+                [100 * r.skipped for r in line],
+                "-" if delta else ":",
+                marker="o" if delta else "x",
+                color=colours[regions],
+                label=f"{name}, pixel_delta {delta}",
+            )
+            if delta:
+                for field, style, who in (
+                    ("device_accuracy", ":", "device alone"),
+                    ("hybrid_accuracy", "-", "device+edge"),
+                ):
+                    ys = [100 * getattr(r, field) for r in line]
+                    right.plot(
+                        xs, ys, style, marker="o", color=colours[regions], label=f"{who}, {name}"
+                    )
+    for ax in (left, right):
+        ax.set_xscale("symlog", linthresh=0.001)
+        ax.set_xlabel("skip threshold (mean abs. difference, 0..1; 0 = off)")
+        ax.grid(True, alpha=0.3)
+    left.set_ylabel("frames skipped (%)")
+    left.set_title("share of frames that reuse an answer")
+    right.set_ylabel("accuracy vs truth (%)")
+    right.set_title("accuracy, pixel_delta 8")
+    left.legend(fontsize=8)
+    right.legend(fontsize=8, loc="lower left")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.skipping", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--cameras", type=int, default=10)
+    parser.add_argument("--frames", type=int, default=800, help="frames per camera")
+    parser.add_argument("--mean-run", type=float, default=20.0)
+    parser.add_argument("--noise", type=float, default=2.0, help="sensor noise sigma, grey levels")
+    parser.add_argument("--quick", action="store_true", help="2 cameras x 100 frames")
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
+    parser.add_argument("--plot", type=Path, default=DEFAULT_PLOT)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.cameras, args.frames = 2, 100
+    started = time.perf_counter()
+    split = load_split()
+    device, edge = OnnxModel.load("device"), OnnxModel.load("edge")
+    rows: list[Row] = []
+    for regions in REGIONS:
+        cameras = [
+            list(
+                static_scene_frames(
+                    f"cam{c + 1}",
+                    args.frames,
+                    regions=regions,
+                    mean_run=args.mean_run,
+                    noise_sigma=args.noise,
+                    width=WIDTH,
+                    height=HEIGHT,
+                    seed=c,
+                    digits=split,
+                )
+            )
+            for c in range(args.cameras)
+        ]
+        frames = [f for cam in cameras for f, _ in cam]
+        proba = edge.predict_proba(pixels_to_features([c for f in frames for c in f.crops()]))
+        labels = proba.argmax(axis=1).reshape(len(frames), regions)
+        edge_labels = {
+            f.frame_id: tuple(int(v) for v in row) for f, row in zip(frames, labels, strict=True)
+        }
+        for delta in PIXEL_DELTAS:
+            for threshold in THRESHOLDS:
+                skip = SkipConfig(threshold=threshold, pixel_delta=delta, max_reuse=MAX_REUSE)
+                rows.append(run_once(cameras, edge_labels, device, skip, regions))
+    setup = (
+        f"{args.cameras} cameras x {args.frames} frames, digit runs geometric with mean "
+        f"{args.mean_run:g} frames, sensor noise sigma {args.noise:g}; device {device.name} "
+        f"(threshold {DEVICE_THRESHOLD}), edge {edge.name}; max_reuse {MAX_REUSE}"
+    )
+    print(f"machine   {machine()}")
+    print(f"setup     {setup}")
+    print()
+    print("regions  delta  threshold  skipped  forwarded  device acc.  device+edge acc.  missed")
+    for r in rows:
+        print(
+            f"{r.regions:>7}  {r.pixel_delta:>5}  {r.threshold:>9g}  {100 * r.skipped:>6.1f}%  "
+            f"{100 * r.forwarded:>8.1f}%  {100 * r.device_accuracy:>10.2f}%  "
+            f"{100 * r.hybrid_accuracy:>15.2f}%  {r.missed_changes:>6}"
+        )
+    elapsed = time.perf_counter() - started
+    print(f"\n{elapsed:.1f} s in all")
+    document: dict[str, Any] = {
+        "benchmark": "skipping",
+        "machine": machine(),
+        "command": "python -m bench.skipping" + (" --quick" if args.quick else ""),
+        "setup": setup,
+        "options": {
+            "cameras": args.cameras,
+            "frames_per_camera": args.frames,
+            "mean_run": args.mean_run,
+            "noise_sigma": args.noise,
+            "frame_size": [WIDTH, HEIGHT],
+            "device_threshold": DEVICE_THRESHOLD,
+            "max_reuse": MAX_REUSE,
+        },
+        "rows": [asdict(r) for r in rows],
+        "seconds": round(elapsed, 1),
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(document, indent=2) + "\n")
+    _plot(rows, args.plot, setup)
+    print(f"wrote {args.json} and {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
