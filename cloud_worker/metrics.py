@@ -57,6 +57,16 @@ class CloudMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r,
         )
+        self.model_swaps = Counter(
+            "hybridfleet_cloud_model_swaps",
+            "Times the worker switched to another model (desired state in HF_DESIRED).",
+            registry=r,
+        )
+        self.bundle_refusals = Counter(
+            "hybridfleet_cloud_bundle_refusals",
+            "Model bundles refused (bad signature or checksum, unreachable); the model ran on.",
+            registry=r,
+        )
         self.model = Info("hybridfleet_cloud_model", "The model this worker runs.", registry=r)
 
     def value(self, name: str, **labels: str) -> float:

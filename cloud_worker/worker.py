@@ -27,6 +27,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from cloud_worker.metrics import CloudMetrics
+from pipeline.bundle import parse_trusted_keys
 from pipeline.config import Settings
 from pipeline.digits import pixels_to_features
 from pipeline.heartbeat import (
@@ -38,6 +39,7 @@ from pipeline.heartbeat import (
     Tier,
 )
 from pipeline.model import OnnxModel
+from pipeline.modelswap import ModelUpdater, bundle_cache
 from pipeline.natsio import connect, ensure_cloud_streams, publish_dead_letter
 from schemas import subjects
 from schemas.codec import decode_escalation, encode
@@ -91,6 +93,8 @@ class CloudWorker:
         self.counters = ModelCounters(since=time.time())
         self._started_at = time.time()
         self._heartbeats: HeartbeatPublisher | None = None
+        self._trusted_keys = parse_trusted_keys(cfg.trusted_keys)  # refused now, not later
+        self._updater: ModelUpdater | None = None
 
     async def start(self) -> None:
         """Connect, declare the cloud's streams and consumers, and start fetching."""
@@ -100,6 +104,19 @@ class CloudWorker:
         self._nc = await connect(self.settings.nats, f"hybridfleet-{cfg.worker_id}")
         self._js = self._nc.jetstream()
         await ensure_cloud_streams(self._js, self.settings.stream, cfg)
+        if self._trusted_keys:
+            self._updater = ModelUpdater(
+                self._nc,
+                self._js,
+                tier="cloud",
+                site=CLOUD_SITE,
+                worker=cfg.worker_id,
+                trusted_keys=self._trusted_keys,
+                cache_dir=bundle_cache(cfg.bundle_dir, CLOUD_SITE, cfg.worker_id),
+                base=self.model,
+                on_swap=self._swap_model,
+                on_refused=lambda _: self.metrics.bundle_refusals.inc(),
+            )
         self._heartbeats = HeartbeatPublisher(
             self._nc,
             self._js,
@@ -127,6 +144,16 @@ class CloudWorker:
             )
             assert self._heartbeats is not None
             tasks.create_task(self._heartbeats.run(self._stopping), name="cloud-heartbeats")
+            if self._updater is not None:
+                tasks.create_task(self._updater.run(self._stopping), name="cloud-models")
+
+    def _swap_model(self, model: OnnxModel) -> None:
+        """Answer with ``model`` from the next batch on; its counters start afresh."""
+        log.info("cloud worker %s: %s -> %s", self.settings.cloud.worker_id, self.model, model)
+        self.model = model
+        self.counters = ModelCounters(since=time.time())
+        self.metrics.model.info({"name": model.name, "version": model.version})
+        self.metrics.model_swaps.inc()
 
     def _snapshot(self) -> Heartbeat:
         c = self.counters
@@ -254,25 +281,26 @@ class CloudWorker:
             jobs.append(_Job(msg, escalation))
         if not jobs:
             return
+        model = self.model  # one model per batch, whatever a swap does meanwhile
         async with self._keep_alive(jobs):
-            answered = await self._run_model(jobs)
+            answered = await self._run_model(jobs, model)
             if cfg.inject_latency_ms:
                 await asyncio.sleep(cfg.inject_latency_ms / 1000)
-        await self._reply(answered)
+        await self._reply(answered, model)
 
-    async def _run_model(self, jobs: list[_Job]) -> list[tuple[_Job, np.ndarray]]:
+    async def _run_model(self, jobs: list[_Job], model: OnnxModel) -> list[tuple[_Job, np.ndarray]]:
         """Scores per job. A batch that fails is retried job by job, so that a poison
         escalation is naked (and after max_deliver dead-lettered) without the others."""
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         try:
-            probabilities = await loop.run_in_executor(self._executor, self._infer, jobs)
+            probabilities = await loop.run_in_executor(self._executor, self._infer, model, jobs)
         except HybridfleetError as exc:
             if len(jobs) > 1:
                 log.warning("cloud model failed on a batch of %d (%s): one by one", len(jobs), exc)
                 out = []
                 for job in jobs:
-                    out.extend(await self._run_model([job]))
+                    out.extend(await self._run_model([job], model))
                 return out
             log.error("cloud model failed on %s: %s", jobs[0].escalation.frame_id, exc)
             self.metrics.model_failures.inc()
@@ -288,13 +316,13 @@ class CloudWorker:
             row += n
         return out
 
-    async def _reply(self, answered: list[tuple[_Job, np.ndarray]]) -> None:
+    async def _reply(self, answered: list[tuple[_Job, np.ndarray]], model: OnnxModel) -> None:
         """Store every answer in REPLIES, then ack its escalation (never the other way)."""
         assert self._js is not None
         js = self._js
 
         async def one(job: _Job, scores: np.ndarray) -> None:
-            data = encode(self._answer(job.escalation, scores))
+            data = encode(self._answer(job.escalation, scores, model))
             try:
                 # Dedups a repeat answer after a crash between storing it and the ack.
                 await js.publish(
@@ -362,15 +390,17 @@ class CloudWorker:
                 await self._js.delete_msg(subjects.ESCALATIONS_STREAM, seq)
             await advisory.ack()
 
-    def _infer(self, jobs: list[_Job]) -> np.ndarray:
+    def _infer(self, model: OnnxModel, jobs: list[_Job]) -> np.ndarray:
         """Runs in the thread pool."""
         prefix = self.settings.cloud.inject_failure_prefix
         if prefix and any(job.escalation.frame_id.startswith(prefix) for job in jobs):
             raise ModelError(f"injected failure for frame ids starting with {prefix!r}")
         crops = [crop for job in jobs for crop in job.escalation.region_pixels()]
-        return self.model.predict_proba(pixels_to_features(crops))
+        return model.predict_proba(pixels_to_features(crops))
 
-    def _answer(self, escalation: Escalation, scores: np.ndarray) -> InferenceResult:
+    def _answer(
+        self, escalation: Escalation, scores: np.ndarray, model: OnnxModel
+    ) -> InferenceResult:
         labels = tuple(int(i) for i in scores.argmax(axis=1))
         return InferenceResult(
             frame_id=escalation.frame_id,
@@ -381,8 +411,8 @@ class CloudWorker:
             scores=np.ascontiguousarray(scores, dtype=np.float32),
             confidence=float(scores.max(axis=1).min()) if labels else 1.0,
             source=Source.CLOUD,
-            model=self.model.name,
-            model_version=self.model.version,
+            model=model.name,
+            model_version=model.version,
             latency_ms=(time.time() - escalation.captured_at) * 1000,
             reason=Reason.CLOUD_ANSWER,
             edge_labels=escalation.edge_labels,

@@ -137,6 +137,18 @@ class EdgeMetrics:
             ["site"],
             registry=r,
         )
+        self.model_swaps = Counter(
+            "hybridfleet_edge_model_swaps",
+            "Times the worker switched to another model (desired state in HF_DESIRED).",
+            ["site"],
+            registry=r,
+        )
+        self.bundle_refusals = Counter(
+            "hybridfleet_edge_bundle_refusals",
+            "Model bundles refused (bad signature or checksum, unreachable); the model ran on.",
+            ["site"],
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "hybridfleet_edge_queue_depth", "Frames waiting for the model.", ["site"], registry=r
         )

@@ -43,6 +43,7 @@ from edge_worker.finals import FinalResults
 from edge_worker.metrics import EdgeMetrics
 from edge_worker.pending import PendingEscalations
 from edge_worker.policy import Decision, EscalationPolicy, FrameFacts, RoundTripEstimator
+from pipeline.bundle import parse_trusted_keys
 from pipeline.calibration import frame_confidence
 from pipeline.config import Settings
 from pipeline.costs import CostModel
@@ -56,6 +57,7 @@ from pipeline.heartbeat import (
     Tier,
 )
 from pipeline.model import OnnxModel
+from pipeline.modelswap import ModelUpdater, bundle_cache
 from pipeline.natsio import connect, ensure_site_streams, publish_dead_letter
 from pipeline.thermal import (
     OffloadPressure,
@@ -167,9 +169,13 @@ class EdgeWorker:
         self._busy_s = 0.0  # model time, for the simulated device's utilisation
         self._backlog = -1
         self._heartbeats: HeartbeatPublisher | None = None
+        self._trusted_keys = parse_trusted_keys(cfg.trusted_keys)  # refused now, not later
+        self._updater: ModelUpdater | None = None
         self._pending_changed = asyncio.Event()
         # Two batches may be in hand at once: one in the model, one being published.
-        self._decided: asyncio.Queue[tuple[list[_Request], np.ndarray] | None] = asyncio.Queue(1)
+        self._decided: asyncio.Queue[tuple[list[_Request], np.ndarray, OnnxModel] | None] = (
+            asyncio.Queue(1)
+        )
         self._executor = ThreadPoolExecutor(cfg.inference_threads, thread_name_prefix="edge-onnx")
         self._reply_subject = subjects.replies(self.site, cfg.worker_id)
         self._nc: Client | None = None
@@ -195,8 +201,21 @@ class EdgeWorker:
         await ensure_site_streams(self._js, self.site, self.settings.stream)
         self._finals = FinalResults(self._nc, self._js, self.site, cfg.escalation_publish_timeout_s)
         self._ledger = BudgetLedger(self._js, self.site)
-        # Heartbeats go where the fleet is watched: the hub's bucket when there is one.
+        # Heartbeats and model bundles live where the fleet is run: the hub, if any.
         fleet_js = self._nc.jetstream(domain=cfg.cloud_domain) if cfg.cloud_domain else self._js
+        if self._trusted_keys:
+            self._updater = ModelUpdater(
+                self._nc,
+                fleet_js,
+                tier="edge",
+                site=self.site,
+                worker=cfg.worker_id,
+                trusted_keys=self._trusted_keys,
+                cache_dir=bundle_cache(cfg.bundle_dir, self.site, cfg.worker_id),
+                base=self.model,
+                on_swap=self._swap_model,
+                on_refused=lambda _: self.metrics.bundle_refusals.labels(self.site).inc(),
+            )
         self._heartbeats = HeartbeatPublisher(
             self._nc,
             fleet_js,
@@ -230,6 +249,8 @@ class EdgeWorker:
             tasks.create_task(self._link.run(self._answers_done), name="edge-answers")
             tasks.create_task(self._health_loop(), name="edge-health")
             tasks.create_task(self._status_loop(), name="edge-status")
+            if self._updater is not None:
+                tasks.create_task(self._updater.run(self._answers_done), name="edge-models")
 
     async def wait(self) -> None:
         """Return when the worker has stopped; raise what stopped it, if anything did."""
@@ -335,18 +356,30 @@ class EdgeWorker:
 
     # ------------------------------------------------------------------ model
 
-    def _infer(self, requests: list[_Request]) -> np.ndarray:
+    def _swap_model(self, model: OnnxModel) -> None:
+        """Run ``model`` from the next batch on; its counters and drift start afresh."""
+        log.info("edge worker %s: %s -> %s", self.settings.edge.worker_id, self.model, model)
+        self.model = model
+        self.counters = ModelCounters(since=time.time())
+        self.drift.reset()
+        self.metrics.model.info({"name": model.name, "version": model.version})
+        self.metrics.model_swaps.labels(self.site).inc()
+
+    def _infer(self, model: OnnxModel, requests: list[_Request]) -> np.ndarray:
         """Runs in the thread pool: pixels of every region -> probabilities."""
         crops = [crop for r in requests for crop in r.frame.crops()]
-        return self.model.predict_proba(pixels_to_features(crops))
+        return model.predict_proba(pixels_to_features(crops))
 
     async def _batch_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while batch := await self._batcher.next_batch():
             self.metrics.queue_depth.labels(self.site).set(len(self._batcher))
             started = time.monotonic()
+            model = self.model  # one model per batch, whatever a swap does meanwhile
             try:
-                probabilities = await loop.run_in_executor(self._executor, self._infer, batch)
+                probabilities = await loop.run_in_executor(
+                    self._executor, self._infer, model, batch
+                )
             except HybridfleetError as exc:
                 self.counters.errors += 1
                 for request in batch:
@@ -365,20 +398,20 @@ class EdgeWorker:
             self._batcher.record_batch(len(batch), elapsed)
             self.metrics.batch_size.labels(self.site).observe(len(batch))
             self.metrics.inference_seconds.labels(self.site).observe(elapsed)
-            await self._decided.put((batch, probabilities))
+            await self._decided.put((batch, probabilities, model))
         await self._decided.put(None)
 
     # ------------------------------------------------------------------ decisions
 
     async def _decide_loop(self) -> None:
         while (item := await self._decided.get()) is not None:
-            batch, probabilities = item
+            batch, probabilities, model = item
             escalations: list[tuple[_Request, InferenceResult, Decision]] = []
             shadows: list[tuple[Frame, InferenceResult]] = []
             row = 0
             for request in batch:
                 n = len(request.frame.regions)
-                result, decision = self._decide(request.frame, probabilities[row : row + n])
+                result, decision = self._decide(request.frame, probabilities[row : row + n], model)
                 row += n
                 if decision.escalate:
                     escalations.append((request, result, decision))
@@ -397,7 +430,9 @@ class EdgeWorker:
         self._decided_all = True
         self._pending_changed.set()
 
-    def _decide(self, frame: Frame, scores: np.ndarray) -> tuple[InferenceResult, Decision]:
+    def _decide(
+        self, frame: Frame, scores: np.ndarray, model: OnnxModel
+    ) -> tuple[InferenceResult, Decision]:
         labels = tuple(int(i) for i in scores.argmax(axis=1))
         confidence = frame_confidence(scores, self.settings.edge.confidence_signal)
         assert self._link is not None
@@ -428,8 +463,8 @@ class EdgeWorker:
             scores=np.ascontiguousarray(scores, dtype=np.float32),
             confidence=confidence,
             source=Source.EDGE,
-            model=self.model.name,
-            model_version=self.model.version,
+            model=model.name,
+            model_version=model.version,
             latency_ms=0.0,  # set when it becomes final
             reason=decision.reason,
             # The cloud was wanted and only money stood in the way.

@@ -122,6 +122,11 @@ class EdgeSettings:
     hot_c: float = _range(70.0, 0.0, 150.0)
     critical_c: float = _range(85.0, 1.0, 200.0)
     threshold_raise: float = _range(0.05, 0.0, 1.0)
+    # Model bundles (docs/model-bundles.md): Ed25519 public keys (hex, comma-separated)
+    # whose signatures this worker trusts. Empty: the worker runs its shipped model and
+    # does not follow HF_DESIRED. bundle_dir: local cache (empty: a temp folder).
+    trusted_keys: str = ""
+    bundle_dir: str = ""
     # Fault injection for tests and benchmarks: extra time each batch takes.
     inject_latency_ms: float = _range(0.0, 0.0, 600_000.0)
 
@@ -156,6 +161,8 @@ class CloudSettings:
     inject_latency_ms: float = _range(0.0, 0.0, 600_000.0)
     inject_failure_prefix: str = ""
     heartbeat_interval_s: float = _range(2.0, 0.05, 3600.0)
+    trusted_keys: str = ""
+    bundle_dir: str = ""
 
     @property
     def site_list(self) -> list[str]:
