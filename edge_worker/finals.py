@@ -18,6 +18,7 @@ from nats.js.errors import APIError
 
 from schemas import subjects
 from schemas.codec import encode
+from schemas.jsonform import encode_result_for
 from schemas.messages import InferenceResult
 
 __all__ = ["FinalResults"]
@@ -38,18 +39,26 @@ class FinalResults:
         self._timeout_s = timeout_s
 
     async def publish(
-        self, result: InferenceResult, *, reply_to: str | None = None, claim: bool = False
+        self,
+        result: InferenceResult,
+        *,
+        reply_to: str | None = None,
+        accept: str | None = None,
+        claim: bool = False,
     ) -> bool:
         """Publish ``result``; with ``claim``, only if no final result was claimed before.
 
-        Returns False when the frame already had its final result.
+        ``accept`` is the requester's ``Accept`` header: the reply to ``reply_to`` is
+        JSON when it asks for it; ``results.*`` is always msgpack. Returns False when
+        the frame already had its final result.
         """
         data = encode(result)
         if claim and not await self._claim(result.frame_id, data):
             return False
         await self._nc.publish(subjects.results(self._site, result.camera), data)
         if reply_to:
-            await self._nc.publish(reply_to, data)
+            reply, headers = encode_result_for(result, accept)
+            await self._nc.publish(reply_to, reply, headers=headers)
         return True
 
     async def _claim(self, frame_id: str, data: bytes) -> bool:

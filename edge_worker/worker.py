@@ -67,8 +67,9 @@ from pipeline.thermal import (
     thermal_sensor,
 )
 from schemas import subjects
-from schemas.codec import decode_frame, decode_result, encode
+from schemas.codec import decode_result, encode
 from schemas.errors import HybridfleetError, SchemaError
+from schemas.jsonform import decode_frame_message, header
 from schemas.messages import (
     Escalation,
     Frame,
@@ -91,6 +92,7 @@ class _Request:
 
     frame: Frame
     reply_to: str | None  # the caller's inbox for request/reply on infer.<site>
+    accept: str | None = None  # the caller's Accept header (JSON or msgpack reply)
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,13 +315,15 @@ class EdgeWorker:
         self.metrics.frames_received.labels(self.site).inc()
         self.metrics.received_bytes.labels(self.site).inc(len(msg.data))
         try:
-            frame = decode_frame(msg.data, max_bytes=self.settings.edge.max_message_bytes)
+            frame = decode_frame_message(
+                msg.data, msg.headers, max_bytes=self.settings.edge.max_message_bytes
+            )
             self._check_addressing(frame, msg.subject)
         except SchemaError as exc:
             await self._dead_letter(msg.subject, msg.data, "schema", str(exc))
             return
         self.counters.frames += 1
-        request = _Request(frame, msg.reply or None)
+        request = _Request(frame, msg.reply or None, header(msg.headers, "Accept"))
         if frame.privacy is PrivacyClass.LOCAL_ONLY and sheds(frame.priority, self.pressure):
             # Hot or overloaded, and this frame may not be offloaded: lowest priority first.
             self._count_shed()
@@ -773,7 +777,10 @@ class EdgeWorker:
             result = replace(result, latency_ms=latency_ms)
         assert self._finals is not None
         published = await self._finals.publish(
-            result, reply_to=request.reply_to if request else None, claim=claim
+            result,
+            reply_to=request.reply_to if request else None,
+            accept=request.accept if request else None,
+            claim=claim,
         )
         if published:
             self.metrics.decisions.labels(self.site, result.reason.value).inc()
