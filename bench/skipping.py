@@ -4,11 +4,11 @@ Run ``python -m bench.skipping`` (``--quick`` for a smoke run; ``--json PATH`` a
 ``--plot PATH`` change where the figures go, by default ``bench/results/skipping.json``
 and ``docs/plots/skipping.png``). Offline, no NATS, well under a minute.
 
-The camera simulator draws a new random digit into every frame, so no two frames are
-alike and nothing could ever be skipped. :func:`static_scene_frames` makes the scene
-this benchmark needs instead: boxes that stay put, each showing the same held-out digit
-for a run of frames (run lengths geometric, mean ``mean_run``), with fresh Gaussian
-sensor noise on every frame.
+The camera simulator's default scene draws a new random digit into every frame, so
+nothing could ever be skipped. This benchmark uses its ``static`` scene instead
+(``pipeline/camera.py``): boxes that stay put, each showing the same held-out digit for
+a run of frames (run lengths geometric, mean ``mean_run``), with fresh Gaussian sensor
+noise on every frame.
 
 For each scenario (1 and 2 regions a frame), each dead zone (``pixel_delta`` 0 and 8)
 and each skip threshold, a :class:`~pipeline.device.DeviceTier` with the shipped device
@@ -37,19 +37,17 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
-import numpy as np
-
 from bench.accuracy import machine
+from pipeline.camera import CameraOptions, CameraSimulator
 from pipeline.device import DeviceAction, DeviceConfig, DeviceDecision, DeviceTier, SkipConfig
-from pipeline.digits import DIGIT_SIDE, DigitsSplit, digit_to_pixels, load_split, pixels_to_features
+from pipeline.digits import DigitsSplit, load_split, pixels_to_features
 from pipeline.model import OnnxModel
-from schemas.errors import ConfigError
-from schemas.messages import Frame, PrivacyClass, Region
+from schemas.messages import Frame
 
 __all__ = ["Row", "main", "run_once", "static_scene_frames"]
 
@@ -71,79 +69,31 @@ Labelled = tuple[Frame, tuple[int, ...]]
 
 
 def static_scene_frames(
-    camera: str = "cam1",
-    frames: int = 500,
+    camera: str,
+    frames: int,
     *,
-    site: str = "bench",
-    regions: int = 1,
-    mean_run: float = 20.0,
-    noise_sigma: float = 2.0,
-    width: int = 640,
-    height: int = 480,
-    digit_scale: int = 4,
-    rate_hz: float = 25.0,
-    start_at: float = 0.0,
-    priority: int = 2,
-    seed: int = 0,
-    digits: DigitsSplit | None = None,
-) -> Iterator[Labelled]:
-    """``frames`` frames of one camera watching a mostly static scene, with their truth.
-
-    Yields ``(frame, truth)`` like ``CameraSimulator.make_frame``: one label per region.
-    The background is drawn as the simulator draws it. ``regions`` boxes (one per
-    horizontal slot, placed at random once) never move; each shows one held-out digit
-    and, on every frame, switches to a new random one with probability ``1/mean_run``,
-    so runs are geometric with mean ``mean_run`` frames. Every frame then gets fresh
-    Gaussian sensor noise of ``noise_sigma`` grey levels over the whole image. Frame
-    ``seq`` is captured at ``start_at + seq / rate_hz``. Deterministic for a ``seed``.
-    """
-    side = DIGIT_SIDE * digit_scale
-    if frames < 0 or regions < 1 or regions * side > width or side > height:
-        raise ConfigError(
-            f"need frames >= 0 and 1..{width // side} regions of {side} px in {width}x{height}"
-        )
-    if mean_run < 1.0 or noise_sigma < 0.0 or rate_hz <= 0.0:
-        raise ConfigError("mean_run must be >= 1, noise_sigma >= 0 and rate_hz > 0")
-    split = digits or load_split()
-    x, y = split.x_heldout, split.y_heldout
-    rng = np.random.default_rng(seed)
-    ramp = np.linspace(40, 90, width, dtype=np.float32)[None, :]
-    background = ramp + rng.normal(0, 6, (height, width)).astype(np.float32)
-    slot = width // regions
-    boxes = tuple(
-        Region(
-            k * slot + int(rng.integers(0, slot - side + 1)),
-            int(rng.integers(0, height - side + 1)),
-            side,
-            side,
-        )
-        for k in range(regions)
+    regions: int,
+    mean_run: float,
+    noise_sigma: float,
+    seed: int,
+    digits: DigitsSplit,
+) -> list[Labelled]:
+    """``frames`` frames of one camera of the simulator's static scene, with truth."""
+    options = CameraOptions(
+        cameras=1,
+        width=WIDTH,
+        height=HEIGHT,
+        regions_per_frame=regions,
+        priority_mix=(0.0, 1.0, 0.0),
+        privacy_mix=(0.0, 1.0, 0.0),
+        scene="static",
+        mean_run=mean_run,
+        noise_sigma=noise_sigma,
+        seed=seed,
     )
-    shown = [int(rng.integers(len(y))) for _ in boxes]
-    for seq in range(frames):
-        if seq > 0:
-            shown = [
-                int(rng.integers(len(y))) if rng.random() < 1.0 / mean_run else i for i in shown
-            ]
-        image = background.copy()
-        for box, index in zip(boxes, shown, strict=True):
-            image[box.y : box.y + side, box.x : box.x + side] = digit_to_pixels(
-                x[index], digit_scale
-            )
-        if noise_sigma > 0:
-            image += rng.normal(0.0, noise_sigma, image.shape).astype(np.float32)
-        frame = Frame(
-            frame_id=f"{site}-{camera}-static{seed}-{seq}",
-            site=site,
-            camera=camera,
-            seq=seq,
-            captured_at=start_at + seq / rate_hz,
-            image=np.clip(np.rint(image), 0, 255).astype(np.uint8),
-            regions=boxes,
-            priority=priority,
-            privacy=PrivacyClass.CROP,
-        )
-        yield frame, tuple(int(y[i]) for i in shown)
+    simulator = CameraSimulator(options, digits)
+    made = [simulator.make_frame("cam1", seq, seq / options.rate_hz) for seq in range(frames)]
+    return [(replace(frame, camera=camera), truth) for frame, truth in made]
 
 
 @dataclass(frozen=True)
@@ -281,8 +231,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                     regions=regions,
                     mean_run=args.mean_run,
                     noise_sigma=args.noise,
-                    width=WIDTH,
-                    height=HEIGHT,
                     seed=c,
                     digits=split,
                 )

@@ -9,6 +9,12 @@ Drift can be injected (``CameraOptions.drift``): from ``drift_after_s`` into the
 on, every digit's pixels get Gaussian noise, a brightness offset or a Gaussian blur
 before they are drawn, so the crops the workers see carry the drift. With the default
 ``drift="none"`` nothing changes, down to the random numbers drawn.
+
+Two scenes (``CameraOptions.scene``): ``random`` draws new digits at new places in
+every frame (every frame is news: the worst case for a difference detector), and
+``static`` is a shelf camera: each camera's boxes stay put, each box keeps its digit
+for a run of frames (geometric, mean ``mean_run``) and every frame gets fresh sensor
+noise (``noise_sigma`` grey levels), so most frames barely differ from the last.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ __all__ = ["DRIFT_KINDS", "CameraOptions", "CameraSimulator", "PublishedFrame"]
 _PRIVACY_ORDER = (PrivacyClass.LOCAL_ONLY, PrivacyClass.CROP, PrivacyClass.FULL)
 
 DRIFT_KINDS = ("none", "noise", "brightness", "blur")
+SCENES = ("random", "static")
 # What drift_strength means for each kind, and its allowed range [low, high] (never 0).
 _DRIFT_STRENGTH: dict[str, tuple[str, float, float]] = {
     "noise": ("the standard deviation of Gaussian pixel noise, as a share of 255", 0.0, 1.0),
@@ -65,6 +72,9 @@ class CameraOptions:
     drift: str = "none"
     drift_strength: float = 0.0
     drift_after_s: float = 0.0
+    scene: str = "random"  # one of SCENES
+    mean_run: float = 20.0  # static scene: mean frames a box keeps its digit
+    noise_sigma: float = 2.0  # static scene: sensor noise, grey levels
 
     def __post_init__(self) -> None:
         check_token(self.site, "site")
@@ -81,6 +91,13 @@ class CameraOptions:
             mix = getattr(self, name)
             if len(mix) != 3 or min(mix) < 0 or abs(sum(mix) - 1.0) > 1e-6:
                 raise ConfigError(f"{name} must be three shares >= 0 adding up to 1, got {mix}")
+        if self.scene not in SCENES:
+            raise ConfigError(f"scene must be one of {', '.join(SCENES)}, got {self.scene!r}")
+        if not (self.mean_run >= 1.0 and self.noise_sigma >= 0.0):
+            raise ConfigError(
+                f"mean_run must be >= 1 and noise_sigma >= 0, got {self.mean_run!r} "
+                f"and {self.noise_sigma!r}"
+            )
         self._check_drift()
 
     def _check_drift(self) -> None:
@@ -134,6 +151,7 @@ class PublishedFrame:
     captured_at: float
     size_bytes: int
     drifted: bool = False  # the digits carry the injected drift
+    tier: str = "edge"  # where the frame went first: "device" (answered there) or "edge"
 
 
 class CameraSimulator:
@@ -151,6 +169,12 @@ class CameraSimulator:
             name: self._background(np.random.default_rng(options.seed + 1000 + i))
             for i, name in enumerate(self.camera_names)
         }
+        # Static scene: per camera, its own random stream, boxes and shown digits.
+        self._scene_rng = {
+            name: np.random.default_rng((options.seed, 2000 + i))
+            for i, name in enumerate(self.camera_names)
+        }
+        self._scene: dict[str, tuple[list[Region], list[int]]] = {}
 
     def _background(self, rng: np.random.Generator) -> np.ndarray:
         o = self.options
@@ -181,19 +205,19 @@ class CameraSimulator:
         o = self.options
         image = self._backgrounds[camera].copy()
         side = DIGIT_SIDE * o.digit_scale
-        slot = o.width // o.regions_per_frame
         drifted = self.drifted(camera, seq)
-        regions, truth = [], []
-        for k in range(o.regions_per_frame):
-            index = int(self._rng.integers(len(self._y)))
-            x = k * slot + int(self._rng.integers(0, slot - side + 1))
-            y = int(self._rng.integers(0, o.height - side + 1))
+        placed = self._static_digits(camera) if o.scene == "static" else self._random_digits()
+        truth = []
+        for region, index in placed:
             pixels = digit_to_pixels(self._x[index], o.digit_scale)
             if drifted:
                 pixels = self._apply_drift(pixels)
-            image[y : y + side, x : x + side] = pixels
-            regions.append(Region(x, y, side, side))
+            image[region.y : region.y + side, region.x : region.x + side] = pixels
             truth.append(int(self._y[index]))
+        regions = [region for region, _ in placed]
+        if o.scene == "static" and o.noise_sigma > 0:
+            noise = self._scene_rng[camera].normal(0.0, o.noise_sigma, image.shape)
+            image = np.clip(np.rint(image + noise), 0, 255).astype(np.uint8)
         priority = 1 + int(self._rng.choice(3, p=o.priority_mix))
         privacy = _PRIVACY_ORDER[int(self._rng.choice(3, p=o.privacy_mix))]
         frame = Frame(
@@ -209,6 +233,44 @@ class CameraSimulator:
             privacy=privacy,
         )
         return frame, tuple(truth)
+
+    def _random_digits(self) -> list[tuple[Region, int]]:
+        """New digits at new places: one per horizontal slot."""
+        o = self.options
+        side = DIGIT_SIDE * o.digit_scale
+        slot = o.width // o.regions_per_frame
+        placed = []
+        for k in range(o.regions_per_frame):
+            index = int(self._rng.integers(len(self._y)))
+            x = k * slot + int(self._rng.integers(0, slot - side + 1))
+            y = int(self._rng.integers(0, o.height - side + 1))
+            placed.append((Region(x, y, side, side), index))
+        return placed
+
+    def _static_digits(self, camera: str) -> list[tuple[Region, int]]:
+        """The camera's fixed boxes; each changes its digit with probability 1/mean_run."""
+        o = self.options
+        rng = self._scene_rng[camera]
+        if camera not in self._scene:
+            side = DIGIT_SIDE * o.digit_scale
+            slot = o.width // o.regions_per_frame
+            boxes = [
+                Region(
+                    k * slot + int(rng.integers(0, slot - side + 1)),
+                    int(rng.integers(0, o.height - side + 1)),
+                    side,
+                    side,
+                )
+                for k in range(o.regions_per_frame)
+            ]
+            self._scene[camera] = (boxes, [int(rng.integers(len(self._y))) for _ in boxes])
+        else:
+            boxes, shown = self._scene[camera]
+            for k in range(len(shown)):
+                if rng.random() < 1.0 / o.mean_run:
+                    shown[k] = int(rng.integers(len(self._y)))
+        boxes, shown = self._scene[camera]
+        return list(zip(boxes, shown, strict=True))
 
     def _apply_drift(self, pixels: np.ndarray) -> np.ndarray:
         """The digit's uint8 pixels with the configured drift applied."""

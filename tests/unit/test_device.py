@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from pipeline.camera import CameraOptions, CameraSimulator
 from pipeline.device import (
     DeviceAction,
     DeviceConfig,
@@ -382,17 +383,21 @@ def test_configs_are_frozen() -> None:
         config.threshold = 0.5  # type: ignore[misc]
 
 
-# --- the benchmark's static scene -------------------------------------------------
+# --- the camera's static scene ----------------------------------------------------
 
 
 def test_static_scene_keeps_boxes_and_digits_for_runs(split: DigitsSplit) -> None:
-    from bench.skipping import static_scene_frames
-
-    pairs = list(
-        static_scene_frames(
-            frames=200, regions=2, mean_run=10.0, width=160, height=120, seed=3, digits=split
-        )
+    options = CameraOptions(
+        cameras=1,
+        width=160,
+        height=120,
+        regions_per_frame=2,
+        scene="static",
+        mean_run=10.0,
+        seed=3,
     )
+    camera = CameraSimulator(options, split)
+    pairs = [camera.make_frame("cam1", k, k / 25.0) for k in range(200)]
     frames = [f for f, _ in pairs]
     assert {f.regions for f in frames} == {frames[0].regions}  # the boxes never move
     assert all(len(t) == 2 for _, t in pairs)
