@@ -343,6 +343,8 @@ class AdaptiveBatcher(Generic[T]):
         self._capacity = capacity
         self._clock = clock
         self._queue: deque[_Queued[T]] = deque()
+        # Queued items per priority: the victim search knows what it looks for.
+        self._per_priority = dict.fromkeys(_PRIORITIES, 0)
         self._rate = ArrivalRate()
         self._wakeup = asyncio.Event()
         self._closed = False
@@ -371,6 +373,7 @@ class AdaptiveBatcher(Generic[T]):
         victim = queue[victim_index]
         if victim.priority > priority:
             del queue[victim_index]
+            self._per_priority[victim.priority] -= 1
             self._shed_count += 1
             self._admit(record)
             return Admission(True, victim.item)
@@ -424,18 +427,19 @@ class AdaptiveBatcher(Generic[T]):
 
     def _admit(self, record: _Queued[T]) -> Admission[T]:
         self._queue.append(record)
+        self._per_priority[record.priority] += 1
         self._wakeup.set()
         return Admission(True, None)
 
     def _least_important_newest(self) -> int:
+        # The counts say which priority to look for, so the scan from the newest end
+        # stops at the first match: O(1) when the newest items are of that priority.
+        wanted = max(p for p, n in self._per_priority.items() if n > 0)
         queue = self._queue
-        best_index, best_priority = -1, 0
         for offset, record in enumerate(reversed(queue)):
-            if record.priority > best_priority:  # strict: the newest wins a tie
-                best_index, best_priority = len(queue) - 1 - offset, record.priority
-                if best_priority == _PRIORITIES[-1]:
-                    break  # nothing is less important than the last level
-        return best_index
+            if record.priority == wanted:
+                return len(queue) - 1 - offset
+        raise AssertionError("per-priority counts out of step with the queue")
 
     def _decide(self, now: float) -> BatchDecision:
         queue = self._queue
@@ -450,5 +454,10 @@ class AdaptiveBatcher(Generic[T]):
         return self._policy.decide(now, len(queue), oldest.arrival, due, self._rate.rate(now))
 
     def _pop(self, count: int) -> list[T]:
-        queue = self._queue
-        return [queue.popleft().item for _ in range(count)]
+        queue, counts = self._queue, self._per_priority
+        batch = []
+        for _ in range(count):
+            record = queue.popleft()
+            counts[record.priority] -= 1
+            batch.append(record.item)
+        return batch

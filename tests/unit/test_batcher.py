@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 from collections import deque
 from collections.abc import Callable
 
@@ -536,3 +537,36 @@ async def test_record_batch_feeds_latency_model() -> None:
     batcher.record_batch(2, 0.010)
     batcher.record_batch(4, 0.014)
     assert model.coefficients == pytest.approx((0.006, 0.002))
+
+
+async def test_shedding_matches_the_rule_under_random_offers_and_pops() -> None:
+    """The per-priority counts never lead the victim search astray (reference model)."""
+    rng = random.Random(7)
+    clock = FakeClock(0.0)
+    batcher = make_batcher(capacity=8, max_batch_size=4, clock=clock)
+    model: list[tuple[str, int]] = []  # what should be queued, oldest first
+    for i in range(2_000):
+        if rng.random() < 0.2 and model:
+            clock.now += 1.0  # past every bound: the batch leaves now
+            batch = await asyncio.wait_for(batcher.next_batch(), GENEROUS)
+            assert batch == [item for item, _ in model[: len(batch)]]
+            del model[: len(batch)]
+            continue
+        priority = rng.choice((1, 2, 3))
+        item = f"i{i}"
+        admission = batcher.offer(item, priority=priority, due=1e18)
+        if len(model) < 8:
+            expected_shed = None
+        else:
+            worst = max(p for _, p in model)
+            newest = max(k for k, (_, p) in enumerate(model) if p == worst)
+            if worst > priority:
+                expected_shed = model.pop(newest)[0]
+            elif priority == 1 and len(model) < 16:
+                expected_shed = None
+            else:
+                expected_shed = item
+        assert admission.shed == expected_shed
+        if expected_shed != item:
+            model.append((item, priority))
+        assert len(batcher) == len(model)
