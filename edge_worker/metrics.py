@@ -149,6 +149,12 @@ class EdgeMetrics:
             ["site"],
             registry=r,
         )
+        self.faces_blurred = Counter(
+            "hybridfleet_edge_faces_blurred",
+            "Faces found and blurred in whole frames before they left the site.",
+            ["site"],
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "hybridfleet_edge_queue_depth", "Frames waiting for the model.", ["site"], registry=r
         )

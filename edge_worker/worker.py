@@ -59,6 +59,7 @@ from pipeline.heartbeat import (
 from pipeline.model import OnnxModel
 from pipeline.modelswap import ModelUpdater, bundle_cache
 from pipeline.natsio import connect, ensure_site_streams, publish_dead_letter
+from pipeline.sanitize import FaceBlur
 from pipeline.thermal import (
     OffloadPressure,
     SimulatedThermal,
@@ -179,6 +180,10 @@ class EdgeWorker:
             asyncio.Queue(1)
         )
         self._executor = ThreadPoolExecutor(cfg.inference_threads, thread_name_prefix="edge-onnx")
+        # Face detection on frames that leave whole: slow (docs/privacy.md), so it gets a
+        # thread of its own and never holds up the model.
+        self._face_blur = FaceBlur() if cfg.face_blur else None
+        self._sanitizer = ThreadPoolExecutor(1, thread_name_prefix="edge-sanitize")
         self._reply_subject = subjects.replies(self.site, cfg.worker_id)
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
@@ -289,6 +294,7 @@ class EdgeWorker:
                 await self._nc.flush(timeout=5)
             await self._nc.close()
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self._sanitizer.shutdown(wait=True, cancel_futures=True)
 
     async def __aenter__(self) -> EdgeWorker:
         await self.start()
@@ -476,6 +482,21 @@ class EdgeWorker:
         )
         return result, decision
 
+    async def _outbound(
+        self, frame: Frame, send: PrivacyClass, edge_result: InferenceResult
+    ) -> Escalation:
+        """What leaves the site for ``frame``: only what ``send`` allows, sanitised."""
+        if send is PrivacyClass.FULL and self._face_blur is not None:
+            # People must not leave the site: blur faces in a whole frame that does.
+            report = await asyncio.get_running_loop().run_in_executor(
+                self._sanitizer, self._face_blur.sanitize, frame.image
+            )
+            self.metrics.faces_blurred.labels(self.site).inc(len(report.faces))
+            frame = replace(frame, image=report.image)
+        return Escalation.of_frame(
+            frame, send, self._reply_subject, edge_result.labels, edge_result.confidence
+        )
+
     async def _charge(self, regions: int, sent_bytes: int) -> bool:
         """Pay for one escalation from the site's daily budget; False if it is used up."""
         allowance = self._allowance
@@ -531,13 +552,7 @@ class EdgeWorker:
     async def _shadow_escalate(self, frame: Frame, edge_result: InferenceResult) -> None:
         """Send a kept frame to the cloud only to compare answers (drift monitoring)."""
         escalation = replace(
-            Escalation.of_frame(
-                frame,
-                frame.privacy,
-                self._reply_subject,
-                edge_result.labels,
-                edge_result.confidence,
-            ),
+            await self._outbound(frame, frame.privacy, edge_result),
             priority=_SHADOW_PRIORITY,
             deadline_at=time.time() + _SHADOW_DEADLINE_S,
         )
@@ -568,13 +583,7 @@ class EdgeWorker:
         self, request: _Request, edge_result: InferenceResult, decision: Decision
     ) -> None:
         frame = request.frame
-        escalation = Escalation.of_frame(
-            frame,
-            decision.send,
-            self._reply_subject,
-            edge_result.labels,
-            edge_result.confidence,
-        )
+        escalation = await self._outbound(frame, decision.send, edge_result)
         data = encode(escalation)
         if not await self._charge(len(frame.regions), len(data)):
             await self._finalize(request, _fallback(edge_result, Reason.BUDGET))

@@ -127,6 +127,8 @@ class EdgeSettings:
     # does not follow HF_DESIRED. bundle_dir: local cache (empty: a temp folder).
     trusted_keys: str = ""
     bundle_dir: str = ""
+    # Blur faces (pipeline/sanitize.py) in every whole frame that leaves the site.
+    face_blur: bool = True
     # Fault injection for tests and benchmarks: extra time each batch takes.
     inject_latency_ms: float = _range(0.0, 0.0, 600_000.0)
 
