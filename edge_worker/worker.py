@@ -59,7 +59,7 @@ from pipeline.heartbeat import (
 from pipeline.model import OnnxModel
 from pipeline.modelswap import ModelUpdater, bundle_cache
 from pipeline.natsio import connect, ensure_site_streams, publish_dead_letter
-from pipeline.sanitize import FaceBlur
+from pipeline.sanitize import FaceBlur, FaceBlurOptions
 from pipeline.thermal import (
     OffloadPressure,
     SimulatedThermal,
@@ -182,7 +182,7 @@ class EdgeWorker:
         self._executor = ThreadPoolExecutor(cfg.inference_threads, thread_name_prefix="edge-onnx")
         # Face detection on frames that leave whole: slow (docs/privacy.md), so it gets a
         # thread of its own and never holds up the model.
-        self._face_blur = FaceBlur() if cfg.face_blur else None
+        self._face_blur = FaceBlur(FaceBlurOptions(detect_scale=0.5)) if cfg.face_blur else None
         self._sanitizer = ThreadPoolExecutor(1, thread_name_prefix="edge-sanitize")
         self._reply_subject = subjects.replies(self.site, cfg.worker_id)
         self._nc: Client | None = None

@@ -340,3 +340,16 @@ def _report() -> None:  # pragma: no cover - prints the measurements of docs/pri
 
 if __name__ == "__main__":
     _report()
+
+
+def test_detecting_at_half_scale_still_finds_and_blurs_the_astronauts_face(
+    astronaut: np.ndarray,
+) -> None:
+    half = FaceBlur(FaceBlurOptions(detect_scale=0.5))
+    faces = half.detect(astronaut)
+    assert len(faces) == 1 and iou(faces[0], ASTRONAUT_FACE) >= FACE_IOU_MIN
+    report = half.sanitize(astronaut)
+    assert laplacian_ratio(astronaut, report.image, ASTRONAUT_FACE) < LAPLACIAN_MAX
+    assert outside(astronaut.shape, report.blurred).sum() > 0
+    keep = outside(astronaut.shape, report.blurred)
+    assert np.array_equal(report.image[keep], astronaut[keep])
