@@ -23,10 +23,12 @@ import contextlib
 import logging
 import time
 import warnings
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 import orjson
@@ -110,6 +112,8 @@ _MAX_SHADOWS = 10_000
 # A shadow sample is not urgent: the cloud may answer it long after the frame's deadline.
 _SHADOW_DEADLINE_S = 300.0
 _SHADOW_PRIORITY = 3
+# Escalations being built and stored at once; the decide loop waits beyond this.
+_MAX_SENDING = 64
 
 
 @dataclass(slots=True)
@@ -414,28 +418,38 @@ class EdgeWorker:
     # ------------------------------------------------------------------ decisions
 
     async def _decide_loop(self) -> None:
-        while (item := await self._decided.get()) is not None:
-            batch, probabilities, model = item
-            escalations: list[tuple[_Request, InferenceResult, Decision]] = []
-            shadows: list[tuple[Frame, InferenceResult]] = []
-            row = 0
-            for request in batch:
-                n = len(request.frame.regions)
-                result, decision = self._decide(request.frame, probabilities[row : row + n], model)
-                row += n
-                if decision.escalate:
-                    escalations.append((request, result, decision))
-                elif self._is_shadow_sample(request.frame, decision):
-                    # Claimed, so that the cloud's answer can never become final.
-                    if await self._finalize(request, result, claim=True):
-                        shadows.append((request.frame, result))
-                else:
-                    await self._finalize(request, result)
-            if escalations or shadows:
-                await asyncio.gather(
-                    *(self._escalate(*e) for e in escalations),
-                    *(self._shadow_escalate(*s) for s in shadows),
-                )
+        # Escalations are sent by tasks of their own, so that a slow one (a whole frame
+        # being face-blurred) never holds up the next batch's local answers; the
+        # semaphore bounds how many are in hand, and the group waits for all of them.
+        slots = asyncio.Semaphore(_MAX_SENDING)
+
+        async def send(coro: Coroutine[Any, Any, None]) -> None:
+            try:
+                await coro
+            finally:
+                slots.release()
+
+        async with asyncio.TaskGroup() as sending:
+            while (item := await self._decided.get()) is not None:
+                batch, probabilities, model = item
+                row = 0
+                for request in batch:
+                    n = len(request.frame.regions)
+                    scores = probabilities[row : row + n]
+                    row += n
+                    result, decision = self._decide(request.frame, scores, model)
+                    if decision.escalate:
+                        await slots.acquire()
+                        sending.create_task(send(self._escalate(request, result, decision)))
+                    elif self._is_shadow_sample(request.frame, decision):
+                        # Claimed, so that the cloud's answer can never become final.
+                        if await self._finalize(request, result, claim=True):
+                            await slots.acquire()
+                            sending.create_task(
+                                send(self._shadow_escalate(request.frame, result))
+                            )
+                    else:
+                        await self._finalize(request, result)
         # Nothing more can be escalated: let the deadline loop finish once all is answered.
         self._decided_all = True
         self._pending_changed.set()
