@@ -1,0 +1,101 @@
+"""What crosses the site boundary, watched on the wire: every cloud-bound subject.
+
+A listener on ``escalations.>`` (everything the site stores for the cloud) decodes
+every message and checks it against the privacy class of the frame it came from:
+``local_only`` frames never appear, ``crop`` escalations carry crops and no frame, and
+a whole frame that leaves has its faces blurred (a real photograph with a face,
+scikit-image's ``astronaut``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from skimage import data
+
+from cloud_worker.worker import CloudWorker
+from edge_worker.worker import EdgeWorker
+from pipeline.config import Settings
+from schemas import subjects
+from schemas.codec import decode_escalation, decode_result, encode
+from schemas.messages import Escalation, Frame, PrivacyClass, Region
+from tests.helpers import make_frames, wait_until
+
+pytestmark = pytest.mark.integration
+
+# The astronaut's face, read off the picture (tests/unit/test_sanitize.py).
+FACE = Region(180, 75, 85, 110)
+
+
+def _laplacian_variance(image: np.ndarray, box: Region) -> float:
+    return float(cv2.Laplacian(box.crop(image), cv2.CV_64F).var())
+
+
+async def test_nothing_forbidden_crosses_and_faces_are_blurred(
+    settings: Settings, nc: Client
+) -> None:
+    # Every uncertain frame wants the cloud; no shadow samples, so only policy decides.
+    settings = replace(
+        settings, edge=replace(settings.edge, default_threshold=1.0, shadow_rate=0.0)
+    )
+    photo = cv2.cvtColor(np.asarray(data.astronaut()), cv2.COLOR_RGB2GRAY)
+    frames: list[Frame] = [f for f, _ in make_frames(90, deadline_ms=10_000, priority=2)]
+    frames = [
+        replace(f, privacy=(PrivacyClass.LOCAL_ONLY, PrivacyClass.CROP, PrivacyClass.FULL)[i % 3])
+        for i, f in enumerate(frames)
+    ]
+    # A whole photograph with a face, its region of interest on the suit.
+    portrait = replace(
+        frames[0],
+        frame_id="portrait-1",
+        image=photo,
+        regions=(Region(300, 400, 32, 32),),
+        privacy=PrivacyClass.FULL,
+        captured_at=time.time(),
+    )
+    frames.append(portrait)
+    privacy = {f.frame_id: f.privacy for f in frames}
+    crossed: list[Escalation] = []
+    results: list[str] = []
+
+    async def on_escalation(msg: Msg) -> None:
+        crossed.append(decode_escalation(msg.data))
+
+    async def on_result(msg: Msg) -> None:
+        results.append(decode_result(msg.data).frame_id)
+
+    await nc.subscribe("escalations.>", cb=on_escalation)
+    await nc.subscribe(subjects.results("site1"), cb=on_result)
+    async with CloudWorker(settings), EdgeWorker(settings):
+        for frame in frames:
+            await nc.publish(subjects.frames("site1", frame.camera), encode(frame))
+        await wait_until(lambda: len(results) >= len(frames), 30, "a result per frame")
+    await nc.flush()
+
+    assert crossed, "uncertain frames that may leave were escalated"
+    seen = {privacy[e.frame_id] for e in crossed}
+    assert seen == {PrivacyClass.CROP, PrivacyClass.FULL}
+    for escalation in crossed:
+        allowed = privacy[escalation.frame_id]
+        assert allowed is not PrivacyClass.LOCAL_ONLY, "a local-only frame left the site"
+        assert escalation.privacy is allowed
+        if allowed is PrivacyClass.CROP:
+            assert escalation.image is None, "a crop escalation carried the whole frame"
+            assert [c.shape for c in escalation.crops] == [(r.h, r.w) for r in escalation.regions]
+        else:
+            assert escalation.image is not None and not escalation.crops
+
+    (sent,) = [e for e in crossed if e.frame_id == "portrait-1"]
+    assert sent.image is not None
+    # The face that left is blurred beyond recognition (the measure and threshold of
+    # docs/privacy.md); the region of interest, away from the face, left untouched.
+    ratio = _laplacian_variance(sent.image, FACE) / _laplacian_variance(photo, FACE)
+    assert ratio < 0.05
+    roi = portrait.regions[0]
+    assert np.array_equal(roi.crop(sent.image), roi.crop(photo))
