@@ -112,6 +112,7 @@ _MAX_SHADOWS = 10_000
 # A shadow sample is not urgent: the cloud may answer it long after the frame's deadline.
 _SHADOW_DEADLINE_S = 300.0
 _SHADOW_PRIORITY = 3
+_EDGE_THEN_CLOUD = (Source.EDGE.value, Source.CLOUD.value)
 # Escalations being built and stored at once; the decide loop waits beyond this.
 _MAX_SENDING = 64
 
@@ -355,6 +356,10 @@ class EdgeWorker:
         # A frame may only speak for the site and camera of the subject it came on.
         if frame.site != self.site:
             raise SchemaError(f"frame.site: {frame.site!r} but this is site {self.site!r}")
+        if frame.path not in ((), (Source.DEVICE.value,)):
+            raise SchemaError(
+                f"frame.path: {list(frame.path)} but only a device comes before the edge"
+            )
         tokens = subject.split(".")
         if tokens[0] == "frames" and tokens[-1] != frame.camera:
             raise SchemaError(f"frame.camera: {frame.camera!r} but it came on {subject!r}")
@@ -445,9 +450,7 @@ class EdgeWorker:
                         # Claimed, so that the cloud's answer can never become final.
                         if await self._finalize(request, result, claim=True):
                             await slots.acquire()
-                            sending.create_task(
-                                send(self._shadow_escalate(request.frame, result))
-                            )
+                            sending.create_task(send(self._shadow_escalate(request.frame, result)))
                     else:
                         await self._finalize(request, result)
         # Nothing more can be escalated: let the deadline loop finish once all is answered.
@@ -795,9 +798,13 @@ class EdgeWorker:
         self, request: _Request | None, result: InferenceResult, *, claim: bool = False
     ) -> bool:
         """Publish the one final result of a frame; False if it already had one."""
+        here = (Source.EDGE.value,) if result.source is Source.EDGE else _EDGE_THEN_CLOUD
         if request is not None:
             latency_ms = (time.time() - request.frame.captured_at) * 1000
-            result = replace(result, latency_ms=latency_ms)
+            result = replace(result, latency_ms=latency_ms, path=request.frame.path + here)
+        else:
+            # A cloud answer for a frame this run never saw: where it came from is lost.
+            result = replace(result, path=here)
         assert self._finals is not None
         published = await self._finals.publish(
             result,

@@ -15,6 +15,12 @@ every frame (every frame is news: the worst case for a difference detector), and
 ``static`` is a shelf camera: each camera's boxes stay put, each box keeps its digit
 for a run of frames (geometric, mean ``mean_run``) and every frame gets fresh sensor
 noise (``noise_sigma`` grey levels), so most frames barely differ from the last.
+
+With ``device`` set the camera is the first tier (``pipeline/device.py``): its own tiny
+model answers the frames it is sure of, and it reuses its last answer for a frame that
+barely changed; either way it publishes the final result itself
+(``results.<site>.<camera>``, source ``device``) and the frame never leaves the camera.
+Only the rest go to the edge, marked ``path = ("device",)``.
 """
 
 from __future__ import annotations
@@ -24,16 +30,18 @@ import math
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from nats.aio.client import Client
 
+from pipeline.device import DeviceAction, DeviceConfig, DeviceTier, SkipConfig
 from pipeline.digits import DIGIT_SIDE, DigitsSplit, digit_to_pixels, load_split
+from pipeline.model import OnnxModel
 from schemas import subjects
 from schemas.codec import check_token, encode
 from schemas.errors import ConfigError
-from schemas.messages import Frame, PrivacyClass, Region
+from schemas.messages import Frame, InferenceResult, PrivacyClass, Reason, Region, Source
 
 __all__ = ["DRIFT_KINDS", "CameraOptions", "CameraSimulator", "PublishedFrame"]
 
@@ -41,6 +49,7 @@ _PRIVACY_ORDER = (PrivacyClass.LOCAL_ONLY, PrivacyClass.CROP, PrivacyClass.FULL)
 
 DRIFT_KINDS = ("none", "noise", "brightness", "blur")
 SCENES = ("random", "static")
+_NOISE_BANK = 16  # sensor-noise images per camera, drawn from at random
 # What drift_strength means for each kind, and its allowed range [low, high] (never 0).
 _DRIFT_STRENGTH: dict[str, tuple[str, float, float]] = {
     "noise": ("the standard deviation of Gaussian pixel noise, as a share of 255", 0.0, 1.0),
@@ -73,6 +82,9 @@ class CameraOptions:
     drift_strength: float = 0.0
     drift_after_s: float = 0.0
     scene: str = "random"  # one of SCENES
+    device: bool = False  # run the device tier in the camera
+    device_threshold: float = 0.9  # the device's confidence threshold
+    skip_threshold: float = 0.02  # frame difference below which the device reuses (0: off)
     mean_run: float = 20.0  # static scene: mean frames a box keeps its digit
     noise_sigma: float = 2.0  # static scene: sensor noise, grey levels
 
@@ -151,7 +163,8 @@ class PublishedFrame:
     captured_at: float
     size_bytes: int
     drifted: bool = False  # the digits carry the injected drift
-    tier: str = "edge"  # where the frame went first: "device" (answered there) or "edge"
+    tier: str = "edge"  # "device" when the camera answered it itself, else "edge"
+    skipped: bool = False  # the device reused an earlier answer (no inference)
 
 
 class CameraSimulator:
@@ -175,6 +188,16 @@ class CameraSimulator:
             for i, name in enumerate(self.camera_names)
         }
         self._scene: dict[str, tuple[list[Region], list[int]]] = {}
+        self._noise_bank: dict[str, list[np.ndarray]] = {}
+        self._device = (
+            DeviceTier(
+                OnnxModel.load("device"),
+                DeviceConfig(threshold=options.device_threshold),
+                SkipConfig(threshold=options.skip_threshold),
+            )
+            if options.device
+            else None
+        )
 
     def _background(self, rng: np.random.Generator) -> np.ndarray:
         o = self.options
@@ -216,8 +239,8 @@ class CameraSimulator:
             truth.append(int(self._y[index]))
         regions = [region for region, _ in placed]
         if o.scene == "static" and o.noise_sigma > 0:
-            noise = self._scene_rng[camera].normal(0.0, o.noise_sigma, image.shape)
-            image = np.clip(np.rint(image + noise), 0, 255).astype(np.uint8)
+            noise = self._noise(camera)
+            image = np.clip(image.astype(np.int16) + noise, 0, 255).astype(np.uint8)
         priority = 1 + int(self._rng.choice(3, p=o.priority_mix))
         privacy = _PRIVACY_ORDER[int(self._rng.choice(3, p=o.privacy_mix))]
         frame = Frame(
@@ -272,6 +295,18 @@ class CameraSimulator:
         boxes, shown = self._scene[camera]
         return list(zip(boxes, shown, strict=True))
 
+    def _noise(self, camera: str) -> np.ndarray:
+        """One of a bank of sensor-noise images: drawing 300k normals per frame would
+        cost the simulator more CPU than the workers it feeds."""
+        o = self.options
+        rng = self._scene_rng[camera]
+        if camera not in self._noise_bank:
+            self._noise_bank[camera] = [
+                np.rint(rng.normal(0.0, o.noise_sigma, (o.height, o.width))).astype(np.int16)
+                for _ in range(_NOISE_BANK)
+            ]
+        return self._noise_bank[camera][int(rng.integers(_NOISE_BANK))]
+
     def _apply_drift(self, pixels: np.ndarray) -> np.ndarray:
         """The digit's uint8 pixels with the configured drift applied."""
         o = self.options
@@ -300,9 +335,16 @@ class CameraSimulator:
                 delay = due - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                frame, truth = self.make_frame(camera, seq, time.time())
+                frame, truth = self.make_frame(camera, seq, 0.0)
+                # Captured once drawn: the simulator's own drawing time is no latency.
+                frame = replace(frame, captured_at=time.time())
                 data = encode(frame)
-                await nc.publish(subjects.frames(o.site, camera), data)
+                tier, skipped = "edge", False
+                if self._device is not None:
+                    tier, skipped = await self._device_tier(nc, frame)
+                if tier == "edge":
+                    sent = replace(frame, path=(Source.DEVICE.value,)) if self._device else frame
+                    await nc.publish(subjects.frames(o.site, camera), encode(sent))
                 record = PublishedFrame(
                     frame_id=frame.frame_id,
                     camera=camera,
@@ -313,12 +355,50 @@ class CameraSimulator:
                     captured_at=frame.captured_at,
                     size_bytes=len(data),
                     drifted=self.drifted(camera, seq),
+                    tier=tier,
+                    skipped=skipped,
                 )
                 published.append(record)
                 if on_publish is not None:
                     on_publish(record)
         await nc.flush()
         return published
+
+
+    @property
+    def device_model(self) -> OnnxModel | None:
+        """The device tier's model, when the camera runs one."""
+        return self._device.model if self._device is not None else None
+
+    async def _device_tier(self, nc: Client, frame: Frame) -> tuple[str, bool]:
+        """Answer ``frame`` on the device if it can; (tier that answered, skipped)."""
+        assert self._device is not None
+        # Tiny, but CPU work all the same: off the event loop.
+        (decision,) = await asyncio.to_thread(self._device.process, [frame])
+        skipped = decision.action is DeviceAction.SKIP
+        # A reused answer is only as good as the one reused: an unsure one goes on.
+        if decision.action is DeviceAction.FORWARD or (
+            skipped and decision.confidence < self.options.device_threshold
+        ):
+            return "edge", False
+        model = self._device.model
+        result = InferenceResult(
+            frame_id=frame.frame_id,
+            site=frame.site,
+            camera=frame.camera,
+            seq=frame.seq,
+            labels=decision.labels,
+            scores=np.ascontiguousarray(decision.scores, dtype=np.float32),
+            confidence=decision.confidence,
+            source=Source.DEVICE,
+            model=model.name,
+            model_version=model.version,
+            latency_ms=(time.time() - frame.captured_at) * 1000,
+            reason=Reason.UNCHANGED if skipped else Reason.CONFIDENT,
+            path=(Source.DEVICE.value,),
+        )
+        await nc.publish(subjects.results(frame.site, frame.camera), encode(result))
+        return "device", skipped
 
 
 def _gaussian_blur(values: np.ndarray, sigma: float) -> np.ndarray:

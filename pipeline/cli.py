@@ -54,6 +54,9 @@ def _camera_options(args: argparse.Namespace) -> CameraOptions:
         regions_per_frame=args.regions,
         deadline_ms=args.deadline_ms,
         seed=args.seed,
+        scene=args.scene,
+        device=args.tiers == 3,
+        skip_threshold=args.skip_threshold,
     )
 
 
@@ -177,6 +180,25 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--regions", type=int, default=1, help="digits per frame")
         p.add_argument("--deadline-ms", type=int, default=250)
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument(
+            "--scene",
+            choices=("random", "static"),
+            default="random",
+            help="random: new digits every frame; static: a shelf that barely changes",
+        )
+        p.add_argument(
+            "--tiers",
+            type=int,
+            choices=(2, 3),
+            default=2,
+            help="3: the camera runs the device tier (its own model, frame skipping)",
+        )
+        p.add_argument(
+            "--skip-threshold",
+            type=float,
+            default=0.02,
+            help="device tier: frame difference below which an answer is reused (0: off)",
+        )
 
     p = sub.add_parser("stack", help="run nats-server, cloud, edge and cameras; print a summary")
     with_config(p)

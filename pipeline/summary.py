@@ -117,13 +117,19 @@ def summarize(
     reasons = Counter(r.reason.value for r, _ in answered.values())
     sources = Counter(r.source.value for r, _ in answered.values())
     degraded = sum(1 for r, _ in answered.values() if r.degraded)
-    correct = total = 0
+    # Regions right and regions scored: all frames, the skipped ones, the others.
+    scores = {"all": [0, 0], "skipped": [0, 0], "fresh": [0, 0]}
     for fid, (result, _) in answered.items():
         truth = sent[fid].truth
-        total += len(truth)
+        right = 0
         if len(result.labels) == len(truth):
-            correct += sum(int(a == b) for a, b in zip(result.labels, truth, strict=True))
+            right = sum(int(a == b) for a, b in zip(result.labels, truth, strict=True))
+        for key in ("all", "skipped" if sent[fid].skipped else "fresh"):
+            scores[key][0] += right
+            scores[key][1] += len(truth)
+    correct, total = scores["all"]
     all_frames_bytes = sum(p.size_bytes for p in published)
+    to_edge_bytes = sum(p.size_bytes for p in published if p.tier == "edge")
     latencies = [
         (received - sent[fid].captured_at) * 1000 for fid, (_, received) in answered.items()
     ]
@@ -135,17 +141,23 @@ def summarize(
         "duplicate_results": collector.duplicates,
         "every_frame_one_result": missing == 0 and collector.duplicates == 0,
         "seconds": round(seconds, 2),
+        "share_final_from_device": _accuracy(sources[Source.DEVICE.value], n),
         "share_final_from_edge": _accuracy(sources[Source.EDGE.value], n),
         "share_final_from_cloud": _accuracy(sources[Source.CLOUD.value], n),
         "share_escalated": _accuracy(int(escalations), n),
         "degraded_results": degraded,
         "reasons": dict(sorted(reasons.items())),
         "dead_letters": int(dead_letters),
+        "frames_skipped": sum(p.skipped for p in published),
         "accuracy": {
             "edge_only": _offline_accuracy(edge_model, published),
             "hybrid": _accuracy(correct, total),
             "cloud_only": _offline_accuracy(cloud_model, published),
+            # Hybrid, split by whether the device reused an earlier answer.
+            "skipped_frames": _accuracy(*scores["skipped"]),
+            "fresh_frames": _accuracy(*scores["fresh"]),
         },
+        "bytes_camera_to_edge": to_edge_bytes,
         "bytes_to_cloud": {
             "hybrid": int(escalated_bytes),
             "every_frame": all_frames_bytes,
@@ -197,11 +209,20 @@ def format_summary(s: dict[str, Any]) -> str:
     def pct(x: float | None) -> str:
         return "n/a" if x is None else f"{100 * x:.1f}%"
 
+    tiers = []
+    if s["share_final_from_device"]:
+        tiers = [
+            f"answered on a device  {pct(s['share_final_from_device'])} "
+            f"(skipped as unchanged {s['frames_skipped']}; accuracy on skipped "
+            f"{pct(acc['skipped_frames'])}, on the others {pct(acc['fresh_frames'])})",
+            f"bytes camera to edge  {s['bytes_camera_to_edge']:,} of {b['every_frame']:,}",
+        ]
     return "\n".join(
         [
             f"frames published      {s['frames_published']}",
             f"final results         {s['final_results']} "
             f"(missing {s['missing_results']}, duplicates {s['duplicate_results']})",
+            *tiers,
             f"answered on the edge  {pct(s['share_final_from_edge'])}",
             f"escalated             {pct(s['share_escalated'])} "
             f"(answered by the cloud {pct(s['share_final_from_cloud'])}, "

@@ -1,0 +1,77 @@
+"""Three tiers through real workers: device (in the camera), edge, cloud.
+
+Every frame ends with exactly one final result, and the result names the tier and
+the model that produced it and the path the frame took.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from cloud_worker.worker import CloudWorker
+from edge_worker.worker import EdgeWorker
+from pipeline.camera import CameraOptions, CameraSimulator
+from pipeline.config import Settings
+from schemas import subjects
+from schemas.codec import decode_result
+from schemas.messages import InferenceResult, Reason, Source
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.integration
+
+PATHS = {
+    Source.DEVICE: ("device",),
+    Source.EDGE: ("device", "edge"),
+    Source.CLOUD: ("device", "edge", "cloud"),
+}
+
+
+async def test_every_frame_one_result_naming_its_tier_and_path(
+    settings: Settings, nc: Client
+) -> None:
+    options = CameraOptions(
+        cameras=2,
+        rate_hz=50.0,
+        seconds=4.0,
+        width=160,
+        height=120,
+        scene="static",
+        device=True,
+        deadline_ms=5_000,
+    )
+    results: list[InferenceResult] = []
+
+    async def on_result(msg: Msg) -> None:
+        results.append(decode_result(msg.data))
+
+    await nc.subscribe(subjects.results("site1"), cb=on_result)
+    camera = CameraSimulator(options)
+    async with CloudWorker(settings) as cloud, EdgeWorker(settings) as edge:
+        published = await camera.run(nc)
+        await wait_until(lambda: len(results) >= len(published), 30, "a result per frame")
+    by_frame = Counter(r.frame_id for r in results)
+    assert set(by_frame) == {p.frame_id for p in published}
+    assert max(by_frame.values()) == 1, "exactly one final result per frame"
+
+    assert camera.device_model is not None
+    models = {
+        Source.DEVICE: camera.device_model,
+        Source.EDGE: edge.model,
+        Source.CLOUD: cloud.model,
+    }
+    tiers = Counter(r.source for r in results)
+    assert tiers[Source.DEVICE] > 0 and tiers[Source.EDGE] > 0
+    for r in results:
+        assert r.path == PATHS[r.source], r
+        model = models[r.source]
+        assert (r.model, r.model_version) == (model.name, model.version)
+    skipped = [r for r in results if r.reason is Reason.UNCHANGED]
+    assert skipped and all(r.source is Source.DEVICE for r in skipped)
+    records = {p.frame_id: p for p in published}
+    assert {r.frame_id for r in skipped} == {f for f, p in records.items() if p.skipped}
+    answered_on_device = {r.frame_id for r in results if r.source is Source.DEVICE}
+    assert answered_on_device == {f for f, p in records.items() if p.tier == "device"}
