@@ -63,6 +63,13 @@ class _Job:
     escalation: Escalation
 
 
+def _embedding_rows(escalation: Escalation) -> np.ndarray:
+    """The embedding as (rows, width): a single vector is one row."""
+    assert escalation.embedding is not None
+    embedding = escalation.embedding
+    return embedding.reshape(1, -1) if embedding.ndim == 1 else embedding
+
+
 class CloudWorker:
     """One cloud worker. Use as ``async with CloudWorker(settings) as w``.
 
@@ -82,6 +89,9 @@ class CloudWorker:
         self.model = model or OnnxModel.load(
             "cloud", Path(cfg.model_manifest) if cfg.model_manifest else None
         )
+        # Escalations that carry only an embedding are answered by the model trained
+        # on embeddings (models/manifest.json role "cloud-embed").
+        self.embedding_model = OnnxModel.load("cloud-embed")
         self.metrics = metrics or CloudMetrics()
         self.metrics.model.info({"name": self.model.name, "version": self.model.version})
         self._executor = ThreadPoolExecutor(cfg.inference_threads, thread_name_prefix="cloud-onnx")
@@ -271,6 +281,7 @@ class CloudWorker:
             try:
                 escalation = decode_escalation(msg.data, max_bytes=cfg.max_message_bytes)
                 _check_addressing(escalation, msg.subject)
+                self._check_embedding(escalation)
             except SchemaError as exc:
                 await self._reject(msg, site, "schema", str(exc))
                 continue
@@ -281,12 +292,22 @@ class CloudWorker:
             jobs.append(_Job(msg, escalation))
         if not jobs:
             return
-        model = self.model  # one model per batch, whatever a swap does meanwhile
+        # One model per group, whatever a swap does meanwhile: pixels go to the
+        # classifier, embeddings (privacy "embedding") to the one trained on them.
+        groups = [
+            (model, group)
+            for model, group in (
+                (self.model, [j for j in jobs if j.escalation.embedding is None]),
+                (self.embedding_model, [j for j in jobs if j.escalation.embedding is not None]),
+            )
+            if group
+        ]
         async with self._keep_alive(jobs):
-            answered = await self._run_model(jobs, model)
+            answers = [(model, await self._run_model(group, model)) for model, group in groups]
             if cfg.inject_latency_ms:
                 await asyncio.sleep(cfg.inject_latency_ms / 1000)
-        await self._reply(answered, model)
+        for model, answered in answers:
+            await self._reply(answered, model)
 
     async def _run_model(self, jobs: list[_Job], model: OnnxModel) -> list[tuple[_Job, np.ndarray]]:
         """Scores per job. A batch that fails is retried job by job, so that a poison
@@ -391,12 +412,27 @@ class CloudWorker:
             await advisory.ack()
 
     def _infer(self, model: OnnxModel, jobs: list[_Job]) -> np.ndarray:
-        """Runs in the thread pool."""
+        """Runs in the thread pool: one row of features per region of every job."""
         prefix = self.settings.cloud.inject_failure_prefix
         if prefix and any(job.escalation.frame_id.startswith(prefix) for job in jobs):
             raise ModelError(f"injected failure for frame ids starting with {prefix!r}")
+        if model is self.embedding_model:
+            rows = [_embedding_rows(job.escalation) for job in jobs]
+            return model.predict_proba(np.concatenate(rows).astype(np.float32, copy=False))
         crops = [crop for job in jobs for crop in job.escalation.region_pixels()]
         return model.predict_proba(pixels_to_features(crops))
+
+    def _check_embedding(self, escalation: Escalation) -> None:
+        """An embedding must be one row per region, as wide as the model's input."""
+        if escalation.embedding is None:
+            return
+        rows, width = _embedding_rows(escalation).shape
+        wanted = self.embedding_model.spec.n_features
+        if rows != len(escalation.regions) or width != wanted:
+            raise SchemaError(
+                f"escalation.embedding: shape {list(escalation.embedding.shape)} but "
+                f"{len(escalation.regions)} regions of {wanted} values each are needed"
+            )
 
     def _answer(
         self, escalation: Escalation, scores: np.ndarray, model: OnnxModel

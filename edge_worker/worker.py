@@ -50,6 +50,7 @@ from pipeline.calibration import frame_confidence
 from pipeline.config import Settings
 from pipeline.costs import CostModel
 from pipeline.digits import pixels_to_features
+from pipeline.embedding import EmbeddingModel
 from pipeline.heartbeat import (
     Health,
     Heartbeat,
@@ -189,6 +190,7 @@ class EdgeWorker:
         # thread of its own and never holds up the model.
         self._face_blur = FaceBlur(FaceBlurOptions(detect_scale=0.5)) if cfg.face_blur else None
         self._sanitizer = ThreadPoolExecutor(1, thread_name_prefix="edge-sanitize")
+        self._embedder = EmbeddingModel.load()
         self._reply_subject = subjects.replies(self.site, cfg.worker_id)
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
@@ -510,8 +512,20 @@ class EdgeWorker:
             )
             self.metrics.faces_blurred.labels(self.site).inc(len(report.faces))
             frame = replace(frame, image=report.image)
+        embedding = None
+        if send is PrivacyClass.EMBEDDING:
+            # Only the site's embedding of each region leaves, never a pixel.
+            features = pixels_to_features(frame.crops())
+            embedding = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._embedder.embed, features
+            )
         return Escalation.of_frame(
-            frame, send, self._reply_subject, edge_result.labels, edge_result.confidence
+            frame,
+            send,
+            self._reply_subject,
+            edge_result.labels,
+            edge_result.confidence,
+            embedding=embedding,
         )
 
     async def _charge(self, regions: int, sent_bytes: int) -> bool:

@@ -82,6 +82,8 @@ class CameraOptions:
     drift_strength: float = 0.0
     drift_after_s: float = 0.0
     scene: str = "random"  # one of SCENES
+    # A privacy class for every frame (a PrivacyClass value), instead of privacy_mix.
+    privacy: str = ""
     device: bool = False  # run the device tier in the camera
     device_threshold: float = 0.9  # the device's confidence threshold
     skip_threshold: float = 0.02  # frame difference below which the device reuses (0: off)
@@ -103,6 +105,9 @@ class CameraOptions:
             mix = getattr(self, name)
             if len(mix) != 3 or min(mix) < 0 or abs(sum(mix) - 1.0) > 1e-6:
                 raise ConfigError(f"{name} must be three shares >= 0 adding up to 1, got {mix}")
+        classes = [c.value for c in PrivacyClass]
+        if self.privacy and self.privacy not in classes:
+            raise ConfigError(f"privacy must be one of {', '.join(classes)}, got {self.privacy!r}")
         if self.scene not in SCENES:
             raise ConfigError(f"scene must be one of {', '.join(SCENES)}, got {self.scene!r}")
         if not (self.mean_run >= 1.0 and self.noise_sigma >= 0.0):
@@ -243,6 +248,8 @@ class CameraSimulator:
             image = np.clip(image.astype(np.int16) + noise, 0, 255).astype(np.uint8)
         priority = 1 + int(self._rng.choice(3, p=o.priority_mix))
         privacy = _PRIVACY_ORDER[int(self._rng.choice(3, p=o.privacy_mix))]
+        if o.privacy:
+            privacy = PrivacyClass(o.privacy)
         frame = Frame(
             frame_id=f"{o.site}-{camera}-{self._run_id}-{seq}",
             site=o.site,

@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import Coroutine, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -57,6 +58,7 @@ def _camera_options(args: argparse.Namespace) -> CameraOptions:
         scene=args.scene,
         device=args.tiers == 3,
         skip_threshold=args.skip_threshold,
+        privacy=args.privacy or "",
     )
 
 
@@ -120,15 +122,38 @@ async def _stack(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     if args.routing:
         settings = replace(settings, edge=replace(settings.edge, routing=args.routing))
-    options = StackOptions(
-        camera=_camera_options(args), settings=settings, wan_delay_ms=args.wan_delay_ms
-    )
+    camera = _camera_options(args)
+    if args.pipeline:
+        camera, settings = _apply_pipeline(Path(args.pipeline), camera, settings)
+    options = StackOptions(camera=camera, settings=settings, wan_delay_ms=args.wan_delay_ms)
     summary = await run_stack(options, progress=sys.stderr)
     if args.json:
         print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
     else:
         print(format_summary(summary))
     return 0 if summary["every_frame_one_result"] else 1
+
+
+def _apply_pipeline(
+    path: Path, camera: CameraOptions, settings: Settings
+) -> tuple[CameraOptions, Settings]:
+    """Run the stack as a declared pipeline (configs/pipelines/*.toml) prescribes.
+
+    The declaration is validated first (``hybridfleet plan`` explains it). Its privacy
+    class goes to every frame, a device stage turns on the device tier, and the
+    sanitising transform of the edge-to-cloud boundary sets the face blur.
+    """
+    from pipeline.pipelines import Sanitize, Tier, load_pipeline
+
+    spec = load_pipeline(path)
+    privacy = {"none": "local_only", "embedding": "embedding", "crop": "crop", "frame": "full"}
+    camera = replace(
+        camera,
+        privacy=privacy[spec.privacy.value],
+        device=camera.device or any(stage.tier is Tier.DEVICE for stage in spec.stages),
+    )
+    blur = spec.edge_to_cloud.sanitize is Sanitize.FACE_BLUR
+    return camera, replace(settings, edge=replace(settings.edge, face_blur=blur))
 
 
 def _tune(args: argparse.Namespace) -> int:
@@ -194,6 +219,11 @@ def _parser() -> argparse.ArgumentParser:
             help="3: the camera runs the device tier (its own model, frame skipping)",
         )
         p.add_argument(
+            "--privacy",
+            choices=("local_only", "embedding", "crop", "full"),
+            help="one privacy class for every frame (default: the simulator's mix)",
+        )
+        p.add_argument(
             "--skip-threshold",
             type=float,
             default=0.02,
@@ -208,6 +238,10 @@ def _parser() -> argparse.ArgumentParser:
         "--wan-delay-ms",
         type=float,
         help="run the site as a leaf of a hub behind an emulated WAN with this one-way delay",
+    )
+    p.add_argument(
+        "--pipeline",
+        help="a pipeline declaration (configs/pipelines/*.toml): its privacy, tiers, blur",
     )
     p.add_argument(
         "--routing",

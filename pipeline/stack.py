@@ -55,7 +55,7 @@ async def _progress(
         await asyncio.sleep(1.0)
         escalated = sum(
             edge.metrics.value("hybridfleet_edge_escalations_total", site=edge.site, privacy=p)
-            for p in ("crop", "full")
+            for p in ("embedding", "crop", "full")
         )
         print(
             f"[{time.monotonic() - started:5.1f}s] published {len(published)}/{total}  "
@@ -184,7 +184,7 @@ async def _run(
         ),
         escalations=sum(
             edge.metrics.value("hybridfleet_edge_escalations_total", site=edge.site, privacy=p)
-            for p in ("crop", "full")
+            for p in ("embedding", "crop", "full")
         ),
         dead_letters=sum(
             edge.metrics.value("hybridfleet_edge_dead_letters_total", site=edge.site, kind=k)

@@ -49,11 +49,13 @@ __all__ = [
     "to_map",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # A 1920x1080 grayscale frame is 2 MB; anything far beyond is a mistake or an attack.
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 MAX_REGIONS = 64
 MAX_CLASSES = 1000
+# Tiers in the order a frame passes them (``Source`` lists them in that order).
+_TIERS = tuple(Source)
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _FRAME_ID = re.compile(r"[A-Za-z0-9_.:/-]{1,128}")
@@ -124,6 +126,7 @@ def to_map(msg: Message) -> dict[str, Any]:
             "deadline_ms": msg.deadline_ms,
             "threshold": msg.threshold,
             "privacy": msg.privacy.value,
+            "path": list(msg.path),
         }
     if isinstance(msg, InferenceResult):
         return {
@@ -143,6 +146,7 @@ def to_map(msg: Message) -> dict[str, Any]:
             "reason": msg.reason.value,
             "degraded": msg.degraded,
             "edge_labels": None if msg.edge_labels is None else list(msg.edge_labels),
+            "path": list(msg.path),
         }
     if isinstance(msg, Escalation):
         return {
@@ -159,6 +163,7 @@ def to_map(msg: Message) -> dict[str, Any]:
             "regions": _regions(msg.regions),
             "crops": [_array(c) for c in msg.crops],
             "image": None if msg.image is None else _array(msg.image),
+            "embedding": None if msg.embedding is None else _array(msg.embedding),
             "reply_to": msg.reply_to,
             "edge_labels": list(msg.edge_labels),
             "edge_confidence": msg.edge_confidence,
@@ -274,11 +279,32 @@ class _Fields:
             raise self._fail(key, f"labels must be in 0..{MAX_CLASSES - 1}")
         return tuple(items)
 
-    def array(self, key: str, dtype: str, ndim: int) -> np.ndarray:
+    def tiers(self, key: str) -> tuple[Source, ...]:
+        """A list of distinct tier names in tier order (device, edge, cloud)."""
+        out: list[Source] = []
+        for i, item in enumerate(self.items(key, len(_TIERS))):
+            if not isinstance(item, str) or item not in _TIERS:
+                allowed = ", ".join(_TIERS)
+                raise self._fail(f"{key}[{i}]", f"{item!r} is not one of {allowed}")
+            tier = Source(item)
+            if tier in out:
+                raise self._fail(key, f"{tier.value!r} appears twice; each tier at most once")
+            out.append(tier)
+        if out != sorted(out, key=_TIERS.index):
+            raise self._fail(
+                key, f"{[t.value for t in out]} is out of order; tiers go {', '.join(_TIERS)}"
+            )
+        return tuple(out)
+
+    def array(self, key: str, dtype: str, ndim: int | tuple[int, ...]) -> np.ndarray:
         return self.array_at(self._get(key), f"{self.path}.{key}", dtype, ndim)
 
-    def array_at(self, raw: Any, path: str, dtype: str, ndim: int) -> np.ndarray:
-        """An array map found anywhere in this message (``path`` names it in errors)."""
+    def array_at(self, raw: Any, path: str, dtype: str, ndim: int | tuple[int, ...]) -> np.ndarray:
+        """An array map found anywhere in this message (``path`` names it in errors).
+
+        ``ndim`` is the number of dimensions, or a tuple of the numbers allowed.
+        """
+        ndims = (ndim,) if isinstance(ndim, int) else ndim
         if not isinstance(raw, dict):
             raise SchemaError(f"{path}: expected an array map {{dtype, shape, data}}")
         f = _Fields(raw, path, self._binary)
@@ -286,10 +312,11 @@ class _Fields:
         if got != dtype:
             raise SchemaError(f"{path}.dtype: {got!r}, expected {dtype!r}")
         shape = f.items("shape", 8)
-        if len(shape) != ndim or not all(
+        if len(shape) not in ndims or not all(
             isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 1 << 16 for v in shape
         ):
-            raise SchemaError(f"{path}.shape: {shape} is not {ndim} sizes in 0..65536")
+            count = " or ".join(str(n) for n in ndims)
+            raise SchemaError(f"{path}.shape: {shape} is not {count} sizes in 0..65536")
         data = f.binary("data")
         np_dtype = _DTYPES[dtype]
         expected = math.prod(shape) * np_dtype.itemsize
@@ -379,6 +406,7 @@ def _frame(f: _Fields) -> Frame:
         deadline_ms=f.integer("deadline_ms", 1, 3_600_000),
         threshold=f.optional("threshold", lambda k: f.number(k, 0.0, 1.0)),
         privacy=f.enum("privacy", PrivacyClass),
+        path=f.tiers("path"),
     )
 
 
@@ -390,6 +418,13 @@ def _result(f: _Fields) -> InferenceResult:
             f"result.scores: {scores.shape[0]} rows for {len(labels)} labels; need one per label"
         )
     edge_labels = f.optional("edge_labels", f.labels)
+    source = f.enum("source", Source)
+    path = f.tiers("path")
+    if path and path[-1] is not source:
+        raise SchemaError(
+            f"result.path: ends with {path[-1].value!r} but source is {source.value!r}; "
+            "the path ends with the tier that answered"
+        )
     return InferenceResult(
         frame_id=f.text("frame_id", _FRAME_ID),
         site=check_token(f.text("site"), "result.site"),
@@ -398,13 +433,14 @@ def _result(f: _Fields) -> InferenceResult:
         labels=labels,
         scores=scores,
         confidence=f.number("confidence", 0.0, 1.0),
-        source=f.enum("source", Source),
+        source=source,
         model=f.text("model", max_len=128),
         model_version=f.text("model_version", max_len=64),
         latency_ms=f.number("latency_ms"),
         reason=f.enum("reason", Reason),
         degraded=f.flag("degraded"),
         edge_labels=edge_labels,
+        path=path,
     )
 
 
@@ -416,8 +452,13 @@ def _escalation(f: _Fields) -> Escalation:
         for i, c in enumerate(f.items("crops", MAX_REGIONS))
     )
     image = f.optional("image", lambda k: f.array(k, "uint8", 2))
+    embedding = f.optional("embedding", lambda k: f.array(k, "float32", (1, 2)))
     if privacy is PrivacyClass.LOCAL_ONLY:
         raise SchemaError("escalation.privacy: a local_only frame must never be escalated")
+    if privacy is PrivacyClass.EMBEDDING:
+        _check_embedding(embedding, len(regions), len(crops), image is not None)
+    elif embedding is not None:
+        raise SchemaError(f"escalation.embedding: privacy {privacy.value!r} carries no embedding")
     if privacy is PrivacyClass.CROP and (image is not None or len(crops) != len(regions)):
         raise SchemaError(
             "escalation: privacy 'crop' carries one crop per region and no image, got "
@@ -452,7 +493,31 @@ def _escalation(f: _Fields) -> Escalation:
         reply_to=f.text("reply_to", _SUBJECT),
         edge_labels=f.labels("edge_labels"),
         edge_confidence=f.number("edge_confidence", 0.0, 1.0),
+        embedding=embedding,
     )
+
+
+def _check_embedding(
+    embedding: np.ndarray | None, regions: int, crops: int, has_image: bool
+) -> None:
+    """The rules of privacy ``embedding``: an embedding, and not one pixel."""
+    if crops or has_image:
+        raise SchemaError(
+            "escalation: privacy 'embedding' carries the embedding and no crops or image, got "
+            + " and ".join(
+                ([f"{crops} crops"] if crops else []) + (["an image"] if has_image else [])
+            )
+        )
+    if embedding is None:
+        raise SchemaError("escalation.embedding: privacy 'embedding' needs an embedding, got nil")
+    shape = list(embedding.shape)
+    if shape[-1] < 1:
+        raise SchemaError(f"escalation.embedding: shape {shape} has no values per embedding")
+    if embedding.ndim == 2 and shape[0] != regions:
+        raise SchemaError(
+            f"escalation.embedding: {shape[0]} rows for {regions} regions; "
+            "a 2-D embedding has one row per region"
+        )
 
 
 def _dead_letter(f: _Fields) -> DeadLetter:

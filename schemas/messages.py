@@ -11,6 +11,8 @@ from enum import StrEnum
 
 import numpy as np
 
+from schemas.errors import SchemaError
+
 __all__ = [
     "DeadLetter",
     "Escalation",
@@ -24,16 +26,25 @@ __all__ = [
 
 
 class PrivacyClass(StrEnum):
-    """What of a frame may leave its site."""
+    """What of a frame may leave its site, listed from least to most.
+
+    ``local_only`` < ``embedding`` < ``crop`` < ``full``: each lets out everything the
+    one before it does and more. Compare them by that order, never as strings.
+    """
 
     LOCAL_ONLY = "local_only"  # nothing: the edge answer is final
+    EMBEDDING = "embedding"  # only an embedding computed at the site; never pixels
     CROP = "crop"  # only the pixels inside the regions of interest
     FULL = "full"  # the whole frame
 
 
 class Source(StrEnum):
-    """Which tier produced an answer."""
+    """A tier: which one produced an answer, or one step of a frame's ``path``.
 
+    Listed in tier order, device < edge < cloud; a path follows that order.
+    """
+
+    DEVICE = "device"  # the camera's own tiny model
     EDGE = "edge"
     CLOUD = "cloud"
 
@@ -41,7 +52,7 @@ class Source(StrEnum):
 class Reason(StrEnum):
     """Why a final result is what it is. One code per decision path."""
 
-    CONFIDENT = "confident"  # edge confidence met the frame's threshold
+    CONFIDENT = "confident"  # the answering tier's confidence met the frame's threshold
     PRIORITY_LOCAL = "priority_local"  # priority 1 frames are always answered on the edge
     PRIVACY_LOCAL_ONLY = "privacy_local_only"  # uncertain, but nothing may leave the site
     DEADLINE_TOO_SHORT = "deadline_too_short"  # uncertain, but the cloud cannot answer in time
@@ -53,6 +64,9 @@ class Reason(StrEnum):
     LINK_DOWN = "link_down"  # stored for the cloud, but the link is down: edge answer (degraded)
     SHED = "shed"  # dropped unanswered by an overloaded edge (no labels)
     BUDGET = "budget"  # uncertain, but the site's daily cloud budget is used up (degraded)
+    # The device skipped the frame as too similar to the last one it processed for the
+    # camera, and reused that frame's answer.
+    UNCHANGED = "unchanged"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +89,10 @@ class Frame:
 
     ``image`` is a 2-D uint8 grayscale array (rows, columns). ``deadline_ms`` counts
     from ``captured_at`` (Unix seconds). ``threshold`` overrides the edge worker's
-    confidence threshold for this frame.
+    confidence threshold for this frame. ``path`` lists the tiers (``Source`` values)
+    the frame already passed before this message, in tier order: ``("device",)`` when
+    a camera forwards a frame its own model was unsure of; empty when it came straight
+    from the camera.
     """
 
     frame_id: str
@@ -89,6 +106,7 @@ class Frame:
     deadline_ms: int = 250
     threshold: float | None = None
     privacy: PrivacyClass = PrivacyClass.CROP
+    path: tuple[str, ...] = ()
 
     @property
     def deadline_at(self) -> float:
@@ -108,6 +126,9 @@ class InferenceResult:
     ``confidence`` is the lowest per-region confidence (a frame is as certain as its
     least certain region). ``edge_labels`` carries the edge model's own answer when
     the final answer came from elsewhere, so edge and cloud can be compared.
+    ``path`` lists the tiers (``Source`` values) the frame passed through, in tier
+    order, ending with ``source``, the tier that answered: ``("device", "edge")`` for
+    a frame the camera forwarded and the edge answered. Empty means not recorded.
     """
 
     frame_id: str
@@ -124,6 +145,7 @@ class InferenceResult:
     reason: Reason
     degraded: bool = False
     edge_labels: tuple[int, ...] | None = None
+    path: tuple[str, ...] = ()
 
     @property
     def label(self) -> int | None:
@@ -135,9 +157,12 @@ class InferenceResult:
 class Escalation:
     """What the edge sends the cloud for one frame, and where the answer goes.
 
-    With privacy ``crop`` only ``crops`` (one per region) are sent; with ``full``
-    the whole ``image`` is sent and ``crops`` is empty. ``deadline_at`` is absolute
-    Unix time as the site's clock sees it.
+    What is sent depends on ``privacy``: with ``crop`` only ``crops`` (one per
+    region); with ``full`` the whole ``image`` and no crops; with ``embedding`` only
+    ``embedding``, computed at the site, and no pixels at all. ``embedding`` is float32,
+    either one vector ``(D,)`` for the frame or one row per region ``(regions, D)``,
+    and is None for every other privacy class. ``deadline_at`` is absolute Unix time
+    as the site's clock sees it.
     """
 
     frame_id: str
@@ -154,6 +179,7 @@ class Escalation:
     reply_to: str
     edge_labels: tuple[int, ...]
     edge_confidence: float
+    embedding: np.ndarray | None = None
 
     @classmethod
     def of_frame(
@@ -163,9 +189,25 @@ class Escalation:
         reply_to: str,
         edge_labels: tuple[int, ...],
         edge_confidence: float,
+        *,
+        embedding: np.ndarray | None = None,
     ) -> Escalation:
-        """What leaves the site for ``frame`` when privacy ``send`` (crop or full) allows."""
+        """What leaves the site for ``frame`` when privacy ``send`` allows.
+
+        ``crop`` sends the region crops, ``full`` the whole image. ``embedding`` sends
+        the given ``embedding`` and no pixels. Raises ``SchemaError`` for ``local_only``
+        (nothing may leave), for ``embedding`` without an embedding, and for an
+        embedding given with ``crop`` or ``full`` (a message carries one kind of payload).
+        """
+        if send is PrivacyClass.LOCAL_ONLY:
+            raise SchemaError("escalation.privacy: a local_only frame must never be escalated")
+        if (send is PrivacyClass.EMBEDDING) != (embedding is not None):
+            raise SchemaError(
+                f"escalation.embedding: privacy {send.value!r} "
+                + ("needs an embedding" if embedding is None else "carries no embedding")
+            )
         full = send is PrivacyClass.FULL
+        pixels = send is not PrivacyClass.EMBEDDING
         return cls(
             frame_id=frame.frame_id,
             site=frame.site,
@@ -176,15 +218,25 @@ class Escalation:
             priority=frame.priority,
             privacy=send,
             regions=frame.regions,
-            crops=() if full else tuple(frame.crops()),
+            crops=tuple(frame.crops()) if pixels and not full else (),
             image=frame.image if full else None,
             reply_to=reply_to,
             edge_labels=edge_labels,
             edge_confidence=edge_confidence,
+            embedding=embedding,
         )
 
     def region_pixels(self) -> list[np.ndarray]:
-        """The pixels to classify, one array per region, whichever way they were sent."""
+        """The pixels to classify, one array per region, whichever way they were sent.
+
+        Raises ``SchemaError`` for privacy ``embedding``: no pixels left the site, so
+        classify ``embedding`` instead. (An empty list would look like a frame with no
+        regions and be answered as one.)
+        """
+        if self.privacy is PrivacyClass.EMBEDDING:
+            raise SchemaError(
+                "escalation: privacy 'embedding' carries no pixels; classify its embedding"
+            )
         if self.image is not None:
             return [r.crop(self.image) for r in self.regions]
         return list(self.crops)

@@ -47,6 +47,12 @@ def _scores(*winners: int) -> np.ndarray:
     return rows
 
 
+def _embedding(rows: int, width: int) -> np.ndarray:
+    """A fixed float32 (rows, width) embedding of exact binary fractions, some negative."""
+    values = (np.arange(rows * width, dtype=np.float32) - 3) / 8
+    return values.reshape(rows, width)
+
+
 def messages() -> dict[str, Message]:
     """Every vector by name."""
     frame = Frame(
@@ -75,6 +81,21 @@ def messages() -> dict[str, Message]:
         threshold=None,
         privacy=PrivacyClass.LOCAL_ONLY,
     )
+    # A frame the camera's own model was unsure of, forwarded to the edge.
+    forwarded = Frame(
+        frame_id="site1-cam-3-run7-9",
+        site="site1",
+        camera="cam-3",
+        seq=9,
+        captured_at=CAPTURED_AT,
+        image=_pixels(8, 8),
+        regions=(Region(0, 0, 8, 8),),
+        priority=3,
+        deadline_ms=500,
+        threshold=None,
+        privacy=PrivacyClass.EMBEDDING,
+        path=("device",),
+    )
     reply_to = "replies.site1.edge-1"
     edge = InferenceResult(
         frame_id=frame.frame_id,
@@ -91,13 +112,36 @@ def messages() -> dict[str, Message]:
         reason=Reason.CONFIDENT,
         degraded=False,
         edge_labels=None,
+        path=("edge",),
     )
     return {
         "frame_regions": frame,
         "frame_no_regions": bare,
+        "frame_forwarded": forwarded,
         "escalation_crop": Escalation.of_frame(frame, PrivacyClass.CROP, reply_to, (3, 1), 0.5),
         "escalation_full": Escalation.of_frame(frame, PrivacyClass.FULL, reply_to, (3, 1), 0.5),
+        "escalation_embedding": Escalation.of_frame(
+            frame, PrivacyClass.EMBEDDING, reply_to, (3, 1), 0.5, embedding=_embedding(2, 4)
+        ),
         "result_edge": edge,
+        # The camera skipped the frame as unchanged and reused its last answer.
+        "result_device": InferenceResult(
+            frame_id="site1-cam-3-run7-10",
+            site="site1",
+            camera="cam-3",
+            seq=10,
+            labels=(5,),
+            scores=_scores(5),
+            confidence=55 / 64,
+            source=Source.DEVICE,
+            model="digits-logreg",
+            model_version="1.0.0",
+            latency_ms=1.25,
+            reason=Reason.UNCHANGED,
+            degraded=False,
+            edge_labels=None,
+            path=("device",),
+        ),
         "result_cloud": InferenceResult(
             frame_id=frame.frame_id,
             site="site1",
@@ -113,6 +157,7 @@ def messages() -> dict[str, Message]:
             reason=Reason.CLOUD_ANSWER,
             degraded=False,
             edge_labels=(3, 1),
+            path=("edge", "cloud"),
         ),
         "result_shed": InferenceResult(
             frame_id=bare.frame_id,

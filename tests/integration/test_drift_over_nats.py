@@ -8,6 +8,7 @@ frames, not wall time.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -65,6 +66,9 @@ async def _run(
         nonlocal results
         results += 1
 
+    def reached(count: int) -> Callable[[], bool]:
+        return lambda: results >= count
+
     await nc.subscribe(subjects.health("site1"), cb=on_health)
     await nc.subscribe(subjects.results("site1"), cb=on_result)
     flagged_at = None
@@ -74,7 +78,7 @@ async def _run(
             for seq in range(start, start + CHUNK):
                 frame, _ = camera.make_frame("cam1", seq, time.time())
                 await nc.publish(subjects.frames("site1", "cam1"), encode(frame))
-            await wait_until(lambda end=start + CHUNK: results >= end, 30, "a result per frame")
+            await wait_until(reached(start + CHUNK), 30, "a result per frame")
             await wait_until(
                 lambda: m.value("hybridfleet_edge_shadow_escalations_total", site="site1")
                 == m.value("hybridfleet_edge_drift_compared_total", site="site1", kind="shadow"),

@@ -6,6 +6,7 @@ The edge worker runs the simulated thermal sensor; the test drives its reading w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -45,6 +46,9 @@ async def test_hot_edge_offloads_more_sheds_local_only_and_recovers(
 
     await nc.subscribe(subjects.results("site1"), cb=on_result)
 
+    def reached(count: int) -> Callable[[], bool]:
+        return lambda: len(results) >= count
+
     async def phase(seed: int) -> tuple[float, int]:
         """Escalated share of N leavable frames, and how many local-only ones were shed."""
         start = len(results)
@@ -58,8 +62,7 @@ async def test_hot_edge_offloads_more_sheds_local_only_and_recovers(
         for i in range(0, len(frames), CHUNK):
             for frame, _ in frames[i : i + CHUNK]:
                 await nc.publish(subjects.frames("site1", frame.camera), encode(frame))
-            done = start + min(i + CHUNK, len(frames))
-            await wait_until(lambda done=done: len(results) >= done, 30, "a result per frame")
+            await wait_until(reached(start + min(i + CHUNK, len(frames))), 30, "every result")
         batch = results[start:]
         by_privacy = {r.frame_id: r for r in batch}
         escalated = sum(by_privacy[f.frame_id].reason is Reason.CLOUD_ANSWER for f, _ in leavable)

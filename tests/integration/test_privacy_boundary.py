@@ -2,9 +2,10 @@
 
 A listener on ``escalations.>`` (everything the site stores for the cloud) decodes
 every message and checks it against the privacy class of the frame it came from:
-``local_only`` frames never appear, ``crop`` escalations carry crops and no frame, and
-a whole frame that leaves has its faces blurred (a real photograph with a face,
-scikit-image's ``astronaut``).
+``local_only`` frames never appear, ``embedding`` escalations carry an embedding and
+not one pixel, ``crop`` escalations carry crops and no frame, and a whole frame that
+leaves has its faces blurred (a real photograph with a face, scikit-image's
+``astronaut``). The cloud answers embeddings with the model trained on them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from edge_worker.worker import EdgeWorker
 from pipeline.config import Settings
 from schemas import subjects
 from schemas.codec import decode_escalation, decode_result, encode
-from schemas.messages import Escalation, Frame, PrivacyClass, Region
+from schemas.messages import Escalation, Frame, InferenceResult, PrivacyClass, Region
 from tests.helpers import make_frames, wait_until
 
 pytestmark = pytest.mark.integration
@@ -44,11 +45,11 @@ async def test_nothing_forbidden_crosses_and_faces_are_blurred(
     settings = replace(
         settings, edge=replace(settings.edge, default_threshold=1.0, shadow_rate=0.0)
     )
-    photo = cv2.cvtColor(np.asarray(data.astronaut()), cv2.COLOR_RGB2GRAY)
-    frames: list[Frame] = [f for f, _ in make_frames(90, deadline_ms=10_000, priority=2)]
+    rgb = np.asarray(data.astronaut())  # type: ignore[no-untyped-call]
+    photo = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    frames: list[Frame] = [f for f, _ in make_frames(120, deadline_ms=10_000, priority=2)]
     frames = [
-        replace(f, privacy=(PrivacyClass.LOCAL_ONLY, PrivacyClass.CROP, PrivacyClass.FULL)[i % 3])
-        for i, f in enumerate(frames)
+        replace(f, privacy=list(PrivacyClass)[i % len(PrivacyClass)]) for i, f in enumerate(frames)
     ]
     # A whole photograph with a face, its region of interest on the suit.
     portrait = replace(
@@ -62,17 +63,17 @@ async def test_nothing_forbidden_crosses_and_faces_are_blurred(
     frames.append(portrait)
     privacy = {f.frame_id: f.privacy for f in frames}
     crossed: list[Escalation] = []
-    results: list[str] = []
+    results: list[InferenceResult] = []
 
     async def on_escalation(msg: Msg) -> None:
         crossed.append(decode_escalation(msg.data))
 
     async def on_result(msg: Msg) -> None:
-        results.append(decode_result(msg.data).frame_id)
+        results.append(decode_result(msg.data))
 
     await nc.subscribe("escalations.>", cb=on_escalation)
     await nc.subscribe(subjects.results("site1"), cb=on_result)
-    async with CloudWorker(settings), EdgeWorker(settings):
+    async with CloudWorker(settings) as cloud, EdgeWorker(settings):
         for frame in frames:
             await nc.publish(subjects.frames("site1", frame.camera), encode(frame))
         await wait_until(lambda: len(results) >= len(frames), 30, "a result per frame")
@@ -80,16 +81,28 @@ async def test_nothing_forbidden_crosses_and_faces_are_blurred(
 
     assert crossed, "uncertain frames that may leave were escalated"
     seen = {privacy[e.frame_id] for e in crossed}
-    assert seen == {PrivacyClass.CROP, PrivacyClass.FULL}
+    assert seen == {PrivacyClass.EMBEDDING, PrivacyClass.CROP, PrivacyClass.FULL}
     for escalation in crossed:
         allowed = privacy[escalation.frame_id]
         assert allowed is not PrivacyClass.LOCAL_ONLY, "a local-only frame left the site"
         assert escalation.privacy is allowed
-        if allowed is PrivacyClass.CROP:
+        if allowed is PrivacyClass.EMBEDDING:
+            assert escalation.image is None and not escalation.crops, "pixels left the site"
+            assert escalation.embedding is not None
+            assert escalation.embedding.shape == (len(escalation.regions), 16)
+        elif allowed is PrivacyClass.CROP:
             assert escalation.image is None, "a crop escalation carried the whole frame"
+            assert escalation.embedding is None
             assert [c.shape for c in escalation.crops] == [(r.h, r.w) for r in escalation.regions]
         else:
             assert escalation.image is not None and not escalation.crops
+    # Embeddings are answered by the model trained on embeddings, pixels by the other.
+    escalated = {e.frame_id for e in crossed}
+    for result in results:
+        if result.frame_id in escalated and result.source.value == "cloud":
+            embedded = privacy[result.frame_id] is PrivacyClass.EMBEDDING
+            model = cloud.embedding_model if embedded else cloud.model
+            assert result.model == model.name
 
     (sent,) = [e for e in crossed if e.frame_id == "portrait-1"]
     assert sent.image is not None

@@ -61,6 +61,7 @@ def make_frame(**changes: Any) -> Frame:
         "deadline_ms": 180,
         "threshold": 0.75,
         "privacy": PrivacyClass.FULL,
+        "path": ("device",),
     }
     base.update(changes)
     return Frame(**base)
@@ -82,9 +83,14 @@ def make_result(**changes: Any) -> InferenceResult:
         "reason": Reason.CLOUD_ANSWER,
         "degraded": True,
         "edge_labels": (3, 8),
+        "path": ("device", "edge", "cloud"),
     }
     base.update(changes)
     return InferenceResult(**base)
+
+
+def _embedding(rows: int = 2, width: int = 4) -> np.ndarray:
+    return (np.arange(rows * width, dtype=np.float32) / 8 - 0.5).reshape(rows, width)
 
 
 def make_escalation(privacy: PrivacyClass = PrivacyClass.CROP, **changes: Any) -> Escalation:
@@ -105,6 +111,7 @@ def make_escalation(privacy: PrivacyClass = PrivacyClass.CROP, **changes: Any) -
         "reply_to": "replies.site1.edge-1",
         "edge_labels": (1, 2),
         "edge_confidence": 0.4,
+        "embedding": _embedding() if privacy is PrivacyClass.EMBEDDING else None,
     }
     base.update(changes)
     return Escalation(**base)
@@ -190,8 +197,9 @@ def _shares_received_bytes(array: np.ndarray) -> bool:
         make_frame(regions=(), image=np.zeros((0, 0), np.uint8), deadline_ms=3_600_000),
         make_frame(threshold=0.0, captured_at=0.0, seq=2**63 - 1),
         make_frame(threshold=1.0),
+        make_frame(path=(), privacy=PrivacyClass.EMBEDDING),
     ],
-    ids=["full", "local-only-no-threshold", "empty-image", "low-bounds", "threshold-1"],
+    ids=["full", "local-only-no-threshold", "empty-image", "low-bounds", "threshold-1", "no-path"],
 )
 def test_frame_round_trip(frame: Frame) -> None:
     got = decode_frame(encode(frame))
@@ -199,6 +207,7 @@ def test_frame_round_trip(frame: Frame) -> None:
     assert isinstance(got.privacy, PrivacyClass)
     assert all(type(r) is Region for r in got.regions)
     assert got.deadline_at == frame.deadline_at
+    assert all(type(t) is Source for t in got.path)
 
 
 def test_frame_image_is_read_only_view_of_received_bytes() -> None:
@@ -226,19 +235,43 @@ def test_frame_non_contiguous_image_round_trips() -> None:
     "result",
     [
         make_result(),
-        make_result(edge_labels=None, degraded=False, source=Source.EDGE, reason=Reason.CONFIDENT),
+        make_result(
+            edge_labels=None,
+            degraded=False,
+            source=Source.EDGE,
+            reason=Reason.CONFIDENT,
+            path=("device", "edge"),
+        ),
         make_result(
             labels=(), scores=np.zeros((0, 10), np.float32), edge_labels=(), reason=Reason.SHED
         ),
-        make_result(labels=(0, 999), confidence=1.0, latency_ms=-3.0),
+        make_result(labels=(0, 999), confidence=1.0, latency_ms=-3.0, path=()),
+        make_result(
+            edge_labels=None,
+            degraded=False,
+            source=Source.DEVICE,
+            reason=Reason.UNCHANGED,
+            path=("device",),
+        ),
+        make_result(path=("edge", "cloud")),
+        make_result(path=("cloud",)),
     ],
-    ids=["cloud", "edge-no-edge-labels", "no-labels", "bounds"],
+    ids=[
+        "cloud",
+        "edge-no-edge-labels",
+        "no-labels",
+        "bounds-no-path",
+        "device-unchanged",
+        "edge-cloud",
+        "cloud-only",
+    ],
 )
 def test_result_round_trip(result: InferenceResult) -> None:
     got = decode_result(encode(result))
     _assert_same(got, result)
     assert got.label == result.label
     assert isinstance(got.source, Source) and isinstance(got.reason, Reason)
+    assert all(type(t) is Source for t in got.path)
 
 
 def test_result_scores_read_only_and_big_endian_is_normalised() -> None:
@@ -275,9 +308,77 @@ def test_escalation_full_round_trip() -> None:
     assert [p.tolist() for p in got.region_pixels()] == want
 
 
+@pytest.mark.parametrize(
+    "embedding",
+    [_embedding(2, 4), _embedding(1, 16)[0], _embedding(2, 1)],
+    ids=["per-region", "one-vector", "width-1"],
+)
+def test_escalation_embedding_round_trip(embedding: np.ndarray) -> None:
+    esc = make_escalation(PrivacyClass.EMBEDDING, embedding=embedding)
+    got = decode_escalation(encode(esc))
+    _assert_same(got, esc)
+    assert got.crops == () and got.image is None
+    assert got.embedding is not None
+    assert got.embedding.dtype == np.dtype("<f4")
+    assert got.embedding.flags.writeable is False
+    assert _shares_received_bytes(got.embedding)
+
+
+def test_escalation_embedding_with_no_regions_round_trips() -> None:
+    esc = make_escalation(
+        PrivacyClass.EMBEDDING, regions=(), edge_labels=(), embedding=np.zeros((0, 4), np.float32)
+    )
+    _assert_same(decode_escalation(encode(esc)), esc)
+
+
+def test_embedding_escalation_has_no_region_pixels() -> None:
+    with pytest.raises(SchemaError, match="privacy 'embedding' carries no pixels"):
+        make_escalation(PrivacyClass.EMBEDDING).region_pixels()
+
+
 def test_escalation_with_no_regions_round_trips() -> None:
     esc = make_escalation(regions=(), crops=(), edge_labels=())
     _assert_same(decode_escalation(encode(esc)), esc)
+
+
+# ------------------------------------------------------------------ Escalation.of_frame
+
+
+def test_of_frame_sends_what_privacy_allows() -> None:
+    frame = make_frame()
+    crop = Escalation.of_frame(frame, PrivacyClass.CROP, "replies.site1.e", (1, 2), 0.5)
+    assert crop.image is None and crop.embedding is None
+    assert [c.tolist() for c in crop.crops] == [c.tolist() for c in frame.crops()]
+    full = Escalation.of_frame(frame, PrivacyClass.FULL, "replies.site1.e", (1, 2), 0.5)
+    assert full.image is frame.image and full.crops == () and full.embedding is None
+    embedding = _embedding()
+    emb = Escalation.of_frame(
+        frame, PrivacyClass.EMBEDDING, "replies.site1.e", (1, 2), 0.5, embedding=embedding
+    )
+    assert emb.embedding is embedding and emb.crops == () and emb.image is None
+    assert (emb.privacy, emb.regions, emb.deadline_at) == (
+        PrivacyClass.EMBEDDING,
+        frame.regions,
+        frame.deadline_at,
+    )
+    for esc in (crop, full, emb):
+        _assert_same(decode_escalation(encode(esc)), esc)
+
+
+@pytest.mark.parametrize(
+    ("send", "embedding", "fragment"),
+    [
+        (PrivacyClass.EMBEDDING, None, "escalation.embedding: privacy 'embedding' needs an"),
+        (PrivacyClass.CROP, _embedding(), "escalation.embedding: privacy 'crop' carries no"),
+        (PrivacyClass.FULL, _embedding(), "escalation.embedding: privacy 'full' carries no"),
+        (PrivacyClass.LOCAL_ONLY, None, "escalation.privacy: a local_only frame must never"),
+    ],
+)
+def test_of_frame_refuses_what_privacy_does_not_allow(
+    send: PrivacyClass, embedding: np.ndarray | None, fragment: str
+) -> None:
+    with pytest.raises(SchemaError, match=re.escape(fragment)):
+        Escalation.of_frame(make_frame(), send, "replies.site1.e", (1, 2), 0.5, embedding=embedding)
 
 
 def test_dead_letter_round_trip() -> None:
@@ -370,8 +471,16 @@ def test_not_a_map(
 @pytest.mark.parametrize(("kind", "decode", "make"), DECODERS, ids=DECODER_IDS)
 @pytest.mark.parametrize(
     ("version", "shown"),
-    [(2, "2"), (0, "0"), (DELETE, "None"), (True, "True"), (1.0, "1.0"), ("1", "'1'")],
-    ids=["v2", "v0", "missing", "bool", "float", "str"],
+    [
+        (1, "1"),
+        (3, "3"),
+        (0, "0"),
+        (DELETE, "None"),
+        (True, "True"),
+        (2.0, "2.0"),
+        ("2", "'2'"),
+    ],
+    ids=["v1", "v3", "v0", "missing", "bool", "float", "str"],
 )
 def test_unknown_schema_version(
     kind: str, decode: Callable[..., Any], make: Callable[[], Message], version: Any, shown: str
@@ -381,6 +490,12 @@ def test_unknown_schema_version(
         _patched(make(), v=version),
         f"{kind}.v: schema version {shown} is not supported; this reader speaks {SCHEMA_VERSION}",
     )
+
+
+def test_this_is_version_2() -> None:
+    # A bump is a contract change: docs/wire-format.md and the vectors move with it.
+    assert SCHEMA_VERSION == 2
+    assert msgpack.unpackb(encode(make_frame()))["v"] == 2
 
 
 @pytest.mark.parametrize(("kind", "decode", "make"), DECODERS, ids=DECODER_IDS)
@@ -425,6 +540,7 @@ FRAME_FIELDS = [
     "deadline_ms",
     "threshold",
     "privacy",
+    "path",
 ]
 
 
@@ -488,7 +604,11 @@ def test_frame_image_missing_array_field(field: str) -> None:
         ("priority", "high", "frame.priority: expected an integer, got str"),
         ("deadline_ms", 250.0, "frame.deadline_ms: expected an integer, got float"),
         ("threshold", "0.5", "frame.threshold: expected a number, got str"),
-        ("privacy", "public", "frame.privacy: 'public' is not one of local_only, crop, full"),
+        (
+            "privacy",
+            "public",
+            "frame.privacy: 'public' is not one of local_only, embedding, crop, full",
+        ),
         ("privacy", None, "frame.privacy: None is not one of"),
         ("privacy", ["crop"], "frame.privacy: ['crop'] is not one of"),
     ],
@@ -654,6 +774,66 @@ def test_too_many_regions() -> None:
     )
 
 
+# ------------------------------------------------------------------ paths (frame and result)
+
+PATH_CASES: list[tuple[Any, str]] = [
+    (["fog"], "path[0]: 'fog' is not one of device, edge, cloud"),
+    (["device", "Edge"], "path[1]: 'Edge' is not one of device, edge, cloud"),
+    (["edge", 1], "path[1]: 1 is not one of device, edge, cloud"),
+    ([None], "path[0]: None is not one of device, edge, cloud"),
+    ([b"edge"], "path[0]: b'edge' is not one of device, edge, cloud"),
+    (["device", "device"], "path: 'device' appears twice; each tier at most once"),
+    (["device", "edge", "edge"], "path: 'edge' appears twice"),
+    (["cloud", "edge"], "path: ['cloud', 'edge'] is out of order; tiers go device, edge, cloud"),
+    (["edge", "device"], "path: ['edge', 'device'] is out of order"),
+    (["device", "cloud", "edge"], "path: ['device', 'cloud', 'edge'] is out of order"),
+    (["device", "edge", "cloud", "cloud"], "path: 4 items, at most 3 allowed"),
+    ("device", "path: expected a list, got str"),
+    (None, "path: expected a list, got NoneType"),
+]
+
+
+@pytest.mark.parametrize(("path", "fragment"), PATH_CASES)
+def test_frame_bad_path(path: Any, fragment: str) -> None:
+    _refused(decode_frame, _patched(make_frame(), path=path), f"frame.{fragment}")
+
+
+@pytest.mark.parametrize(("path", "fragment"), PATH_CASES)
+def test_result_bad_path(path: Any, fragment: str) -> None:
+    # A cloud answer, so that a path that ends in "cloud" fails only for the fault shown.
+    _refused(decode_result, _patched(make_result(), path=path), f"result.{fragment}")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        [],
+        ["device"],
+        ["edge"],
+        ["cloud"],
+        ["device", "edge"],
+        ["device", "cloud"],
+        ["edge", "cloud"],
+        ["device", "edge", "cloud"],
+    ],
+)
+def test_every_ordered_path_is_accepted_on_a_frame(path: list[str]) -> None:
+    assert decode_frame(_patched(make_frame(), path=path)).path == tuple(path)
+
+
+@pytest.mark.parametrize(
+    ("source", "path"),
+    [("edge", ["device", "edge", "cloud"]), ("cloud", ["device", "edge"]), ("device", ["edge"])],
+)
+def test_result_path_ends_with_its_source(source: str, path: list[str]) -> None:
+    _refused(
+        decode_result,
+        _patched(make_result(), source=source, path=path),
+        f"result.path: ends with {path[-1]!r} but source is {source!r}; the path ends with "
+        "the tier that answered",
+    )
+
+
 # ------------------------------------------------------------------ subject injection
 
 BAD_TOKENS = ["a.b", "*", ">", "site 1", "a\tb", "", "x" * 65, "caf\u00e9", "a\n", "$SYS"]
@@ -727,8 +907,8 @@ def test_result_scores_data_length() -> None:
         ("confidence", 1.01, "result.confidence: 1.01 is outside 0.0..1.0"),
         ("confidence", -0.01, "result.confidence: -0.01 is outside 0.0..1.0"),
         ("latency_ms", None, "result.latency_ms: expected a number, got NoneType"),
-        ("source", "fog", "result.source: 'fog' is not one of edge, cloud"),
-        ("source", "EDGE", "result.source: 'EDGE' is not one of edge, cloud"),
+        ("source", "fog", "result.source: 'fog' is not one of device, edge, cloud"),
+        ("source", "EDGE", "result.source: 'EDGE' is not one of device, edge, cloud"),
         ("reason", "because", "result.reason: 'because' is not one of confident, priority_local"),
         ("degraded", 1, "result.degraded: expected true or false, got int"),
         ("degraded", None, "result.degraded: expected true or false, got NoneType"),
@@ -816,7 +996,7 @@ def test_escalation_full_region_outside_image() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "fragment"),
     [
-        ("privacy", "secret", "escalation.privacy: 'secret' is not one of local_only, crop, full"),
+        ("privacy", "secret", "escalation.privacy: 'secret' is not one of local_only, embedding"),
         ("crops", {"0": 1}, "escalation.crops: expected a list, got dict"),
         ("crops", [b"\x00"], "escalation.crops[0]: expected an array map"),
         ("image", "pixels", "escalation.image: expected an array map"),
@@ -834,6 +1014,81 @@ def test_escalation_full_region_outside_image() -> None:
 )
 def test_escalation_bad_field(field: str, value: Any, fragment: str) -> None:
     _refused(decode_escalation, _patched(make_escalation(), **{field: value}), fragment)
+
+
+def test_escalation_embedding_without_an_embedding_refused() -> None:
+    esc = make_escalation(PrivacyClass.EMBEDDING, embedding=None)
+    _refused(
+        decode_escalation,
+        encode(esc),
+        "escalation.embedding: privacy 'embedding' needs an embedding, got nil",
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "got"),
+    [
+        ({"crops": make_escalation(PrivacyClass.CROP).crops}, "got 2 crops"),
+        ({"image": _image()}, "got an image"),
+        (
+            {"crops": make_escalation(PrivacyClass.CROP).crops, "image": _image()},
+            "got 2 crops and an image",
+        ),
+    ],
+    ids=["crops", "image", "both"],
+)
+def test_escalation_embedding_with_pixels_refused(changes: dict[str, Any], got: str) -> None:
+    esc = make_escalation(PrivacyClass.EMBEDDING, **changes)
+    _refused(
+        decode_escalation,
+        encode(esc),
+        f"escalation: privacy 'embedding' carries the embedding and no crops or image, {got}",
+    )
+
+
+@pytest.mark.parametrize("privacy", [PrivacyClass.CROP, PrivacyClass.FULL])
+def test_escalation_with_pixels_and_an_embedding_refused(privacy: PrivacyClass) -> None:
+    esc = make_escalation(privacy, embedding=_embedding())
+    _refused(
+        decode_escalation,
+        encode(esc),
+        f"escalation.embedding: privacy {privacy.value!r} carries no embedding",
+    )
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf], ids=["nan", "inf", "-inf"])
+def test_escalation_embedding_must_be_finite(bad: float) -> None:
+    embedding = _embedding()
+    embedding[1, 2] = bad
+    esc = make_escalation(PrivacyClass.EMBEDDING, embedding=embedding)
+    _refused(decode_escalation, encode(esc), "escalation.embedding: contains NaN or infinity")
+
+
+@pytest.mark.parametrize(
+    ("embedding", "fragment"),
+    [
+        (np.zeros((2, 4), np.uint8), "escalation.embedding.dtype: 'uint8', expected 'float32'"),
+        (np.zeros((2, 2, 2), np.float32), "escalation.embedding.shape: [2, 2, 2] is not 1 or 2"),
+        (np.zeros((), np.float32), "escalation.embedding.shape: [] is not 1 or 2 sizes"),
+        (np.zeros(0, np.float32), "escalation.embedding: shape [0] has no values per embedding"),
+        (np.zeros((2, 0), np.float32), "escalation.embedding: shape [2, 0] has no values"),
+        (_embedding(3, 4), "escalation.embedding: 3 rows for 2 regions; a 2-D embedding has"),
+        (_embedding(1, 4), "escalation.embedding: 1 rows for 2 regions"),
+    ],
+    ids=["uint8", "3-d", "0-d", "empty-vector", "empty-rows", "too-many-rows", "too-few-rows"],
+)
+def test_escalation_bad_embedding(embedding: np.ndarray, fragment: str) -> None:
+    esc = make_escalation(PrivacyClass.EMBEDDING, embedding=embedding)
+    _refused(decode_escalation, encode(esc), fragment)
+
+
+def test_escalation_embedding_not_an_array_map() -> None:
+    esc = make_escalation(PrivacyClass.EMBEDDING)
+    _refused(
+        decode_escalation,
+        _patched(esc, embedding=[0.5, 0.25]),
+        "escalation.embedding: expected an array map {dtype, shape, data}",
+    )
 
 
 def test_escalation_crop_dtype_checked() -> None:

@@ -3,7 +3,7 @@
 Three sources of input for each of the four decoders: (a) arbitrary bytes, (b) any
 msgpack document (and maps dressed with the right ``v`` and ``type`` so they get past
 the envelope), (c) a valid message with one field, at any depth, replaced or removed.
-About 10,000 inputs in all (``EXAMPLES``), sized so the file runs in well under a
+About 10,600 inputs in all (``EXAMPLES``), sized so the file runs in well under a
 minute on two cores: generating nested msgpack documents is the expensive part.
 
 Anything other than ``SchemaError`` escaping a decoder fails the test, and so does an
@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.codec import (
+    SCHEMA_VERSION,
     decode_dead_letter,
     decode_escalation,
     decode_frame,
@@ -44,8 +45,8 @@ from schemas.messages import (
     Source,
 )
 
-# Inputs per decoder and source. 4 x (1000 + 550 + 800) + 600 = 10,000 in all.
-EXAMPLES = {"bytes": 1000, "msgpack": 550, "mutated": 800, "mutated_full": 600}
+# Inputs per decoder and source. 4 x (1000 + 550 + 800) + 600 + 600 = 10,600 in all.
+EXAMPLES = {"bytes": 1000, "msgpack": 550, "mutated": 800, "mutated_other": 600}
 FUZZ = settings(
     max_examples=100,
     deadline=None,
@@ -81,6 +82,7 @@ SEEDS: dict[str, Any] = {
         deadline_ms=250,
         threshold=0.5,
         privacy=PrivacyClass.CROP,
+        path=("device",),
     ),
     "result": InferenceResult(
         frame_id="f-1",
@@ -97,6 +99,7 @@ SEEDS: dict[str, Any] = {
         reason=Reason.CONFIDENT,
         degraded=False,
         edge_labels=(3, 4),
+        path=("device", "edge"),
     ),
     "escalation": Escalation(
         frame_id="f-1",
@@ -126,6 +129,12 @@ SEEDS: dict[str, Any] = {
 ESCALATION_FULL = dataclasses.replace(
     SEEDS["escalation"], privacy=PrivacyClass.FULL, crops=(), image=_IMAGE
 )
+ESCALATION_EMBEDDING = dataclasses.replace(
+    SEEDS["escalation"],
+    privacy=PrivacyClass.EMBEDDING,
+    crops=(),
+    embedding=np.array([[0.5, -0.25, 1.0], [0.0, 2.0, -1.5]], np.float32),
+)
 
 
 def _raw(msg: Any) -> dict[str, Any]:
@@ -136,6 +145,7 @@ def _raw(msg: Any) -> dict[str, Any]:
 
 RAW_SEEDS = {kind: _raw(msg) for kind, msg in SEEDS.items()}
 RAW_ESCALATION_FULL = _raw(ESCALATION_FULL)
+RAW_ESCALATION_EMBEDDING = _raw(ESCALATION_EMBEDDING)
 
 # ------------------------------------------------------------------ strategies
 
@@ -159,8 +169,9 @@ _SPECIAL_INTS = [
     2**64 - 1,
 ]
 _SPECIAL_TEXT = [
-    "", "a.b", "*", ">", "a b", "x" * 65, "local_only", "crop", "full", "uint8", "float32",
-    "frame", "result", "escalation", "dead_letter", "edge", "cloud", "confident",
+    "", "a.b", "*", ">", "a b", "x" * 65, "local_only", "embedding", "crop", "full", "uint8",
+    "float32", "frame", "result", "escalation", "dead_letter", "device", "edge", "cloud",
+    "confident", "unchanged",
 ]  # fmt: skip
 
 scalars = st.one_of(
@@ -244,7 +255,7 @@ def dressed(kind: str) -> st.SearchStrategy[bytes]:
     """Maps of known and random keys, with the envelope right so decoding goes deeper."""
     keys = st.sampled_from(sorted(RAW_SEEDS[kind])) | st.text(max_size=8)
     return st.dictionaries(keys, scalars | nested, max_size=10).map(
-        lambda d: _pack({**d, "v": 1, "type": kind})
+        lambda d: _pack({**d, "v": SCHEMA_VERSION, "type": kind})
     )
 
 
@@ -263,11 +274,11 @@ def _is_number(v: Any) -> bool:
     return type(v) is float and math.isfinite(v)
 
 
-def _is_array(v: Any, dtype: str) -> bool:
+def _is_array(v: Any, dtype: str, ndims: tuple[int, ...] = (2,)) -> bool:
     return (
         type(v) is np.ndarray
         and v.dtype == np.dtype(dtype)
-        and v.ndim == 2
+        and v.ndim in ndims
         and not v.flags.writeable
         and (dtype != "float32" or bool(np.isfinite(v).all()))
     )
@@ -278,6 +289,15 @@ def _is_region(r: Any) -> bool:
         type(r) is Region
         and all(_is_int(v) for v in (r.x, r.y, r.w, r.h))
         and (r.x >= 0 and r.y >= 0 and r.w >= 1 and r.h >= 1)
+    )
+
+
+def _is_path(v: Any) -> bool:
+    tiers = list(Source)
+    return (
+        type(v) is tuple
+        and all(type(t) is Source for t in v)
+        and list(v) == sorted(set(v), key=tiers.index)
     )
 
 
@@ -303,13 +323,19 @@ _FIELD_CHECKS: dict[str, Callable[[Any], bool]] = {
     "PrivacyClass": lambda v: type(v) is PrivacyClass,
     "Source": lambda v: type(v) is Source,
     "Reason": lambda v: type(v) is Reason,
+    "tuple[str, ...]": _is_path,
+}
+# Fields whose type alone does not say what they promise.
+_NAMED_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "embedding": lambda v: v is None or _is_array(v, "float32", (1, 2)),
 }
 
 
 def _assert_well_formed(msg: Any) -> None:
     for field in dataclasses.fields(msg):
         value = getattr(msg, field.name)
-        assert _FIELD_CHECKS[str(field.type)](value), f"{field.name} = {value!r}"
+        check = _NAMED_CHECKS.get(field.name) or _FIELD_CHECKS[str(field.type)]
+        assert check(value), f"{field.name} = {value!r}"
     if isinstance(msg, Frame | Escalation | InferenceResult):
         for token in (msg.site, msg.camera):
             assert token and all(c.isascii() and (c.isalnum() or c in "_-") for c in token)
@@ -322,9 +348,16 @@ def _assert_well_formed(msg: Any) -> None:
         assert _is_array(msg.scores, "float32")
         assert msg.scores.shape[0] == len(msg.labels)
         assert 0.0 <= msg.confidence <= 1.0
+        assert not msg.path or msg.path[-1] is msg.source
     elif isinstance(msg, Escalation):
         assert msg.privacy is not PrivacyClass.LOCAL_ONLY
         assert 1 <= msg.priority <= 3
+        if msg.privacy is PrivacyClass.EMBEDDING:
+            assert msg.image is None and msg.crops == ()
+            assert msg.embedding is not None and msg.embedding.shape[-1] >= 1
+            assert msg.embedding.ndim == 1 or msg.embedding.shape[0] == len(msg.regions)
+            return
+        assert msg.embedding is None
         if msg.privacy is PrivacyClass.FULL:
             assert msg.image is not None and msg.crops == ()
             assert _inside(msg.regions, msg.image)
@@ -370,9 +403,15 @@ def test_one_field_mutated(kind: str, data: st.DataObject) -> None:
     _check(kind, data.draw(mutated(RAW_SEEDS[kind])))
 
 
-@settings(FUZZ, max_examples=EXAMPLES["mutated_full"])
+@settings(FUZZ, max_examples=EXAMPLES["mutated_other"])
 @given(data=mutated(RAW_ESCALATION_FULL))
 def test_full_escalation_one_field_mutated(data: bytes) -> None:
+    _check("escalation", data)
+
+
+@settings(FUZZ, max_examples=EXAMPLES["mutated_other"])
+@given(data=mutated(RAW_ESCALATION_EMBEDDING))
+def test_embedding_escalation_one_field_mutated(data: bytes) -> None:
     _check("escalation", data)
 
 
@@ -382,6 +421,7 @@ def test_seeds_are_valid() -> None:
         decode, cls = DECODERS[kind]
         assert type(decode(_pack(raw))) is cls
     assert decode_escalation(_pack(RAW_ESCALATION_FULL)).image is not None
+    assert decode_escalation(_pack(RAW_ESCALATION_EMBEDDING)).embedding is not None
 
 
 def test_mutations_reach_nested_fields() -> None:
@@ -389,3 +429,5 @@ def test_mutations_reach_nested_fields() -> None:
     assert ("crops", 1, "shape", 0) in paths
     assert ("regions", 0, 2) in paths
     assert ("image", "data") in _paths(RAW_SEEDS["frame"])
+    assert ("path", 1) in _paths(RAW_SEEDS["result"])
+    assert ("embedding", "shape", 1) in _paths(RAW_ESCALATION_EMBEDDING)

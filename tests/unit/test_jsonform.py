@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from schemas.codec import (
     DEFAULT_MAX_BYTES,
     KINDS,
+    SCHEMA_VERSION,
     Message,
     decode_dead_letter,
     decode_escalation,
@@ -98,9 +99,18 @@ MESSAGES = [
     make_result(labels=(), scores=np.zeros((0, 10), np.float32), edge_labels=None),
     make_escalation(PrivacyClass.CROP),
     make_escalation(PrivacyClass.FULL),
+    make_escalation(PrivacyClass.EMBEDDING),
+    make_result(
+        source=Source.DEVICE,
+        reason=Reason.UNCHANGED,
+        degraded=False,
+        edge_labels=None,
+        path=("device",),
+    ),
     make_dead_letter(),
 ]
-IDS = ["frame", "frame-empty", "result", "result-empty", "esc-crop", "esc-full", "dead"]
+IDS = ["frame", "frame-empty", "result", "result-empty", "esc-crop", "esc-full",
+       "esc-embedding", "result-device", "dead"]  # fmt: skip
 
 
 @pytest.mark.parametrize("message", MESSAGES, ids=IDS)
@@ -113,7 +123,8 @@ def test_round_trip_keeps_every_field(message: Message) -> None:
 def test_same_keys_in_the_same_order_as_msgpack(message: Message) -> None:
     packed = msgpack.unpackb(encode(message), raw=False)
     assert list(_raw(message)) == list(packed)
-    assert _raw(message)["v"] == 1 and _raw(message)["type"] == KINDS[type(message)]
+    assert _raw(message)["v"] == SCHEMA_VERSION == 2
+    assert _raw(message)["type"] == KINDS[type(message)]
 
 
 @pytest.mark.parametrize("message", MESSAGES, ids=IDS)
@@ -182,10 +193,14 @@ def test_unknown_dtype_cannot_be_written() -> None:
         (b'{"v": 1, "s": "\xff"}', "frame: not valid JSON"),
         (b"[]", "frame: expected a map, got list"),
         (b'"frame"', "frame: expected a map, got str"),
-        (b'{"v": 1.0, "type": "frame"}', "frame.v: schema version 1.0 is not supported"),
+        (b'{"v": 2.0, "type": "frame"}', "frame.v: schema version 2.0 is not supported"),
         (b'{"v": true, "type": "frame"}', "frame.v: schema version True is not supported"),
-        (b'{"v": 2, "type": "frame"}', "frame.v: schema version 2 is not supported"),
-        (b'{"v": 1, "type": "result"}', "frame.type: 'result', expected 'frame'"),
+        (
+            b'{"v": 1, "type": "frame"}',
+            "frame.v: schema version 1 is not supported; this reader speaks 2",
+        ),
+        (b'{"v": 3, "type": "frame"}', "frame.v: schema version 3 is not supported"),
+        (b'{"v": 2, "type": "result"}', "frame.type: 'result', expected 'frame'"),
     ],
 )
 def test_envelope_refusals(data: bytes, fragment: str) -> None:
@@ -253,7 +268,10 @@ def test_dead_letter_data_must_be_base64() -> None:
         ("threshold", 1.5, "frame.threshold: 1.5 is outside 0.0..1.0"),
         ("site", "a.b", "frame.site: 'a.b' is not a valid name"),
         ("regions", [[0, 0, 9, 1]], "frame.regions[0]: [0, 0, 9, 1] reaches outside"),
-        ("privacy", "public", "frame.privacy: 'public' is not one of local_only, crop, full"),
+        ("privacy", "public", "frame.privacy: 'public' is not one of local_only, embedding"),
+        ("path", ["edge", "device"], "frame.path: ['edge', 'device'] is out of order"),
+        ("path", ["edge", "edge"], "frame.path: 'edge' appears twice"),
+        ("path", ["fog"], "frame.path[0]: 'fog' is not one of device, edge, cloud"),
     ],
 )
 def test_field_rules_are_the_codecs(field: str, value: Any, fragment: str) -> None:
@@ -283,8 +301,9 @@ PARITY = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-_TEXT = ["", "a.b", "*", "x" * 65, "local_only", "crop", "full", "uint8", "float32",
-         "frame", "result", "escalation", "dead_letter", "edge", "cloud", "confident"]  # fmt: skip
+_TEXT = ["", "a.b", "*", "x" * 65, "local_only", "embedding", "crop", "full", "uint8",
+         "float32", "frame", "result", "escalation", "dead_letter", "device", "edge", "cloud",
+         "confident", "unchanged"]  # fmt: skip
 _INTS = [0, 1, 2, 3, 4, -1, 63, 64, 65, 999, 1000, 65536, 65537, 2**63 - 1, 2**63, 2**64 - 1]
 json_scalars = st.one_of(
     st.none(),
@@ -317,6 +336,7 @@ SEEDS: list[Message] = [
     make_result(),
     make_escalation(PrivacyClass.CROP),
     make_escalation(PrivacyClass.FULL),
+    make_escalation(PrivacyClass.EMBEDDING),
     make_dead_letter(data=b"\x01\x02"),
 ]
 
@@ -339,7 +359,9 @@ def _verdict(decode: Any, data: bytes) -> tuple[str, Any]:
         return "refused", str(exc)
 
 
-@pytest.mark.parametrize("seed", SEEDS, ids=["frame", "result", "esc-crop", "esc-full", "dead"])
+@pytest.mark.parametrize(
+    "seed", SEEDS, ids=["frame", "result", "esc-crop", "esc-full", "esc-embedding", "dead"]
+)
 @settings(PARITY)
 @given(data=st.data())
 def test_one_field_changed_gets_the_same_verdict_in_both_forms(
@@ -508,7 +530,7 @@ def test_documented_json_frame_decodes() -> None:
         block.encode(), {"Content-Type": JSON}, max_bytes=DEFAULT_MAX_BYTES
     )
     assert frame.site == "site1" and frame.image.shape == (8, 8)
-    assert len(frame.regions) == 1
+    assert len(frame.regions) == 1 and frame.path == ()
     # Drawn as the camera draws digits: every pixel is 15 times a value in 0..16.
     assert np.all(frame.image % 15 == 0) and frame.image.max() <= 240
 
@@ -538,6 +560,7 @@ def test_documented_result_decodes_and_answers_the_frame() -> None:
     result = from_json(InferenceResult, block.encode())
     assert result.source is Source.EDGE and result.reason is Reason.CONFIDENT
     assert result.labels == (0,) and result.scores.shape == (1, 10)
+    assert result.path == ("edge",)
     frame = next(decode_frame_message(b, h, max_bytes=1 << 20) for _, _, h, b in _nats_commands())
     assert (result.site, result.camera, result.seq) == (frame.site, frame.camera, frame.seq)
     assert result.frame_id == frame.frame_id
@@ -557,6 +580,19 @@ def test_every_reason_code_is_documented() -> None:
     text = DOC.read_text()
     missing = [r.value for r in Reason if f"| `{r.value}` |" not in text]
     assert not missing, f"docs/wire-format.md does not list reasons {missing}"
+
+
+def test_every_privacy_class_and_tier_is_documented() -> None:
+    text = DOC.read_text()
+    for value in [*PrivacyClass, *Source]:
+        assert f"`{value.value}`" in text, f"docs/wire-format.md does not name {value.value!r}"
+
+
+def test_the_doc_describes_this_version() -> None:
+    text = DOC.read_text()
+    assert text.startswith(f"# Wire format, schema version {SCHEMA_VERSION}\n")
+    assert f"| `v` | int | schema version, `{SCHEMA_VERSION}` |" in text
+    assert f"## Changes from version {SCHEMA_VERSION - 1}" in text
 
 
 def test_message_field_lists_match_the_doc_tables() -> None:

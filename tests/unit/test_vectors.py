@@ -16,6 +16,7 @@ import pytest
 
 from schemas.codec import (
     KINDS,
+    SCHEMA_VERSION,
     decode_dead_letter,
     decode_escalation,
     decode_frame,
@@ -23,7 +24,7 @@ from schemas.codec import (
     encode,
 )
 from schemas.jsonform import from_json, to_json
-from schemas.messages import Escalation, Frame, InferenceResult, PrivacyClass
+from schemas.messages import Escalation, Frame, InferenceResult, PrivacyClass, Reason, Source
 from schemas.vectors import make
 
 DIRECTORY = Path(make.__file__).parent
@@ -56,10 +57,19 @@ def test_every_kind_and_case_is_covered() -> None:
     messages = make.messages()
     frames = [m for m in messages.values() if isinstance(m, Frame)]
     assert any(f.regions for f in frames) and any(not f.regions for f in frames)
+    assert any(f.path == ("device",) for f in frames) and any(not f.path for f in frames)
     privacies = {m.privacy for m in messages.values() if isinstance(m, Escalation)}
-    assert privacies == {PrivacyClass.CROP, PrivacyClass.FULL}
+    assert privacies == {PrivacyClass.CROP, PrivacyClass.FULL, PrivacyClass.EMBEDDING}
     results = [m for m in messages.values() if isinstance(m, InferenceResult)]
     assert any(r.edge_labels for r in results) and any(r.edge_labels is None for r in results)
+    assert {r.source for r in results} == set(Source)
+    assert any(r.path == ("device",) and r.reason is Reason.UNCHANGED for r in results)
+    assert any(not r.path for r in results)
+
+
+def test_every_vector_is_this_version() -> None:
+    for name in NAMES:
+        assert orjson.loads((DIRECTORY / f"{name}.json").read_bytes())["v"] == SCHEMA_VERSION
 
 
 @pytest.mark.parametrize("name", NAMES)
