@@ -194,6 +194,7 @@ class CameraSimulator:
         }
         self._scene: dict[str, tuple[list[Region], list[int]]] = {}
         self._noise_bank: dict[str, list[np.ndarray]] = {}
+        self._noise_last: dict[str, int] = {}
         self._device = (
             DeviceTier(
                 OnnxModel.load("device"),
@@ -312,7 +313,11 @@ class CameraSimulator:
                 np.rint(rng.normal(0.0, o.noise_sigma, (o.height, o.width))).astype(np.int16)
                 for _ in range(_NOISE_BANK)
             ]
-        return self._noise_bank[camera][int(rng.integers(_NOISE_BANK))]
+        # Never the same image twice in a row: consecutive frames always differ.
+        last = self._noise_last.get(camera, 0)
+        pick = (last + 1 + int(rng.integers(_NOISE_BANK - 1))) % _NOISE_BANK
+        self._noise_last[camera] = pick
+        return self._noise_bank[camera][pick]
 
     def _apply_drift(self, pixels: np.ndarray) -> np.ndarray:
         """The digit's uint8 pixels with the configured drift applied."""
