@@ -593,14 +593,8 @@ class EdgeWorker:
         self._shadows[frame.frame_id] = _Shadow(edge_result.labels, edge_result.confidence)
         while len(self._shadows) > _MAX_SHADOWS:
             del self._shadows[next(iter(self._shadows))]
-        assert self._js is not None
         try:
-            await self._js.publish(
-                subjects.escalations(frame.site, frame.camera),
-                data,
-                timeout=self.settings.edge.escalation_publish_timeout_s,
-                headers={"Nats-Msg-Id": frame.frame_id},
-            )
+            await self._store(frame, data)
         except Exception as exc:
             # Only a comparison is lost; the frame already has its final result.
             log.info("could not store shadow sample %s: %s", frame.frame_id, exc)
@@ -609,6 +603,17 @@ class EdgeWorker:
             return
         self.metrics.shadow_escalations.labels(self.site).inc()
         self.metrics.escalated_bytes.labels(self.site).inc(len(data))
+
+    async def _store(self, frame: Frame, data: bytes) -> None:
+        """Store an escalation in the site's stream; raises if it was not stored."""
+        assert self._js is not None
+        await self._js.publish(
+            subjects.escalations(frame.site, frame.camera),
+            data,
+            timeout=self.settings.edge.escalation_publish_timeout_s,
+            # The frame id makes a retried publish a no-op within the dedup window.
+            headers={"Nats-Msg-Id": frame.frame_id},
+        )
 
     async def _escalate(
         self, request: _Request, edge_result: InferenceResult, decision: Decision
@@ -624,15 +629,8 @@ class EdgeWorker:
             waiting = _Waiting(request, edge_result, time.monotonic())
             self._pending.add(frame.frame_id, frame.deadline_at, waiting)
             self._pending_changed.set()
-        assert self._js is not None
         try:
-            await self._js.publish(
-                subjects.escalations(frame.site, frame.camera),
-                data,
-                timeout=self.settings.edge.escalation_publish_timeout_s,
-                # The frame id makes a retried publish a no-op within the dedup window.
-                headers={"Nats-Msg-Id": frame.frame_id},
-            )
+            await self._store(frame, data)
         except Exception as exc:
             log.warning("could not store escalation of %s: %s", frame.frame_id, exc)
             self.metrics.escalation_failures.labels(self.site).inc()
