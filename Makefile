@@ -38,9 +38,12 @@ faults: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.edge_throughput
 	$(BIN)/python -m bench.batching
-	$(BIN)/python -m bench.latency
+	$(BIN)/python -m bench.latency --json bench/results/latency.json
 	$(BIN)/python -m bench.accuracy
 	$(BIN)/python -m bench.bytes
+	$(BIN)/python -m bench.skipping
+	$(BIN)/python -m bench.pipelines
+	$(BIN)/python -m bench.canary_sim
 
 ## models: retrain the digits models and rewrite models/manifest.json
 models: $(STAMP)
