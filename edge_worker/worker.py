@@ -215,7 +215,7 @@ class EdgeWorker:
         await ensure_site_streams(self._js, self.site, self.settings.stream)
         self._finals = FinalResults(self._nc, self._js, self.site, cfg.escalation_publish_timeout_s)
         self._ledger = BudgetLedger(self._js, self.site)
-        # Heartbeats and model bundles live where the fleet is run: the hub, if any.
+        # Model bundles live where the fleet is run: the hub, if any.
         fleet_js = self._nc.jetstream(domain=cfg.cloud_domain) if cfg.cloud_domain else self._js
         if self._trusted_keys:
             self._updater = ModelUpdater(
@@ -230,9 +230,11 @@ class EdgeWorker:
                 on_swap=self._swap_model,
                 on_refused=lambda _: self.metrics.bundle_refusals.labels(self.site).inc(),
             )
+        # The heartbeat record stays on the site's own server (a KV put does not cross
+        # into another domain); the heartbeat subject reaches the hub over the leaf link.
         self._heartbeats = HeartbeatPublisher(
             self._nc,
-            fleet_js,
+            self._js,
             self.site,
             cfg.worker_id,
             self._snapshot,

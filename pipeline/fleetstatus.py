@@ -21,6 +21,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
+from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KV_DEL, KV_PURGE
@@ -50,6 +52,43 @@ class Fleet:
 
     heartbeats: tuple[Heartbeat, ...]
     skipped: tuple[str, ...]  # one "<key>: <reason>" per malformed entry
+
+
+async def listen_fleet(nc: Client, *, seconds: float) -> Fleet:
+    """The heartbeats published on ``fleet.heartbeat.>`` during ``seconds``.
+
+    Subject messages cross leaf links wherever there is interest, so this sees every
+    site's workers from the hub, unlike a bucket, which lives in one domain.
+    """
+    beats: dict[tuple[str, str], Heartbeat] = {}
+    skipped: list[str] = []
+
+    async def on_beat(msg: Msg) -> None:
+        try:
+            beat = Heartbeat.from_json(msg.data)
+        except SchemaError as exc:
+            skipped.append(f"{msg.subject}: {exc}")
+            return
+        beats[(beat.site, beat.worker)] = beat
+
+    sub = await nc.subscribe("fleet.heartbeat.>", cb=on_beat)
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        await sub.unsubscribe()
+    return Fleet(tuple(sorted(beats.values(), key=lambda b: (b.site, b.worker))), tuple(skipped))
+
+
+def merge_fleets(*fleets: Fleet) -> Fleet:
+    """One heartbeat per worker, the latest of all the fleets given."""
+    latest: dict[tuple[str, str], Heartbeat] = {}
+    for fleet in fleets:
+        for beat in fleet.heartbeats:
+            key = (beat.site, beat.worker)
+            if key not in latest or beat.at > latest[key].at:
+                latest[key] = beat
+    skipped = tuple(reason for fleet in fleets for reason in fleet.skipped)
+    return Fleet(tuple(sorted(latest.values(), key=lambda b: (b.site, b.worker))), skipped)
 
 
 async def read_fleet(js: JetStreamContext, *, timeout_s: float = 5.0) -> Fleet:
@@ -203,9 +242,13 @@ async def _status(args: argparse.Namespace) -> int:
             f"cannot reach NATS at {settings.nats.url} within {settings.nats.connect_timeout_s} s"
         ) from None
     try:
-        fleet = await read_fleet(nc.jetstream(domain=args.domain or None))
+        # Live heartbeats reach here from every site across the leaf links; the bucket
+        # adds workers of this domain that are silent now (shown as stale).
+        live = await listen_fleet(nc, seconds=args.interval_s * 1.5)
+        stored = await read_fleet(nc.jetstream(domain=args.domain or None))
     finally:
         await nc.close()
+    fleet = merge_fleets(stored, live)
     for reason in fleet.skipped:
         print(f"skipped {reason}", file=sys.stderr)
     render = render_json if args.json else render_table

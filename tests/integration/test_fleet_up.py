@@ -19,6 +19,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from pipeline.fleet import FLEET_FILE, PROMETHEUS_TARGETS_FILE, FleetLauncher, FleetOptions
+from pipeline.fleetstatus import listen_fleet, render_table
 from schemas import subjects
 from schemas.codec import decode_result
 
@@ -98,6 +99,21 @@ async def test_two_sites_answer_at_the_edge_and_through_the_cloud(tmp_path: Path
         }
         targets = json.loads((tmp_path / PROMETHEUS_TARGETS_FILE).read_text())
         assert sorted(t["labels"]["worker"] for t in targets) == ["cloud-1", "edge-1", "edge-1"]
+        # `fleet status` at the hub: every worker's heartbeat, across the leaf links.
+        assert launcher.hub is not None
+        hub = await nats.connect(launcher.hub.urls[0], name="test-status")
+        try:
+            fleet = await listen_fleet(hub, seconds=5.0)
+        finally:
+            await hub.close()
+        seen = {(b.site, b.worker, b.tier) for b in fleet.heartbeats}
+        assert seen == {
+            ("site1", "edge-1", "edge"),
+            ("site2", "edge-1", "edge"),
+            ("_all", "cloud-1", "cloud"),
+        }, fleet
+        table = render_table(fleet.heartbeats, time.time())
+        assert "site2" in table and "digits-mlp32@1.0.0" in table
     finally:
         for nc in clients:
             await nc.close()
