@@ -57,6 +57,11 @@ class CloudMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r,
         )
+        self.deferred = Counter(
+            "hybridfleet_cloud_deferred_escalations",
+            "Non-urgent escalations parked to be answered in a bigger batch (cloud.defer_batch).",
+            registry=r,
+        )
         self.model_swaps = Counter(
             "hybridfleet_cloud_model_swaps",
             "Times the worker switched to another model (desired state in HF_DESIRED).",

@@ -61,6 +61,11 @@ _STAGE = "cloud"
 class _Job:
     msg: Msg
     escalation: Escalation
+    parked_at: float = 0.0  # monotonic; set when a non-urgent job waits for company
+
+
+# A deferred escalation's deadline must leave this much beyond the longest wait.
+_DEFER_MARGIN_S = 5.0
 
 
 def _embedding_rows(escalation: Escalation) -> np.ndarray:
@@ -103,6 +108,7 @@ class CloudWorker:
         self.counters = ModelCounters(since=time.time())
         self._started_at = time.time()
         self._heartbeats: HeartbeatPublisher | None = None
+        self._parked: list[_Job] = []  # deferred escalations, oldest first
         self._trusted_keys = parse_trusted_keys(cfg.trusted_keys)  # refused now, not later
         self._updater: ModelUpdater | None = None
 
@@ -152,6 +158,7 @@ class CloudWorker:
                 ),
                 name="cloud-advisories",
             )
+            tasks.create_task(self._keep_parked_alive(), name="cloud-parked")
             assert self._heartbeats is not None
             tasks.create_task(self._heartbeats.run(self._stopping), name="cloud-heartbeats")
             if self._updater is not None:
@@ -209,7 +216,9 @@ class CloudWorker:
                     )
                 messages = await subscription.fetch(cfg.fetch_batch, timeout=cfg.fetch_timeout_s)
             except TimeoutError:  # nats.errors.TimeoutError is one too
-                continue  # nothing to do: normal when the queue is empty
+                # Nothing new (normal when the queue is empty): parked work may be due.
+                await handle([])
+                continue
             except Exception as exc:
                 # A restarted server or a new stream leader can leave a pull subscription
                 # dead: start a new one.
@@ -219,6 +228,8 @@ class CloudWorker:
                     await asyncio.wait_for(self._stopping.wait(), 0.5)
                 continue
             await handle(messages)
+        # Draining: what is parked is answered now, not left to be redelivered.
+        await handle([])
 
     async def wait(self) -> None:
         """Return when the worker has stopped; raise what stopped it, if anything did."""
@@ -269,9 +280,33 @@ class CloudWorker:
 
     # ------------------------------------------------------------------ work
 
+    def _deferrable(self, escalation: Escalation, now: float) -> bool:
+        """Non-urgent: lowest priority, and a deadline far beyond the longest wait."""
+        cfg = self.settings.cloud
+        return (
+            cfg.defer_batch > 0
+            and escalation.priority == 3
+            and escalation.deadline_at - now > cfg.defer_max_s + _DEFER_MARGIN_S
+        )
+
+    def _take_parked(self) -> list[_Job]:
+        """The parked jobs, once a big enough batch, the longest wait or draining says so."""
+        cfg = self.settings.cloud
+        parked = self._parked
+        due = (
+            len(parked) >= cfg.defer_batch
+            or (parked and time.monotonic() - parked[0].parked_at >= cfg.defer_max_s)
+            or self._stopping.is_set()
+        )
+        if not parked or not due:
+            return []
+        self._parked = []
+        return parked
+
     async def _handle(self, messages: list[Msg]) -> None:
         cfg = self.settings.cloud
         jobs: list[_Job] = []
+        now = time.time()
         for msg in messages:
             self.metrics.escalations.inc()
             self.counters.frames += 1
@@ -289,7 +324,14 @@ class CloudWorker:
                 self.metrics.expired_dropped.inc()
                 await msg.ack()
                 continue
+            if self._deferrable(escalation, now):
+                # Waits for company: a bigger batch costs less per escalation.
+                self._parked.append(_Job(msg, escalation, time.monotonic()))
+                self.metrics.deferred.inc()
+                continue
             jobs.append(_Job(msg, escalation))
+        if messages or self._parked:
+            jobs.extend(self._take_parked())
         if not jobs:
             return
         # One model per group, whatever a swap does meanwhile: pixels go to the
@@ -361,6 +403,15 @@ class CloudWorker:
             self.counters.local += 1
 
         await asyncio.gather(*(one(job, scores) for job, scores in answered))
+
+    async def _keep_parked_alive(self) -> None:
+        """Parked escalations stay this worker's: in progress every ack_wait/3."""
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.settings.cloud.ack_wait_s / 3)
+            for job in list(self._parked):
+                with contextlib.suppress(Exception):
+                    await job.msg.in_progress()
 
     @contextlib.asynccontextmanager
     async def _keep_alive(self, jobs: list[_Job]) -> AsyncIterator[None]:

@@ -162,6 +162,13 @@ class CloudSettings:
     # ids starting with this prefix make the model fail (a poison message).
     inject_latency_ms: float = _range(0.0, 0.0, 600_000.0)
     inject_failure_prefix: str = ""
+    # Non-urgent escalations (priority 3, deadline beyond defer_max_s + 5 s) wait until
+    # defer_batch of them are parked or the oldest has waited defer_max_s, so they are
+    # answered in bigger, cheaper batches. 0: never wait. Parked ones stay unacked and
+    # in progress, so a crash loses none of them. Bounded by the consumer's
+    # max_ack_pending.
+    defer_batch: int = _range(0, 0, 100_000)
+    defer_max_s: float = _range(60.0, 0.01, 86_400.0)
     heartbeat_interval_s: float = _range(2.0, 0.05, 3600.0)
     trusted_keys: str = ""
     bundle_dir: str = ""
