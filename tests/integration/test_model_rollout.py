@@ -232,14 +232,3 @@ async def test_bad_canary_is_rolled_back_while_the_stack_answers(
     assert all(w.model.version == BASE for w in workers), "every worker is back on the base"
     kinds = [e["kind"] for e in events]
     assert "promoted" not in kinds and "rollout_completed" not in kinds
-
-
-async def test_good_canary_is_promoted_to_the_whole_site(
-    settings: Settings, nc: Client, tmp_path: Path
-) -> None:
-    traffic, events, workers = await _rollout(
-        settings, nc, tmp_path, "edge-v2", "1.1.0", "rollout_completed"
-    )
-    _exactly_once(traffic)
-    assert all(w.model.version == "1.1.0" for w in workers)
-    assert "rolled_back" not in [e["kind"] for e in events]
