@@ -32,7 +32,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from pipeline.model import ModelSpec, OnnxModel
+from pipeline.model import EntryReader, ModelSpec, OnnxModel
 from schemas.errors import BundleError, ModelError
 
 __all__ = [
@@ -290,32 +290,11 @@ class BundleManifest:
         )
 
 
-class _Reader:
-    """Typed access to bundle.json's own keys, with errors that name the key."""
-
-    def __init__(self, document: Mapping[str, Any], where: str) -> None:
-        self._doc = document
-        self._where = where
+class _Reader(EntryReader):
+    """Typed access to bundle.json's own keys; a fault is a ``BundleError``."""
 
     def fail(self, key: str, problem: str) -> NoReturn:
         raise BundleError(f"{self._where}: key {key!r} {problem}")
-
-    def get(self, key: str) -> Any:
-        if key not in self._doc:
-            self.fail(key, "is missing")
-        return self._doc[key]
-
-    def text(self, key: str) -> str:
-        value = self.get(key)
-        if not isinstance(value, str) or not value:
-            self.fail(key, f"must be a non-empty string, got {value!r}")
-        return str(value)
-
-    def choice(self, key: str, allowed: Sequence[str]) -> str:
-        value = self.text(key)
-        if value not in allowed:
-            self.fail(key, f"is {value!r}, allowed: {list(allowed)}")
-        return value
 
     def name_token(self, key: str) -> str:
         value = self.text(key)

@@ -85,7 +85,7 @@ class ModelSpec:
 
         Raises :class:`ModelError` naming the missing or bad key, prefixed by ``where``.
         """
-        fields = _EntryReader(entry, where)
+        fields = EntryReader(entry, where)
         labels = fields.int_list("labels")
         classes = fields.integer("output.classes")
         if classes != len(labels):
@@ -105,7 +105,7 @@ class ModelSpec:
         )
 
 
-class _EntryReader:
+class EntryReader:
     """Typed access to dotted keys of a manifest entry, with errors that name the key."""
 
     def __init__(self, entry: Mapping[str, Any], where: str) -> None:
