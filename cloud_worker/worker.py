@@ -143,7 +143,16 @@ class CloudWorker:
         )
         self._runner = asyncio.create_task(self._run(), name=f"cloud-{cfg.worker_id}")
         log.info(
-            "cloud worker %s running %s %s", cfg.worker_id, self.model.name, self.model.version
+            "cloud worker %s ready: model %s %s (embeddings: %s %s), escalations from stream "
+            "%s (consumer %s) for sites %s",
+            cfg.worker_id,
+            self.model.name,
+            self.model.version,
+            self.embedding_model.name,
+            self.embedding_model.version,
+            subjects.ESCALATIONS_STREAM,
+            subjects.CLOUD_CONSUMER,
+            cfg.sites,
         )
 
     async def _run(self) -> None:
@@ -241,9 +250,15 @@ class CloudWorker:
         if self._closed:
             return
         self._stopping.set()
+        parked = len(self._parked)
         if self._runner is not None:
             await self._runner
         await self.close()
+        log.info(
+            "cloud worker %s drained: the batch in hand and %d parked escalations answered",
+            self.settings.cloud.worker_id,
+            parked,
+        )
 
     async def close(self) -> None:
         """Stop now. Unacked escalations are redelivered to another worker later."""
@@ -386,14 +401,14 @@ class CloudWorker:
 
         async def one(job: _Job, scores: np.ndarray) -> None:
             data = encode(self._answer(job.escalation, scores, model))
+            # The msg id dedups a repeat answer after a crash between storing it and the
+            # ack; the edge's tag goes back with the answer (edge_worker/tags.py).
+            headers = {"Nats-Msg-Id": f"answer-{job.escalation.frame_id}"}
+            tag = job.msg.headers.get(subjects.EDGE_TAG_HEADER) if job.msg.headers else None
+            if tag is not None:
+                headers[subjects.EDGE_TAG_HEADER] = tag
             try:
-                # Dedups a repeat answer after a crash between storing it and the ack.
-                await js.publish(
-                    job.escalation.reply_to,
-                    data,
-                    timeout=5.0,
-                    headers={"Nats-Msg-Id": f"answer-{job.escalation.frame_id}"},
-                )
+                await js.publish(job.escalation.reply_to, data, timeout=5.0, headers=headers)
             except Exception as exc:
                 log.warning("could not store answer of %s: %s", job.escalation.frame_id, exc)
                 await job.msg.nak(delay=1.0)
@@ -500,7 +515,8 @@ class CloudWorker:
             source=Source.CLOUD,
             model=model.name,
             model_version=model.version,
-            latency_ms=(time.time() - escalation.captured_at) * 1000,
+            # Never negative, whatever the clocks of edge and cloud say.
+            latency_ms=max(0.0, (time.time() - escalation.captured_at) * 1000),
             reason=Reason.CLOUD_ANSWER,
             edge_labels=escalation.edge_labels,
         )

@@ -77,6 +77,12 @@ class EdgeMetrics:
             ["site"],
             registry=r,
         )
+        self.repeated_frames = Counter(
+            "hybridfleet_edge_repeated_frames",
+            "Frames whose id was in flight or already answered (edge_worker/repeats.py).",
+            ["site", "state"],
+            registry=r,
+        )
         self.late_replies = Counter(
             "hybridfleet_edge_late_cloud_replies",
             "Cloud answers that came after the frame was final (deadline passed, or a repeat).",

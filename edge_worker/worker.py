@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import warnings
 from collections.abc import Coroutine
@@ -42,9 +43,12 @@ from edge_worker.budget import Allowance, BudgetLedger, escalation_cost
 from edge_worker.cloudlink import CloudLink
 from edge_worker.drift import DriftMonitor, HealthStatus, ShadowSampler
 from edge_worker.finals import FinalResults
+from edge_worker.intake import check_frame
 from edge_worker.metrics import EdgeMetrics
 from edge_worker.pending import PendingEscalations
 from edge_worker.policy import Decision, EscalationPolicy, FrameFacts, RoundTripEstimator
+from edge_worker.repeats import FrameIds, Joiner, Seen
+from edge_worker.tags import TAG_HEADER, EscalationTags, site_tag_key
 from pipeline.bundle import parse_trusted_keys
 from pipeline.calibration import frame_confidence
 from pipeline.config import Settings
@@ -73,7 +77,7 @@ from pipeline.thermal import (
 from schemas import subjects
 from schemas.codec import decode_result, encode
 from schemas.errors import HybridfleetError, SchemaError
-from schemas.jsonform import decode_frame_message, header
+from schemas.jsonform import decode_frame_message, encode_result_for, header
 from schemas.messages import (
     Escalation,
     Frame,
@@ -162,6 +166,9 @@ class EdgeWorker:
             capacity=cfg.queue_capacity,
         )
         self._pending: PendingEscalations[_Waiting] = PendingEscalations()
+        # Frame ids in flight and recently finished: a repeated id is never answered twice.
+        self._ids: FrameIds[InferenceResult] = FrameIds(cfg.remember_frame_ids)
+        self._tags: EscalationTags | None = None
         self.drift = DriftMonitor(site=self.site)
         self._sampler = ShadowSampler(cfg.shadow_rate, cfg.shadow_seed)
         self._shadows: dict[str, _Shadow] = {}  # insertion-ordered: oldest first
@@ -200,6 +207,7 @@ class EdgeWorker:
         self._inputs: list[Subscription] = []
         self._runner: asyncio.Task[None] | None = None
         self._draining = False
+        self._drain_by: float | None = None  # Unix time: pending frames get answers by then
         self._decided_all = False  # set when the decide loop has handled its last batch
         self._closed = False
 
@@ -213,6 +221,7 @@ class EdgeWorker:
         self._nc = await connect(self.settings.nats, f"hybridfleet-{cfg.worker_id}")
         self._js = self._nc.jetstream()
         await ensure_site_streams(self._js, self.site, self.settings.stream)
+        self._tags = EscalationTags(self.site, await site_tag_key(self._js, self.site))
         self._finals = FinalResults(self._nc, self._js, self.site, cfg.escalation_publish_timeout_s)
         self._ledger = BudgetLedger(self._js, self.site)
         # Model bundles live where the fleet is run: the hub, if any.
@@ -249,11 +258,17 @@ class EdgeWorker:
         await self._nc.flush()
         self._runner = asyncio.create_task(self._run(), name=f"edge-{cfg.worker_id}")
         log.info(
-            "edge worker %s of site %s running %s %s",
+            "edge worker %s of site %s ready: model %s %s, frames on %s and %s (queue group "
+            "%s), answers on %s, cloud %s",
             cfg.worker_id,
             self.site,
             self.model.name,
             self.model.version,
+            subjects.frames(self.site),
+            subjects.infer(self.site),
+            group,
+            self._reply_subject,
+            f"domain {cfg.cloud_domain!r}" if cfg.cloud_domain else "on this server",
         )
 
     async def _run(self) -> None:
@@ -278,6 +293,9 @@ class EdgeWorker:
         if self._closed or self._draining:
             return
         self._draining = True
+        cfg = self.settings.edge
+        queued, pending = len(self._batcher), len(self._pending)
+        self._drain_by = time.time() + cfg.drain_timeout_s
         for sub in self._inputs:
             await sub.unsubscribe()
         self._batcher.close()
@@ -285,6 +303,14 @@ class EdgeWorker:
         if self._runner is not None:
             await self._runner
         await self.close()
+        log.info(
+            "edge worker %s of site %s drained: %d queued and %d escalated frames were "
+            "waiting; every one has its final result",
+            cfg.worker_id,
+            self.site,
+            queued,
+            pending,
+        )
 
     async def close(self) -> None:
         """Stop now: frames still queued get no result (core NATS is at-most-once)."""
@@ -333,12 +359,18 @@ class EdgeWorker:
             frame = decode_frame_message(
                 msg.data, msg.headers, max_bytes=self.settings.edge.max_message_bytes
             )
-            self._check_addressing(frame, msg.subject)
+            check_frame(
+                frame, msg.subject, self.site, time.time(), self.settings.edge.max_clock_skew_s
+            )
         except SchemaError as exc:
             await self._dead_letter(msg.subject, msg.data, "schema", str(exc))
             return
-        self.counters.frames += 1
         request = _Request(frame, msg.reply or None, header(msg.headers, "Accept"))
+        seen, stored = self._ids.admit(frame.frame_id)
+        if seen is not Seen.NEW:
+            await self._repeat(request, msg, seen, stored)
+            return
+        self.counters.frames += 1
         if frame.privacy is PrivacyClass.LOCAL_ONLY and sheds(frame.priority, self.pressure):
             # Hot or overloaded, and this frame may not be offloaded: lowest priority first.
             self._count_shed()
@@ -356,17 +388,30 @@ class EdgeWorker:
         self.metrics.shed.labels(self.site).inc()
         self.counters.shed += 1
 
-    def _check_addressing(self, frame: Frame, subject: str) -> None:
-        # A frame may only speak for the site and camera of the subject it came on.
-        if frame.site != self.site:
-            raise SchemaError(f"frame.site: {frame.site!r} but this is site {self.site!r}")
-        if frame.path not in ((), (Source.DEVICE.value,)):
-            raise SchemaError(
-                f"frame.path: {list(frame.path)} but only a device comes before the edge"
+    async def _repeat(
+        self, request: _Request, msg: Msg, seen: Seen, stored: InferenceResult | None
+    ) -> None:
+        """A frame id this worker has in flight or answered: never a second final result."""
+        frame = request.frame
+        self.metrics.repeated_frames.labels(self.site, seen.value).inc()
+        if request.reply_to is None:
+            await self._dead_letter(
+                msg.subject,
+                msg.data,
+                "repeat",
+                f"frame id {frame.frame_id!r} repeated while {seen.value.replace('_', ' ')}: "
+                f"its one final result is on {subjects.results(self.site, frame.camera)}; "
+                "a new frame needs a new id",
             )
-        tokens = subject.split(".")
-        if tokens[0] == "frames" and tokens[-1] != frame.camera:
-            raise SchemaError(f"frame.camera: {frame.camera!r} but it came on {subject!r}")
+        elif stored is not None:
+            await self._reply(Joiner(request.reply_to, request.accept), stored)
+        else:
+            self._ids.join(frame.frame_id, Joiner(request.reply_to, request.accept))
+
+    async def _reply(self, joiner: Joiner, result: InferenceResult) -> None:
+        assert self._nc is not None
+        reply, headers = encode_result_for(result, joiner.accept)
+        await self._nc.publish(joiner.reply_to, reply, headers=headers)
 
     async def _dead_letter(self, subject: str, data: bytes, kind: str, reason: str) -> None:
         log.warning("dead letter from %s: %s", subject, reason)
@@ -406,6 +451,7 @@ class EdgeWorker:
             except HybridfleetError as exc:
                 self.counters.errors += 1
                 for request in batch:
+                    self._ids.forget(request.frame.frame_id)
                     await self._dead_letter(
                         subjects.frames(self.site, request.frame.camera),
                         encode(request.frame),
@@ -606,16 +652,21 @@ class EdgeWorker:
         self.metrics.shadow_escalations.labels(self.site).inc()
         self.metrics.escalated_bytes.labels(self.site).inc(len(data))
 
-    async def _store(self, frame: Frame, data: bytes) -> None:
-        """Store an escalation in the site's stream; raises if it was not stored."""
-        assert self._js is not None
-        await self._js.publish(
+    async def _store(self, frame: Frame, data: bytes) -> bool:
+        """Store an escalation in the site's stream; raises if it was not stored.
+
+        Returns False when the stream already had it (a repeat within its dedup window).
+        """
+        assert self._js is not None and self._tags is not None
+        ack = await self._js.publish(
             subjects.escalations(frame.site, frame.camera),
             data,
             timeout=self.settings.edge.escalation_publish_timeout_s,
-            # The frame id makes a retried publish a no-op within the dedup window.
-            headers={"Nats-Msg-Id": frame.frame_id},
+            # The frame id makes a retried publish a no-op within the dedup window; the
+            # tag proves to whoever gets the answer that this site's edge asked.
+            headers={"Nats-Msg-Id": frame.frame_id, TAG_HEADER: self._tags.tag(frame.frame_id)},
         )
+        return not ack.duplicate
 
     async def _escalate(
         self, request: _Request, edge_result: InferenceResult, decision: Decision
@@ -632,7 +683,7 @@ class EdgeWorker:
             self._pending.add(frame.frame_id, frame.deadline_at, waiting)
             self._pending_changed.set()
         try:
-            await self._store(frame, data)
+            stored = await self._store(frame, data)
         except Exception as exc:
             log.warning("could not store escalation of %s: %s", frame.frame_id, exc)
             self.metrics.escalation_failures.labels(self.site).inc()
@@ -641,6 +692,11 @@ class EdgeWorker:
                 await self._finalize(
                     request, _fallback(edge_result, Reason.ESCALATION_FAILED), claim=True
                 )
+            return
+        if not stored and await self._stored_final(frame.frame_id) is not None:
+            # Escalated before by another worker or run, and answered: answer with that.
+            if self._pending.resolve(frame.frame_id) is not None or not decision.awaits_cloud:
+                await self._answered_elsewhere(request)
             return
         self.metrics.escalations.labels(self.site, decision.send.value).inc()
         self.counters.escalated += 1
@@ -660,6 +716,17 @@ class EdgeWorker:
                 raise SchemaError(f"result.site: {cloud.site!r} but this is site {self.site!r}")
         except SchemaError as exc:
             await self._dead_letter(msg.subject, msg.data, "schema", str(exc))
+            await msg.term()
+            return
+        assert self._tags is not None
+        if not self._tags.verify(cloud.frame_id, header(msg.headers, TAG_HEADER)):
+            await self._dead_letter(
+                msg.subject,
+                msg.data,
+                "forged",
+                f"answer to frame {cloud.frame_id!r} refused: its escalation carries no valid "
+                f"{TAG_HEADER} of this site's edge, so the site never accepted that frame",
+            )
             await msg.term()
             return
         shadow = self._shadows.pop(cloud.frame_id, None)
@@ -792,7 +859,9 @@ class EdgeWorker:
     async def _deadline_loop(self) -> None:
         while True:
             now = time.time()
-            for _, waiting in self._pending.pop_expired(now):
+            # Draining: whatever still waits for the cloud is answered by drain_by.
+            cutoff = now if self._drain_by is None or now < self._drain_by else math.inf
+            for _, waiting in self._pending.pop_expired(cutoff):
                 await self._finalize(
                     waiting.request,
                     _fallback(waiting.edge_result, Reason.CLOUD_TIMEOUT),
@@ -803,6 +872,8 @@ class EdgeWorker:
                 self._answers_done.set()
                 return
             next_due = self._pending.next_deadline()
+            if next_due is not None and self._drain_by is not None:
+                next_due = min(next_due, self._drain_by)
             timeout = None if next_due is None else max(0.0, next_due - time.time())
             self._pending_changed.clear()
             with contextlib.suppress(TimeoutError):
@@ -831,7 +902,44 @@ class EdgeWorker:
             self._latencies.observe(result.latency_ms)
             if result.source is Source.EDGE and result.reason is not Reason.SHED:
                 self.counters.local += 1
+            for joiner in self._ids.finish(result.frame_id, result):
+                await self._reply(joiner, result)
+        elif request is not None:
+            await self._answered_elsewhere(request)
         return published
+
+    async def _stored_final(self, frame_id: str) -> InferenceResult | None:
+        """The claimed final result of ``frame_id`` in the site's finals stream, if any."""
+        assert self._js is not None
+        try:
+            raw = await self._js.get_last_msg(
+                subjects.finals_stream(self.site), subjects.finals(self.site, frame_id)
+            )
+            return decode_result(raw.data or b"")
+        except Exception as exc:  # none (not claimed, or gone by max_age) or unreadable
+            log.debug("no stored final result of %s: %r", frame_id, exc)
+            return None
+
+    async def _answered_elsewhere(self, request: _Request) -> None:
+        """The claim was refused: another worker of the site, or an earlier run of this
+        one, already gave this frame id its final result. Answer with that one."""
+        frame_id = request.frame.frame_id
+        stored = await self._stored_final(frame_id)
+        joiners = self._ids.finish(frame_id, stored) if stored else self._ids.forget(frame_id)
+        if request.reply_to:
+            joiners.append(Joiner(request.reply_to, request.accept))
+        self.metrics.repeated_frames.labels(self.site, Seen.FINISHED.value).inc()
+        if stored is not None:
+            for joiner in joiners:
+                await self._reply(joiner, stored)
+        if stored is None or request.reply_to is None:
+            await self._dead_letter(
+                subjects.frames(self.site, request.frame.camera),
+                encode(request.frame),
+                "repeat",
+                f"frame id {frame_id!r} already had its final result from another worker of "
+                f"site {self.site!r} or an earlier run of this one; a new frame needs a new id",
+            )
 
     def _shed_result(self, frame: Frame) -> InferenceResult:
         return InferenceResult(

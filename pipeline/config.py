@@ -129,6 +129,15 @@ class EdgeSettings:
     bundle_dir: str = ""
     # Blur faces (pipeline/sanitize.py) in every whole frame that leaves the site.
     face_blur: bool = True
+    # A frame captured further than this from the worker's clock, either way, is refused
+    # (dead letter): its deadline and latency would mean nothing.
+    max_clock_skew_s: float = _range(300.0, 1.0, 86_400.0)
+    # Frame ids remembered after their final result, so that a repeat gets the same
+    # answer (edge_worker/repeats.py).
+    remember_frame_ids: int = _range(10_000, 0, 10_000_000)
+    # On drain, escalated frames still waiting for the cloud get their edge answer
+    # (degraded, cloud_timeout) after at most this long.
+    drain_timeout_s: float = _range(10.0, 0.0, 3600.0)
     # Fault injection for tests and benchmarks: extra time each batch takes.
     inject_latency_ms: float = _range(0.0, 0.0, 600_000.0)
 

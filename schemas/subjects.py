@@ -15,8 +15,10 @@ __all__ = [
     "ADVISORY_CONSUMER",
     "CLOUD_CONSUMER",
     "CLOUD_DLQ_STREAM",
+    "EDGE_TAG_HEADER",
     "ESCALATIONS_STREAM",
     "REPLIES_STREAM",
+    "SITE_BUCKET",
     "SOURCE_CONSUMER",
     "dead_letters",
     "edge_queue_group",
@@ -45,6 +47,10 @@ CLOUD_CONSUMER = "cloud-workers"
 ADVISORY_CONSUMER = "cloud-advisories"
 # The durable consumer on a site's escalation stream that the hub stream sources through.
 SOURCE_CONSUMER = "to-cloud"
+# The site server's KV bucket of site secrets (the escalation tag key, edge_worker/tags.py)
+# and the header that carries the tag on an escalation and on the cloud's answer to it.
+SITE_BUCKET = "HF_SITE"
+EDGE_TAG_HEADER = "Hf-Edge-Tag"
 
 
 def site_escalations_stream(site: str) -> str:
