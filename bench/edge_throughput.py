@@ -45,7 +45,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -231,6 +231,17 @@ def flops_per_image(widths: Sequence[int]) -> int:
 # ---------------------------------------------------------------- frames
 
 
+# Every pooled frame's id holds this placeholder; each publish stamps a new number into
+# it, so that the worker never sees a repeated id (it would dead-letter the repeat).
+_ID_PLACEHOLDER = b"N" * 16
+_sent_ids = itertools.count()
+
+
+def _stamp_id(data: bytes) -> bytes:
+    at = data.index(_ID_PLACEHOLDER)
+    return b"".join((data[:at], b"%016d" % next(_sent_ids), data[at + len(_ID_PLACEHOLDER) :]))
+
+
 def make_frames(count: int, seed: int = 0) -> list[Frame]:
     """Camera frames (640x480, one 32x32 digit region) that the worker never escalates.
 
@@ -254,6 +265,7 @@ def make_frames(count: int, seed: int = 0) -> list[Frame]:
     for seq in range(count):
         name = camera.camera_names[seq % len(camera.camera_names)]
         frame, _ = camera.make_frame(name, seq, time.time())
+        frame = replace(frame, frame_id=f"bench-{seq}-{_ID_PLACEHOLDER.decode()}")
         assert frame.priority == 1 and frame.privacy is PrivacyClass.LOCAL_ONLY
         frames.append(frame)
     return frames
@@ -379,6 +391,8 @@ async def _child(
             worker_id="bench-edge",
             max_batch_size=batch,
             queue_capacity=max(EdgeSettings.queue_capacity, 2 * batch),
+            # The pool's frames were captured when the benchmark started.
+            max_clock_skew_s=86_400.0,
         ),
     )
     worker = EdgeWorker(settings, model=model)
@@ -518,7 +532,7 @@ async def _drive(
         if time.perf_counter() >= deadline:
             break
         subject, data = pool[i % len(pool)]
-        await nc.publish(subject, data)
+        await nc.publish(subject, _stamp_id(data))
         sent += 1
     await nc.flush()
     published_at = time.perf_counter()
