@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import platform
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,47 +29,28 @@ from typing import Any, Final
 
 import numpy as np
 
+from bench.common import machine_line
 from pipeline.calibration import SIGNALS, confidence
 from pipeline.config import EdgeSettings
 from pipeline.digits import digit_to_pixels, load_split, pixels_to_features
 from pipeline.model import OnnxModel
-from pipeline.tuning import (
+from pipeline.planning.curves import (
     OperatingPoint,
     Target,
     TargetKind,
-    TuneResult,
-    TuningData,
     area_under_curve,
     best_signal,
-    cross_validated_data,
-    measure_message_sizes,
-    tune,
 )
+from pipeline.planning.retrain import TuningData, cross_validated_data
+from pipeline.planning.sizes import measure_message_sizes
+from pipeline.planning.tune import TuneResult, tune
 
-__all__ = ["DEFAULT_TARGET", "Measured", "heldout_data", "machine", "main", "measure_at", "tuned"]
+__all__ = ["DEFAULT_TARGET", "Measured", "heldout_data", "main", "measure_at", "tuned"]
 
 DEFAULT_TARGET: Final = 0.98
 DEFAULT_OUT: Final = Path(__file__).resolve().parent.parent / "docs" / "plots"
 PLOT_NAME: Final = "accuracy_vs_escalation.png"
 SHARES_TO_PRINT: Final = (0.02, 0.05, 0.10, 0.20)
-
-
-def machine() -> str:
-    """One line naming the machine, for the figures."""
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import onnxruntime
-
-    return (
-        f"{cpu}, {len(os.sched_getaffinity(0))} usable cores, Python "
-        f"{platform.python_version()}, onnxruntime {onnxruntime.__version__}"
-    )
 
 
 def heldout_data(edge: OnnxModel, cloud: OnnxModel) -> TuningData:
@@ -191,7 +170,7 @@ def run(min_accuracy: float, out: Path) -> dict[str, Any]:
     tuned_at = measure_at(data, result.signal, result.point.threshold)
     default_threshold = EdgeSettings().default_threshold
     default_at = measure_at(data, "max_probability", default_threshold)
-    print(f"machine        {machine()}")
+    print(f"machine        {machine_line()}")
     print(
         f"data           {data.source}; edge {edge.name} (temperature {edge.spec.temperature}),"
         f" cloud {cloud.name}"
@@ -229,7 +208,7 @@ def run(min_accuracy: float, out: Path) -> dict[str, Any]:
     _plot(curves, data, tuned_at, default_at, result, path)
     print(f"plot           {path}")
     return {
-        "machine": machine(),
+        "machine": machine_line(),
         "data": data.source,
         "edge_temperature": edge.spec.temperature,
         "edge_only": float(data.edge_correct.mean()),

@@ -35,13 +35,15 @@ from typing import Any, Final
 
 import numpy as np
 
-from bench.accuracy import DEFAULT_OUT, DEFAULT_TARGET, Measured, machine, measure_at, tuned
+from bench.accuracy import DEFAULT_OUT, DEFAULT_TARGET, Measured, measure_at, tuned
+from bench.common import machine_line
 from pipeline.camera import CameraOptions, CameraSimulator
 from pipeline.config import EdgeSettings
 from pipeline.costs import CostModel, Mode
 from pipeline.digits import load_split, pixels_to_features
 from pipeline.model import OnnxModel
-from pipeline.tuning import MessageSizes, TuningData, measure_message_sizes
+from pipeline.planning.retrain import TuningData
+from pipeline.planning.sizes import MessageSizes, measure_message_sizes
 from schemas.messages import PrivacyClass
 
 __all__ = ["CONDITIONS", "main"]
@@ -150,7 +152,7 @@ def run(frames: int, min_accuracy: float, out: Path) -> list[Condition]:
             )
         )
     costs = CostModel()
-    print(f"machine        {machine()}")
+    print(f"machine        {machine_line()}")
     print(
         f"messages       frame {sizes.frame:,} B; escalation with crops {sizes.crop_escalation:,}"
         f" B, with the frame {sizes.full_escalation:,} B; cloud answer {sizes.reply:,} B"
@@ -235,7 +237,7 @@ def _figures(conditions: list[Condition], sizes: MessageSizes, frames: int) -> d
                 }
             )
     return {
-        "machine": machine(),
+        "machine": machine_line(),
         "frames_per_condition": frames,
         "message_bytes": dataclasses.asdict(sizes),
         "pure_cloud": {

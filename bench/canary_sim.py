@@ -41,7 +41,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from pipeline.canary import ArmCounters, CanaryConfig, CanaryJudge, Verdict
+from pipeline.release.judge import CanaryConfig, CanaryJudge, Verdict
+from pipeline.release.tallies import ArmCounters
 
 WORKERS = 10
 FRAMES_PER_HEARTBEAT = 100

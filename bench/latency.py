@@ -32,7 +32,7 @@ import numpy as np
 import orjson
 import uvloop
 
-from bench.edge_throughput import machine_info
+from bench.common import machine_info
 from pipeline.camera import CameraOptions
 from pipeline.config import Settings
 from pipeline.stack import StackOptions, run_stack

@@ -33,7 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
-from bench.accuracy import machine
+from bench.common import machine_line
 from pipeline.camera import CameraOptions
 from pipeline.config import Settings
 from pipeline.stack import StackOptions, run_stack
@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{time.perf_counter() - started:.0f} s in all")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
-        json.dumps({"machine": machine(), "seconds": args.seconds, "rows": rows}, indent=2) + "\n"
+        json.dumps({"machine": machine_line(), "seconds": args.seconds, "rows": rows}, indent=2)
+        + "\n"
     )
     _plot(rows, args.plot)
     print(f"wrote {args.json} and {args.plot}")

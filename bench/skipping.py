@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
-from bench.accuracy import machine
+from bench.common import machine_line
 from pipeline.camera import CameraOptions, CameraSimulator
 from pipeline.device import DeviceAction, DeviceConfig, DeviceDecision, DeviceTier, SkipConfig
 from pipeline.digits import DigitsSplit, load_split, pixels_to_features
@@ -252,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.mean_run:g} frames, sensor noise sigma {args.noise:g}; device {device.name} "
         f"(threshold {DEVICE_THRESHOLD}), edge {edge.name}; max_reuse {MAX_REUSE}"
     )
-    print(f"machine   {machine()}")
+    print(f"machine   {machine_line()}")
     print(f"setup     {setup}")
     print()
     print("regions  delta  threshold  skipped  forwarded  device acc.  device+edge acc.  missed")
@@ -266,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\n{elapsed:.1f} s in all")
     document: dict[str, Any] = {
         "benchmark": "skipping",
-        "machine": machine(),
+        "machine": machine_line(),
         "command": "python -m bench.skipping" + (" --quick" if args.quick else ""),
         "setup": setup,
         "options": {

@@ -511,7 +511,7 @@ class CloudWorker:
             seq=escalation.seq,
             labels=labels,
             scores=np.ascontiguousarray(scores, dtype=np.float32),
-            confidence=float(scores.max(axis=1).min()) if labels else 1.0,
+            confidence=min(1.0, float(scores.max(axis=1).min())) if labels else 1.0,
             source=Source.CLOUD,
             model=model.name,
             model_version=model.version,

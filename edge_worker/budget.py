@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
@@ -31,7 +32,14 @@ from pipeline.costs import BYTES_PER_GB, CostModel
 from schemas.codec import check_token
 from schemas.errors import ConfigError
 
-__all__ = ["BUDGET_BUCKET", "Allowance", "BudgetLedger", "escalation_cost", "utc_day"]
+__all__ = [
+    "BUDGET_BUCKET",
+    "Allowance",
+    "BudgetLedger",
+    "SiteBudget",
+    "escalation_cost",
+    "utc_day",
+]
 
 log = logging.getLogger(__name__)
 
@@ -161,3 +169,54 @@ class BudgetLedger:
             return grant
         log.warning("budget ledger %s: too much contention, reserving nothing this time", key)
         return 0.0
+
+
+class SiteBudget:
+    """What this worker may spend of the site's budget: ask ``affords``, then ``spend``.
+
+    ``affords`` may reserve a block from the ledger (one KV round trip per block) and
+    never spends; the decision takes its answer, and ``spend`` then cannot fail, so no
+    decision is overridden afterwards.
+    """
+
+    def __init__(
+        self,
+        allowance: Allowance,
+        prices: CostModel,
+        on_exhausted: Callable[[Allowance], Awaitable[None]],
+    ) -> None:
+        self.allowance = allowance
+        self._prices = prices
+        self._on_exhausted = on_exhausted
+        self._ledger: BudgetLedger | None = None
+
+    def bind(self, ledger: BudgetLedger) -> None:
+        self._ledger = ledger
+
+    def cost(self, regions: int, sent_bytes: int) -> float:
+        return escalation_cost(self._prices, regions, sent_bytes)
+
+    async def affords(self, cost: float, now: float) -> bool:
+        """True when ``cost`` is reserved (or there is no cap)."""
+        allowance = self.allowance
+        if not allowance.allows(now):
+            return False
+        if allowance.needs_block(cost):
+            assert self._ledger is not None, "bind() first"
+            try:
+                grant = await self._ledger.reserve(
+                    allowance.day, max(allowance.block, cost), allowance.limit
+                )
+            except Exception as exc:  # the site's own server: rare, and only this block
+                log.warning("could not reserve cloud budget: %s", exc)
+                return False
+            was_exhausted = allowance.exhausted
+            allowance.granted(grant)
+            if allowance.exhausted and not was_exhausted:
+                await self._on_exhausted(allowance)
+        return not allowance.capped or cost <= allowance.left
+
+    def spend(self, cost: float) -> None:
+        """Pay ``cost``, which ``affords`` said is reserved."""
+        if not self.allowance.spend(cost):
+            raise RuntimeError(f"spent ${cost:.6g} that was not reserved")

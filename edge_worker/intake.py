@@ -8,11 +8,21 @@ refused here is dead-lettered with the message of the ``SchemaError``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from schemas.errors import SchemaError
 from schemas.messages import Frame, Source
 
-__all__ = ["check_frame"]
+__all__ = ["Request", "check_frame"]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A frame accepted by the worker, with who asked for its result."""
+
+    frame: Frame
+    reply_to: str | None  # the caller's inbox for request/reply on infer.<site>
+    accept: str | None = None  # the caller's Accept header (JSON or msgpack reply)
 
 
 def check_frame(frame: Frame, subject: str, site: str, now: float, max_skew_s: float) -> None:
@@ -27,7 +37,7 @@ def check_frame(frame: Frame, subject: str, site: str, now: float, max_skew_s: f
     if frame.site != site:
         raise SchemaError(f"frame.site: {frame.site!r} but this is site {site!r}")
     if frame.path not in ((), (Source.DEVICE.value,)):
-        raise SchemaError(f"frame.path: {list(frame.path)} but only a device comes before the edge")
+        raise SchemaError(f"frame.path: {[str(t) for t in frame.path]} but only a device comes before the edge")
     tokens = subject.split(".")
     if tokens[0] == "frames" and tokens[-1] != frame.camera:
         raise SchemaError(f"frame.camera: {frame.camera!r} but it came on {subject!r}")

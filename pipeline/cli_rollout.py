@@ -20,9 +20,9 @@ import uvloop
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from pipeline.canary import CLOUD_SITE, RolloutState
 from pipeline.config import Settings, load_settings
 from pipeline.natsio import connect
+from pipeline.release.plan import CLOUD_SITE, RolloutState
 from pipeline.rollout import RolloutController
 from schemas.errors import ConfigError
 

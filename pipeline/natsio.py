@@ -210,6 +210,11 @@ async def ensure_cloud_streams(
             max_age=stream.max_age_s,
             storage=api.StorageType.FILE,
             num_replicas=stream.replicas,
+            # A stream with sources gets no dedup window by default (0 s, nats-server
+            # >= 2.10): without this the frame id in Nats-Msg-Id is never checked here.
+            # It holds while the hub's nodes run, not across their restart
+            # (docs/reliability.md).
+            duplicate_window=stream.duplicate_window_s,
         ),
     )
     await _add_or_update(
@@ -222,6 +227,7 @@ async def ensure_cloud_streams(
             max_age=stream.max_age_s,
             storage=api.StorageType.FILE,
             num_replicas=stream.replicas,
+            duplicate_window=stream.duplicate_window_s,
         ),
     )
     dlq = _dead_letter_stream(subjects.CLOUD_DLQ_STREAM, "dlq.cloud.*")

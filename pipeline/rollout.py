@@ -51,17 +51,9 @@ from nats.js.errors import (
 )
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
-from pipeline.canary import (
-    TIERS,
-    ArmTally,
-    CanaryConfig,
-    CanaryJudge,
-    Decision,
-    RolloutPhase,
-    RolloutPlan,
-    RolloutState,
-    Verdict,
-)
+from pipeline.release.judge import CanaryConfig, CanaryJudge, Decision, Verdict
+from pipeline.release.plan import TIERS, RolloutPhase, RolloutPlan, RolloutState
+from pipeline.release.tallies import ArmTally
 from schemas.codec import check_token
 from schemas.errors import ConfigError, HybridfleetError, SchemaError
 

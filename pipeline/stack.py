@@ -138,7 +138,7 @@ async def _run(
     progress: TextIO | None,
 ) -> dict[str, Any]:
     cloud = CloudWorker(cloud_settings)
-    edge = EdgeWorker(edge_settings)
+    edge = EdgeWorker.from_settings(edge_settings)
     nc = await nats.connect(edge_settings.nats.url, name="hybridfleet-stack")
     collector = ResultCollector()
     camera = CameraSimulator(options.camera)

@@ -23,14 +23,11 @@ from pipeline.heartbeat import TemperatureSource
 from schemas.errors import ConfigError
 
 __all__ = [
-    "SHED_AT",
     "SYSFS_ROOT",
     "OffloadPressure",
     "SimulatedThermal",
     "SysfsThermal",
     "ThermalSensor",
-    "raised_threshold",
-    "sheds",
     "thermal_sensor",
 ]
 
@@ -224,23 +221,3 @@ class OffloadPressure:
 
 def _clamp(x: float) -> float:
     return min(1.0, max(0.0, x))
-
-
-def raised_threshold(threshold: float, pressure: float, max_raise: float = 0.05) -> float:
-    """The confidence threshold under pressure: ``threshold + pressure * max_raise``,
-    at most 1. A higher threshold escalates more frames, moving work to the cloud;
-    use it only for frames whose privacy lets them leave the site."""
-    return min(1.0, threshold + _clamp(pressure) * max_raise)
-
-
-# Priority -> the pressure at which frames of that priority are shed (answered
-# ``shed``) when they may not be offloaded. Priority 1 is never shed: it is always
-# answered at the edge (policy row 2).
-SHED_AT: dict[int, float] = {3: 0.5, 2: 1.0}
-
-
-def sheds(priority: int, pressure: float) -> bool:
-    """Whether a frame of ``priority`` that cannot be offloaded is shed at ``pressure``:
-    lowest priority first (3 from 0.5), then 2 at 1.0, never 1."""
-    at = SHED_AT.get(priority)
-    return at is not None and pressure >= at

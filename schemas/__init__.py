@@ -6,6 +6,8 @@ schemas/vectors/ holds golden messages in both wire forms.
 
 from schemas.codec import (
     DEFAULT_MAX_BYTES,
+    MAX_DEADLINE_S,
+    MAX_UNIX_TIME,
     SCHEMA_VERSION,
     check_token,
     decode_dead_letter,
@@ -29,6 +31,8 @@ from schemas.messages import (
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "MAX_DEADLINE_S",
+    "MAX_UNIX_TIME",
     "SCHEMA_VERSION",
     "ConfigError",
     "DeadLetter",

@@ -1,7 +1,9 @@
 """Bytes <-> messages. msgpack on the wire, every message a map with a version.
 
 Decoding is strict: any deviation from docs/wire-format.md raises one
-``SchemaError`` that names the field and what is wrong with it. Arrays are read
+``SchemaError`` that names the field and what is wrong with it. Encoding checks the
+numbers and times with the same rules (``to_map``), so no writer sends what its
+readers refuse for them. Arrays are read
 with ``numpy.frombuffer`` and so share memory with the ``bytes`` msgpack unpacks
 (read-only; msgpack copies each binary payload once out of the received buffer).
 
@@ -36,6 +38,9 @@ from schemas.messages import (
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "KINDS",
+    "MAX_DEADLINE_MS",
+    "MAX_DEADLINE_S",
+    "MAX_UNIX_TIME",
     "SCHEMA_VERSION",
     "BinaryReader",
     "Message",
@@ -54,6 +59,16 @@ SCHEMA_VERSION = 2
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 MAX_REGIONS = 64
 MAX_CLASSES = 1000
+MAX_SEQ = 2**63 - 1
+# Every time on the wire (captured_at, deadline_at) is Unix seconds in
+# [0, MAX_UNIX_TIME]: 4102444800 is 2100-01-01T00:00:00Z. Anything later is nonsense a
+# reader could never act on (a frame "captured" in 1e308 would wait forever).
+MAX_UNIX_TIME = 4_102_444_800.0
+# The longest a final result may be due after capture: an escalation's deadline_at is
+# within [captured_at, captured_at + MAX_DEADLINE_S], a frame's deadline_ms at most
+# MAX_DEADLINE_MS.
+MAX_DEADLINE_S = 3600.0
+MAX_DEADLINE_MS = 3_600_000
 # Tiers in the order a frame passes them (``Source`` lists them in that order).
 _TIERS = tuple(Source)
 
@@ -106,43 +121,76 @@ def _regions(regions: tuple[Region, ...]) -> list[list[int]]:
     return [[r.x, r.y, r.w, r.h] for r in regions]
 
 
+def _float(value: Any, path: str) -> float:
+    """A float field as written: always a Python float, so msgpack writes float 64.
+
+    (A generic encoder would write ``0.0`` given as ``0`` as an integer.) numpy scalars
+    are accepted; anything that is not a real number raises ``SchemaError``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise SchemaError(f"{path}: expected a number, got {type(value).__name__}")
+    return float(value)
+
+
+def _int(value: Any, path: str) -> int:
+    """An int field as written: a Python int (numpy integers too), never a bool or float."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise SchemaError(f"{path}: expected an integer, got {type(value).__name__}")
+    return int(value)
+
+
 def to_map(msg: Message) -> dict[str, Any]:
     """The map a message is on the wire, in key order; binary values are ``bytes``.
 
     Both wire forms carry this map: msgpack as it is, JSON with base64 text for bytes.
+    Float fields are always Python floats and int fields Python ints. The scalar fields
+    (numbers and times) are checked against the rules the readers apply, so a writer
+    cannot produce a message its readers refuse for them: a ``SchemaError`` names the
+    field, with the decoder's own words. (Arrays, regions and text are not re-checked
+    here: that would cost a full decode.)
     """
+    kind = KINDS.get(type(msg))
+    if kind is None:
+        raise TypeError(f"cannot encode {type(msg).__name__}")
+    raw = _map(msg, kind)
+    _SCALARS[type(msg)](_Fields(raw, kind, _msgpack_binary))
+    return raw
+
+
+def _map(msg: Message, kind: str) -> dict[str, Any]:
     if isinstance(msg, Frame):
+        threshold = msg.threshold
         return {
             "v": SCHEMA_VERSION,
-            "type": "frame",
+            "type": kind,
             "frame_id": msg.frame_id,
             "site": msg.site,
             "camera": msg.camera,
-            "seq": msg.seq,
-            "captured_at": msg.captured_at,
+            "seq": _int(msg.seq, "frame.seq"),
+            "captured_at": _float(msg.captured_at, "frame.captured_at"),
             "image": _array(msg.image),
             "regions": _regions(msg.regions),
-            "priority": msg.priority,
-            "deadline_ms": msg.deadline_ms,
-            "threshold": msg.threshold,
+            "priority": _int(msg.priority, "frame.priority"),
+            "deadline_ms": _int(msg.deadline_ms, "frame.deadline_ms"),
+            "threshold": None if threshold is None else _float(threshold, "frame.threshold"),
             "privacy": msg.privacy.value,
             "path": list(msg.path),
         }
     if isinstance(msg, InferenceResult):
         return {
             "v": SCHEMA_VERSION,
-            "type": "result",
+            "type": kind,
             "frame_id": msg.frame_id,
             "site": msg.site,
             "camera": msg.camera,
-            "seq": msg.seq,
+            "seq": _int(msg.seq, "result.seq"),
             "labels": list(msg.labels),
             "scores": _array(msg.scores),
-            "confidence": msg.confidence,
+            "confidence": _float(msg.confidence, "result.confidence"),
             "source": msg.source.value,
             "model": msg.model,
             "model_version": msg.model_version,
-            "latency_ms": msg.latency_ms,
+            "latency_ms": _float(msg.latency_ms, "result.latency_ms"),
             "reason": msg.reason.value,
             "degraded": msg.degraded,
             "edge_labels": None if msg.edge_labels is None else list(msg.edge_labels),
@@ -151,14 +199,14 @@ def to_map(msg: Message) -> dict[str, Any]:
     if isinstance(msg, Escalation):
         return {
             "v": SCHEMA_VERSION,
-            "type": "escalation",
+            "type": kind,
             "frame_id": msg.frame_id,
             "site": msg.site,
             "camera": msg.camera,
-            "seq": msg.seq,
-            "captured_at": msg.captured_at,
-            "deadline_at": msg.deadline_at,
-            "priority": msg.priority,
+            "seq": _int(msg.seq, "escalation.seq"),
+            "captured_at": _float(msg.captured_at, "escalation.captured_at"),
+            "deadline_at": _float(msg.deadline_at, "escalation.deadline_at"),
+            "priority": _int(msg.priority, "escalation.priority"),
             "privacy": msg.privacy.value,
             "regions": _regions(msg.regions),
             "crops": [_array(c) for c in msg.crops],
@@ -166,24 +214,27 @@ def to_map(msg: Message) -> dict[str, Any]:
             "embedding": None if msg.embedding is None else _array(msg.embedding),
             "reply_to": msg.reply_to,
             "edge_labels": list(msg.edge_labels),
-            "edge_confidence": msg.edge_confidence,
+            "edge_confidence": _float(msg.edge_confidence, "escalation.edge_confidence"),
         }
-    if isinstance(msg, DeadLetter):
-        return {
-            "v": SCHEMA_VERSION,
-            "type": "dead_letter",
-            "stage": msg.stage,
-            "site": msg.site,
-            "subject": msg.subject,
-            "reason": msg.reason,
-            "data": msg.data,
-            "at": msg.at,
-        }
-    raise TypeError(f"cannot encode {type(msg).__name__}")
+    assert isinstance(msg, DeadLetter)
+    return {
+        "v": SCHEMA_VERSION,
+        "type": kind,
+        "stage": msg.stage,
+        "site": msg.site,
+        "subject": msg.subject,
+        "reason": msg.reason,
+        "data": msg.data,
+        "at": _float(msg.at, "dead_letter.at"),
+    }
 
 
 def encode(msg: Message) -> bytes:
-    """Serialise a message to its msgpack wire form."""
+    """Serialise a message to its msgpack wire form.
+
+    Raises ``SchemaError`` for a message whose numbers or times break the contract
+    (see ``to_map``), and ``TypeError`` for an object that is not a message.
+    """
     out = msgpack.packb(to_map(msg), use_bin_type=True)
     assert isinstance(out, bytes)
     return out
@@ -211,36 +262,36 @@ class _Fields:
             raise SchemaError(f"{self.path}.{key}: missing")
         return self.raw[key]
 
-    def _fail(self, key: str, problem: str) -> SchemaError:
+    def fail(self, key: str, problem: str) -> SchemaError:
         return SchemaError(f"{self.path}.{key}: {problem}")
 
     def text(self, key: str, pattern: re.Pattern[str] | None = None, max_len: int = 1024) -> str:
         value = self._get(key)
         if not isinstance(value, str):
-            raise self._fail(key, f"expected a string, got {type(value).__name__}")
+            raise self.fail(key, f"expected a string, got {type(value).__name__}")
         if len(value) > max_len:
-            raise self._fail(key, f"longer than {max_len} characters")
+            raise self.fail(key, f"longer than {max_len} characters")
         if pattern is not None and not pattern.fullmatch(value):
-            raise self._fail(key, f"{value[:80]!r} does not match {pattern.pattern}")
+            raise self.fail(key, f"{value[:80]!r} does not match {pattern.pattern}")
         return value
 
     def integer(self, key: str, lo: int, hi: int) -> int:
         value = self._get(key)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self._fail(key, f"expected an integer, got {type(value).__name__}")
+            raise self.fail(key, f"expected an integer, got {type(value).__name__}")
         if not lo <= value <= hi:
-            raise self._fail(key, f"{value} is outside {lo}..{hi}")
+            raise self.fail(key, f"{value} is outside {lo}..{hi}")
         return value
 
     def number(self, key: str, lo: float = -math.inf, hi: float = math.inf) -> float:
         value = self._get(key)
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self._fail(key, f"expected a number, got {type(value).__name__}")
+            raise self.fail(key, f"expected a number, got {type(value).__name__}")
         value = float(value)
         if not math.isfinite(value):
-            raise self._fail(key, f"{value} is not a finite number")
+            raise self.fail(key, f"{value} is not a finite number")
         if not lo <= value <= hi:
-            raise self._fail(key, f"{value} is outside {lo}..{hi}")
+            raise self.fail(key, f"{value} is outside {lo}..{hi}")
         return value
 
     def optional(self, key: str, read: Callable[[str], T]) -> T | None:
@@ -249,7 +300,7 @@ class _Fields:
     def flag(self, key: str) -> bool:
         value = self._get(key)
         if not isinstance(value, bool):
-            raise self._fail(key, f"expected true or false, got {type(value).__name__}")
+            raise self.fail(key, f"expected true or false, got {type(value).__name__}")
         return value
 
     def binary(self, key: str) -> bytes:
@@ -261,22 +312,22 @@ class _Fields:
             return kind(value)
         except ValueError:
             allowed = ", ".join(m.value for m in kind)
-            raise self._fail(key, f"{value!r} is not one of {allowed}") from None
+            raise self.fail(key, f"{value!r} is not one of {allowed}") from None
 
     def items(self, key: str, max_len: int) -> list[Any]:
         value = self._get(key)
         if not isinstance(value, list):
-            raise self._fail(key, f"expected a list, got {type(value).__name__}")
+            raise self.fail(key, f"expected a list, got {type(value).__name__}")
         if len(value) > max_len:
-            raise self._fail(key, f"{len(value)} items, at most {max_len} allowed")
+            raise self.fail(key, f"{len(value)} items, at most {max_len} allowed")
         return value
 
     def labels(self, key: str) -> tuple[int, ...]:
         items = self.items(key, MAX_REGIONS)
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
-            raise self._fail(key, "expected a list of integers")
+            raise self.fail(key, "expected a list of integers")
         if any(not 0 <= v < MAX_CLASSES for v in items):
-            raise self._fail(key, f"labels must be in 0..{MAX_CLASSES - 1}")
+            raise self.fail(key, f"labels must be in 0..{MAX_CLASSES - 1}")
         return tuple(items)
 
     def tiers(self, key: str) -> tuple[Source, ...]:
@@ -285,13 +336,13 @@ class _Fields:
         for i, item in enumerate(self.items(key, len(_TIERS))):
             if not isinstance(item, str) or item not in _TIERS:
                 allowed = ", ".join(_TIERS)
-                raise self._fail(f"{key}[{i}]", f"{item!r} is not one of {allowed}")
+                raise self.fail(f"{key}[{i}]", f"{item!r} is not one of {allowed}")
             tier = Source(item)
             if tier in out:
-                raise self._fail(key, f"{tier.value!r} appears twice; each tier at most once")
+                raise self.fail(key, f"{tier.value!r} appears twice; each tier at most once")
             out.append(tier)
         if out != sorted(out, key=_TIERS.index):
-            raise self._fail(
+            raise self.fail(
                 key, f"{[t.value for t in out]} is out of order; tiers go {', '.join(_TIERS)}"
             )
         return tuple(out)
@@ -337,10 +388,10 @@ class _Fields:
                 or len(item) != 4
                 or not all(isinstance(v, int) and not isinstance(v, bool) for v in item)
             ):
-                raise self._fail(f"{key}[{i}]", "expected [x, y, width, height] integers")
+                raise self.fail(f"{key}[{i}]", "expected [x, y, width, height] integers")
             x, y, w, h = item
             if x < 0 or y < 0 or w < 1 or h < 1:
-                raise self._fail(f"{key}[{i}]", f"{item} needs x, y >= 0 and width, height >= 1")
+                raise self.fail(f"{key}[{i}]", f"{item} needs x, y >= 0 and width, height >= 1")
             out.append(Region(x, y, w, h))
         return tuple(out)
 
@@ -359,10 +410,20 @@ def _unpack(data: bytes, kind: str, max_bytes: int) -> Any:
 def _envelope(raw: Any, kind: str, binary: BinaryReader) -> _Fields:
     if not isinstance(raw, dict):
         raise SchemaError(f"{kind}: expected a map, got {type(raw).__name__}")
-    version = raw.get("v")
-    if type(version) is not int or version != SCHEMA_VERSION:  # True == 1 and 1.0 == 1
+    if "v" not in raw:
         raise SchemaError(
-            f"{kind}.v: schema version {version!r} is not supported; this reader speaks "
+            f"{kind}.v: missing; every message carries its schema version as the integer "
+            f"key 'v' (this reader speaks {SCHEMA_VERSION})"
+        )
+    version = raw["v"]
+    if isinstance(version, bool) or not isinstance(version, int):  # True == 1, 2.0 == 2
+        raise SchemaError(
+            f"{kind}.v: expected an integer, got {type(version).__name__}; the schema "
+            f"version is an integer (this reader speaks {SCHEMA_VERSION})"
+        )
+    if version != SCHEMA_VERSION:
+        raise SchemaError(
+            f"{kind}.v: schema version {version} is not supported; this reader speaks "
             f"{SCHEMA_VERSION}"
         )
     got = raw.get("type")
@@ -384,6 +445,76 @@ def from_map(kind: type[M], raw: Any, *, binary: BinaryReader = _msgpack_binary)
     return message
 
 
+# ---------------------------------------------------------------- scalar rules
+# The rules for numbers and times, shared by the decoders and by ``to_map`` (so a writer
+# cannot produce what a reader refuses). Each returns the checked values by field name.
+
+
+def _time(f: _Fields, key: str) -> float:
+    """A Unix time in seconds: finite and in [0, MAX_UNIX_TIME]."""
+    return f.number(key, 0.0, MAX_UNIX_TIME)
+
+
+def _frame_scalars(f: _Fields) -> dict[str, Any]:
+    captured_at = _time(f, "captured_at")
+    deadline_ms = f.integer("deadline_ms", 1, MAX_DEADLINE_MS)
+    # The same sum as Frame.deadline_at, so every accepted frame can be escalated.
+    deadline_at = captured_at + deadline_ms / 1000.0
+    if deadline_at > MAX_UNIX_TIME:
+        raise f.fail(
+            "deadline_ms",
+            f"the deadline captured_at + deadline_ms / 1000 = {deadline_at} is after "
+            f"{MAX_UNIX_TIME} (2100-01-01)",
+        )
+    return {
+        "seq": f.integer("seq", 0, MAX_SEQ),
+        "captured_at": captured_at,
+        "priority": f.integer("priority", 1, 3),
+        "deadline_ms": deadline_ms,
+        "threshold": f.optional("threshold", lambda k: f.number(k, 0.0, 1.0)),
+    }
+
+
+def _result_scalars(f: _Fields) -> dict[str, Any]:
+    return {
+        "seq": f.integer("seq", 0, MAX_SEQ),
+        "confidence": f.number("confidence", 0.0, 1.0),
+        "latency_ms": f.number("latency_ms", 0.0),
+    }
+
+
+def _escalation_scalars(f: _Fields) -> dict[str, Any]:
+    captured_at = _time(f, "captured_at")
+    deadline_at = _time(f, "deadline_at")
+    # Written as comparisons of IEEE 754 doubles, not as a difference: a frame's
+    # captured_at + deadline_ms / 1000 is never above captured_at + MAX_DEADLINE_S.
+    if not captured_at <= deadline_at <= captured_at + MAX_DEADLINE_S:
+        raise f.fail(
+            "deadline_at",
+            f"{deadline_at} is {deadline_at - captured_at:.3f} s after captured_at "
+            f"{captured_at}; it must be 0 to {MAX_DEADLINE_S:g} s after",
+        )
+    return {
+        "seq": f.integer("seq", 0, MAX_SEQ),
+        "captured_at": captured_at,
+        "deadline_at": deadline_at,
+        "priority": f.integer("priority", 1, 3),
+        "edge_confidence": f.number("edge_confidence", 0.0, 1.0),
+    }
+
+
+def _dead_letter_scalars(f: _Fields) -> dict[str, Any]:
+    return {"at": f.number("at", 0.0)}
+
+
+_SCALARS: dict[type[Any], Callable[[_Fields], dict[str, Any]]] = {
+    Frame: _frame_scalars,
+    InferenceResult: _result_scalars,
+    Escalation: _escalation_scalars,
+    DeadLetter: _dead_letter_scalars,
+}
+
+
 def _frame(f: _Fields) -> Frame:
     image = f.array("image", "uint8", 2)
     regions = f.regions("regions")
@@ -398,15 +529,11 @@ def _frame(f: _Fields) -> Frame:
         frame_id=f.text("frame_id", _FRAME_ID),
         site=check_token(f.text("site"), "frame.site"),
         camera=check_token(f.text("camera"), "frame.camera"),
-        seq=f.integer("seq", 0, 2**63 - 1),
-        captured_at=f.number("captured_at", 0.0),
         image=image,
         regions=regions,
-        priority=f.integer("priority", 1, 3),
-        deadline_ms=f.integer("deadline_ms", 1, 3_600_000),
-        threshold=f.optional("threshold", lambda k: f.number(k, 0.0, 1.0)),
         privacy=f.enum("privacy", PrivacyClass),
         path=f.tiers("path"),
+        **_frame_scalars(f),
     )
 
 
@@ -429,18 +556,16 @@ def _result(f: _Fields) -> InferenceResult:
         frame_id=f.text("frame_id", _FRAME_ID),
         site=check_token(f.text("site"), "result.site"),
         camera=check_token(f.text("camera"), "result.camera"),
-        seq=f.integer("seq", 0, 2**63 - 1),
         labels=labels,
         scores=scores,
-        confidence=f.number("confidence", 0.0, 1.0),
         source=source,
         model=f.text("model", max_len=128),
         model_version=f.text("model_version", max_len=64),
-        latency_ms=f.number("latency_ms"),
         reason=f.enum("reason", Reason),
         degraded=f.flag("degraded"),
         edge_labels=edge_labels,
         path=path,
+        **_result_scalars(f),
     )
 
 
@@ -482,18 +607,14 @@ def _escalation(f: _Fields) -> Escalation:
         frame_id=f.text("frame_id", _FRAME_ID),
         site=check_token(f.text("site"), "escalation.site"),
         camera=check_token(f.text("camera"), "escalation.camera"),
-        seq=f.integer("seq", 0, 2**63 - 1),
-        captured_at=f.number("captured_at", 0.0),
-        deadline_at=f.number("deadline_at", 0.0),
-        priority=f.integer("priority", 1, 3),
         privacy=privacy,
         regions=regions,
         crops=crops,
         image=image,
         reply_to=f.text("reply_to", _SUBJECT),
         edge_labels=f.labels("edge_labels"),
-        edge_confidence=f.number("edge_confidence", 0.0, 1.0),
         embedding=embedding,
+        **_escalation_scalars(f),
     )
 
 
@@ -527,7 +648,7 @@ def _dead_letter(f: _Fields) -> DeadLetter:
         subject=f.text("subject", max_len=256),
         reason=f.text("reason", max_len=4096),
         data=f.binary("data"),
-        at=f.number("at", 0.0),
+        **_dead_letter_scalars(f),
     )
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -77,14 +76,12 @@ def _json_value(value: Any) -> Any:
 def to_json(message: Message) -> bytes:
     """The message as compact UTF-8 JSON: its wire map, bytes as base64 text.
 
-    Raises ``SchemaError`` for a NaN or infinite number (JSON has none; orjson would
-    write ``null``, which reads back as a different message).
+    Raises ``SchemaError`` as ``encode`` does, from the same checks (``to_map``): for
+    a number or time the readers would refuse, NaN and infinity among them (JSON has
+    none; orjson would write ``null``, which reads back as a different message).
+    Float fields are Python floats, so orjson writes ``0.0``, never ``0``.
     """
-    raw = to_map(message)
-    for key, value in raw.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise SchemaError(f"{raw['type']}.{key}: {value} cannot be sent as JSON")
-    return orjson.dumps(raw, default=_json_value)
+    return orjson.dumps(to_map(message), default=_json_value)
 
 
 # ---------------------------------------------------------------- decoding

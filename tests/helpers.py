@@ -28,14 +28,19 @@ def make_frames(
 
 
 def escalation_of(frame: Frame, reply_to: str, *, deadline_s: float = 60.0) -> Escalation:
-    """What an edge worker would store for ``frame`` with privacy ``crop``."""
+    """What an edge worker would store for ``frame`` with privacy ``crop``.
+
+    A negative ``deadline_s`` makes an escalation that expired: its frame was captured
+    no later than its deadline, as the wire requires.
+    """
+    deadline_at = time.time() + deadline_s
     return Escalation(
         frame_id=frame.frame_id,
         site=frame.site,
         camera=frame.camera,
         seq=frame.seq,
-        captured_at=frame.captured_at,
-        deadline_at=time.time() + deadline_s,
+        captured_at=min(frame.captured_at, deadline_at),
+        deadline_at=deadline_at,
         priority=frame.priority,
         privacy=PrivacyClass.CROP,
         regions=frame.regions,

@@ -159,6 +159,8 @@ def messages() -> dict[str, Message]:
             edge_labels=(3, 1),
             path=("edge", "cloud"),
         ),
+        # What an overloaded edge worker publishes for a frame it drops: no labels, no
+        # edge_labels, and the path of the frame with the edge, the tier that shed it.
         "result_shed": InferenceResult(
             frame_id=bare.frame_id,
             site="site1",
@@ -174,6 +176,7 @@ def messages() -> dict[str, Message]:
             reason=Reason.SHED,
             degraded=True,
             edge_labels=None,
+            path=("edge",),
         ),
         "dead_letter": DeadLetter(
             stage="edge",

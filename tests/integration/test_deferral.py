@@ -32,9 +32,9 @@ async def test_non_urgent_escalations_wait_for_a_batch(settings: Settings, nc: C
     await ensure_site_streams(js, "site1", settings.stream)
     frames = [f for f, _ in make_frames(9)]
     relaxed = [
-        replace(escalation_of(f, REPLY_TO_TEST, deadline_s=3600), priority=3) for f in frames[:8]
+        replace(escalation_of(f, REPLY_TO_TEST, deadline_s=1800), priority=3) for f in frames[:8]
     ]
-    urgent = replace(escalation_of(frames[8], REPLY_TO_TEST, deadline_s=3600), priority=2)
+    urgent = replace(escalation_of(frames[8], REPLY_TO_TEST, deadline_s=1800), priority=2)
 
     async def store(escalation: Escalation) -> None:
         await js.publish(
@@ -72,7 +72,7 @@ async def test_draining_answers_what_is_parked(settings: Settings, nc: Client) -
     frames = [f for f, _ in make_frames(3)]
     async with CloudWorker(settings) as cloud:
         for frame in frames:
-            escalation = replace(escalation_of(frame, REPLY_TO_TEST, deadline_s=3600), priority=3)
+            escalation = replace(escalation_of(frame, REPLY_TO_TEST, deadline_s=1800), priority=3)
             await js.publish(
                 subjects.escalations("site1", "cam1"),
                 encode(escalation),

@@ -72,7 +72,7 @@ async def _run(
     await nc.subscribe(subjects.health("site1"), cb=on_health)
     await nc.subscribe(subjects.results("site1"), cb=on_result)
     flagged_at = None
-    async with CloudWorker(settings) as _cloud, EdgeWorker(settings) as edge:
+    async with CloudWorker(settings) as _cloud, EdgeWorker.from_settings(settings) as edge:
         m = edge.metrics
         for start in range(0, frames, CHUNK):
             for seq in range(start, start + CHUNK):

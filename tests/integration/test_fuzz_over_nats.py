@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 import msgpack
 import pytest
@@ -10,6 +11,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from cloud_worker.worker import CloudWorker
+from edge_worker.intake import check_frame
 from edge_worker.worker import EdgeWorker
 from pipeline.config import Settings
 from pipeline.natsio import ensure_site_streams
@@ -49,11 +51,12 @@ def _mutants(valid: bytes, rng: random.Random, count: int) -> list[bytes]:
 
 
 def _frame_is_valid(data: bytes) -> bool:
+    """What the edge accepts: the codec's rules and the worker's own (edge_worker/intake.py)."""
     try:
-        frame = decode_frame(data)
+        check_frame(decode_frame(data), "frames.site1.cam1", "site1", time.time(), 300.0)
     except SchemaError:
         return False
-    return frame.site == "site1" and frame.camera == "cam1"
+    return True
 
 
 def _escalation_is_valid(data: bytes) -> bool:
@@ -69,13 +72,16 @@ async def test_edge_dead_letters_every_bad_frame(settings: Settings, nc: Client)
     mutants = _mutants(encode(frame), random.Random(7), COUNT)
     bad = sum(not _frame_is_valid(m) for m in mutants)
     assert bad > COUNT // 2, "most mutants are invalid"
+    # A valid mutant that kept an earlier one's frame id is a repeat: dead-lettered too.
+    valid_ids = [decode_frame(m).frame_id for m in mutants if _frame_is_valid(m)]
+    repeats = len(valid_ids) - len(set(valid_ids))
     answered: list[str] = []
 
     async def on_result(msg: Msg) -> None:
         answered.append(decode_result(msg.data).frame_id)
 
     await nc.subscribe(subjects.results("site1"), cb=on_result)
-    async with EdgeWorker(settings) as edge:
+    async with EdgeWorker.from_settings(settings) as edge:
         for data in mutants:
             await nc.publish(subjects.frames("site1", "cam1"), data)
         await nc.publish(subjects.frames("site1", "cam1"), encode(probe))
@@ -86,10 +92,16 @@ async def test_edge_dead_letters_every_bad_frame(settings: Settings, nc: Client)
             f"{bad} dead letters",
         )
         await wait_until(lambda: probe.frame_id in answered, 10, "the probe's result")
+        await wait_until(
+            lambda: edge.metrics.value(refused, site="site1", kind="repeat") >= repeats,
+            10,
+            f"{repeats} repeats",
+        )
     assert edge.metrics.value(refused, site="site1", kind="schema") == bad
+    assert edge.metrics.value(refused, site="site1", kind="repeat") == repeats
     js = nc.jetstream()
     info = await js.stream_info(subjects.site_dlq_stream("site1"))
-    assert info.state.messages == bad, "each refusal is stored with its reason"
+    assert info.state.messages == bad + repeats, "each refusal is stored with its reason"
     assert probe.frame_id in answered, "the worker is still up"
 
 

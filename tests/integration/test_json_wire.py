@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 async def test_json_request_gets_a_json_reply(settings: Settings, nc: Client) -> None:
     (frame, truth), (other, _) = make_frames(2, deadline_ms=5_000, priority=1)
-    async with EdgeWorker(settings) as worker:
+    async with EdgeWorker.from_settings(settings) as worker:
         reply = await nc.request(
             subjects.infer("site1"),
             to_json(replace(frame, captured_at=time.time())),

@@ -48,7 +48,7 @@ async def test_scraped_counters_match_what_was_sent(settings: Settings, nc: Clie
 
     await nc.subscribe(subjects.results("site1"), cb=on_result)
     port = _free_port()
-    async with EdgeWorker(settings) as worker:
+    async with EdgeWorker.from_settings(settings) as worker:
         server, thread = start_http_server(port, addr="127.0.0.1", registry=worker.metrics.registry)
         try:
             sent = 0

@@ -25,11 +25,11 @@ from cloud_worker.worker import CloudWorker
 from edge_worker.worker import EdgeWorker
 from pipeline.bundle import generate_keypair, make_bundle
 from pipeline.camera import CameraOptions, CameraSimulator
-from pipeline.canary import CanaryConfig
 from pipeline.config import Settings
 from pipeline.model import OnnxModel
 from pipeline.modelswap import FLEET_EVENTS
 from pipeline.registry import BUNDLES_BUCKET, ModelRegistry, object_name
+from pipeline.release.judge import CanaryConfig
 from pipeline.rollout import RolloutConfig, RolloutController
 from schemas import subjects
 from schemas.codec import decode_result, encode
@@ -134,7 +134,7 @@ async def test_swap_under_traffic_loses_nothing(
     registry = ModelRegistry(nc.jetstream())
     await registry.publish(_bundle(tmp_path / "made", "edge-v2", "1.1.0", private))
     edge_settings = _edge(settings, "edge-1", public, tmp_path)
-    async with CloudWorker(settings), EdgeWorker(edge_settings) as worker:
+    async with CloudWorker(settings), EdgeWorker.from_settings(edge_settings) as worker:
         async with flowing(nc) as traffic:
             await wait_until(lambda: traffic.versions[BASE] >= 100, 30, "results of the base model")
             await registry.set_desired("edge", "site1", "1.1.0")
@@ -170,7 +170,7 @@ async def test_bad_signature_and_bad_checksum_are_refused(
     store = await js.object_store(BUNDLES_BUCKET)
     await store.put(object_name("edge", "3.0.0", model_file.name), bytes(data))
     events = await _events(nc)
-    async with EdgeWorker(_edge(settings, "edge-1", public, tmp_path)) as worker:
+    async with EdgeWorker.from_settings(_edge(settings, "edge-1", public, tmp_path)) as worker:
         await registry.set_desired("edge", "site1", "2.0.0")
         await wait_until(lambda: len(events) >= 1, 30, "the first refusal")
         await registry.set_desired("edge", "site1", "3.0.0")
@@ -200,7 +200,8 @@ async def _rollout(
         worker_ttl_s=5.0,
     )
     workers = [
-        EdgeWorker(_edge(settings, f"edge-{i}", public, tmp_path, shadow_rate=0.3)) for i in (1, 2)
+        EdgeWorker.from_settings(_edge(settings, f"edge-{i}", public, tmp_path, shadow_rate=0.3))
+        for i in (1, 2)
     ]
     controller = RolloutController(nc, js, config)
     async with CloudWorker(settings), workers[0], workers[1]:

@@ -41,7 +41,7 @@ async def test_every_frame_gets_exactly_one_final_result(settings: Settings, nc:
     frames = make_frames(120, deadline_ms=5_000)
     results = await _collect(nc, subjects.results("site1"))
     replies = await _collect(nc, subjects.replies("site1", "edge-1"))
-    async with CloudWorker(settings) as cloud, EdgeWorker(settings) as edge:
+    async with CloudWorker(settings) as cloud, EdgeWorker.from_settings(settings) as edge:
         for frame, _ in frames:
             await nc.publish(subjects.frames("site1", frame.camera), encode(frame))
         await wait_until(lambda: len(results) >= len(frames), 30, "a result per frame")
@@ -92,7 +92,7 @@ async def test_every_frame_gets_exactly_one_final_result(settings: Settings, nc:
 
 async def test_request_reply_on_infer_subject(settings: Settings, nc: Client) -> None:
     ((frame, truth),) = make_frames(1, priority=1)
-    async with EdgeWorker(settings):
+    async with EdgeWorker.from_settings(settings):
         reply = await nc.request(subjects.infer("site1"), encode(frame), timeout=10)
     result = decode_result(reply.data)
     assert result.frame_id == frame.frame_id
@@ -107,7 +107,7 @@ async def test_deadline_miss_gives_degraded_edge_answer_and_ignores_late_cloud(
     settings = replace(settings, cloud=replace(settings.cloud, inject_latency_ms=1500.0))
     frames = make_frames(6, deadline_ms=600, priority=2, privacy=PrivacyClass.CROP)
     results = await _collect(nc, subjects.results("site1"))
-    async with CloudWorker(settings), EdgeWorker(settings) as edge:
+    async with CloudWorker(settings), EdgeWorker.from_settings(settings) as edge:
         for frame, _ in frames:
             await nc.publish(subjects.frames("site1", frame.camera), encode(frame))
         await wait_until(lambda: len(results) >= len(frames), 20, "degraded results")
@@ -154,7 +154,7 @@ async def test_bad_frames_go_to_dead_letters_and_the_workers_keep_working(
     mismatched = encode(replace(other_site, site="site2"))
     results = await _collect(nc, subjects.results("site1"))
     js = nc.jetstream()
-    async with EdgeWorker(settings) as edge:
+    async with EdgeWorker.from_settings(settings) as edge:
         subject = subjects.frames("site1", "cam1")
         for data in (b"\x93not a frame", bytes(bad_version), mismatched, encode(good)):
             await nc.publish(subject, data)

@@ -67,7 +67,7 @@ async def test_repeats_in_flight_under_a_slow_cloud(settings: Settings, nc: Clie
         2, deadline_ms=10_000, priority=2, privacy=PrivacyClass.CROP
     )
     results, letters = await _results(nc), await _dead_letters(nc)
-    async with CloudWorker(settings), EdgeWorker(settings) as edge:
+    async with CloudWorker(settings), EdgeWorker.from_settings(settings) as edge:
         data = encode(frame)
         first = asyncio.create_task(nc.request(subjects.infer(SITE), data, timeout=15))
         await wait_until(
@@ -103,7 +103,7 @@ async def test_repeats_of_finished_frames(settings: Settings, nc: Client) -> Non
     local = replace(local, priority=1)  # answered at the edge, never claimed
     escalated = replace(escalated, priority=2, threshold=1.0, privacy=PrivacyClass.CROP)
     results, letters = await _results(nc), await _dead_letters(nc)
-    async with CloudWorker(settings), EdgeWorker(settings) as edge:
+    async with CloudWorker(settings), EdgeWorker.from_settings(settings) as edge:
         for frame in (local, escalated):
             await nc.publish(subjects.frames(SITE, frame.camera), encode(frame))
         await wait_until(lambda: len(results) >= 2, 15, "both final results")
@@ -131,11 +131,11 @@ async def test_a_repeat_another_worker_answered_gets_that_answer(
     (frame, _), = make_frames(1, deadline_ms=10_000, priority=2, privacy=PrivacyClass.CROP)
     results = await _results(nc)
     second = replace(settings, edge=replace(settings.edge, worker_id="edge-2"))
-    async with CloudWorker(settings), EdgeWorker(settings):
+    async with CloudWorker(settings), EdgeWorker.from_settings(settings):
         # Only edge-1 is up: it escalates the frame and publishes the cloud's answer.
         await nc.publish(subjects.frames(SITE, frame.camera), encode(frame))
         await wait_until(lambda: len(results) >= 1, 15, "the frame's final result")
-    async with CloudWorker(settings), EdgeWorker(second):
+    async with CloudWorker(settings), EdgeWorker.from_settings(second):
         # A new worker never saw the id; a retry reaches it and loses the claim.
         reply = await nc.request(subjects.infer(SITE), encode(frame), timeout=20)
         await _quiet(nc)
@@ -149,7 +149,7 @@ async def test_capture_times_far_from_the_clock_are_refused(
     frames = make_frames(3, deadline_ms=1_000)
     letters = await _dead_letters(nc)
     results = await _results(nc)
-    async with EdgeWorker(settings):
+    async with EdgeWorker.from_settings(settings):
         far = [
             replace(frames[0][0], captured_at=time.time() + 3600),
             replace(frames[1][0], captured_at=time.time() - 7200),
@@ -170,7 +170,7 @@ async def test_answers_to_forged_escalations_are_refused(settings: Settings, nc:
     real = replace(real, priority=2, threshold=1.0, privacy=PrivacyClass.CROP)
     results, letters = await _results(nc), await _dead_letters(nc)
     js = nc.jetstream()
-    async with CloudWorker(settings) as cloud, EdgeWorker(settings) as edge:
+    async with CloudWorker(settings) as cloud, EdgeWorker.from_settings(settings) as edge:
         escalation = escalation_of(forged, subjects.replies(SITE, "edge-1"))
         await js.publish(
             subjects.escalations(SITE, forged.camera),
@@ -203,7 +203,7 @@ async def test_drain_answers_far_deadlines_in_bounded_time(
     )
     (frame, _), = make_frames(1, deadline_ms=3_600_000, priority=2, privacy=PrivacyClass.CROP)
     results = await _results(nc)
-    cloud, edge = CloudWorker(settings), EdgeWorker(settings)
+    cloud, edge = CloudWorker(settings), EdgeWorker.from_settings(settings)
     await cloud.start()
     await edge.start()
     try:

@@ -24,7 +24,8 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from pipeline.canary import CanaryConfig, RolloutPhase
+from pipeline.release.judge import CanaryConfig
+from pipeline.release.plan import RolloutPhase
 from pipeline.rollout import (
     DESIRED_BUCKET,
     EVENTS_SUBJECT,

@@ -15,18 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.canary import (
-    ArmCounters,
-    ArmTally,
-    CanaryConfig,
-    CanaryJudge,
-    Decision,
-    RolloutPhase,
-    RolloutPlan,
-    RolloutState,
-    Verdict,
-    pick_canaries,
-)
+from pipeline.release.judge import CanaryConfig, CanaryJudge, Decision, Verdict
+from pipeline.release.plan import RolloutPhase, RolloutPlan, RolloutState, pick_canaries
+from pipeline.release.tallies import ArmCounters, ArmTally
 from schemas.errors import ConfigError, SchemaError
 
 # A baseline that agrees with the cloud on 95% of 5,000 compared frames, escalates 5%.

@@ -26,6 +26,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.codec import (
+    MAX_DEADLINE_S,
+    MAX_UNIX_TIME,
     SCHEMA_VERSION,
     decode_dead_letter,
     decode_escalation,
@@ -149,7 +151,8 @@ RAW_ESCALATION_EMBEDDING = _raw(ESCALATION_EMBEDDING)
 
 # ------------------------------------------------------------------ strategies
 
-_SPECIAL_FLOATS = [math.nan, math.inf, -math.inf, -0.0, 0.0, 1.0, 1.0000001, 5e-324, 1e308, -1.0]
+_SPECIAL_FLOATS = [math.nan, math.inf, -math.inf, -0.0, 0.0, 1.0, 1.0000001, 5e-324, 1e308, -1.0,
+                   MAX_UNIX_TIME, MAX_UNIX_TIME + 1]  # fmt: skip
 _SPECIAL_INTS = [
     0,
     1,
@@ -219,6 +222,7 @@ def _twins(value: Any) -> list[Any]:
         out += [float(value), value - 1, value + 1, -value, 2**64 - 1, -(2**63)]
     elif type(value) is float:
         out += [int(value), value * 2, -value, value + 1e-9, math.nan, math.inf]
+        out += [value + MAX_DEADLINE_S, value + MAX_DEADLINE_S + 0.5, value - 0.5]
     elif type(value) is str:
         out += [value.encode(), value.upper(), value + ".x", value + " ", value * 65, ""]
     elif type(value) is bytes:
@@ -301,6 +305,10 @@ def _is_path(v: Any) -> bool:
     )
 
 
+def _is_time(v: float) -> bool:
+    return 0.0 <= v <= MAX_UNIX_TIME
+
+
 def _inside(regions: tuple[Region, ...], image: np.ndarray) -> bool:
     height, width = image.shape
     return all(r.x + r.w <= width and r.y + r.h <= height for r in regions)
@@ -344,14 +352,20 @@ def _assert_well_formed(msg: Any) -> None:
         assert _inside(msg.regions, msg.image)
         assert 1 <= msg.priority <= 3
         assert msg.threshold is None or 0.0 <= msg.threshold <= 1.0
+        assert _is_time(msg.captured_at) and _is_time(msg.deadline_at)
+        assert 1 <= msg.deadline_ms <= MAX_DEADLINE_S * 1000
     elif isinstance(msg, InferenceResult):
         assert _is_array(msg.scores, "float32")
         assert msg.scores.shape[0] == len(msg.labels)
         assert 0.0 <= msg.confidence <= 1.0
+        assert msg.latency_ms >= 0.0
         assert not msg.path or msg.path[-1] is msg.source
     elif isinstance(msg, Escalation):
         assert msg.privacy is not PrivacyClass.LOCAL_ONLY
         assert 1 <= msg.priority <= 3
+        assert _is_time(msg.captured_at) and _is_time(msg.deadline_at)
+        assert msg.captured_at <= msg.deadline_at <= msg.captured_at + MAX_DEADLINE_S
+        assert 0.0 <= msg.edge_confidence <= 1.0
         if msg.privacy is PrivacyClass.EMBEDDING:
             assert msg.image is None and msg.crops == ()
             assert msg.embedding is not None and msg.embedding.shape[-1] >= 1
@@ -376,6 +390,8 @@ def _check(kind: str, data: bytes) -> None:
         return
     assert type(msg) is cls
     _assert_well_formed(msg)
+    if isinstance(msg, DeadLetter):
+        assert msg.at >= 0.0
     # An accepted message is a valid one: it survives another trip unchanged.
     again = encode(msg)  # type: ignore[arg-type]
     assert encode(decode(again)) == again

@@ -171,8 +171,16 @@ def test_numpy_scalars_are_written_as_numbers() -> None:
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
 def test_non_finite_numbers_cannot_be_written(value: float) -> None:
     # orjson would write null, which reads back as "no threshold": refuse instead.
-    with pytest.raises(SchemaError, match=r"frame\.threshold: .* cannot be sent as JSON"):
+    with pytest.raises(SchemaError, match=rf"frame\.threshold: {value} is not a finite number"):
         to_json(make_frame(threshold=value))
+
+
+def test_float_fields_are_written_as_floats_even_when_given_as_integers() -> None:
+    # A generic encoder writes 0 for an int 0; the contract's float fields are floats.
+    frame = make_frame(captured_at=0, threshold=1)
+    assert b'"captured_at":0.0,' in to_json(frame) and b'"threshold":1.0,' in to_json(frame)
+    result = make_result(confidence=1, latency_ms=np.float32(0))
+    assert b'"confidence":1.0,' in to_json(result) and b'"latency_ms":0.0,' in to_json(result)
 
 
 def test_unknown_dtype_cannot_be_written() -> None:
@@ -193,8 +201,12 @@ def test_unknown_dtype_cannot_be_written() -> None:
         (b'{"v": 1, "s": "\xff"}', "frame: not valid JSON"),
         (b"[]", "frame: expected a map, got list"),
         (b'"frame"', "frame: expected a map, got str"),
-        (b'{"v": 2.0, "type": "frame"}', "frame.v: schema version 2.0 is not supported"),
-        (b'{"v": true, "type": "frame"}', "frame.v: schema version True is not supported"),
+        (b'{"v": 2.0, "type": "frame"}', "frame.v: expected an integer, got float"),
+        (b'{"v": 2e0, "type": "frame"}', "frame.v: expected an integer, got float"),
+        (b'{"v": true, "type": "frame"}', "frame.v: expected an integer, got bool"),
+        (b'{"v": "2", "type": "frame"}', "frame.v: expected an integer, got str"),
+        (b'{"v": null, "type": "frame"}', "frame.v: expected an integer, got NoneType"),
+        (b'{"type": "frame"}', "frame.v: missing; every message carries its schema version"),
         (
             b'{"v": 1, "type": "frame"}',
             "frame.v: schema version 1 is not supported; this reader speaks 2",

@@ -1,8 +1,14 @@
-"""Loading, verifying and running the shipped ONNX models."""
+"""Loading, verifying and running the shipped ONNX models, and rebuilding them.
+
+What holds on any machine is tested everywhere; what only holds where the models were
+built (byte-identical files) is an opt-in check, see ``test_rebuild_is_byte_identical``.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,6 +43,12 @@ def cloud() -> OnnxModel:
     return OnnxModel.load("cloud")
 
 
+# The shipped files run by onnxruntime on another CPU may round a near-tie the other
+# way: the recorded accuracy is met within one held-out digit.
+def _one_digit(split: DigitsSplit) -> float:
+    return 1 / len(split.y_heldout) + 5e-5  # and the manifest's rounding to 4 places
+
+
 def _accuracy(model: OnnxModel, split: DigitsSplit) -> float:
     proba = model.predict_proba(split.x_heldout)
     return float(np.mean(proba.argmax(axis=1) == split.y_heldout))
@@ -69,7 +81,7 @@ def test_both_models_load_and_describe_themselves(edge: OnnxModel, cloud: OnnxMo
 
 
 def test_edge_accuracy_matches_manifest(edge: OnnxModel, split: DigitsSplit) -> None:
-    assert round(_accuracy(edge, split), 4) == edge.spec.heldout_accuracy
+    assert abs(_accuracy(edge, split) - edge.spec.heldout_accuracy) <= _one_digit(split)
     assert len(split.y_heldout) == _manifest()["models"]["edge"]["heldout_size"]
 
 
@@ -80,7 +92,7 @@ def test_cloud_is_more_accurate_than_edge(
     cloud_accuracy = _accuracy(cloud, split)
     assert edge_accuracy > 0.95
     assert cloud_accuracy > edge_accuracy
-    assert round(cloud_accuracy, 4) == cloud.spec.heldout_accuracy
+    assert abs(cloud_accuracy - cloud.spec.heldout_accuracy) <= _one_digit(split)
 
 
 def test_edge_file_is_smaller(edge: OnnxModel, cloud: OnnxModel) -> None:
@@ -133,10 +145,12 @@ def test_non_finite_features_are_refused(edge: OnnxModel) -> None:
 def test_concurrent_calls_agree(edge: OnnxModel, split: DigitsSplit) -> None:
     batches = [split.x_heldout[i : i + 10] for i in range(0, 200, 10)]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(pool.map(edge.predict_proba, batches))
-    np.testing.assert_array_equal(
-        np.concatenate(results), edge.predict_proba(split.x_heldout[:200])
-    )
+        results = np.concatenate(list(pool.map(edge.predict_proba, batches)))
+    whole = edge.predict_proba(split.x_heldout[:200])
+    # Batches of 10 and one of 200 may take different kernels on some CPUs: the same
+    # answers, equal to float32 rounding. A race would give other answers.
+    np.testing.assert_array_equal(results.argmax(axis=1), whole.argmax(axis=1))
+    np.testing.assert_allclose(results, whole, rtol=1e-5, atol=1e-6)
 
 
 def test_flipped_byte_fails_sha256_check(tmp_path: Path) -> None:
@@ -233,12 +247,145 @@ def test_apply_temperature_handles_zeros() -> None:
     assert apply_temperature(proba, 1.0) is proba
 
 
-def test_rebuild_reproduces_shipped_models(tmp_path: Path) -> None:
-    pytest.importorskip("skl2onnx")
-    from models.build import build, library_versions
+# ------------------------------------------------------------------ rebuilding
+#
+# ``python -m models.build`` is seeded, but training runs on BLAS, whose floating-point
+# results differ between CPUs (AMD and Intel, AVX2 and AVX-512): on another machine a
+# rebuild gives other weights, so other bytes and SHA-256, and an accuracy a few
+# held-out digits apart. What a rebuild promises anywhere, and what is tested:
+#
+# * the same models: roles, names, versions, files, inputs, outputs, labels, split;
+# * each recorded held-out accuracy within ACCURACY_TOLERANCE (1.5 points);
+# * the same answers as the shipped model on at least MIN_AGREEMENT (97%) of the
+#   held-out digits (edge-bad, trained on shuffled labels, is only promised to stay
+#   near chance: noise fitted to noise has no answers to agree on);
+# * a calibration that still helps: a temperature within 25% of the recorded one that
+#   lowers the out-of-fold negative log-likelihood.
+#
+# Byte identity (the manifest and every file exactly as shipped) holds only with the
+# recorded library versions on a CPU whose BLAS rounds the same: set
+# HF_CHECK_BYTE_IDENTICAL=1 to check it.
 
+ACCURACY_TOLERANCE = 0.015
+MIN_AGREEMENT = 0.97
+TEMPERATURE_RATIO = 1.25
+EXPLAINED_VARIANCE_TOLERANCE = 0.01
+BYTE_IDENTICAL_ENV = "HF_CHECK_BYTE_IDENTICAL"
+# Keys of a manifest entry whose values depend on the floating-point results of training.
+_TRAINED_KEYS = {
+    "sha256",
+    "size_bytes",
+    "heldout_accuracy",
+    "temperature",
+    "calibration",
+    "explained_variance",
+    "trained_with",
+    "input_from",
+}
+
+
+@pytest.fixture(scope="module")
+def rebuilt(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """Every model trained again from scratch, into a fresh folder (about 15 s)."""
+    pytest.importorskip("skl2onnx")
+    from models.build import build
+
+    out = tmp_path_factory.mktemp("rebuilt")
+    return out, build(out)
+
+
+def _predictions(folder: Path, models: dict[str, Any], role: str, x: np.ndarray) -> np.ndarray:
+    """The labels a model in ``folder`` gives held-out digits, through its embedding if any."""
+    from models.build import onnx_embedding, onnx_proba
+
+    source = models[role].get("input_from")
+    if source is not None:
+        x = onnx_embedding(folder / models[source["role"]]["file"], x)
+    return np.asarray(onnx_proba(folder / models[role]["file"], x).argmax(axis=1))
+
+
+def _classifiers(models: dict[str, Any]) -> list[str]:
+    return sorted(role for role, entry in models.items() if "heldout_accuracy" in entry)
+
+
+def test_rebuild_describes_the_same_models(rebuilt: tuple[Path, dict[str, Any]]) -> None:
+    _, manifest = rebuilt
+    shipped = _manifest()
+    assert manifest["schema"] == shipped["schema"]
+    assert set(manifest["models"]) == set(shipped["models"])
+    for role, entry in shipped["models"].items():
+        again = manifest["models"][role]
+        assert set(again) == set(entry), role
+        for key in set(entry) - _TRAINED_KEYS:
+            assert again[key] == entry[key], f"{role}.{key}"
+        for key in ("split_seed", "heldout_fraction"):
+            assert again["trained_with"][key] == entry["trained_with"][key], role
+    source = manifest["models"]["cloud-embed"]["input_from"]
+    assert source["sha256"] == manifest["models"]["embed"]["sha256"]  # its own embedding
+
+
+def test_rebuild_reaches_every_recorded_accuracy(
+    rebuilt: tuple[Path, dict[str, Any]], split: DigitsSplit
+) -> None:
+    from models.build import BAD_MAX_ACCURACY
+
+    folder, manifest = rebuilt
+    shipped = _manifest()["models"]
+    for role in _classifiers(shipped):
+        labels = _predictions(folder, manifest["models"], role, split.x_heldout)
+        accuracy = float(np.mean(labels == split.y_heldout))
+        assert manifest["models"][role]["heldout_accuracy"] == round(accuracy, 4), role
+        if role == "edge-bad":
+            assert accuracy < BAD_MAX_ACCURACY
+        else:
+            recorded = shipped[role]["heldout_accuracy"]
+            assert abs(accuracy - recorded) <= ACCURACY_TOLERANCE, (role, accuracy, recorded)
+    variance = manifest["models"]["embed"]["explained_variance"]
+    assert abs(variance - shipped["embed"]["explained_variance"]) <= EXPLAINED_VARIANCE_TOLERANCE
+
+
+def test_rebuild_agrees_with_the_shipped_models(
+    rebuilt: tuple[Path, dict[str, Any]], split: DigitsSplit
+) -> None:
+    folder, manifest = rebuilt
+    shipped = _manifest()["models"]
+    for role in _classifiers(shipped):
+        if role == "edge-bad":
+            continue
+        ours = _predictions(DEFAULT_MANIFEST.parent, shipped, role, split.x_heldout)
+        theirs = _predictions(folder, manifest["models"], role, split.x_heldout)
+        agreement = float(np.mean(ours == theirs))
+        assert agreement >= MIN_AGREEMENT, (role, agreement)
+
+
+def test_rebuild_is_calibrated_like_the_shipped_models(
+    rebuilt: tuple[Path, dict[str, Any]],
+) -> None:
+    _, manifest = rebuilt
+    for role, entry in _manifest()["models"].items():
+        if "calibration" not in entry:
+            continue
+        again = manifest["models"][role]
+        assert again["temperature"] == again["calibration"]["temperature"], role
+        ratio = again["temperature"] / entry["temperature"]
+        assert abs(math.log(ratio)) <= math.log(TEMPERATURE_RATIO), (role, ratio)
+        assert again["calibration"]["nll_after"] <= again["calibration"]["nll_before"], role
+
+
+@pytest.mark.skipif(
+    os.environ.get(BYTE_IDENTICAL_ENV) != "1",
+    reason=f"byte identity holds only on a CPU like the one that built the models; "
+    f"set {BYTE_IDENTICAL_ENV}=1 to check it",
+)
+def test_rebuild_is_byte_identical(rebuilt: tuple[Path, dict[str, Any]]) -> None:
+    from models.build import library_versions
+
+    folder, manifest = rebuilt
     shipped = _manifest()
     recorded = shipped["models"]["edge"]["trained_with"]
     if any(recorded.get(lib) != version for lib, version in library_versions().items()):
         pytest.skip("installed library versions differ from the ones the models were built with")
-    assert build(tmp_path) == shipped
+    assert manifest == shipped
+    for entry in shipped["models"].values():
+        data = (folder / entry["file"]).read_bytes()
+        assert data == (DEFAULT_MANIFEST.parent / entry["file"]).read_bytes(), entry["file"]

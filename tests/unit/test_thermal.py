@@ -14,8 +14,6 @@ from pipeline.thermal import (
     OffloadPressure,
     SimulatedThermal,
     SysfsThermal,
-    raised_threshold,
-    sheds,
     thermal_sensor,
 )
 from schemas.errors import ConfigError
@@ -209,19 +207,3 @@ def test_pressure_always_in_unit_interval(readings: list[tuple[float | None, int
     pressure = OffloadPressure()
     for temperature, depth, capacity in readings:
         assert 0.0 <= pressure.update(temperature, depth, capacity) <= 1.0
-
-
-def test_raised_threshold() -> None:
-    assert raised_threshold(0.9, 0.0) == 0.9
-    assert raised_threshold(0.9, 1.0, 0.05) == pytest.approx(0.95)
-    assert raised_threshold(0.9, 0.5, 0.05) == pytest.approx(0.925)
-    assert raised_threshold(0.98, 1.0, 0.05) == 1.0
-    assert raised_threshold(0.9, 7.0, 0.05) == pytest.approx(0.95)  # pressure is clamped
-
-
-def test_shed_lowest_priority_first_never_priority_one() -> None:
-    assert not sheds(3, 0.49)
-    assert sheds(3, 0.5)
-    assert not sheds(2, 0.99)
-    assert sheds(2, 1.0)
-    assert not sheds(1, 1.0)

@@ -11,21 +11,22 @@ import pytest
 from pipeline import cli, tuning
 from pipeline.config import load_settings
 from pipeline.costs import CostModel, Mode
-from pipeline.tuning import (
-    MessageSizes,
+from pipeline.planning import curves
+from pipeline.planning.curves import (
     OperatingPoint,
     Target,
     TargetKind,
-    TuningData,
     TuningError,
     area_under_curve,
     best_signal,
     choose,
-    dump_toml,
     sweep,
-    update_config,
     with_mix,
 )
+from pipeline.planning.retrain import TuningData
+from pipeline.planning.sizes import MessageSizes, measure_message_sizes
+from pipeline.planning.tomledit import dump_toml, update_config
+from pipeline.planning.tune import format_result, tune
 from schemas.errors import ConfigError
 
 # Five frames, sorted by confidence. The edge is wrong on the two least confident;
@@ -63,8 +64,8 @@ def test_escalate_all_threshold_is_one() -> None:
 
 
 def test_nice_thresholds_stay_short_and_inside() -> None:
-    assert tuning._nice_threshold(0.9, 0.95) == 0.92
-    t = tuning._nice_threshold(0.123456789, 0.123456790)
+    assert curves._nice_threshold(0.9, 0.95) == 0.92
+    t = curves._nice_threshold(0.123456789, 0.123456790)
     assert 0.123456789 < t <= 0.123456790
 
 
@@ -136,16 +137,16 @@ def _data() -> TuningData:
 
 
 def test_tune_picks_and_reports() -> None:
-    result = tuning.tune(_data(), Target(TargetKind.MIN_ACCURACY, 1.0), signal="best", sizes=SIZES)
+    result = tune(_data(), Target(TargetKind.MIN_ACCURACY, 1.0), signal="best", sizes=SIZES)
     assert result.signal == "max_probability"  # all signals tie on this data
     assert result.point.escalated == 1
     assert result.edge_accuracy == pytest.approx(2 / 3) and result.cloud_accuracy == 1.0
-    text = tuning.format_result(result)
+    text = format_result(result)
     assert "max_probability >= " in text and "escalated     33.3% of frames" in text
     cost = CostModel().cost_per_million(Mode.HYBRID, 1 / 3, 1000, bytes_per_reply=300).total
     assert f"hybrid ${cost:.2f} crop" in text
     with pytest.raises(ConfigError, match="unknown signal"):
-        tuning.tune(_data(), Target(TargetKind.MIN_ACCURACY, 1.0), signal="x", sizes=SIZES)
+        tune(_data(), Target(TargetKind.MIN_ACCURACY, 1.0), signal="x", sizes=SIZES)
 
 
 def test_toml_writer_round_trips() -> None:
@@ -224,7 +225,7 @@ def test_update_config_never_leaves_an_invalid_file(tmp_path: Path) -> None:
 
 
 def test_message_sizes_are_measured_with_the_codec() -> None:
-    sizes = tuning.measure_message_sizes()
+    sizes = measure_message_sizes()
     assert 640 * 480 < sizes.frame < sizes.full_escalation < 640 * 480 + 1000
     assert 32 * 32 < sizes.crop_escalation < 2000
     assert 100 < sizes.reply < 1000

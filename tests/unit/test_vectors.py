@@ -64,7 +64,17 @@ def test_every_kind_and_case_is_covered() -> None:
     assert any(r.edge_labels for r in results) and any(r.edge_labels is None for r in results)
     assert {r.source for r in results} == set(Source)
     assert any(r.path == ("device",) and r.reason is Reason.UNCHANGED for r in results)
-    assert any(not r.path for r in results)
+    assert all(r.path and r.path[-1] == r.source for r in results)
+
+
+def test_shed_vector_is_what_an_edge_worker_publishes() -> None:
+    # The edge finalises a shed frame like any other: path = frame.path + ("edge",), no
+    # labels, no edge_labels, scores with 0 rows and one column per class.
+    shed = decode_result((DIRECTORY / "result_shed.msgpack").read_bytes())
+    assert shed.reason is Reason.SHED and shed.source is Source.EDGE and shed.degraded
+    assert shed.path == ("edge",)
+    assert shed.labels == () and shed.edge_labels is None
+    assert shed.scores.shape == (0, 10) and shed.confidence == 0.0
 
 
 def test_every_vector_is_this_version() -> None:

@@ -1,4 +1,4 @@
-"""EscalationPolicy decision table and RoundTripEstimator."""
+"""The edge's one decision (edge_worker/decision.py), row by row, and RoundTripEstimator."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge_worker.policy import Decision, EscalationPolicy, FrameFacts, RoundTripEstimator
+from edge_worker.decision import (
+    Decision,
+    EscalationPolicy,
+    FrameFacts,
+    raised_threshold,
+    shed_before_model,
+    sheds,
+)
+from edge_worker.roundtrip import RoundTripEstimator
 from schemas.errors import ConfigError, SchemaError
 from schemas.messages import PrivacyClass, Reason
 
@@ -308,3 +316,58 @@ def test_cloud_only_routing_escalates_all_that_may_leave() -> None:
 def test_unknown_routing_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="routing must be one of hybrid, edge_only, cloud_only"):
         EscalationPolicy(routing="cloudy")
+
+
+def test_raised_threshold() -> None:
+    assert raised_threshold(0.9, 0.0) == 0.9
+    assert raised_threshold(0.9, 1.0, 0.05) == pytest.approx(0.95)
+    assert raised_threshold(0.9, 0.5, 0.05) == pytest.approx(0.925)
+    assert raised_threshold(0.98, 1.0, 0.05) == 1.0
+    assert raised_threshold(0.9, 7.0, 0.05) == pytest.approx(0.95)  # pressure is clamped
+
+
+def test_shed_lowest_priority_first_never_priority_one() -> None:
+    assert not sheds(3, 0.49)
+    assert sheds(3, 0.5)
+    assert not sheds(2, 0.99)
+    assert sheds(2, 1.0)
+    assert not sheds(1, 1.0)
+
+
+# --- the site's state: pressure, shadow sampling, shedding ----------------------------
+
+
+def test_row0_shed_before_the_model_only_what_may_not_leave() -> None:
+    assert shed_before_model(3, PrivacyClass.LOCAL_ONLY, 0.5)
+    assert not shed_before_model(3, PrivacyClass.CROP, 1.0)
+    assert not shed_before_model(1, PrivacyClass.LOCAL_ONLY, 1.0)
+
+
+def test_row3_pressure_raises_the_threshold_of_frames_that_may_leave() -> None:
+    policy = EscalationPolicy(threshold_raise=0.05)
+    facts = replace(UNCERTAIN, confidence=0.92, threshold=0.9)
+    assert policy.decide(facts, RTT) == local(Reason.CONFIDENT)
+    hot = replace(facts, pressure=1.0)  # threshold 0.95 now
+    assert policy.decide(hot, RTT).reason is Reason.CLOUD_ANSWER
+    # A frame that may not leave keeps its threshold: nowhere to send it.
+    kept = replace(hot, privacy=PrivacyClass.LOCAL_ONLY)
+    assert policy.decide(kept, RTT) == local(Reason.CONFIDENT)
+
+
+def test_row3_shadow_sample_is_confident_and_sent_to_compare(policy: EscalationPolicy) -> None:
+    facts = replace(UNCERTAIN, confidence=0.95, shadow_sampled=True)
+    assert policy.decide(facts, RTT) == Decision(
+        escalate=False, reason=Reason.CONFIDENT, send=PrivacyClass.CROP, shadow=True
+    )
+    # Not when it may not leave, the link is down or the budget does not pay.
+    for changes in (
+        {"privacy": PrivacyClass.LOCAL_ONLY},
+        {"link_up": False},
+        {"budget_left": False},
+    ):
+        assert policy.decide(replace(facts, **changes), RTT) == local(Reason.CONFIDENT)
+
+
+def test_only_a_budget_decision_is_degraded(policy: EscalationPolicy) -> None:
+    assert policy.decide(replace(UNCERTAIN, budget_left=False), RTT).degraded
+    assert not policy.decide(UNCERTAIN, RTT).degraded

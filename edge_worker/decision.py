@@ -1,19 +1,30 @@
-"""Whether the edge answers a frame itself or escalates it to the cloud.
+"""The one decision of the edge: answer a frame here, or escalate it to the cloud.
 
-Pure: the worker gathers the facts about a frame and the current cloud round trip,
-and ``EscalationPolicy.decide`` returns the decision with one ``Reason`` per path.
+Pure. The worker gathers the facts about a frame and its site's state (link, budget,
+heat and load, shadow sampling, the cloud round trip); ``EscalationPolicy.decide``
+returns one ``Decision`` with one ``Reason``, and the worker acts on it: nothing after
+it overrides it. ``shed_before_model`` is the one rule applied earlier, when a frame
+arrives, so that a frame that could only be answered here is not queued under load.
+docs/architecture.md ("The decision table") lists the rows.
 """
 
 from __future__ import annotations
 
-import math
-from collections import deque
 from dataclasses import dataclass
 
 from schemas.errors import ConfigError, SchemaError
 from schemas.messages import PrivacyClass, Reason
 
-__all__ = ["ROUTINGS", "Decision", "EscalationPolicy", "FrameFacts", "RoundTripEstimator"]
+__all__ = [
+    "ROUTINGS",
+    "SHED_AT",
+    "Decision",
+    "EscalationPolicy",
+    "FrameFacts",
+    "raised_threshold",
+    "shed_before_model",
+    "sheds",
+]
 
 ROUTINGS = ("hybrid", "edge_only", "cloud_only")
 
@@ -25,7 +36,10 @@ class FrameFacts:
     ``confidence`` is the calibrated edge confidence (a NaN counts as not confident);
     ``threshold`` is the frame's own or the worker default (see
     ``EscalationPolicy.threshold_for``); ``time_left_s`` is the time until the frame's
-    deadline and may be negative.
+    deadline and may be negative. The site's state: ``link_up``; ``budget_left``, true
+    when the site's daily budget covers this frame's escalation; ``pressure`` in 0..1
+    from heat and load (pipeline/thermal.py); ``shadow_sampled``, the drift monitor's
+    sampler picked this frame (edge_worker/drift.py).
     """
 
     priority: int
@@ -35,7 +49,9 @@ class FrameFacts:
     time_left_s: float
     has_regions: bool
     link_up: bool = True
-    budget_left: bool = True  # the site's daily cloud budget is not used up
+    budget_left: bool = True  # the site's daily cloud budget pays for this escalation
+    pressure: float = 0.0
+    shadow_sampled: bool = False
 
     def __post_init__(self) -> None:
         if self.priority not in (1, 2, 3) or isinstance(self.priority, bool):
@@ -49,12 +65,20 @@ class Decision:
     """The outcome for one frame.
 
     ``send`` is what leaves the site: ``PrivacyClass.LOCAL_ONLY`` (nothing) for every
-    local decision, else the frame's own privacy class.
+    local decision, else the frame's own privacy class. ``shadow``: a confident frame,
+    answered here, that is also sent to the cloud only to compare answers (``send`` is
+    then its privacy class).
     """
 
     escalate: bool
     reason: Reason
     send: PrivacyClass
+    shadow: bool = False
+
+    @property
+    def degraded(self) -> bool:
+        """The cloud was wanted and only money stood in the way."""
+        return self.reason is Reason.BUDGET
 
     @property
     def awaits_cloud(self) -> bool:
@@ -67,18 +91,23 @@ class EscalationPolicy:
 
     1. no regions -> local, ``NO_REGIONS``
     2. priority 1 -> local, ``PRIORITY_LOCAL``
-    3. confidence >= threshold -> local, ``CONFIDENT``
+    3. confidence >= threshold -> local, ``CONFIDENT``; the threshold of a frame that
+       may leave rises with the pressure by up to ``threshold_raise``. A confident frame
+       the shadow sampler picked, that may leave, with the link up and the budget
+       paying, is also sent to the cloud to compare (``shadow``).
     4. privacy ``LOCAL_ONLY`` -> local, ``PRIVACY_LOCAL_ONLY``
-    5. the site's daily cloud budget used up -> local, ``BUDGET``
+    5. the site's daily cloud budget does not pay for it -> local, ``BUDGET``
     6. link to the cloud down -> escalate (stored at the site, answered after the link
        returns, for drift and audit) but answer now from the edge, ``LINK_DOWN``
     7. cloud round trip >= time left -> local, ``DEADLINE_TOO_SHORT``
     8. otherwise escalate, ``CLOUD_ANSWER``, sending what the frame's privacy allows.
     """
 
-    __slots__ = ("_default_threshold", "_routing")
+    __slots__ = ("_default_threshold", "_routing", "_threshold_raise")
 
-    def __init__(self, default_threshold: float = 0.9, routing: str = "hybrid") -> None:
+    def __init__(
+        self, default_threshold: float = 0.9, routing: str = "hybrid", threshold_raise: float = 0.0
+    ) -> None:
         """``default_threshold`` applies to frames that carry none; within [0, 1].
 
         ``routing`` other than ``hybrid`` replaces the table for baselines and for
@@ -98,6 +127,9 @@ class EscalationPolicy:
                 f"default_threshold must be a number in [0, 1], got {default_threshold!r}"
             )
         self._default_threshold = float(default_threshold)
+        if not 0.0 <= threshold_raise <= 1.0:
+            raise ConfigError(f"threshold_raise must be in [0, 1], got {threshold_raise!r}")
+        self._threshold_raise = float(threshold_raise)
 
     @property
     def default_threshold(self) -> float:
@@ -125,7 +157,18 @@ class EscalationPolicy:
         cloud_only = self._routing == "cloud_only"
         if facts.priority == 1 and not cloud_only:
             return _local(Reason.PRIORITY_LOCAL)
-        if facts.confidence >= facts.threshold and not cloud_only:
+        threshold = facts.threshold
+        if facts.privacy is not PrivacyClass.LOCAL_ONLY:
+            # Under heat or load, frames that may leave lean on the cloud more.
+            threshold = raised_threshold(threshold, facts.pressure, self._threshold_raise)
+        if facts.confidence >= threshold and not cloud_only:
+            if (
+                facts.shadow_sampled
+                and facts.privacy is not PrivacyClass.LOCAL_ONLY
+                and facts.link_up
+                and facts.budget_left
+            ):
+                return Decision(False, Reason.CONFIDENT, facts.privacy, shadow=True)
             return _local(Reason.CONFIDENT)
         if facts.privacy is PrivacyClass.LOCAL_ONLY:
             return _local(Reason.PRIVACY_LOCAL_ONLY)
@@ -143,62 +186,27 @@ def _local(reason: Reason) -> Decision:
     return Decision(escalate=False, reason=reason, send=PrivacyClass.LOCAL_ONLY)
 
 
-class RoundTripEstimator:
-    """Recent cloud round trips, summarised as their 95th percentile.
+def raised_threshold(threshold: float, pressure: float, max_raise: float = 0.05) -> float:
+    """The confidence threshold under pressure: ``threshold + pressure * max_raise``,
+    at most 1. A higher threshold escalates more frames, moving work to the cloud;
+    use it only for frames whose privacy lets them leave the site."""
+    return min(1.0, threshold + min(1.0, max(0.0, pressure)) * max_raise)
 
-    The estimate feeds a deadline decision, where an optimistic guess costs a missed
-    deadline (the frame is escalated, the cloud answers too late, and the result is a
-    degraded timeout) while a pessimistic one only answers a frame on the edge. So it
-    is the p95 of recent samples rather than the mean or the median, which the slow
-    tail of a network would not move. Until ``min_samples`` samples have been seen it
-    returns ``prior_s``.
-    """
 
-    __slots__ = ("_dirty", "_min_samples", "_p95", "_prior", "_samples")
+# Priority -> the pressure at which frames of that priority are shed (answered
+# ``shed``) when they may not be offloaded. Priority 1 is never shed: it is always
+# answered at the edge (row 2).
+SHED_AT: dict[int, float] = {3: 0.5, 2: 1.0}
 
-    def __init__(self, prior_s: float = 0.05, *, min_samples: int = 5, window: int = 256) -> None:
-        """Keep the last ``window`` samples; use ``prior_s`` until ``min_samples``."""
-        if not isinstance(window, int) or isinstance(window, bool) or window < 1:
-            raise ConfigError(f"window must be an integer >= 1, got {window!r}")
-        if (
-            not isinstance(min_samples, int)
-            or isinstance(min_samples, bool)
-            or not 1 <= min_samples <= window
-        ):
-            raise ConfigError(
-                f"min_samples must be an integer in [1, window={window}], got {min_samples!r}"
-            )
-        if (
-            not isinstance(prior_s, int | float)
-            or isinstance(prior_s, bool)
-            or not math.isfinite(prior_s)
-            or prior_s < 0
-        ):
-            raise ConfigError(f"prior_s must be a finite number >= 0, got {prior_s!r}")
-        self._prior = float(prior_s)
-        self._min_samples = min_samples
-        self._samples: deque[float] = deque(maxlen=window)
-        self._p95 = self._prior
-        self._dirty = False
 
-    def observe(self, seconds: float) -> None:
-        """Record one cloud round trip, in seconds."""
-        if not math.isfinite(seconds) or seconds < 0:
-            raise ValueError(f"seconds must be a finite number >= 0, got {seconds!r}")
-        self._samples.append(float(seconds))
-        self._dirty = True
+def sheds(priority: int, pressure: float) -> bool:
+    """Whether a frame of ``priority`` that cannot be offloaded is shed at ``pressure``:
+    lowest priority first (3 from 0.5), then 2 at 1.0, never 1."""
+    at = SHED_AT.get(priority)
+    return at is not None and pressure >= at
 
-    def estimate(self) -> float:
-        """The p95 of recent round trips (nearest rank, an observed value), or the prior."""
-        if len(self._samples) < self._min_samples:
-            return self._prior
-        if self._dirty:
-            # Sorted on read and cached: the frames of one batch are decided between two
-            # answers and share one sort.
-            ordered = sorted(self._samples)
-            self._p95 = ordered[math.ceil(0.95 * len(ordered)) - 1]
-            self._dirty = False
-        return self._p95
 
-    def __len__(self) -> int:
-        return len(self._samples)
+def shed_before_model(priority: int, privacy: PrivacyClass, pressure: float) -> bool:
+    """Row 0, when a frame arrives: hot or overloaded, a frame that may not be offloaded
+    is answered ``shed`` instead of queued, lowest priority first."""
+    return privacy is PrivacyClass.LOCAL_ONLY and sheds(priority, pressure)

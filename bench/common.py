@@ -1,0 +1,200 @@
+"""What the benchmarks share: the machine they ran on, the compute-shaped model, output.
+
+* ``machine_info`` (a dict for the JSON figures) and ``machine_line`` (one line for
+  a report) describe the machine;
+* ``build_compute_model`` writes the compute-shaped MLP that ``bench.edge_throughput``
+  and ``bench.batching`` measure (``compute-mlp-4096x1024x1024x10-random``, random
+  weights, about 11 MFLOP an image), ``flops_per_image`` counts its work;
+* ``echo`` prints a line at once (a long run shows its progress as it goes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import itertools
+import json
+import math
+import os
+import platform
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import onnxruntime as ort
+
+from pipeline.digits import MAX_VALUE, N_FEATURES, load_split
+from pipeline.natsserver import find_nats_server
+
+__all__ = [
+    "COMPUTE_MODEL_NAME",
+    "COMPUTE_WIDTHS",
+    "build_compute_model",
+    "cpu_model",
+    "echo",
+    "flops_per_image",
+    "machine_info",
+    "machine_line",
+]
+
+COMPUTE_MODEL_NAME: Final = "compute-mlp-4096x1024x1024x10-random"
+COMPUTE_WIDTHS: Final = (N_FEATURES, 4096, 1024, 1024, 10)
+
+
+def echo(text: str = "") -> None:
+    """Print ``text`` and flush."""
+    print(text, flush=True)
+
+
+# ---------------------------------------------------------------- the machine
+
+
+def cpu_model(unknown: str) -> str:
+    """The CPU's model name from /proc/cpuinfo, else ``platform.processor()``, else
+    ``unknown``."""
+    cpu = platform.processor() or unknown
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return cpu
+
+
+def machine_line() -> str:
+    """One line naming the machine, for the figures."""
+    return (
+        f"{cpu_model('unknown CPU')}, {len(os.sched_getaffinity(0))} usable cores, Python "
+        f"{platform.python_version()}, onnxruntime {ort.__version__}"
+    )
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores, memory and the versions that decide the figures."""
+    cpu = cpu_model("unknown")
+    mem_gib: float | None = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_gib = round(int(line.split()[1]) / (1 << 20), 1)
+                break
+    except OSError:
+        pass
+    cpu_quota: str | None = None
+    with contextlib.suppress(OSError):
+        cpu_quota = Path("/sys/fs/cgroup/cpu.max").read_text().strip()
+    try:
+        server = subprocess.run(
+            [str(find_nats_server()), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout.strip()
+    except Exception as exc:
+        server = f"unknown ({exc})"
+
+    def version(dist: str) -> str:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)),
+        "cgroup_cpu_max": cpu_quota,
+        "memory_gib": mem_gib,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+        "numpy": np.__version__,
+        "nats-py": version("nats-py"),
+        "nats-server": server.removeprefix("nats-server: "),
+        "uvloop": version("uvloop"),
+        "msgpack": version("msgpack"),
+    }
+
+
+# ---------------------------------------------------------------- the compute-shaped model
+
+
+def build_compute_model(folder: Path, seed: int = 0) -> Path:
+    """Write an MLP 64 -> 4096 -> 1024 -> 1024 -> 10 (random weights) and its manifest.
+
+    MatMul + Add + Relu per hidden layer, Softmax at the end; input ``input`` float32
+    [N, 64], output ``probabilities`` float32 [N, 10]. Returns the manifest path, which
+    ``OnnxModel.load("edge", manifest=...)`` accepts (SHA-256 checked as for any model).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    nodes: list[Any] = []
+    weights: list[Any] = []
+    previous = "input"
+    layers = list(itertools.pairwise(COMPUTE_WIDTHS))
+    for i, (fan_in, fan_out) in enumerate(layers):
+        scale = 1.0 / math.sqrt(fan_in) / (MAX_VALUE if i == 0 else 1.0)
+        w = (rng.standard_normal((fan_in, fan_out)) * scale).astype(np.float32)
+        b = (rng.standard_normal(fan_out) * 0.01).astype(np.float32)
+        weights += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]
+        nodes.append(helper.make_node("MatMul", [previous, f"w{i}"], [f"m{i}"]))
+        nodes.append(helper.make_node("Add", [f"m{i}", f"b{i}"], [f"z{i}"]))
+        if i < len(layers) - 1:
+            nodes.append(helper.make_node("Relu", [f"z{i}"], [f"h{i}"]))
+            previous = f"h{i}"
+        else:
+            previous = f"z{i}"
+    nodes.append(helper.make_node("Softmax", [previous], ["probabilities"], axis=1))
+    graph = helper.make_graph(
+        nodes,
+        COMPUTE_MODEL_NAME,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", N_FEATURES])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 10])],
+        initializer=weights,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="hybridfleet-bench"
+    )
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    data = model.SerializeToString()
+    path = folder / f"{COMPUTE_MODEL_NAME}.onnx"
+    path.write_bytes(data)
+
+    # Its held-out accuracy, so the manifest entry is honest (about chance: random weights).
+    split = load_split()
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    (proba,) = session.run(["probabilities"], {"input": split.x_heldout})
+    accuracy = float((np.asarray(proba).argmax(axis=1) == split.y_heldout).mean())
+
+    entry = {
+        "name": COMPUTE_MODEL_NAME,
+        "version": "0.0.0",
+        "file": path.name,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size_bytes": len(data),
+        "input": {"name": "input", "dtype": "float32", "shape": [None, N_FEATURES]},
+        "output": {"name": "probabilities", "classes": 10},
+        "labels": list(range(10)),
+        "temperature": 1.0,
+        "heldout_accuracy": round(accuracy, 4),
+        "heldout_size": len(split.y_heldout),
+        "script": "bench/common.py",
+        "note": f"random weights (seed {seed}), for timing only",
+    }
+    manifest = folder / "manifest.json"
+    manifest.write_text(json.dumps({"schema": 1, "models": {"edge": entry}}, indent=2) + "\n")
+    return manifest
+
+
+def flops_per_image(widths: Sequence[int]) -> int:
+    """Multiply-adds x 2 of a dense MLP with these layer widths."""
+    return sum(2 * a * b for a, b in itertools.pairwise(widths))

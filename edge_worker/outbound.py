@@ -1,0 +1,115 @@
+"""What leaves the site for an escalated frame: only what its privacy class allows.
+
+* ``crop``: the pixels of its regions; ``full``: the whole frame, faces blurred first
+  (pipeline/sanitize.py, in a thread of its own: it is slow and must never hold up
+  the model); ``embedding``: the site's embedding of each region, never a pixel.
+* Every escalation is stored in the site's stream with its frame id as
+  ``Nats-Msg-Id`` (a repeat within the dedup window is not stored twice) and the
+  site's tag (edge_worker/tags.py) that the cloud's answer must carry back.
+
+``size_bound`` is what the decision prices before anything is built: no escalation of
+the frame can be larger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Executor
+from dataclasses import replace
+
+import numpy as np
+from nats.js import JetStreamContext
+
+from edge_worker.metrics import EdgeMetrics
+from edge_worker.tags import TAG_HEADER, EscalationTags
+from pipeline.embedding import EmbeddingModel
+from pipeline.sanitize import FaceBlur
+from schemas import subjects
+from schemas.messages import Escalation, Frame, PrivacyClass
+
+__all__ = ["Outbound", "size_bound"]
+
+# Everything of an escalation but its pixels or embedding: ids, times, labels, per
+# region its box; generous, so that it bounds any real message.
+_FIXED_BYTES = 1024
+_PER_REGION_BYTES = 64
+
+
+def size_bound(frame: Frame, send: PrivacyClass, embedding_dim: int) -> int:
+    """The most bytes an escalation of ``frame`` with privacy ``send`` can take."""
+    regions = len(frame.regions)
+    if send is PrivacyClass.LOCAL_ONLY:
+        return 0
+    if send is PrivacyClass.FULL:
+        payload = frame.image.nbytes
+    elif send is PrivacyClass.CROP:
+        payload = sum(r.w * r.h for r in frame.regions) * frame.image.itemsize
+    else:
+        payload = regions * embedding_dim * 4
+    return _FIXED_BYTES + regions * _PER_REGION_BYTES + payload
+
+
+class Outbound:
+    """Builds and stores a site's escalations. ``bind`` it once connected."""
+
+    def __init__(
+        self,
+        *,
+        reply_subject: str,
+        publish_timeout_s: float,
+        face_blur: FaceBlur | None,
+        embedder: EmbeddingModel,
+        sanitizer: Executor,
+        executor: Executor,
+        metrics: EdgeMetrics,
+    ) -> None:
+        self._reply_subject = reply_subject
+        self._timeout_s = publish_timeout_s
+        self._face_blur = face_blur
+        self.embedder = embedder
+        self._sanitizer = sanitizer
+        self._executor = executor
+        self._metrics = metrics
+        self._js: JetStreamContext | None = None
+        self._tags: EscalationTags | None = None
+
+    def bind(self, js: JetStreamContext, tags: EscalationTags) -> None:
+        self._js, self._tags = js, tags
+
+    async def build(
+        self,
+        frame: Frame,
+        send: PrivacyClass,
+        edge_labels: tuple[int, ...],
+        edge_confidence: float,
+        features: np.ndarray,
+    ) -> Escalation:
+        """The escalation of ``frame``; ``features`` are its regions' model inputs."""
+        loop = asyncio.get_running_loop()
+        if send is PrivacyClass.FULL and self._face_blur is not None:
+            # People must not leave the site: blur faces in a whole frame that does.
+            report = await loop.run_in_executor(
+                self._sanitizer, self._face_blur.sanitize, frame.image
+            )
+            self._metrics.faces_blurred.labels(frame.site).inc(len(report.faces))
+            frame = replace(frame, image=report.image)
+        embedding = None
+        if send is PrivacyClass.EMBEDDING:
+            embedding = await loop.run_in_executor(self._executor, self.embedder.embed, features)
+        return Escalation.of_frame(
+            frame, send, self._reply_subject, edge_labels, edge_confidence, embedding=embedding
+        )
+
+    async def store(self, frame: Frame, data: bytes) -> bool:
+        """Store an escalation in the site's stream; raises if it was not stored.
+
+        Returns False when the stream already had it (a repeat within its dedup window).
+        """
+        assert self._js is not None and self._tags is not None, "bind() first"
+        ack = await self._js.publish(
+            subjects.escalations(frame.site, frame.camera),
+            data,
+            timeout=self._timeout_s,
+            headers={"Nats-Msg-Id": frame.frame_id, TAG_HEADER: self._tags.tag(frame.frame_id)},
+        )
+        return not ack.duplicate
