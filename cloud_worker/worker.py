@@ -13,12 +13,10 @@ import asyncio
 import contextlib
 import logging
 import time
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import numpy as np
 import orjson
@@ -41,6 +39,7 @@ from pipeline.heartbeat import (
 from pipeline.model import OnnxModel
 from pipeline.modelswap import ModelUpdater, bundle_cache
 from pipeline.natsio import connect, ensure_cloud_streams, publish_dead_letter
+from pipeline.service import Service
 from schemas import subjects
 from schemas.codec import decode_escalation, encode
 from schemas.errors import HybridfleetError, ModelError, SchemaError
@@ -75,8 +74,8 @@ def _embedding_rows(escalation: Escalation) -> np.ndarray:
     return embedding.reshape(1, -1) if embedding.ndim == 1 else embedding
 
 
-class CloudWorker:
-    """One cloud worker. Use as ``async with CloudWorker(settings) as w``.
+class CloudWorker(Service):
+    """One cloud worker: ``async with CloudWorker.from_settings(settings) as w``.
 
     ``drain()`` stops fetching, finishes and acks the batch in hand, and disconnects;
     ``close()`` stops at once, leaving unacked escalations to be redelivered.
@@ -86,25 +85,22 @@ class CloudWorker:
         self,
         settings: Settings,
         *,
-        model: OnnxModel | None = None,
+        model: OnnxModel,
+        embedding_model: OnnxModel,
         metrics: CloudMetrics | None = None,
     ) -> None:
         self.settings = settings
         cfg = settings.cloud
-        self.model = model or OnnxModel.load(
-            "cloud", Path(cfg.model_manifest) if cfg.model_manifest else None
-        )
+        self.model = model
         # Escalations that carry only an embedding are answered by the model trained
         # on embeddings (models/manifest.json role "cloud-embed").
-        self.embedding_model = OnnxModel.load("cloud-embed")
+        self.embedding_model = embedding_model
         self.metrics = metrics or CloudMetrics()
         self.metrics.model.info({"name": self.model.name, "version": self.model.version})
         self._executor = ThreadPoolExecutor(cfg.inference_threads, thread_name_prefix="cloud-onnx")
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
-        self._runner: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        self._closed = False
         self.counters = ModelCounters(since=time.time())
         self._started_at = time.time()
         self._heartbeats: HeartbeatPublisher | None = None
@@ -112,10 +108,29 @@ class CloudWorker:
         self._trusted_keys = parse_trusted_keys(cfg.trusted_keys)  # refused now, not later
         self._updater: ModelUpdater | None = None
 
-    async def start(self) -> None:
-        """Connect, declare the cloud's streams and consumers, and start fetching."""
-        if self._runner is not None:
-            return
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        model: OnnxModel | None = None,
+        metrics: CloudMetrics | None = None,
+    ) -> CloudWorker:
+        """The worker with its models loaded from the manifest."""
+        manifest = Path(settings.cloud.model_manifest) if settings.cloud.model_manifest else None
+        return cls(
+            settings,
+            model=model or OnnxModel.load("cloud", manifest),
+            embedding_model=OnnxModel.load("cloud-embed"),
+            metrics=metrics,
+        )
+
+    @property
+    def name(self) -> str:
+        return f"cloud-{self.settings.cloud.worker_id}"
+
+    async def _open(self) -> None:
+        """Connect, declare the cloud's streams and consumers."""
         cfg = self.settings.cloud
         self._nc = await connect(self.settings.nats, f"hybridfleet-{cfg.worker_id}")
         self._js = self._nc.jetstream()
@@ -141,7 +156,6 @@ class CloudWorker:
             self._snapshot,
             cfg.heartbeat_interval_s,
         )
-        self._runner = asyncio.create_task(self._run(), name=f"cloud-{cfg.worker_id}")
         log.info(
             "cloud worker %s ready: model %s %s (embeddings: %s %s), escalations from stream "
             "%s (consumer %s) for sites %s",
@@ -155,23 +169,22 @@ class CloudWorker:
             cfg.sites,
         )
 
-    async def _run(self) -> None:
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(
-                self._consume(subjects.CLOUD_CONSUMER, subjects.ESCALATIONS_STREAM, self._handle),
-                name="cloud-escalations",
-            )
-            tasks.create_task(
-                self._consume(
-                    subjects.ADVISORY_CONSUMER, subjects.ADVISORIES_STREAM, self._on_advisories
-                ),
-                name="cloud-advisories",
-            )
-            tasks.create_task(self._keep_parked_alive(), name="cloud-parked")
-            assert self._heartbeats is not None
-            tasks.create_task(self._heartbeats.run(self._stopping), name="cloud-heartbeats")
-            if self._updater is not None:
-                tasks.create_task(self._updater.run(self._stopping), name="cloud-models")
+    def _spawn(self, tasks: asyncio.TaskGroup) -> None:
+        tasks.create_task(
+            self._consume(subjects.CLOUD_CONSUMER, subjects.ESCALATIONS_STREAM, self._handle),
+            name="cloud-escalations",
+        )
+        tasks.create_task(
+            self._consume(
+                subjects.ADVISORY_CONSUMER, subjects.ADVISORIES_STREAM, self._on_advisories
+            ),
+            name="cloud-advisories",
+        )
+        tasks.create_task(self._keep_parked_alive(), name="cloud-parked")
+        assert self._heartbeats is not None
+        tasks.create_task(self._heartbeats.run(self._stopping), name="cloud-heartbeats")
+        if self._updater is not None:
+            tasks.create_task(self._updater.run(self._stopping), name="cloud-models")
 
     def _swap_model(self, model: OnnxModel) -> None:
         """Answer with ``model`` from the next batch on; its counters start afresh."""
@@ -240,58 +253,23 @@ class CloudWorker:
         # Draining: what is parked is answered now, not left to be redelivered.
         await handle([])
 
-    async def wait(self) -> None:
-        """Return when the worker has stopped; raise what stopped it, if anything did."""
-        if self._runner is not None:
-            await self._runner
-
-    async def drain(self) -> None:
-        """Finish and ack the batch in hand, then disconnect."""
-        if self._closed:
-            return
-        self._stopping.set()
-        parked = len(self._parked)
-        if self._runner is not None:
-            await self._runner
-        await self.close()
+    async def _stop_taking(self) -> None:
+        """Stop fetching; the batch in hand and the parked escalations are answered."""
         log.info(
-            "cloud worker %s drained: the batch in hand and %d parked escalations answered",
+            "cloud worker %s draining: the batch in hand and %d parked escalations",
             self.settings.cloud.worker_id,
-            parked,
+            len(self._parked),
         )
-
-    async def close(self) -> None:
-        """Stop now. Unacked escalations are redelivered to another worker later."""
-        if self._closed:
-            return
-        self._closed = True
         self._stopping.set()
-        if self._runner is not None and not self._runner.done():
-            self._runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._runner
+
+    async def _release(self) -> None:
+        """Unacked escalations are redelivered to another worker later."""
+        self._stopping.set()
         if self._nc is not None and not self._nc.is_closed:
             await self._nc.close()
         self._executor.shutdown(wait=True, cancel_futures=True)
-
-    async def __aenter__(self) -> CloudWorker:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is None:
-            await self.drain()
-        else:
-            await self.close()
-
-    def __del__(self) -> None:
-        if self._runner is not None and not self._closed:
-            warnings.warn(f"unclosed {self!r}: call drain() or close()", ResourceWarning, 2)
+        if self._draining:
+            log.info("cloud worker %s drained", self.settings.cloud.worker_id)
 
     # ------------------------------------------------------------------ work
 

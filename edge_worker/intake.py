@@ -37,7 +37,9 @@ def check_frame(frame: Frame, subject: str, site: str, now: float, max_skew_s: f
     if frame.site != site:
         raise SchemaError(f"frame.site: {frame.site!r} but this is site {site!r}")
     if frame.path not in ((), (Source.DEVICE.value,)):
-        raise SchemaError(f"frame.path: {[str(t) for t in frame.path]} but only a device comes before the edge")
+        raise SchemaError(
+            f"frame.path: {[str(t) for t in frame.path]} but only a device comes before the edge"
+        )
     tokens = subject.split(".")
     if tokens[0] == "frames" and tokens[-1] != frame.camera:
         raise SchemaError(f"frame.camera: {frame.camera!r} but it came on {subject!r}")

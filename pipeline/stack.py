@@ -137,7 +137,7 @@ async def _run(
     cloud_settings: Settings,
     progress: TextIO | None,
 ) -> dict[str, Any]:
-    cloud = CloudWorker(cloud_settings)
+    cloud = CloudWorker.from_settings(cloud_settings)
     edge = EdgeWorker.from_settings(edge_settings)
     nc = await nats.connect(edge_settings.nats.url, name="hybridfleet-stack")
     collector = ResultCollector()

@@ -43,7 +43,7 @@ async def test_budget_caps_spend_then_answers_at_the_edge(settings: Settings, nc
 
     await nc.subscribe(subjects.results("site1"), cb=on_result)
     await nc.subscribe(subjects.health("site1"), cb=on_health)
-    async with CloudWorker(settings), EdgeWorker.from_settings(settings) as worker:
+    async with CloudWorker.from_settings(settings), EdgeWorker.from_settings(settings) as worker:
         for frame, _ in frames:
             await nc.publish(subjects.frames("site1", frame.camera), encode(frame))
         await wait_until(lambda: len(results) >= len(frames), 30, "a result per frame")

@@ -43,7 +43,7 @@ async def test_non_urgent_escalations_wait_for_a_batch(settings: Settings, nc: C
             headers={"Nats-Msg-Id": escalation.frame_id},
         )
 
-    async with CloudWorker(settings) as cloud:
+    async with CloudWorker.from_settings(settings) as cloud:
         for escalation in relaxed[:5]:
             await store(escalation)
         await store(urgent)
@@ -70,7 +70,7 @@ async def test_draining_answers_what_is_parked(settings: Settings, nc: Client) -
     js = nc.jetstream()
     await ensure_site_streams(js, "site1", settings.stream)
     frames = [f for f, _ in make_frames(3)]
-    async with CloudWorker(settings) as cloud:
+    async with CloudWorker.from_settings(settings) as cloud:
         for frame in frames:
             escalation = replace(escalation_of(frame, REPLY_TO_TEST, deadline_s=1800), priority=3)
             await js.publish(

@@ -72,7 +72,10 @@ async def _run(
     await nc.subscribe(subjects.health("site1"), cb=on_health)
     await nc.subscribe(subjects.results("site1"), cb=on_result)
     flagged_at = None
-    async with CloudWorker(settings) as _cloud, EdgeWorker.from_settings(settings) as edge:
+    async with (
+        CloudWorker.from_settings(settings) as _cloud,
+        EdgeWorker.from_settings(settings) as edge,
+    ):
         m = edge.metrics
         for start in range(0, frames, CHUNK):
             for seq in range(start, start + CHUNK):
@@ -80,8 +83,10 @@ async def _run(
                 await nc.publish(subjects.frames("site1", "cam1"), encode(frame))
             await wait_until(reached(start + CHUNK), 30, "a result per frame")
             await wait_until(
-                lambda: m.value("hybridfleet_edge_shadow_escalations_total", site="site1")
-                == m.value("hybridfleet_edge_drift_compared_total", site="site1", kind="shadow"),
+                lambda: (
+                    m.value("hybridfleet_edge_shadow_escalations_total", site="site1")
+                    == m.value("hybridfleet_edge_drift_compared_total", site="site1", kind="shadow")
+                ),
                 30,
                 "every shadow sample's cloud answer",
             )

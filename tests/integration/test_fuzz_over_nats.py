@@ -119,7 +119,7 @@ async def test_cloud_dead_letters_every_bad_escalation(settings: Settings, nc: C
     await nc.subscribe(REPLY_TO_TEST, cb=on_answer)
     js = nc.jetstream()
     await ensure_site_streams(js, "site1", settings.stream)
-    async with CloudWorker(settings) as cloud:
+    async with CloudWorker.from_settings(settings) as cloud:
         subject = subjects.escalations("site1", "cam1")
         for i, data in enumerate(mutants):
             await js.publish(subject, data, headers={"Nats-Msg-Id": f"mutant-{i}"})

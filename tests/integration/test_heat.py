@@ -69,7 +69,7 @@ async def test_hot_edge_offloads_more_sheds_local_only_and_recovers(
         shed = sum(by_privacy[f.frame_id].reason is Reason.SHED for f, _ in local_only)
         return escalated / N, shed
 
-    async with CloudWorker(settings), EdgeWorker.from_settings(settings) as worker:
+    async with CloudWorker.from_settings(settings), EdgeWorker.from_settings(settings) as worker:
         assert isinstance(worker.thermal, SimulatedThermal)
         cool_share, cool_shed = await phase(seed=1)
 

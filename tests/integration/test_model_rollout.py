@@ -134,7 +134,10 @@ async def test_swap_under_traffic_loses_nothing(
     registry = ModelRegistry(nc.jetstream())
     await registry.publish(_bundle(tmp_path / "made", "edge-v2", "1.1.0", private))
     edge_settings = _edge(settings, "edge-1", public, tmp_path)
-    async with CloudWorker(settings), EdgeWorker.from_settings(edge_settings) as worker:
+    async with (
+        CloudWorker.from_settings(settings),
+        EdgeWorker.from_settings(edge_settings) as worker,
+    ):
         async with flowing(nc) as traffic:
             await wait_until(lambda: traffic.versions[BASE] >= 100, 30, "results of the base model")
             await registry.set_desired("edge", "site1", "1.1.0")
@@ -204,7 +207,7 @@ async def _rollout(
         for i in (1, 2)
     ]
     controller = RolloutController(nc, js, config)
-    async with CloudWorker(settings), workers[0], workers[1]:
+    async with CloudWorker.from_settings(settings), workers[0], workers[1]:
         runner = asyncio.create_task(controller.run())
         try:
             await controller.wait_started()

@@ -41,7 +41,10 @@ async def test_every_frame_gets_exactly_one_final_result(settings: Settings, nc:
     frames = make_frames(120, deadline_ms=5_000)
     results = await _collect(nc, subjects.results("site1"))
     replies = await _collect(nc, subjects.replies("site1", "edge-1"))
-    async with CloudWorker(settings) as cloud, EdgeWorker.from_settings(settings) as edge:
+    async with (
+        CloudWorker.from_settings(settings) as cloud,
+        EdgeWorker.from_settings(settings) as edge,
+    ):
         for frame, _ in frames:
             await nc.publish(subjects.frames("site1", frame.camera), encode(frame))
         await wait_until(lambda: len(results) >= len(frames), 30, "a result per frame")
@@ -107,7 +110,7 @@ async def test_deadline_miss_gives_degraded_edge_answer_and_ignores_late_cloud(
     settings = replace(settings, cloud=replace(settings.cloud, inject_latency_ms=1500.0))
     frames = make_frames(6, deadline_ms=600, priority=2, privacy=PrivacyClass.CROP)
     results = await _collect(nc, subjects.results("site1"))
-    async with CloudWorker(settings), EdgeWorker.from_settings(settings) as edge:
+    async with CloudWorker.from_settings(settings), EdgeWorker.from_settings(settings) as edge:
         for frame, _ in frames:
             await nc.publish(subjects.frames("site1", frame.camera), encode(frame))
         await wait_until(lambda: len(results) >= len(frames), 20, "degraded results")
@@ -131,7 +134,7 @@ async def test_two_cloud_workers_share_the_durable_consumer(settings: Settings, 
     replies = await _collect(nc, REPLY_TO_TEST)
     js = nc.jetstream()
     await ensure_site_streams(js, "site1", settings.stream)
-    async with CloudWorker(one) as a, CloudWorker(two) as b:
+    async with CloudWorker.from_settings(one) as a, CloudWorker.from_settings(two) as b:
         for frame, _ in frames:
             await js.publish(
                 subjects.escalations("site1", frame.camera),
@@ -185,7 +188,7 @@ async def test_bad_escalation_is_dead_lettered_and_terminated(
     replies = await _collect(nc, REPLY_TO_TEST)
     js = nc.jetstream()
     await ensure_site_streams(js, "site1", settings.stream)
-    async with CloudWorker(settings) as cloud:
+    async with CloudWorker.from_settings(settings) as cloud:
         subject = subjects.escalations("site1", "cam1")
         await js.publish(subject, b"\xc1", headers={"Nats-Msg-Id": "garbage"})
         await js.publish(subject, encode(hijack), headers={"Nats-Msg-Id": "x-1"})
@@ -221,7 +224,7 @@ async def test_expired_escalations_follow_the_setting(
     replies = await _collect(nc, REPLY_TO_TEST)
     js = nc.jetstream()
     await ensure_site_streams(js, "site1", settings.stream)
-    async with CloudWorker(settings) as cloud:
+    async with CloudWorker.from_settings(settings) as cloud:
         for frame, deadline_s in ((stale, -1.0), (fresh, 60.0)):
             escalation = escalation_of(frame, REPLY_TO_TEST, deadline_s=deadline_s)
             await js.publish(

@@ -73,7 +73,7 @@ async def test_nothing_forbidden_crosses_and_faces_are_blurred(
 
     await nc.subscribe("escalations.>", cb=on_escalation)
     await nc.subscribe(subjects.results("site1"), cb=on_result)
-    async with CloudWorker(settings) as cloud, EdgeWorker.from_settings(settings):
+    async with CloudWorker.from_settings(settings) as cloud, EdgeWorker.from_settings(settings):
         for frame in frames:
             await nc.publish(subjects.frames("site1", frame.camera), encode(frame))
         await wait_until(lambda: len(results) >= len(frames), 30, "a result per frame")

@@ -67,7 +67,7 @@ async def test_repeats_in_flight_under_a_slow_cloud(settings: Settings, nc: Clie
         2, deadline_ms=10_000, priority=2, privacy=PrivacyClass.CROP
     )
     results, letters = await _results(nc), await _dead_letters(nc)
-    async with CloudWorker(settings), EdgeWorker.from_settings(settings) as edge:
+    async with CloudWorker.from_settings(settings), EdgeWorker.from_settings(settings) as edge:
         data = encode(frame)
         first = asyncio.create_task(nc.request(subjects.infer(SITE), data, timeout=15))
         await wait_until(
@@ -103,7 +103,7 @@ async def test_repeats_of_finished_frames(settings: Settings, nc: Client) -> Non
     local = replace(local, priority=1)  # answered at the edge, never claimed
     escalated = replace(escalated, priority=2, threshold=1.0, privacy=PrivacyClass.CROP)
     results, letters = await _results(nc), await _dead_letters(nc)
-    async with CloudWorker(settings), EdgeWorker.from_settings(settings) as edge:
+    async with CloudWorker.from_settings(settings), EdgeWorker.from_settings(settings) as edge:
         for frame in (local, escalated):
             await nc.publish(subjects.frames(SITE, frame.camera), encode(frame))
         await wait_until(lambda: len(results) >= 2, 15, "both final results")
@@ -128,14 +128,14 @@ async def test_a_repeat_another_worker_answered_gets_that_answer(
 ) -> None:
     """Across the site's workers the claim decides; the loser answers with the winner's."""
     settings = _with(settings, default_threshold=1.0, cloud_round_trip_prior_ms=0.0)
-    (frame, _), = make_frames(1, deadline_ms=10_000, priority=2, privacy=PrivacyClass.CROP)
+    ((frame, _),) = make_frames(1, deadline_ms=10_000, priority=2, privacy=PrivacyClass.CROP)
     results = await _results(nc)
     second = replace(settings, edge=replace(settings.edge, worker_id="edge-2"))
-    async with CloudWorker(settings), EdgeWorker.from_settings(settings):
+    async with CloudWorker.from_settings(settings), EdgeWorker.from_settings(settings):
         # Only edge-1 is up: it escalates the frame and publishes the cloud's answer.
         await nc.publish(subjects.frames(SITE, frame.camera), encode(frame))
         await wait_until(lambda: len(results) >= 1, 15, "the frame's final result")
-    async with CloudWorker(settings), EdgeWorker.from_settings(second):
+    async with CloudWorker.from_settings(settings), EdgeWorker.from_settings(second):
         # A new worker never saw the id; a retry reaches it and loses the claim.
         reply = await nc.request(subjects.infer(SITE), encode(frame), timeout=20)
         await _quiet(nc)
@@ -143,9 +143,7 @@ async def test_a_repeat_another_worker_answered_gets_that_answer(
     assert reply.data == encode(results[0])
 
 
-async def test_capture_times_far_from_the_clock_are_refused(
-    settings: Settings, nc: Client
-) -> None:
+async def test_capture_times_far_from_the_clock_are_refused(settings: Settings, nc: Client) -> None:
     frames = make_frames(3, deadline_ms=1_000)
     letters = await _dead_letters(nc)
     results = await _results(nc)
@@ -170,7 +168,10 @@ async def test_answers_to_forged_escalations_are_refused(settings: Settings, nc:
     real = replace(real, priority=2, threshold=1.0, privacy=PrivacyClass.CROP)
     results, letters = await _results(nc), await _dead_letters(nc)
     js = nc.jetstream()
-    async with CloudWorker(settings) as cloud, EdgeWorker.from_settings(settings) as edge:
+    async with (
+        CloudWorker.from_settings(settings) as cloud,
+        EdgeWorker.from_settings(settings) as edge,
+    ):
         escalation = escalation_of(forged, subjects.replies(SITE, "edge-1"))
         await js.publish(
             subjects.escalations(SITE, forged.camera),
@@ -194,16 +195,14 @@ async def test_answers_to_forged_escalations_are_refused(settings: Settings, nc:
     assert forged.frame_id in letters[0].reason and "never accepted" in letters[0].reason
 
 
-async def test_drain_answers_far_deadlines_in_bounded_time(
-    settings: Settings, nc: Client
-) -> None:
+async def test_drain_answers_far_deadlines_in_bounded_time(settings: Settings, nc: Client) -> None:
     """A cloud that takes a minute, a deadline an hour away: drain still ends soon."""
     settings = _with(
         settings, cloud_latency_ms=60_000.0, default_threshold=1.0, drain_timeout_s=1.0
     )
-    (frame, _), = make_frames(1, deadline_ms=3_600_000, priority=2, privacy=PrivacyClass.CROP)
+    ((frame, _),) = make_frames(1, deadline_ms=3_600_000, priority=2, privacy=PrivacyClass.CROP)
     results = await _results(nc)
-    cloud, edge = CloudWorker(settings), EdgeWorker.from_settings(settings)
+    cloud, edge = CloudWorker.from_settings(settings), EdgeWorker.from_settings(settings)
     await cloud.start()
     await edge.start()
     try:

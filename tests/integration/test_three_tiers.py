@@ -50,7 +50,10 @@ async def test_every_frame_one_result_naming_its_tier_and_path(
 
     await nc.subscribe(subjects.results("site1"), cb=on_result)
     camera = CameraSimulator(options)
-    async with CloudWorker(settings) as cloud, EdgeWorker.from_settings(settings) as edge:
+    async with (
+        CloudWorker.from_settings(settings) as cloud,
+        EdgeWorker.from_settings(settings) as edge,
+    ):
         published = await camera.run(nc)
         await wait_until(lambda: len(results) >= len(published), 30, "a result per frame")
     by_frame = Counter(r.frame_id for r in results)

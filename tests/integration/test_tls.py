@@ -69,7 +69,10 @@ async def test_tls_end_to_end_and_plain_tcp_refused(tmp_path: Path) -> None:
 
         await camera.subscribe(subjects.results("site1"), cb=on_result)
         frames = make_frames(20, deadline_ms=5000)
-        async with CloudWorker(cloud_settings), EdgeWorker.from_settings(edge_settings):
+        async with (
+            CloudWorker.from_settings(cloud_settings),
+            EdgeWorker.from_settings(edge_settings),
+        ):
             for frame, _ in frames:
                 await camera.publish(subjects.frames("site1", frame.camera), encode(frame))
             await wait_until(lambda: len(results) >= len(frames), 30, "every result")
