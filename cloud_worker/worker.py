@@ -47,9 +47,7 @@ from schemas.messages import Escalation, InferenceResult, Reason, Source
 
 __all__ = ["CLOUD_SITE", "CloudWorker"]
 
-# Cloud workers serve every site: in heartbeats and desired-state keys their "site"
-# is this token.
-CLOUD_SITE = "_all"
+CLOUD_SITE = subjects.CLOUD_SITE
 
 log = logging.getLogger(__name__)
 

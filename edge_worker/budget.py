@@ -29,6 +29,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFound
 from nats.js.kv import KeyValue
 
 from pipeline.costs import BYTES_PER_GB, CostModel
+from schemas import subjects
 from schemas.codec import check_token
 from schemas.errors import ConfigError
 
@@ -43,7 +44,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-BUDGET_BUCKET = "HF_BUDGET"
+BUDGET_BUCKET = subjects.BUDGET_BUCKET
 # Share of the daily limit a worker reserves at a time.
 _BLOCK_SHARE = 0.02
 _CAS_ATTEMPTS = 20

@@ -32,6 +32,7 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError, BucketNotFoundError
 from nats.js.kv import KeyValue
 
+from schemas import subjects
 from schemas.codec import check_token
 from schemas.errors import ConfigError, SchemaError
 
@@ -53,7 +54,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-FLEET_BUCKET = "HF_FLEET"
+FLEET_BUCKET = subjects.FLEET_BUCKET
 DEFAULT_INTERVAL_S = 2.0
 # A heartbeat is about 600 bytes; anything much larger is not one.
 MAX_HEARTBEAT_BYTES = 64 << 10
@@ -79,7 +80,7 @@ class TemperatureSource(StrEnum):
 
 def heartbeat_subject(site: str, worker: str) -> str:
     """``fleet.heartbeat.<site>.<worker>``."""
-    return f"fleet.heartbeat.{check_token(site, 'site')}.{check_token(worker, 'worker')}"
+    return subjects.heartbeats(check_token(site, "site"), check_token(worker, "worker"))
 
 
 def fleet_key(site: str, worker: str) -> str:

@@ -32,13 +32,14 @@ from nats.js import JetStreamContext
 from pipeline.bundle import load_bundle
 from pipeline.model import OnnxModel
 from pipeline.registry import DesiredModelWatcher, ModelRegistry
+from schemas import subjects
 from schemas.errors import HybridfleetError
 
 __all__ = ["FLEET_EVENTS", "ModelUpdater", "bundle_cache"]
 
 log = logging.getLogger(__name__)
 
-FLEET_EVENTS = "fleet.events"
+FLEET_EVENTS = subjects.FLEET_EVENTS
 _RETRY_S = 2.0
 
 

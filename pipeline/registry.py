@@ -41,6 +41,7 @@ from pipeline.bundle import (
     read_unverified,
     write_folder,
 )
+from schemas import subjects
 from schemas.codec import check_token
 from schemas.errors import BundleError
 
@@ -57,9 +58,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-BUNDLES_BUCKET: Final = "HF_BUNDLES"
-DESIRED_BUCKET: Final = "HF_DESIRED"
-CLOUD_SITE: Final = "_all"
+BUNDLES_BUCKET: Final = subjects.BUNDLES_BUCKET
+DESIRED_BUCKET: Final = subjects.DESIRED_BUCKET
+CLOUD_SITE: Final = subjects.CLOUD_SITE
 # Earlier desired versions are kept for audit ("what did we ask for, when").
 _DESIRED_HISTORY: Final = 10
 _DIGEST_PREFIX: Final = "SHA-256="

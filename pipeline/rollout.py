@@ -54,6 +54,7 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pipeline.release.judge import CanaryConfig, CanaryJudge, Decision, Verdict
 from pipeline.release.plan import TIERS, RolloutPhase, RolloutPlan, RolloutState
 from pipeline.release.tallies import ArmTally
+from schemas import subjects
 from schemas.codec import check_token
 from schemas.errors import ConfigError, HybridfleetError, SchemaError
 
@@ -71,10 +72,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ROLLOUT_BUCKET: Final = "HF_ROLLOUT"
-DESIRED_BUCKET: Final = "HF_DESIRED"
-FLEET_BUCKET: Final = "HF_FLEET"
-EVENTS_SUBJECT: Final = "fleet.events"
+ROLLOUT_BUCKET: Final = subjects.ROLLOUT_BUCKET
+DESIRED_BUCKET: Final = subjects.DESIRED_BUCKET
+FLEET_BUCKET: Final = subjects.FLEET_BUCKET
+EVENTS_SUBJECT: Final = subjects.FLEET_EVENTS
 EVENT_SCHEMA: Final = 1
 _BUCKETS: Final = {
     ROLLOUT_BUCKET: api.KeyValueConfig(
@@ -93,11 +94,7 @@ _BUCKETS: Final = {
 }
 
 
-def heartbeat_subject(site: str = "*", worker: str = "*") -> str:
-    """Where a worker publishes its heartbeat: ``fleet.heartbeat.<site>.<worker>``."""
-    site = site if site == "*" else check_token(site, "site")
-    worker = worker if worker == "*" else check_token(worker, "worker")
-    return f"fleet.heartbeat.{site}.{worker}"
+heartbeat_subject = subjects.heartbeats
 
 
 def site_key(tier: str, site: str) -> str:

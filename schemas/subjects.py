@@ -1,4 +1,6 @@
-"""Subject, stream and consumer names: the addressing half of the wire contract.
+"""Every name on the wire: subjects, streams, consumers, buckets and headers.
+
+The addressing half of the wire contract, and the one place each name is defined.
 
 Every name that holds a site or camera goes through ``check_token`` so a crafted
 name cannot reach another site's subjects (``.``, ``*`` and ``>`` are refused).
@@ -12,6 +14,13 @@ from schemas.codec import check_token
 
 __all__ = [
     "ADVISORIES_STREAM",
+    "BUDGET_BUCKET",
+    "BUNDLES_BUCKET",
+    "CLOUD_SITE",
+    "DESIRED_BUCKET",
+    "FLEET_BUCKET",
+    "FLEET_EVENTS",
+    "ROLLOUT_BUCKET",
     "ADVISORY_CONSUMER",
     "CLOUD_CONSUMER",
     "CLOUD_DLQ_STREAM",
@@ -27,6 +36,7 @@ __all__ = [
     "finals_stream",
     "frames",
     "health",
+    "heartbeats",
     "infer",
     "max_deliveries_advisory",
     "replies",
@@ -47,10 +57,25 @@ CLOUD_CONSUMER = "cloud-workers"
 ADVISORY_CONSUMER = "cloud-advisories"
 # The durable consumer on a site's escalation stream that the hub stream sources through.
 SOURCE_CONSUMER = "to-cloud"
-# The site server's KV bucket of site secrets (the escalation tag key, edge_worker/tags.py)
-# and the header that carries the tag on an escalation and on the cloud's answer to it.
-SITE_BUCKET = "HF_SITE"
+# The header that carries the site's tag on an escalation and on the cloud's answer to
+# it (edge_worker/tags.py).
 EDGE_TAG_HEADER = "Hf-Edge-Tag"
+
+# Buckets on each site's server: site secrets (the escalation tag key), the cloud budget
+# ledger (edge_worker/budget.py), heartbeat records (pipeline/heartbeat.py).
+SITE_BUCKET = "HF_SITE"
+BUDGET_BUCKET = "HF_BUDGET"
+FLEET_BUCKET = "HF_FLEET"
+# Buckets where the fleet is run (the hub): signed model bundles (object store), the
+# desired model version per tier, site and worker, and the rollouts' state.
+BUNDLES_BUCKET = "HF_BUNDLES"
+DESIRED_BUCKET = "HF_DESIRED"
+ROLLOUT_BUCKET = "HF_ROLLOUT"
+# Model swaps, refusals and rollout steps, as JSON events.
+FLEET_EVENTS = "fleet.events"
+# Cloud workers serve every site: in heartbeats and desired-state keys their "site" is
+# this token.
+CLOUD_SITE = "_all"
 
 
 def site_escalations_stream(site: str) -> str:
@@ -128,6 +153,13 @@ def replies(site: str = "*", worker: str = "*") -> str:
 def dead_letters(stage: str, site: str) -> str:
     """Where a stage puts messages it refused: ``dlq.<stage>.<site>``."""
     return f"dlq.{check_token(stage, 'stage')}.{check_token(site, 'site')}"
+
+
+def heartbeats(site: str = "*", worker: str = "*") -> str:
+    """Where a worker publishes its heartbeat: ``fleet.heartbeat.<site>.<worker>``."""
+    site_token = "*" if site == "*" else check_token(site, "site")
+    worker_token = "*" if worker == "*" else check_token(worker, "worker")
+    return f"fleet.heartbeat.{site_token}.{worker_token}"
 
 
 def edge_queue_group(site: str) -> str:
