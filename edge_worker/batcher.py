@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from schemas.checks import require_int, require_number
 from schemas.errors import ConfigError
 
 __all__ = [
@@ -41,32 +42,12 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _require_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
-        return value
-    raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
 def _require_positive(name: str, value: object) -> float:
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
+    return require_number(name, value, 0.0, open_=True)
 
 
 def _require_non_negative(name: str, value: object) -> float:
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
+    return require_number(name, value, 0.0)
 
 
 class LatencyModel:
@@ -108,7 +89,7 @@ class LatencyModel:
         ``prior_a`` (seconds) and ``prior_b`` (seconds per item) are used until samples
         arrive; ``window`` is how many recent batches the fit uses.
         """
-        _require_int("window", window, 1)
+        require_int("window", window, 1)
         self._tail_sigmas = _require_non_negative("tail_sigmas", tail_sigmas)
         self._prior_a = _require_non_negative("prior_a", prior_a)
         self._prior_b = _require_non_negative("prior_b", prior_b)
@@ -236,7 +217,7 @@ class BatchPolicy:
     latency_model: LatencyModel
 
     def __post_init__(self) -> None:
-        _require_int("max_batch_size", self.max_batch_size, 1)
+        require_int("max_batch_size", self.max_batch_size, 1)
         _require_positive("latency_target_s", self.latency_target_s)
         if not isinstance(self.latency_model, LatencyModel):
             raise ConfigError(

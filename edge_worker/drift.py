@@ -54,6 +54,7 @@ from typing import Final
 
 import orjson
 
+from schemas.checks import is_number, require_int, require_number
 from schemas.errors import ConfigError
 
 __all__ = [
@@ -83,21 +84,6 @@ class Recommendation(StrEnum):
     RETRAIN = "retrain"
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _require_int(name: str, value: object, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _require_range(name: str, value: object, low: float, high: float, *, open_: bool) -> None:
-    number = float(value) if isinstance(value, int | float) and _is_number(value) else math.nan
-    ok = low < number < high if open_ else low <= number <= high  # NaN fails both
-    if not ok:
-        interval = f"({low:g}, {high:g})" if open_ else f"[{low:g}, {high:g}]"
-        raise ConfigError(f"{name} must be a number in {interval}, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,37 +113,37 @@ class DriftConfig:
     min_threshold_samples: int = 30  # shadow samples at or above a recommended threshold
 
     def __post_init__(self) -> None:
-        _require_int("window", self.window, 1)
-        _require_int("shadow_window", self.shadow_window, 1)
-        if not _is_number(self.max_age_s) or self.max_age_s <= 0:
+        require_int("window", self.window, 1)
+        require_int("shadow_window", self.shadow_window, 1)
+        if not is_number(self.max_age_s) or self.max_age_s <= 0:
             raise ConfigError(f"max_age_s must be a finite number > 0, got {self.max_age_s!r}")
-        _require_range("baseline_disagreement", self.baseline_disagreement, 0, 1, open_=True)
-        _require_range("drift_disagreement", self.drift_disagreement, 0, 1, open_=True)
+        require_number("baseline_disagreement", self.baseline_disagreement, 0, 1, open_=True)
+        require_number("drift_disagreement", self.drift_disagreement, 0, 1, open_=True)
         if self.drift_disagreement <= self.baseline_disagreement:
             raise ConfigError(
                 f"drift_disagreement ({self.drift_disagreement!r}) must be greater than "
                 f"baseline_disagreement ({self.baseline_disagreement!r})"
             )
-        if not _is_number(self.cusum_threshold) or self.cusum_threshold <= 0:
+        if not is_number(self.cusum_threshold) or self.cusum_threshold <= 0:
             raise ConfigError(
                 f"cusum_threshold must be a finite number > 0, got {self.cusum_threshold!r}"
             )
-        _require_range("max_confidence_gap", self.max_confidence_gap, 0, 1, open_=True)
-        _require_int("min_gap_samples", self.min_gap_samples, 1)
+        require_number("max_confidence_gap", self.max_confidence_gap, 0, 1, open_=True)
+        require_int("min_gap_samples", self.min_gap_samples, 1)
         if self.min_gap_samples > self.window:
             raise ConfigError(
                 f"min_gap_samples ({self.min_gap_samples}) must be <= window ({self.window})"
             )
-        _require_int("recovery_samples", self.recovery_samples, 1)
-        _require_range("recovery_disagreement", self.recovery_disagreement, 0, 1, open_=False)
+        require_int("recovery_samples", self.recovery_samples, 1)
+        require_number("recovery_disagreement", self.recovery_disagreement, 0, 1, open_=False)
         if not (self.baseline_disagreement <= self.recovery_disagreement < self.drift_disagreement):
             raise ConfigError(
                 f"recovery_disagreement ({self.recovery_disagreement!r}) must be in "
                 f"[baseline_disagreement, drift_disagreement) = [{self.baseline_disagreement!r}, "
                 f"{self.drift_disagreement!r})"
             )
-        _require_range("min_coverage", self.min_coverage, 0, 1, open_=False)
-        _require_int("min_threshold_samples", self.min_threshold_samples, 1)
+        require_number("min_coverage", self.min_coverage, 0, 1, open_=False)
+        require_int("min_threshold_samples", self.min_threshold_samples, 1)
 
     @property
     def disagree_step(self) -> float:
@@ -254,9 +240,9 @@ class DriftMonitor:
         frame without regions (both label lists empty) is not a comparison and is
         ignored.
         """
-        if not _is_number(edge_confidence) or not 0.0 <= edge_confidence <= 1.0:
+        if not is_number(edge_confidence) or not 0.0 <= edge_confidence <= 1.0:
             raise ValueError(f"edge_confidence must be a number in [0, 1], got {edge_confidence!r}")
-        if not _is_number(now):
+        if not is_number(now):
             raise ValueError(f"now must be a finite number, got {now!r}")
         edge, cloud = tuple(edge_labels), tuple(cloud_labels)
         if not edge and not cloud:
@@ -429,8 +415,8 @@ class ShadowSampler:
 
     def __init__(self, rate: float, seed: int = 0) -> None:
         """``rate`` in [0, 1]: the share of kept frames to sample; ``seed`` in [0, 2**64)."""
-        _require_range("rate", rate, 0, 1, open_=False)
-        _require_int("seed", seed, 0)
+        require_number("rate", rate, 0, 1, open_=False)
+        require_int("seed", seed, 0)
         if seed >= 1 << 64:
             raise ConfigError(f"seed must be < 2**64, got {seed!r}")
         self.rate = float(rate)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import shutil
 import tempfile
@@ -33,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from pipeline.model import EntryReader, ModelSpec, OnnxModel
+from schemas.checks import is_number
 from schemas.errors import BundleError, ModelError
 
 __all__ = [
@@ -304,7 +304,7 @@ class _Reader(EntryReader):
 
     def unit(self, key: str) -> float:
         value = self.get(key)
-        if not _is_number(value) or not 0.0 <= value <= 1.0:
+        if not is_number(value) or not 0.0 <= value <= 1.0:
             self.fail(key, f"must be a number in [0, 1], got {value!r}")
         return float(value)
 
@@ -329,17 +329,12 @@ class _Reader(EntryReader):
 
     def metrics(self, key: str) -> Mapping[str, float]:
         value = self.get(key)
-        if not isinstance(value, dict) or not all(_is_number(v) for v in value.values()):
+        if not isinstance(value, dict) or not all(is_number(v) for v in value.values()):
             self.fail(key, f"must be an object of finite numbers, got {value!r}")
         accuracy: Any = value.get("accuracy")
-        if not (_is_number(accuracy) and 0.0 <= accuracy <= 1.0):
+        if not (is_number(accuracy) and 0.0 <= accuracy <= 1.0):
             self.fail(key, f"must have 'accuracy' in [0, 1], got {accuracy!r}")
         return MappingProxyType(dict(value))
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
 
 # ---------------------------------------------------------------- making a bundle
 

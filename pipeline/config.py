@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from schemas.checks import require_number
 from schemas.codec import DEFAULT_MAX_BYTES, check_token
 from schemas.errors import ConfigError, SchemaError
 
@@ -247,8 +248,8 @@ def _build(cls: type[T], section: str, values: Mapping[str, Any]) -> T:
         key = f"{section}.{name}"
         coerced = _coerce(key, hints[str(f.type)], value)
         lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
-        if lo is not None and not lo <= coerced <= hi:
-            raise ConfigError(f"{key} must be in {lo}..{hi}, got {coerced}")
+        if lo is not None:
+            require_number(key, coerced, lo, hi)
         choices = f.metadata.get("choices")
         if choices and coerced not in choices:
             raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {coerced!r}")

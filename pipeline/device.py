@@ -16,7 +16,6 @@ runs the device model on the frames that are not skipped and keeps per-camera st
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -27,6 +26,7 @@ import numpy as np
 from pipeline.calibration import DEFAULT_SIGNAL, SIGNALS, frame_confidence
 from pipeline.digits import pixels_to_features
 from pipeline.model import OnnxModel
+from schemas.checks import require_number
 from schemas.errors import ConfigError
 from schemas.messages import Frame, Region
 
@@ -49,14 +49,7 @@ _MAX_PIXEL = 255.0
 
 def _number_in(owner: str, name: str, value: object, low: float, high: float) -> float:
     """``value`` as a float in [low, high]; ConfigError naming ``owner.name`` otherwise."""
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or not low <= value <= high
-    ):
-        raise ConfigError(f"{owner}.{name} must be a number in [{low:g}, {high:g}], got {value!r}")
-    return float(value)
+    return require_number(f"{owner}.{name}", value, low, high)
 
 
 def _int_in(owner: str, name: str, value: object, low: int, high: int) -> int:

@@ -31,6 +31,7 @@ from pipeline.pipelines import (
     may_leave,
     transform_for,
 )
+from schemas.checks import is_number
 from schemas.errors import ConfigError
 
 __all__ = [
@@ -248,7 +249,7 @@ class Weights:
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            if not (_is_number(value) and value >= 0):
+            if not (is_number(value) and value >= 0):
                 raise ConfigError(f"weights: {name} must be a finite number >= 0, got {value!r}")
         if self.cost_scale_per_million <= 0:
             raise ConfigError("weights: cost_scale_per_million must be > 0")
@@ -584,11 +585,6 @@ def _dig(document: Any, *keys: str) -> Any:
     return document
 
 
-def _is_number(value: Any) -> bool:
-    return (
-        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    )
-
 
 def _edge_throughput(root: Path) -> Figure | None:
     """The shipped edge model's frames/s in the edge worker: the lowest over the batch caps."""
@@ -597,7 +593,7 @@ def _edge_throughput(root: Path) -> Figure | None:
     if not isinstance(runs, dict):
         return None
     rates = {cap: _dig(run, "frames_per_s") for cap, run in runs.items()}
-    rates = {cap: r for cap, r in rates.items() if _is_number(r) and r > 0}
+    rates = {cap: r for cap, r in rates.items() if is_number(r) and r > 0}
     if not rates:
         return None
     caps = ", ".join(sorted(rates, key=lambda cap: int(cap) if cap.isdigit() else 0))
@@ -608,7 +604,7 @@ def _edge_throughput(root: Path) -> Figure | None:
 
 def _measured(value: Any, unit: str, name: str, note: str) -> Figure | None:
     """A figure read from file ``name``, or None if ``value`` is not a positive number."""
-    if not (_is_number(value) and value > 0):
+    if not (is_number(value) and value > 0):
         return None
     return Figure(value, unit, f"measured: {name}", note)
 

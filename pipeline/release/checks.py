@@ -1,35 +1,19 @@
-"""Checks of the numbers a release is configured with: finite, in range, integers.
-
-Pure. Each ``require_*`` raises ``ConfigError`` naming the setting and its value.
-"""
+"""Checks of the numbers a release is configured with, on top of ``schemas.checks``."""
 
 from __future__ import annotations
 
-import math
-
+from schemas.checks import is_number, require_int, require_number
 from schemas.errors import ConfigError
 
 __all__ = ["is_number", "require_at_least", "require_int", "require_open", "require_pair"]
 
 
-def is_number(value: object) -> bool:
-    """A finite int or float (a bool is not a number)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def require_int(name: str, value: object, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
 def require_open(name: str, value: object, low: float, high: float) -> None:
-    if not (is_number(value) and low < float(value) < high):  # type: ignore[arg-type]
-        raise ConfigError(f"{name} must be a number in ({low:g}, {high:g}), got {value!r}")
+    require_number(name, value, low, high, open_=True)
 
 
 def require_at_least(name: str, value: object, low: float) -> None:
-    if not (is_number(value) and float(value) >= low):  # type: ignore[arg-type]
-        raise ConfigError(f"{name} must be a finite number >= {low:g}, got {value!r}")
+    require_number(name, value, low)
 
 
 def require_pair(prefix: str, margin: float, detect: float) -> None:
