@@ -24,6 +24,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from cloud_worker.deferral import Parking
 from cloud_worker.metrics import CloudMetrics
 from pipeline.bundle import parse_trusted_keys
 from pipeline.config import Settings
@@ -58,11 +59,8 @@ _STAGE = "cloud"
 class _Job:
     msg: Msg
     escalation: Escalation
-    parked_at: float = 0.0  # monotonic; set when a non-urgent job waits for company
 
 
-# A deferred escalation's deadline must leave this much beyond the longest wait.
-_DEFER_MARGIN_S = 5.0
 
 
 def _embedding_rows(escalation: Escalation) -> np.ndarray:
@@ -102,7 +100,7 @@ class CloudWorker(Service):
         self.counters = ModelCounters(since=time.time())
         self._started_at = time.time()
         self._heartbeats: HeartbeatPublisher | None = None
-        self._parked: list[_Job] = []  # deferred escalations, oldest first
+        self._parked: Parking[_Job] = Parking(cfg.defer_batch, cfg.defer_max_s)
         self._trusted_keys = parse_trusted_keys(cfg.trusted_keys)  # refused now, not later
         self._updater: ModelUpdater | None = None
 
@@ -271,29 +269,6 @@ class CloudWorker(Service):
 
     # ------------------------------------------------------------------ work
 
-    def _deferrable(self, escalation: Escalation, now: float) -> bool:
-        """Non-urgent: lowest priority, and a deadline far beyond the longest wait."""
-        cfg = self.settings.cloud
-        return (
-            cfg.defer_batch > 0
-            and escalation.priority == 3
-            and escalation.deadline_at - now > cfg.defer_max_s + _DEFER_MARGIN_S
-        )
-
-    def _take_parked(self) -> list[_Job]:
-        """The parked jobs, once a big enough batch, the longest wait or draining says so."""
-        cfg = self.settings.cloud
-        parked = self._parked
-        due = (
-            len(parked) >= cfg.defer_batch
-            or (parked and time.monotonic() - parked[0].parked_at >= cfg.defer_max_s)
-            or self._stopping.is_set()
-        )
-        if not parked or not due:
-            return []
-        self._parked = []
-        return parked
-
     async def _handle(self, messages: list[Msg]) -> None:
         cfg = self.settings.cloud
         jobs: list[_Job] = []
@@ -315,14 +290,14 @@ class CloudWorker(Service):
                 self.metrics.expired_dropped.inc()
                 await msg.ack()
                 continue
-            if self._deferrable(escalation, now):
+            if self._parked.deferrable(escalation.priority, escalation.deadline_at - now):
                 # Waits for company: a bigger batch costs less per escalation.
-                self._parked.append(_Job(msg, escalation, time.monotonic()))
+                self._parked.park(_Job(msg, escalation), time.monotonic())
                 self.metrics.deferred.inc()
                 continue
             jobs.append(_Job(msg, escalation))
         if messages or self._parked:
-            jobs.extend(self._take_parked())
+            jobs.extend(self._parked.take(time.monotonic(), draining=self._stopping.is_set()))
         if not jobs:
             return
         # One model per group, whatever a swap does meanwhile: pixels go to the
@@ -400,7 +375,7 @@ class CloudWorker(Service):
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.settings.cloud.ack_wait_s / 3)
-            for job in list(self._parked):
+            for job in self._parked:
                 with contextlib.suppress(Exception):
                     await job.msg.in_progress()
 

@@ -247,9 +247,8 @@ def _build(cls: type[T], section: str, values: Mapping[str, Any]) -> T:
         f = fields[name]
         key = f"{section}.{name}"
         coerced = _coerce(key, hints[str(f.type)], value)
-        lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
-        if lo is not None:
-            require_number(key, coerced, lo, hi)
+        if "lo" in f.metadata:
+            require_number(key, coerced, f.metadata["lo"], f.metadata["hi"])
         choices = f.metadata.get("choices")
         if choices and coerced not in choices:
             raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {coerced!r}")
