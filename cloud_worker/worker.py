@@ -29,14 +29,7 @@ from cloud_worker.metrics import CloudMetrics
 from pipeline.bundle import parse_trusted_keys
 from pipeline.config import Settings
 from pipeline.digits import pixels_to_features
-from pipeline.heartbeat import (
-    Health,
-    Heartbeat,
-    HeartbeatPublisher,
-    ModelCounters,
-    TemperatureSource,
-    Tier,
-)
+from pipeline.heartbeat import HeartbeatPublisher, ModelCounters
 from pipeline.model import OnnxModel
 from pipeline.modelswap import ModelUpdater, bundle_cache
 from pipeline.natsio import connect, ensure_cloud_streams, publish_dead_letter
@@ -44,6 +37,7 @@ from pipeline.service import Service
 from schemas import subjects
 from schemas.codec import decode_escalation, encode
 from schemas.errors import HybridfleetError, ModelError, SchemaError
+from schemas.heartbeat import Health, Heartbeat, TemperatureSource, Tier
 from schemas.messages import Escalation, InferenceResult, Reason, Source
 
 __all__ = ["CLOUD_SITE", "CloudWorker"]

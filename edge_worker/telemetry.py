@@ -22,17 +22,11 @@ from edge_worker.budget import Allowance
 from edge_worker.drift import DriftMonitor, HealthStatus
 from edge_worker.metrics import EdgeMetrics
 from pipeline.config import EdgeSettings
-from pipeline.heartbeat import (
-    Health,
-    Heartbeat,
-    HeartbeatPublisher,
-    LatencyWindow,
-    ModelCounters,
-    Tier,
-)
+from pipeline.heartbeat import HeartbeatPublisher, LatencyWindow, ModelCounters
 from pipeline.model import OnnxModel
 from pipeline.thermal import OffloadPressure, SimulatedThermal, ThermalSensor
 from schemas import subjects
+from schemas.heartbeat import Health, Heartbeat, Tier
 from schemas.messages import InferenceResult, Reason, Source
 
 __all__ = ["Telemetry"]

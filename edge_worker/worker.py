@@ -51,7 +51,7 @@ from pipeline.calibration import frame_confidence
 from pipeline.config import Settings
 from pipeline.costs import CostModel
 from pipeline.embedding import EmbeddingModel
-from pipeline.heartbeat import Heartbeat, HeartbeatPublisher, ModelCounters
+from pipeline.heartbeat import HeartbeatPublisher, ModelCounters
 from pipeline.model import OnnxModel
 from pipeline.modelswap import ModelUpdater, bundle_cache
 from pipeline.natsio import connect, ensure_site_streams, publish_dead_letter
@@ -61,6 +61,7 @@ from pipeline.thermal import ThermalSensor, thermal_sensor
 from schemas import subjects
 from schemas.codec import encode
 from schemas.errors import HybridfleetError, SchemaError
+from schemas.heartbeat import Heartbeat
 from schemas.jsonform import decode_frame_message, header
 from schemas.messages import InferenceResult, PrivacyClass
 

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from pipeline.heartbeat import TemperatureSource
 from schemas.errors import ConfigError
+from schemas.heartbeat import TemperatureSource
 
 __all__ = [
     "SYSFS_ROOT",

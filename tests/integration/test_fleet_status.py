@@ -22,9 +22,10 @@ from pipeline.fleetstatus import (
     render_json,
     render_table,
 )
-from pipeline.heartbeat import FLEET_BUCKET, Heartbeat, HeartbeatPublisher, Tier
+from pipeline.heartbeat import HeartbeatPublisher
 from pipeline.natsserver import NatsServer
 from schemas.errors import SchemaError
+from schemas.heartbeat import FLEET_BUCKET, Heartbeat, Tier
 from tests.helpers import wait_until
 from tests.unit.test_heartbeat import make_beat
 

@@ -10,18 +10,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.heartbeat import (
+from pipeline.heartbeat import HeartbeatPublisher, LatencyWindow
+from schemas.errors import ConfigError, SchemaError
+from schemas.heartbeat import (
     MAX_HEARTBEAT_BYTES,
     Health,
     Heartbeat,
-    HeartbeatPublisher,
-    LatencyWindow,
     TemperatureSource,
     Tier,
     fleet_key,
     heartbeat_subject,
 )
-from schemas.errors import ConfigError, SchemaError
 
 # The field list of /work/notes/contracts.md, "Heartbeats".
 CONTRACT_FIELDS = {

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.heartbeat import TemperatureSource
 from pipeline.thermal import (
     OffloadPressure,
     SimulatedThermal,
@@ -17,6 +16,7 @@ from pipeline.thermal import (
     thermal_sensor,
 )
 from schemas.errors import ConfigError
+from schemas.heartbeat import TemperatureSource
 
 
 class FakeClock:
