@@ -99,20 +99,13 @@ class CloudWorker(Service):
         self._updater: ModelUpdater | None = None
 
     @classmethod
-    def from_settings(
-        cls,
-        settings: Settings,
-        *,
-        model: OnnxModel | None = None,
-        metrics: CloudMetrics | None = None,
-    ) -> CloudWorker:
+    def from_settings(cls, settings: Settings, *, model: OnnxModel | None = None) -> CloudWorker:
         """The worker with its models loaded from the manifest."""
         manifest = Path(settings.cloud.model_manifest) if settings.cloud.model_manifest else None
         return cls(
             settings,
             model=model or OnnxModel.load("cloud", manifest),
             embedding_model=OnnxModel.load("cloud-embed"),
-            metrics=metrics,
         )
 
     @property

@@ -157,13 +157,7 @@ class EdgeWorker(Service):
         self._inputs: list[Subscription] = []
 
     @classmethod
-    def from_settings(
-        cls,
-        settings: Settings,
-        *,
-        model: OnnxModel | None = None,
-        metrics: EdgeMetrics | None = None,
-    ) -> EdgeWorker:
+    def from_settings(cls, settings: Settings, *, model: OnnxModel | None = None) -> EdgeWorker:
         """The worker with its real parts: models from the manifest, the thermal sensor."""
         cfg = settings.edge
         manifest = Path(cfg.model_manifest) if cfg.model_manifest else None
@@ -173,7 +167,6 @@ class EdgeWorker(Service):
             embedder=EmbeddingModel.load(),
             thermal=thermal_sensor(prefer_sysfs=cfg.thermal == "auto"),
             face_blur=FaceBlur(FaceBlurOptions(detect_scale=0.5)) if cfg.face_blur else None,
-            metrics=metrics,
         )
 
     @property
