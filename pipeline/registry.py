@@ -20,11 +20,9 @@ import contextlib
 import hashlib
 import logging
 import re
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Final
 
 from nats.js import JetStreamContext
@@ -41,6 +39,7 @@ from pipeline.bundle import (
     read_unverified,
     write_folder,
 )
+from pipeline.service import Service
 from schemas import subjects
 from schemas.codec import check_token
 from schemas.errors import BundleError
@@ -254,7 +253,7 @@ async def _desired_bucket(js: JetStreamContext) -> KeyValue:
         )
 
 
-class DesiredModelWatcher:
+class DesiredModelWatcher(Service):
     """The version one worker should run, yielded each time it changes.
 
     Watches ``model.<tier>.<site>`` and, with a ``worker``, ``model.<tier>.<site>.<worker>``,
@@ -264,7 +263,7 @@ class DesiredModelWatcher:
     falls behind skips superseded versions and sees only the latest one.
 
     Use as ``async with watcher: async for version in watcher: ...``, or call
-    :meth:`start` and :meth:`stop` (idempotent) yourself.
+    :meth:`start` and :meth:`close` (idempotent) yourself.
     """
 
     def __init__(
@@ -277,65 +276,54 @@ class DesiredModelWatcher:
         self._values: dict[str, str | None] = dict.fromkeys(self._keys)
         self._initial_done: set[str] = set()
         self._changed = asyncio.Event()
-        self._watchers: list[KeyValue.KeyWatcher] = []
-        self._tasks: list[asyncio.Task[None]] = []
+        self._watchers: dict[str, KeyValue.KeyWatcher] = {}
         self._failure: BaseException | None = None
-        self._started = False
-        self._stopped = False
         self._last: str | None = None
 
-    async def start(self) -> None:
+    @property
+    def name(self) -> str:
+        return f"watch {self._keys[0]}"
+
+    async def _open(self) -> None:
         """Subscribe to the keys; returns when the watches are in place."""
-        if self._started:
-            return
-        self._started = True
         kv = await _desired_bucket(self._js)
         try:
             for key in self._keys:
-                watcher = await kv.watch(key)
-                self._watchers.append(watcher)
-                self._tasks.append(
-                    asyncio.create_task(self._pump(key, watcher), name=f"watch {key}")
-                )
+                self._watchers[key] = await kv.watch(key)
         except BaseException:
-            await self.stop()
+            await self._release()
             raise
 
-    async def stop(self) -> None:
+    def _spawn(self, tasks: asyncio.TaskGroup) -> None:
+        for key, watcher in self._watchers.items():
+            tasks.create_task(self._pump(key, watcher), name=f"watch {key}")
+
+    async def _release(self) -> None:
         """End the watches; an ``async for`` over this watcher then ends."""
-        if self._stopped:
-            return
-        self._stopped = True
-        for watcher in self._watchers:
+        for watcher in self._watchers.values():
             with contextlib.suppress(Exception):  # the connection may already be gone
                 await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._watchers.clear()
         self._changed.set()
 
-    async def __aenter__(self) -> DesiredModelWatcher:
-        await self.start()
-        return self
+    async def drain(self) -> None:
+        """Nothing to finish: the same as ``close()``."""
+        await self.close()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
+    async def stop(self) -> None:
+        """``close()``: end the watches now."""
+        await self.close()
 
     def __aiter__(self) -> DesiredModelWatcher:
         return self
 
     async def __anext__(self) -> str | None:
-        if not self._started:
+        if self._runner is None:
             raise RuntimeError("DesiredModelWatcher: call start() (or use async with) first")
         while True:
             if self._failure is not None:
                 raise self._failure
-            if self._stopped:
+            if self._closed or self._draining:
                 raise StopAsyncIteration
             # Nothing before both keys' initial values are in: a worker override set
             # at start must not be preceded by its site's version.
@@ -364,14 +352,6 @@ class DesiredModelWatcher:
         except Exception as exc:  # surfaced to the reader by __anext__
             self._failure = exc
             self._changed.set()
-
-    def __del__(self) -> None:
-        if getattr(self, "_started", False) and not self._stopped:
-            warnings.warn(
-                f"DesiredModelWatcher for {self._keys} dropped without stop()",
-                ResourceWarning,
-                stacklevel=1,
-            )
 
 
 def _version(value: bytes | None) -> str | None:
