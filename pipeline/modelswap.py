@@ -154,4 +154,4 @@ class ModelUpdater:
 
 async def _stop_on(stop: asyncio.Event, watcher: DesiredModelWatcher) -> None:
     await stop.wait()
-    await watcher.stop()
+    await watcher.close()

@@ -310,10 +310,6 @@ class DesiredModelWatcher(Service):
         """Nothing to finish: the same as ``close()``."""
         await self.close()
 
-    async def stop(self) -> None:
-        """``close()``: end the watches now."""
-        await self.close()
-
     def __aiter__(self) -> DesiredModelWatcher:
         return self
 
