@@ -51,3 +51,10 @@ models: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+## compose-check: build the image, run docker-compose.yml, check every site is answered
+## and that it stops cleanly (needs a Docker engine, or dockerd and root; see
+## docs/operations.md, "The compose stack"); not part of `make test`
+.PHONY: compose-check
+compose-check: $(STAMP)
+	PYTHON=$(BIN)/python bash deploy/compose-check.sh

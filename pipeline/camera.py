@@ -26,8 +26,12 @@ Only the rest go to the edge, marked ``path = ("device",)``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import math
 import secrets
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -44,6 +48,8 @@ from schemas.errors import ConfigError
 from schemas.messages import Frame, InferenceResult, PrivacyClass, Reason, Region, Source
 
 __all__ = ["DRIFT_KINDS", "CameraOptions", "CameraSimulator", "PublishedFrame"]
+
+log = logging.getLogger(__name__)
 
 _PRIVACY_ORDER = (PrivacyClass.LOCAL_ONLY, PrivacyClass.CROP, PrivacyClass.FULL)
 
@@ -334,7 +340,30 @@ class CameraSimulator:
     async def run(
         self, nc: Client, on_publish: Callable[[PublishedFrame], None] | None = None
     ) -> list[PublishedFrame]:
-        """Publish every frame on schedule; return what was published."""
+        """Publish every frame on schedule; return what was published.
+
+        SIGTERM ends the run early, between two frames: what was published so far is
+        flushed and returned, so ``hybridfleet camera`` exits 0 at once (as a container's
+        main process, or a ``fleet up`` child) instead of being killed. That holds where
+        the process leaves SIGTERM to its default; a program that handles SIGTERM
+        itself keeps its own handler.
+        """
+        stop = asyncio.Event()
+        handled = _stop_on_sigterm(stop)
+        try:
+            published = await self._publish(nc, stop, on_publish)
+            await nc.flush()
+        finally:
+            if handled:
+                _release_sigterm(stop)
+        return published
+
+    async def _publish(
+        self,
+        nc: Client,
+        stop: asyncio.Event,
+        on_publish: Callable[[PublishedFrame], None] | None,
+    ) -> list[PublishedFrame]:
         o = self.options
         per_camera = o.total_frames // o.cameras
         interval = 1.0 / (o.rate_hz * o.cameras)
@@ -346,7 +375,11 @@ class CameraSimulator:
                 due = start + (seq * o.cameras + c) * interval
                 delay = due - time.monotonic()
                 if delay > 0:
-                    await asyncio.sleep(delay)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), delay)
+                if stop.is_set():
+                    log.info("SIGTERM: stopped after %d frames", len(published))
+                    return published
                 frame, truth = self.make_frame(camera, seq, 0.0)
                 # Captured once drawn: the simulator's own drawing time is no latency.
                 frame = replace(frame, captured_at=time.time())
@@ -373,9 +406,7 @@ class CameraSimulator:
                 published.append(record)
                 if on_publish is not None:
                     on_publish(record)
-        await nc.flush()
         return published
-
 
     @property
     def device_model(self) -> OnnxModel | None:
@@ -405,12 +436,48 @@ class CameraSimulator:
             source=Source.DEVICE,
             model=model.name,
             model_version=model.version,
-            latency_ms=(time.time() - frame.captured_at) * 1000,
+            latency_ms=max(0.0, (time.time() - frame.captured_at) * 1000),
             reason=Reason.UNCHANGED if skipped else Reason.CONFIDENT,
             path=(Source.DEVICE.value,),
         )
         await nc.publish(subjects.results(frame.site, frame.camera), encode(result))
         return "device", skipped
+
+
+# The runs that SIGTERM stops: every simulator running in this process's main thread.
+_SIGTERM_STOPS: set[asyncio.Event] = set()
+
+
+def _on_sigterm() -> None:
+    for stop in _SIGTERM_STOPS:
+        stop.set()
+
+
+def _stop_on_sigterm(stop: asyncio.Event) -> bool:
+    """Have SIGTERM set ``stop``; False where the process handles SIGTERM itself.
+
+    The handler is installed for the first run and removed with the last one
+    (``_release_sigterm``), which puts the default back.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if _SIGTERM_STOPS:  # installed by a run still going on
+        _SIGTERM_STOPS.add(stop)
+        return True
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return False
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, _on_sigterm)
+    except (NotImplementedError, RuntimeError):  # no signals on this platform or loop
+        return False
+    _SIGTERM_STOPS.add(stop)
+    return True
+
+
+def _release_sigterm(stop: asyncio.Event) -> None:
+    _SIGTERM_STOPS.discard(stop)
+    if not _SIGTERM_STOPS:
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
 
 
 def _gaussian_blur(values: np.ndarray, sigma: float) -> np.ndarray:

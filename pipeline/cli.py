@@ -1,8 +1,9 @@
 """The ``hybridfleet`` command.
 
-``stack`` (the one-site embedded stack), ``edge``, ``cloud``, ``camera``, ``tune``,
-``models`` (build, keygen, bundle, publish, list, desire), ``fleet`` (up, status),
-``rollout`` and ``plan``.
+``stack`` (the one-site embedded stack), ``site`` (one long-lived site), ``edge``,
+``cloud``, ``camera``, ``infer``, ``tail``, ``dead-letters`` (list, redrive), ``tune``,
+``models`` (build, keygen, bundle, publish, list, desire), ``fleet`` (up, restart,
+status), ``rollout`` and ``plan``.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import orjson
 import uvloop
 
 from pipeline.camera import CameraOptions
-from pipeline.cli_fleet import add_fleet_up_command
+from pipeline.cli_fleet import add_fleet_restart_command, add_fleet_up_command
 from pipeline.cli_models import add_model_commands
+from pipeline.cli_ops import add_ops_commands
 from pipeline.cli_plan import add_plan_command
 from pipeline.cli_rollout import add_rollout_commands
 from pipeline.config import Settings, load_settings
@@ -33,6 +35,9 @@ __all__ = ["main"]
 
 log = logging.getLogger("hybridfleet")
 
+
+# Commands that run until stopped: they say when they are ready and what they drained.
+_SERVICES = frozenset({"edge", "cloud", "site", "fleet"})
 
 def _run(coro: Coroutine[Any, Any, int]) -> int:
     # uvloop: the event loop is on every frame's path.
@@ -91,13 +96,13 @@ async def _serve_until_signal(worker: Any, args: argparse.Namespace) -> int:
 async def _edge(args: argparse.Namespace) -> int:
     from edge_worker.worker import EdgeWorker
 
-    return await _serve_until_signal(EdgeWorker(_settings(args)), args)
+    return await _serve_until_signal(EdgeWorker.from_settings(_settings(args)), args)
 
 
 async def _cloud(args: argparse.Namespace) -> int:
     from cloud_worker.worker import CloudWorker
 
-    return await _serve_until_signal(CloudWorker(_settings(args)), args)
+    return await _serve_until_signal(CloudWorker.from_settings(_settings(args)), args)
 
 
 async def _camera(args: argparse.Namespace) -> int:
@@ -157,28 +162,28 @@ def _apply_pipeline(
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from pipeline import tuning
+    from pipeline.planning import curves, retrain, sizes, tomledit, tune
 
     targets = [
-        tuning.Target(kind, value)
+        curves.Target(kind, value)
         for kind, value in (
-            (tuning.TargetKind.MIN_ACCURACY, args.min_accuracy),
-            (tuning.TargetKind.MAX_ESCALATION, args.max_escalation),
-            (tuning.TargetKind.MAX_COST, args.max_cost_per_million),
+            (curves.TargetKind.MIN_ACCURACY, args.min_accuracy),
+            (curves.TargetKind.MAX_ESCALATION, args.max_escalation),
+            (curves.TargetKind.MAX_COST, args.max_cost_per_million),
         )
         if value is not None
     ]
     print("cross-validating both models on the training digits ...", file=sys.stderr)
-    result = tuning.tune(
-        tuning.cross_validated_data(),
+    result = tune.tune(
+        retrain.cross_validated_data(),
         targets[0],
         signal=args.signal,
         privacy=args.privacy,
-        sizes=tuning.measure_message_sizes(),
+        sizes=sizes.measure_message_sizes(),
     )
-    print(tuning.format_result(result))
+    print(tune.format_result(result))
     if args.config:
-        for line in tuning.update_config(args.config, result.point.threshold, result.signal):
+        for line in tomledit.update_config(args.config, result.point.threshold, result.signal):
             print(f"wrote           {line} to {args.config}" if line.startswith("[") else line)
     return 0
 
@@ -191,7 +196,12 @@ def _models_build(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hybridfleet", description=__doc__)
-    parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument(
+        "--log-level",
+        default=None,
+        help="DEBUG, INFO, WARNING, ERROR (default: INFO for the long-running services "
+        f"{', '.join(sorted(_SERVICES))}, WARNING otherwise)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> None:
@@ -303,7 +313,9 @@ def _parser() -> argparse.ArgumentParser:
         dest="fleet_command", required=True
     )
     add_fleet_up_command(fleet)
+    add_fleet_restart_command(fleet)
     add_fleet_status_command(fleet)
+    add_ops_commands(sub)
     add_rollout_commands(sub)
     add_plan_command(sub)
     return parser
@@ -313,7 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hybridfleet`` console script."""
     args = _parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+        level=(args.log_level or ("INFO" if args.command in _SERVICES else "WARNING")).upper(),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     try:
         code: int = args.run(args)

@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -28,9 +29,11 @@ from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KV_DEL, KV_PURGE
 
 from pipeline.config import load_settings
-from pipeline.heartbeat import DEFAULT_INTERVAL_S, FLEET_BUCKET, Heartbeat, fleet_key
+from pipeline.fleetauth import fleet_url
+from pipeline.heartbeat import DEFAULT_INTERVAL_S
 from pipeline.natsio import connect
 from schemas.errors import HybridfleetError, SchemaError
+from schemas.heartbeat import FLEET_BUCKET, Heartbeat, fleet_key
 
 __all__ = [
     "STALE_INTERVALS",
@@ -214,7 +217,14 @@ def add_fleet_status_command(
     """
     p = fleet_subparsers.add_parser("status", help="every worker's latest heartbeat")
     p.add_argument("--config", help="TOML settings file (HYBRIDFLEET_* env vars override)")
-    p.add_argument("--url", help="NATS URL (overrides the config)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--url", help="NATS URL (overrides the config)")
+    where.add_argument(
+        "--fleet",
+        type=Path,
+        metavar="DIR",
+        help="a `fleet up` working directory: ask its hub, with its credentials",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(
         "--interval-s",
@@ -230,8 +240,9 @@ def add_fleet_status_command(
 
 async def _status(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    if args.url:
-        settings = replace(settings, nats=replace(settings.nats, url=args.url))
+    url = args.url or (fleet_url(args.fleet, None) if args.fleet else None)
+    if url:
+        settings = replace(settings, nats=replace(settings.nats, url=url))
     try:
         # connect() retries forever, which suits a worker, not a command a person waits on.
         nc = await asyncio.wait_for(
@@ -239,7 +250,8 @@ async def _status(args: argparse.Namespace) -> int:
         )
     except TimeoutError:
         raise HybridfleetError(
-            f"cannot reach NATS at {settings.nats.url} within {settings.nats.connect_timeout_s} s"
+            f"cannot reach NATS at {settings.nats.url.split('@')[-1]} within "
+            f"{settings.nats.connect_timeout_s} s"
         ) from None
     try:
         # Live heartbeats reach here from every site across the leaf links; the bucket

@@ -3,11 +3,17 @@
 Every process logs in as a user whose subject permissions say what it may publish
 and subscribe to, so a site's credentials only ever reach that site's subjects:
 
-* on a **site server**, ``camera`` (frames in, results out) and ``edge`` (its
-  streams, its results, and its answers from the cloud through the hub's domain);
-* on the **hub**, ``cloud`` (the cloud's streams) and, for the leaf link of each site,
-  a user ``leaf-<site>``. Its publish permissions limit what the site can send into
-  the hub, and its subscribe permissions what the hub sends down to it.
+* on a **site server**, ``camera`` (frames in, results out), ``edge`` (its
+  streams, its results, its health and heartbeats, its key-value buckets, and its
+  answers from the cloud through the hub's domain) and ``operator`` (the site's
+  administrator: anything on the site's own server, for ``hybridfleet infer``,
+  ``tail`` and ``dead-letters``);
+* on the **hub**, ``cloud`` (the cloud's streams, heartbeats) and, for the leaf link of
+  each site, a user ``leaf-<site>``. Its publish permissions limit what the site can
+  send into the hub, and its subscribe permissions what the hub sends down to it.
+
+Subject wildcards match whole tokens only, so every edge worker's answer consumer is
+named in the edge and leaf permissions: give those users ``Credentials.workers``.
 
 TLS (``TlsFiles``) can be turned on for client ports and for the leaf link. docs/security.md
 lists every permission and why it is needed.
@@ -27,29 +33,62 @@ from schemas.codec import check_token
 HUB_DOMAIN = "hub"  # the cloud's JetStream domain (pipeline.topology uses this one)
 
 __all__ = [
+    "DEFAULT_WORKERS",
+    "SITE_ROLES",
     "Credentials",
     "Permissions",
+    "TlsFiles",
+    "cloud_permissions",
     "hub_authorization",
+    "leaf_permissions",
     "site_authorization",
     "site_permissions",
-    "TlsFiles",
 ]
+
+# The roles of a site server's users, and the edge worker ids allowed when none are given.
+SITE_ROLES = ("camera", "edge", "operator")
+DEFAULT_WORKERS: tuple[str, ...] = ("edge-1",)
+# The key-value buckets an edge worker keeps on its site's server: heartbeats
+# (pipeline/heartbeat.py), the daily budget ledger (edge_worker/budget.py) and the
+# site's secrets (edge_worker/tags.py). Their keys start with the site's name
+# (``worker.<site>.`` for heartbeats).
+_EDGE_BUCKETS = {
+    subjects.FLEET_BUCKET: "worker.{site}.>",
+    subjects.BUDGET_BUCKET: "{site}.>",
+    subjects.SITE_BUCKET: "{site}.>",
+}
+_FLEET_EVENTS = subjects.FLEET_EVENTS
 
 
 @dataclass(frozen=True)
 class Credentials:
-    """A user name and password; ``url`` puts them into a NATS URL."""
+    """A user name and password; ``url`` puts them into a NATS URL.
+
+    ``workers`` matters for a site's ``edge`` user and its leaf link's user only: the
+    ids of the site's edge workers, whose answer consumers on the hub they may use
+    (empty: ``DEFAULT_WORKERS``).
+    """
 
     user: str
     password: str
+    workers: tuple[str, ...] = ()
 
     @classmethod
-    def generate(cls, user: str) -> Credentials:
-        return cls(user, secrets.token_urlsafe(18))
+    def generate(cls, user: str, workers: Sequence[str] = ()) -> Credentials:
+        return cls(user, secrets.token_urlsafe(18), tuple(workers))
 
     def url(self, url: str) -> str:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://{self.user}:{self.password}@{rest}"
+        """``url`` (one, or several comma-separated) with this user and password in it."""
+        parts = []
+        for one in url.split(","):
+            scheme, rest = one.strip().split("://", 1)
+            parts.append(f"{scheme}://{self.user}:{self.password}@{rest}")
+        return ",".join(parts)
+
+    @property
+    def worker_ids(self) -> tuple[str, ...]:
+        """``workers``, or ``DEFAULT_WORKERS`` when none are named."""
+        return self.workers or DEFAULT_WORKERS
 
 
 @dataclass(frozen=True)
@@ -84,9 +123,31 @@ def _replies_api(site: str, workers: Sequence[str]) -> list[str]:
     return allowed
 
 
-def site_permissions(site: str, workers: Sequence[str] = ("edge-1",)) -> dict[str, Permissions]:
+def _bucket_api(site: str) -> list[str]:
+    # Declare and read the edge's buckets (a KV get is a direct get, or a message get on
+    # servers without direct access), and put only under the site's own keys.
+    allowed = []
+    for bucket, keys in _EDGE_BUCKETS.items():
+        stream = f"KV_{bucket}"
+        allowed += [f"$JS.API.STREAM.{op}.{stream}" for op in ("CREATE", "UPDATE", "INFO")]
+        allowed += [
+            f"$JS.API.DIRECT.GET.{stream}.$KV.{bucket}.{keys.format(site=site)}",
+            f"$JS.API.STREAM.MSG.GET.{stream}",
+            f"$KV.{bucket}.{keys.format(site=site)}",
+        ]
+    return allowed
+
+
+def site_permissions(site: str, workers: Sequence[str] = DEFAULT_WORKERS) -> dict[str, Permissions]:
     """What each role of a site may do on the site's own server; ``workers`` are the
-    ids of the site's edge workers."""
+    ids of the site's edge workers.
+
+    * ``camera``: publish frames and ``infer`` requests of its site; read its results.
+    * ``edge``: everything an edge worker does (docs/security.md), nothing more.
+    * ``operator``: the site's administrator, for ``hybridfleet infer``, ``tail`` and
+      ``dead-letters``: anything on the site's own server. What it publishes reaches
+      the hub only as far as the leaf link's user allows.
+    """
     check_token(site, "site")
     own_streams = [
         subjects.site_escalations_stream(site),
@@ -112,22 +173,30 @@ def site_permissions(site: str, workers: Sequence[str] = ("edge-1",)) -> dict[st
                 f"escalations.{site}.>",
                 f"finals.{site}.>",
                 subjects.dead_letters("edge", site),
+                subjects.health(site),
+                f"fleet.heartbeat.{site}.>",
+                _FLEET_EVENTS,
                 "_INBOX.>",  # answers to infer.<site> requests
                 *local_api,
+                *_bucket_api(site),
                 *_replies_api(site, workers),
             ),
             subscribe=(f"frames.{site}.>", subjects.infer(site), "_INBOX.>"),
         ),
+        "operator": Permissions(publish=(">",), subscribe=(">",)),
     }
 
 
-def leaf_permissions(site: str, workers: Sequence[str] = ("edge-1",)) -> Permissions:
+def leaf_permissions(site: str, workers: Sequence[str] = DEFAULT_WORKERS) -> Permissions:
     """The hub-side user of a site's leaf link: only that site's traffic crosses."""
+    check_token(site, "site")
     return Permissions(
         # Site -> hub: sourced escalations and flow control, API replies to the hub's
-        # sourcing requests, and the edge's requests for its answers.
+        # sourcing requests, the edge's requests for its answers, and the site's
+        # heartbeats (``hybridfleet fleet status`` at the hub).
         publish=(
             f"sourcing.{site}.>",
+            f"fleet.heartbeat.{site}.>",
             "$JSC.R.>",
             "$JS.FC.>",
             "_INBOX.>",
@@ -146,27 +215,49 @@ def _users(users: Iterable[tuple[Credentials, Permissions]]) -> str:
 
 
 def site_authorization(site: str, credentials: Mapping[str, Credentials]) -> str:
-    """The ``authorization`` block of a site server; ``credentials`` maps role -> user."""
-    permissions = site_permissions(site)
-    unknown = set(credentials) - set(permissions)
+    """The ``authorization`` block of a site server; ``credentials`` maps role -> user.
+
+    The edge user's ``workers`` name the site's edge workers.
+    """
+    unknown = set(credentials) - set(SITE_ROLES)
     if unknown:
-        raise ValueError(f"unknown roles {sorted(unknown)}; known: {sorted(permissions)}")
+        raise ValueError(f"unknown roles {sorted(unknown)}; known: {list(SITE_ROLES)}")
+    edge = credentials.get("edge")
+    permissions = site_permissions(site, edge.worker_ids if edge else DEFAULT_WORKERS)
     users = [(credentials[role], permissions[role]) for role in credentials]
     return f"authorization {{\n  users = {_users(users)}\n}}\n"
+
+
+def cloud_permissions() -> Permissions:
+    """The hub's ``cloud`` user: the cloud's streams, answers, dead letters, heartbeats.
+
+    It also reads heartbeats and fleet events, so that ``hybridfleet fleet status`` and
+    ``dead-letters --stage cloud`` can run at the hub with its credentials.
+    """
+    return Permissions(
+        publish=(
+            "replies.>",
+            "dlq.cloud.>",
+            "$JS.API.>",
+            "$JS.ACK.>",
+            "$KV.>",  # heartbeats in HF_FLEET, desired models in HF_DESIRED at the hub
+            "fleet.heartbeat.>",
+            _FLEET_EVENTS,
+            "_INBOX.>",
+        ),
+        subscribe=("_INBOX.>", "replies.>", "fleet.heartbeat.>", _FLEET_EVENTS),
+    )
 
 
 def hub_authorization(cloud: Credentials, leaves: Mapping[str, Credentials]) -> str:
     """The hub's ``authorization`` block: the cloud user and one user per site's leaf.
 
     A leaf link logs in like a client (the ``leafnodes`` block has no users of its
-    own), and its user's permissions then bound what crosses that link.
+    own), and its user's permissions then bound what crosses that link. A leaf user's
+    ``workers`` name its site's edge workers.
     """
-    cloud_permissions = Permissions(
-        publish=("replies.>", "dlq.cloud.>", "$JS.API.>", "$JS.ACK.>", "_INBOX.>"),
-        subscribe=("_INBOX.>", "replies.>"),
-    )
-    users = [(cloud, cloud_permissions)]
-    users += [(c, leaf_permissions(site)) for site, c in leaves.items()]
+    users = [(cloud, cloud_permissions())]
+    users += [(c, leaf_permissions(site, c.worker_ids)) for site, c in leaves.items()]
     return f"authorization {{\n  users = {_users(users)}\n}}\n"
 
 

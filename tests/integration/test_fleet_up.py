@@ -18,8 +18,10 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from pipeline import ops
 from pipeline.fleet import FLEET_FILE, PROMETHEUS_TARGETS_FILE, FleetLauncher, FleetOptions
 from pipeline.fleetstatus import listen_fleet, render_table
+from pipeline.supervisor import RestartPolicy
 from schemas import subjects
 from schemas.codec import decode_result
 
@@ -81,8 +83,11 @@ async def test_two_sites_answer_at_the_edge_and_through_the_cloud(tmp_path: Path
     clients = []
     try:
         await launcher.start()
+        creds = launcher.credentials
+        assert creds is not None, "fleet up is secure by default"
         for site in SITES:
-            clients.append(await _listen(launcher.site_servers[site].url, site, reasons[site]))
+            url = creds.user(site, "camera").url(launcher.site_servers[site].url)
+            clients.append(await _listen(url, site, reasons[site]))
         # Each site's edge worker publishes final results, and each site's uncertain
         # frames go across its leaf link to the one cloud worker and come back answered.
         answered = await _until(
@@ -93,7 +98,7 @@ async def test_two_sites_answer_at_the_edge_and_through_the_cloud(tmp_path: Path
         members = launcher.members
         assert launcher.check() is None
         recorded = json.loads((tmp_path / FLEET_FILE).read_text())
-        assert recorded["state"] == "running"
+        assert recorded["state"] == "running" and recorded["secure"] is True
         assert {m["name"]: m["pid"] for m in recorded["members"]} == {
             m.name: m.pid for m in members
         }
@@ -101,7 +106,7 @@ async def test_two_sites_answer_at_the_edge_and_through_the_cloud(tmp_path: Path
         assert sorted(t["labels"]["worker"] for t in targets) == ["cloud-1", "edge-1", "edge-1"]
         # `fleet status` at the hub: every worker's heartbeat, across the leaf links.
         assert launcher.hub is not None
-        hub = await nats.connect(launcher.hub.urls[0], name="test-status")
+        hub = await nats.connect(creds.cloud.url(launcher.hub.urls[0]), name="test-status")
         try:
             fleet = await listen_fleet(hub, seconds=5.0)
         finally:
@@ -131,13 +136,49 @@ async def test_two_sites_answer_at_the_edge_and_through_the_cloud(tmp_path: Path
     assert "cloud-1 stopped (exit 0)" in out.getvalue()
 
 
-async def test_a_worker_that_dies_fails_the_fleet(tmp_path: Path) -> None:
+def _pid_of(launcher: FleetLauncher, name: str) -> int:
+    return next(m.pid for m in launcher.members if m.name == name)
+
+
+async def test_a_crashed_worker_comes_back_and_one_that_keeps_crashing_stops_the_fleet(
+    tmp_path: Path,
+) -> None:
     out = io.StringIO()
-    options = FleetOptions(sites=1, hub_nodes=1, cameras=1, rate_hz=2.0, workdir=tmp_path)
+    options = FleetOptions(
+        sites=1,
+        hub_nodes=1,
+        cameras=1,
+        rate_hz=2.0,
+        workdir=tmp_path,
+        secure=False,  # --insecure: anyone may connect
+        restart=RestartPolicy(initial_delay_s=0.5, max_restarts=1, window_s=60.0),
+    )
     async with FleetLauncher(options, out=out) as launcher:
-        cloud = next(m for m in launcher.members if m.role == "cloud")
-        os.kill(cloud.pid, signal.SIGKILL)
-        code = await launcher.run(seconds=30)
+        runner = asyncio.create_task(launcher.run())
+        first = _pid_of(launcher, "edge-site1-1")
+        os.kill(first, signal.SIGKILL)
+        back = await _until(lambda: ") ready again" in out.getvalue(), 60)
+        assert back, out.getvalue()
+        assert f"edge-site1-1 (pid {first}) exited with -9; restart 1 in 0.5 s" in out.getvalue()
+        second = _pid_of(launcher, "edge-site1-1")
+        assert second != first and not _pid_gone(second)
+        recorded = json.loads((tmp_path / FLEET_FILE).read_text())
+        edge = next(m for m in recorded["members"] if m["name"] == "edge-site1-1")
+        assert (edge["pid"], edge["restarts"], recorded["secure"]) == (second, 1, False)
+        # The fleet answers again, through the new worker.
+        nc = await nats.connect(launcher.site_servers["site1"].url, name="test-infer")
+        try:
+            frame, truth = ops.simulated_frame(ops.FrameRequest(), seed=3)
+            answer = await ops.infer(nc, frame, timeout_s=15)
+        finally:
+            await nc.close()
+        assert answer.frame_id == frame.frame_id and answer.labels == truth
+        # A second crash within the window is one too many: the fleet stops.
+        assert not runner.done()
+        os.kill(second, signal.SIGKILL)
+        code = await asyncio.wait_for(runner, 30)
     assert code == 1
-    assert f"cloud-1 (pid {cloud.pid}) exited with -9" in out.getvalue()
+    assert f"edge-site1-1 (pid {second}) exited with -9, and it was restarted 1 times" in (
+        out.getvalue()
+    )
     assert all(_pid_gone(m.pid) for m in launcher.members)

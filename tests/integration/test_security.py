@@ -4,6 +4,7 @@ whole pipeline still works across the leaf link with every permission in force."
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,7 +16,9 @@ from nats.aio.msg import Msg
 
 from cloud_worker.worker import CloudWorker
 from edge_worker.worker import EdgeWorker
+from pipeline import ops
 from pipeline.config import NatsSettings, Settings
+from pipeline.fleet import FleetLauncher, FleetOptions
 from pipeline.natsserver import NatsServer
 from pipeline.security import Credentials
 from pipeline.topology import HUB_DOMAIN, Hub, site_server
@@ -112,7 +115,10 @@ async def test_pipeline_works_with_every_permission_enforced(secure: SecureFleet
     await camera.subscribe(subjects.results("site1"), cb=on_result)
     frames = make_frames(30, deadline_ms=5000)
     try:
-        async with CloudWorker(cloud_settings), EdgeWorker(edge_settings):
+        async with (
+            CloudWorker.from_settings(cloud_settings),
+            EdgeWorker.from_settings(edge_settings),
+        ):
             for frame, _ in frames:
                 await camera.publish(subjects.frames("site1", frame.camera), encode(frame))
             await wait_until(lambda: len(results) >= len(frames), 30, "every result")
@@ -159,3 +165,48 @@ async def test_a_sites_leaf_link_carries_only_that_sites_traffic(
         rogue.stop()
     assert "_INBOX.probe" in seen, "the link is up (control)"
     assert "replies.site2.edge-1" not in seen
+
+
+def _violations(workdir: Path) -> list[str]:
+    """The permission violations every server of a fleet logged."""
+    logs = [path.read_text() for path in workdir.glob("*/*.log")]
+    return [line for log in logs for line in log.splitlines() if "Violation" in line]
+
+
+async def test_fleet_up_is_secure_by_default(tmp_path: Path) -> None:
+    out = io.StringIO()
+    options = FleetOptions(sites=1, hub_nodes=1, cameras=1, rate_hz=5.0, workdir=tmp_path)
+    async with FleetLauncher(options, out=out) as launcher:
+        creds = launcher.credentials
+        assert creds is not None
+        url = launcher.site_servers["site1"].url
+        with pytest.raises(Exception, match=r"(?i)authorization"):
+            await nats.connect(url, max_reconnect_attempts=0, allow_reconnect=False)
+        errors: list[str] = []
+        camera = await _client(creds.user("site1", "camera").url(url), errors)
+        operator = await _client(creds.user("site1", "operator").url(url), errors)
+        try:
+            # A camera may send frames and ask for results, but never forge an
+            # escalation nor read the site's secrets (the escalation tag key).
+            await camera.publish("escalations.site1.x", b"forged")
+            await camera.publish(f"$JS.API.STREAM.INFO.KV_{subjects.SITE_BUCKET}", b"")
+            await camera.flush()
+            await wait_until(lambda: len(errors) >= 2, 5, "2 permission violations")
+            frame, truth = ops.simulated_frame(ops.FrameRequest(camera="cam9"), seed=3)
+            answer = await ops.infer(camera, frame, timeout_s=15)
+            # The operator reads what the workers store (tail, dead-letters).
+            info = await operator.jetstream().stream_info(subjects.site_dlq_stream("site1"))
+            await asyncio.sleep(6.0)  # a health report and a few heartbeats go out
+        finally:
+            await camera.close()
+            await operator.close()
+    assert any('publish to "escalations.site1.x"' in e for e in errors), errors
+    assert any("kv_hf_site" in e.lower() for e in errors), errors
+    assert len(errors) == 2, errors
+    assert answer.frame_id == frame.frame_id and answer.labels == truth
+    assert info.config.name == "DLQ_EDGE_site1"
+    # Every worker, camera simulator and leaf link did its work within its permissions:
+    # the servers logged no violation but the camera's two.
+    violations = _violations(tmp_path)
+    assert len(violations) == 2 and all("camera-site1" in v for v in violations), violations
+    assert "site permissions on" in out.getvalue()

@@ -3,22 +3,40 @@
 * the compose file parses, and every file or folder it mounts is in the repository;
 * every hybridfleet service runs a command that ``fleet up`` runs too (same subcommand
   and flags), with the same settings file and the same per-process variables;
-* the nats-server configs have the settings of pipeline/topology.py;
+* the nats-server configs have the settings of pipeline/topology.py, and the users and
+  permissions of pipeline/security.py; every process logs in as its role's user;
+* the image installs every third-party module its packages import, and its build
+  context (.dockerignore) holds what the Dockerfile copies and nothing else;
+* the stop order is cameras, edge workers, cloud workers, servers; host ports move;
 * Prometheus scrapes every worker's metrics port;
 * every metric the Grafana dashboard queries is one a worker exposes.
+
+deploy/compose-check.sh (``make compose-check``) runs the stack for real.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
+import importlib.util
 import inspect
+import itertools
 import json
 import re
+import shlex
+import sys
+import tomllib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from packaging.markers import UndefinedEnvironmentName
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from prometheus_client import CollectorRegistry
 
 from cloud_worker.metrics import CloudMetrics
@@ -32,6 +50,7 @@ from pipeline.fleet import (
     worker_env,
 )
 from pipeline.natsserver import NatsServer
+from pipeline.security import SITE_ROLES, leaf_permissions, site_permissions
 from pipeline.topology import HUB_DOMAIN, SITE_PING_INTERVAL
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,9 +70,46 @@ CONTAINER_ONLY_FLAGS = frozenset({"--metrics-addr"})
 ROLES = ("edge", "cloud", "camera")
 
 
-def _compose() -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+# ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message}, ${VAR?message}; $$ is a $.
+_INTERPOLATION = re.compile(
+    r"\$(?:(?P<escaped>\$)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<sep>:?[-?])(?P<arg>[^}]*))?\})"
+)
+COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
+
+
+def _interpolate(text: str, env: Mapping[str, str]) -> str:
+    """What compose makes of ``text`` with the variables ``env`` (unset: missing)."""
+
+    def one(m: re.Match[str]) -> str:
+        if m["escaped"]:
+            return "$"
+        value, sep = env.get(m["name"]), m["sep"] or ""
+        if sep.endswith("?") and (value is None or (sep == ":?" and value == "")):
+            raise KeyError(f"${{{m['name']}}} is required: {m['arg']}")
+        if sep.endswith("-") and (value is None or (sep == ":-" and value == "")):
+            return str(m["arg"])
+        return value or ""
+
+    return _INTERPOLATION.sub(one, text)
+
+
+def _variables() -> dict[str, str]:
+    """A value for every variable the compose file requires (a password each)."""
+    names = {m["name"] for m in _INTERPOLATION.finditer(COMPOSE_TEXT) if m["sep"] in (":?", "?")}
+    return {name: f"pw-{name}" for name in names}
+
+
+def _compose(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The compose file as compose reads it, with ``env`` (default: ``_variables()``)."""
+    text = _interpolate(COMPOSE_TEXT, _variables() if env is None else env)
+    data: dict[str, Any] = yaml.safe_load(text)
     return data
+
+
+def _raw_services() -> dict[str, dict[str, Any]]:
+    """The services before interpolation: where each ${VARIABLE} is used."""
+    services: dict[str, dict[str, Any]] = yaml.safe_load(COMPOSE_TEXT)["services"]
+    return services
 
 
 def _services() -> dict[str, dict[str, Any]]:
@@ -226,7 +282,10 @@ def test_the_nats_configs_have_the_settings_of_the_topology() -> None:
     assert "no_advertise: true" in hub
     for node in hubs:
         assert f"nats-route://{node}:6222" in hub
-        assert f'"nats-leaf://{node}:7422"' in site  # the leaf link lists every node
+    # The leaf link lists every node: its URLs carry the leaf user's password, so they
+    # come from the environment (test_each_site_links_to_every_hub_node_as_its_leaf_user).
+    assert "urls: [$HF_LEAF_URL_1, $HF_LEAF_URL_2, $HF_LEAF_URL_3]" in site
+    assert len(hubs) == 3
     assert "domain: $SITE" in site
     assert "sync_interval: always" in site
     assert f'ping_interval: "{SITE_PING_INTERVAL}"' in site
@@ -333,3 +392,411 @@ def test_the_dashboard_has_a_panel_for_each_question() -> None:
     assert missing == []
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
+
+
+# ---------------------------------------------------------------------------- the image
+
+# The packages of the image: the Dockerfile's COPY sources that are Python packages.
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+def _dockerfile_lines() -> list[str]:
+    """The Dockerfile's instructions, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    return [line.strip() for line in text.splitlines() if line.strip() and line[0] != "#"]
+
+
+def _copy_sources() -> list[str]:
+    """The build-context paths the Dockerfile copies (``COPY src... dest``)."""
+    sources = []
+    for line in _dockerfile_lines():
+        words = shlex.split(line)
+        if words[0].upper() == "COPY" and not any(w.startswith("--from") for w in words):
+            sources += [w for w in words[1:-1] if not w.startswith("--")]
+    return sources
+
+
+def _image_packages() -> list[str]:
+    return [s for s in _copy_sources() if (ROOT / s / "__init__.py").is_file()]
+
+
+def _installed_extras(lines: Iterable[str]) -> set[str]:
+    """The extras of the project's own ``pip install`` ('.' or '.[a,b]') in ``lines``."""
+    installs = []
+    for line in lines:
+        for command in re.split(r"&&|;", line):
+            words = shlex.split(command.replace("RUN ", " ", 1))
+            if "pip" in " ".join(words[:1]) and "install" in words:
+                installs += [w for w in words if w == "." or w.startswith(".[")]
+    assert len(installs) == 1, f"one pip install of the project expected, found {installs}"
+    return set(filter(None, installs[0][2:-1].split(","))) if installs[0] != "." else set()
+
+
+def _requirement_closure(extras: Iterable[str]) -> set[str]:
+    """Every distribution ``pip install '.[extras]'`` installs: the project's requirements
+    and theirs, as the installed distributions here declare them."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    optional: dict[str, list[str]] = project.get("optional-dependencies", {})
+    pending = [Requirement(r) for r in project["dependencies"]]
+    pending += [Requirement(r) for e in extras for r in optional[e]]
+    closure: set[str] = set()
+    while pending:
+        req = pending.pop()
+        name = canonicalize_name(req.name)
+        if name == canonicalize_name(project["name"]):  # hybridfleet[models] in an extra
+            pending += [Requirement(r) for e in req.extras for r in optional[e]]
+            continue
+        if name in closure:
+            continue
+        closure.add(name)
+        try:
+            requires = importlib.metadata.distribution(req.name).requires or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for sub in map(Requirement, requires):
+            wanted = ("", *req.extras)
+            try:
+                if sub.marker is None or any(sub.marker.evaluate({"extra": e}) for e in wanted):
+                    pending.append(sub)
+            except UndefinedEnvironmentName:
+                continue
+    return closure
+
+
+def _third_party_imports(packages: Iterable[str]) -> dict[str, str]:
+    """Top-level modules imported anywhere in ``packages`` (also inside functions) that
+    are neither the standard library nor the image's own packages -> a file importing it."""
+    own = set(packages)
+    found: dict[str, str] = {}
+    for package in sorted(own):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for name in names:
+                    top = name.split(".")[0]
+                    if top in own or top in sys.stdlib_module_names or top == "__future__":
+                        continue
+                    found.setdefault(top, str(path.relative_to(ROOT)))
+    return found
+
+
+def _not_installed(extras: Iterable[str]) -> dict[str, str]:
+    """Modules the image's packages import that ``pip install '.[extras]'`` leaves out."""
+    closure = _requirement_closure(extras)
+    owners = importlib.metadata.packages_distributions()
+    return {
+        module: where
+        for module, where in _third_party_imports(_image_packages()).items()
+        if not {canonicalize_name(d) for d in owners.get(module, [])} & closure
+    }
+
+
+def test_the_image_installs_every_module_its_packages_import() -> None:
+    # The camera simulator imports scikit-learn (pipeline/digits.py); an image of the
+    # core dependencies alone crash-looped its cameras with ModuleNotFoundError.
+    packages = {"schemas", "pipeline", "edge_worker", "cloud_worker", "models"}
+    assert set(_image_packages()) == packages
+    missing = _not_installed(_installed_extras(_dockerfile_lines()))
+    assert missing == {}, f"the image's code imports them; its pip line leaves them out: {missing}"
+
+
+def test_the_import_check_catches_an_image_without_the_extra() -> None:
+    # The Dockerfile's old line: core dependencies only.
+    extras = _installed_extras(["RUN pip install --no-cache-dir -e . && useradd x"])
+    assert extras == set()
+    assert "sklearn" in _not_installed(extras)
+    assert _installed_extras(["RUN /opt/v/bin/pip install -e '.[models,dev]'"]) == {"models", "dev"}
+
+
+def test_the_image_has_a_writable_home_and_runs_as_a_user() -> None:
+    # onnxruntime keeps a telemetry id under $HOME: without one, every start logged
+    # "Failed to persist telemetry device ID".
+    lines = _dockerfile_lines()
+    env = " ".join(line for line in lines if line.startswith("ENV "))
+    home = re.search(r"\bHOME=(\S+)", env)
+    assert home, "the image sets no HOME"
+    useradd = next(line for line in lines if "useradd" in line)
+    assert f"--home-dir {home[1]}" in useradd and "--create-home" in useradd
+    assert [line.split()[1] for line in lines if line.startswith("USER ")] == ["hybridfleet"]
+
+
+# ---------------------------------------------------------------------------- .dockerignore
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """A .dockerignore pattern (Go's filepath.Match, plus ``**``) as a regex."""
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out + r"\Z")
+
+
+def _dockerignore() -> list[tuple[bool, re.Pattern[str], int]]:
+    rules = []
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        keep = line.startswith("!")
+        pattern = line.lstrip("!").strip("/")
+        rules.append((keep, _glob_regex(pattern), pattern.count("/") + 1))
+    return rules
+
+
+def _ignored(path: str) -> bool:
+    """Whether Docker leaves ``path`` out of the build context: the last rule that
+    matches the path, or the leading folders of it with as many parts, decides."""
+    parts = path.split("/")
+    ignored = False
+    for keep, regex, depth in _dockerignore():
+        if regex.match(path) or (len(parts) > depth and regex.match("/".join(parts[:depth]))):
+            ignored = not keep
+    return ignored
+
+
+def test_the_build_context_has_what_the_dockerfile_copies() -> None:
+    sources = _copy_sources()
+    assert sources, "the Dockerfile copies nothing?"
+    for source in sources:
+        path = ROOT / source
+        assert path.exists(), f"COPY {source}: not in the repository"
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+        kept = [
+            p for p in files if "__pycache__" not in p.parts and p.suffix != ".pyc"
+        ]
+        assert kept, source
+        for file in kept:
+            relative = file.relative_to(ROOT).as_posix()
+            assert not _ignored(relative), f"COPY {source}: .dockerignore drops {relative}"
+
+
+def test_the_build_context_has_nothing_else() -> None:
+    # A context from a working checkout was 915 MB: the virtual environment.
+    for path in (".venv/bin/python", ".venv/lib/x.so", ".git/HEAD", ".env", "bench/results/a.json",
+                 ".hybridfleet/hub-1/jetstream/x", ".mypy_cache/x", "pipeline/__pycache__/a.pyc",
+                 "hybridfleet.egg-info/PKG-INFO", "tests/unit/test_compose.py", "docs/x.md"):
+        assert _ignored(path), f"{path} would be sent to the Docker engine"
+    sources = {s.split("/")[0] for s in _copy_sources()}
+    for entry in ROOT.iterdir():
+        if entry.name not in sources and entry.name not in ("Dockerfile", ".dockerignore"):
+            probe = entry.name if entry.is_file() else f"{entry.name}/some-file"
+            assert _ignored(probe), f"{entry.name} is in the build context, and no COPY needs it"
+
+
+# ---------------------------------------------------------------------------- start and stop
+
+
+def _depends_on(service: dict[str, Any]) -> set[str]:
+    deps = service.get("depends_on", [])
+    return set(deps)
+
+
+def _stop_waves() -> list[set[str]]:
+    """The order ``docker compose stop`` stops the services in: a service stops once
+    every service that depends on it has stopped."""
+    services = _services()
+    dependents = {
+        name: {n for n, s in services.items() if name in _depends_on(s)} for name in services
+    }
+    stopped: set[str] = set()
+    waves = []
+    while len(stopped) < len(services):
+        wave = {n for n in services if n not in stopped and dependents[n] <= stopped}
+        assert wave, "depends_on has a cycle"
+        waves.append(wave)
+        stopped |= wave
+    return waves
+
+
+def _wave_of(name: str, waves: list[set[str]]) -> int:
+    return next(i for i, wave in enumerate(waves) if name in wave)
+
+
+def test_compose_stops_cameras_then_edges_then_cloud_then_servers() -> None:
+    # Edge workers drain on SIGTERM: they wait for the cloud's answers to their
+    # escalations, so the cloud workers and the hub must still be up.
+    waves = _stop_waves()
+    by_role: dict[str, list[str]] = {}
+    for name, (role, _) in _hybridfleet_services().items():
+        by_role.setdefault(role, []).append(name)
+    hubs, sites = _nats_services("nats-hub.conf"), _nats_services("nats-site.conf")
+    order = [by_role["camera"], by_role["edge"], by_role["cloud"], sorted(hubs)]
+    for earlier, later in itertools.pairwise(order):
+        for a in earlier:
+            for b in later:
+                assert _wave_of(a, waves) < _wave_of(b, waves), f"{a} must stop before {b}"
+    for edge in by_role["edge"]:
+        site = _services()[edge]["environment"]["HYBRIDFLEET_EDGE_SITE"]
+        assert _wave_of(edge, waves) < _wave_of(site, waves), f"{edge} stops after its server"
+    for site in sites:
+        assert all(_wave_of(site, waves) < _wave_of(h, waves) for h in hubs), site
+
+
+def test_every_hybridfleet_process_gets_its_signals() -> None:
+    # Without an init, the process is PID 1, for which the kernel drops a SIGTERM it
+    # has no handler for: `docker compose stop` then killed the cameras after 10 s.
+    for name, service in _services().items():
+        if service.get("build") == ".":
+            assert service.get("init") is True, name
+
+
+def test_host_ports_are_on_loopback_and_can_be_moved() -> None:
+    # 4222, 4223 and 8222 clashed with a local `fleet up` or a test's nats-server.
+    clashing = {4222, 4223, 6222, 7422, 8222}
+    published = 0
+    for name, service in _raw_services().items():
+        for port in service.get("ports", []):
+            published += 1
+            m = re.fullmatch(r"127\.0\.0\.1:\$\{(HF_[A-Z0-9_]+_PORT):-(\d+)\}:(\d+)", port)
+            assert m, f"{name}: {port} must be 127.0.0.1:${{HF_..._PORT:-default}}:port"
+            assert int(m[2]) not in clashing, f"{name}: default host port {m[2]}"
+    assert published
+    site1 = _compose({**_variables(), "HF_SITE1_PORT": "24222"})["services"]["site1"]
+    assert site1["ports"] == ["127.0.0.1:24222:4222"]
+
+
+# ---------------------------------------------------------------------------- users
+
+
+def _compose_auth() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("compose_auth", DEPLOY / "compose_auth.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _auth_users(text: str) -> dict[str, dict[str, Any]]:
+    """The users of a deploy/nats-auth file, by name; a password is its variable's name."""
+    body = re.sub(r"^#.*$", "", text, flags=re.M)
+    body = re.sub(r'"password": \$(\w+)', r'"password": "$\1"', body)
+    users = json.loads(body.split("users = ", 1)[1].rsplit("}", 1)[0])
+    return {u["user"]: u for u in users}
+
+
+def _site_workers() -> dict[str, list[str]]:
+    workers: dict[str, list[str]] = {}
+    for role, service in _hybridfleet_services().values():
+        if role == "edge":
+            env = service["environment"]
+            site, worker = env["HYBRIDFLEET_EDGE_SITE"], env["HYBRIDFLEET_EDGE_WORKER_ID"]
+            workers.setdefault(site, []).append(worker)
+    return {site: sorted(ids) for site, ids in workers.items()}
+
+
+def test_the_nats_users_are_those_of_pipeline_security() -> None:
+    # deploy/nats-auth is generated; a change to pipeline/security.py or to the sites
+    # and edge workers of the compose file needs `deploy/compose_auth.py conf`.
+    auth = _compose_auth()
+    topology = auth.compose_topology(_compose())
+    assert topology == _site_workers()
+    for name, text in auth.render(topology).items():
+        path = DEPLOY / "nats-auth" / name
+        assert path.exists() and path.read_text() == text, (
+            f"deploy/nats-auth/{name} is stale: run .venv/bin/python deploy/compose_auth.py conf"
+        )
+    assert sorted(p.name for p in (DEPLOY / "nats-auth").glob("*.conf")) == sorted(
+        ["hub.conf", *(f"{site}.conf" for site in topology)]
+    )
+
+
+def test_each_site_server_enforces_its_own_users() -> None:
+    for site, workers in _site_workers().items():
+        users = _auth_users((DEPLOY / "nats-auth" / f"{site}.conf").read_text())
+        assert set(users) == {f"{role}-{site}" for role in SITE_ROLES}
+        expected = site_permissions(site, workers)
+        for role in SITE_ROLES:
+            assert users[f"{role}-{site}"]["permissions"] == expected[role].block(), (site, role)
+        camera = users[f"camera-{site}"]["permissions"]
+        assert camera["publish"]["allow"] == [f"frames.{site}.>", f"infer.{site}"]
+        # Only the edge workers store escalations.
+        escalating = [u for u, v in users.items() if any(
+            s.startswith("escalations.") for s in v["permissions"]["publish"]["allow"])]
+        assert escalating == [f"edge-{site}"]
+        others = [s for s in _site_workers() if s != site]
+        for user in users.values():
+            allowed = user["permissions"]["publish"]["allow"]
+            allowed += user["permissions"]["subscribe"]["allow"]
+            for subject in allowed:
+                assert not any(other in subject for other in others), (site, user["user"], subject)
+    hub = _auth_users((DEPLOY / "nats-auth" / "hub.conf").read_text())
+    assert set(hub) == {"cloud", *(f"leaf-{s}" for s in _site_workers())}
+    for site, workers in _site_workers().items():
+        assert hub[f"leaf-{site}"]["permissions"] == leaf_permissions(site, workers).block()
+
+
+def test_every_nats_server_includes_its_users() -> None:
+    for conf in ("nats-hub.conf", "nats-site.conf"):
+        assert 'include "auth.conf"' in (DEPLOY / conf).read_text(), conf
+        for name, service in _nats_services(conf).items():
+            mounted = {m.split(":")[1]: m.split(":")[0] for m in service["volumes"]}
+            expected = "hub.conf" if conf == "nats-hub.conf" else f"{name}.conf"
+            assert mounted["/etc/nats/auth.conf"] == f"./deploy/nats-auth/{expected}", name
+            # Every password the server's users need is in its environment, from .env.
+            text = (DEPLOY / "nats-auth" / expected).read_text()
+            raw = _raw_services()[name]["environment"]
+            for var in re.findall(r"\$(HF_\w+_PASSWORD)", text):
+                assert re.fullmatch(rf"\$\{{{var}:\?[^}}]+\}}", str(raw.get(var))), (name, var)
+
+
+def test_each_site_links_to_every_hub_node_as_its_leaf_user() -> None:
+    auth = _compose_auth()
+    hubs = sorted(_nats_services("nats-hub.conf"))
+    for site, service in _nats_services("nats-site.conf").items():
+        env = service["environment"]
+        urls = [urlsplit(env[f"HF_LEAF_URL_{i}"]) for i in range(1, len(hubs) + 1)]
+        assert [u.hostname for u in urls] == hubs, site
+        expected = ("nats-leaf", 7422, f"leaf-{site}")
+        assert {(u.scheme, u.port, u.username) for u in urls} == {expected}
+        assert {u.password for u in urls} == {f"pw-{auth.leaf_password_var(site)}"}, site
+
+
+def test_every_process_logs_in_as_its_roles_user() -> None:
+    auth = _compose_auth()
+    for name, (role, service) in _hybridfleet_services().items():
+        env = service["environment"]
+        site = env.get("HYBRIDFLEET_EDGE_SITE") or (
+            _flag(service["command"], "--site") if role == "camera" else None
+        )
+        if role == "cloud":
+            user, var = "cloud", auth.cloud_password_var()
+        else:
+            user, var = auth.site_user(site, role), auth.site_password_var(site, role)
+        for url in env["HYBRIDFLEET_NATS_URL"].split(","):
+            parts = urlsplit(url.strip())
+            assert (parts.username, parts.password) == (user, f"pw-{var}"), name
+
+
+def test_compose_refuses_to_start_without_the_passwords() -> None:
+    with pytest.raises(KeyError, match=r"compose_auth\.py env"):
+        _compose({})
+
+
+def test_the_env_file_gets_a_password_for_every_user(tmp_path: Path) -> None:
+    auth = _compose_auth()
+    names = auth.compose_password_vars(COMPOSE_TEXT)
+    assert set(names) == set(_variables())
+    env = tmp_path / ".env"
+    env.write_text("HF_CLOUD_PASSWORD=kept\nOTHER=1")
+    added = auth.write_env(env, names)
+    assert set(added) == set(names) - {"HF_CLOUD_PASSWORD"}
+    lines = dict(line.split("=", 1) for line in env.read_text().splitlines() if "=" in line)
+    assert lines["HF_CLOUD_PASSWORD"] == "kept" and lines["OTHER"] == "1"
+    assert all(re.fullmatch(r"hf[0-9a-f]{40}", lines[n]) for n in added)
+    assert env.stat().st_mode & 0o777 == 0o600
+    assert auth.write_env(env, names) == []
+    _compose(lines)  # compose starts with them

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import cli, tuning
+from pipeline import cli
 from pipeline.config import load_settings
 from pipeline.costs import CostModel, Mode
-from pipeline.planning import curves
+from pipeline.planning import curves, retrain
+from pipeline.planning import sizes as sizes_module
 from pipeline.planning.curves import (
     OperatingPoint,
     Target,
@@ -238,8 +239,8 @@ def test_cli_tune_writes_the_config(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The command's own data step retrains 10 models; the wiring is what is tested here.
-    monkeypatch.setattr(tuning, "cross_validated_data", _data)
-    monkeypatch.setattr(tuning, "measure_message_sizes", lambda: SIZES)
+    monkeypatch.setattr(retrain, "cross_validated_data", _data)
+    monkeypatch.setattr(sizes_module, "measure_message_sizes", lambda: SIZES)
     path = tmp_path / "edge.toml"
     assert cli.main(["tune", "--max-escalation", "0.5", "--config", str(path)]) == 0
     out = capsys.readouterr().out
