@@ -10,7 +10,7 @@ FROM ${BASE_IMAGE}
 WORKDIR /app
 # A virtual environment: the same on python:3.11-slim and on Debian's own python3
 # (which refuses a system-wide pip install). The `models` extra brings scikit-learn:
-# the camera simulator draws its digits from it (pipeline/digits.py), and `hybridfleet
+# the camera simulator draws its digits from it (pipeline/inference/digits.py), and `hybridfleet
 # models build` and `tune` need it too. tests/unit/test_compose.py checks that every
 # third-party module the image's packages import is installed by this line.
 # The dependencies go in first, against empty packages, so that a change of the code

@@ -30,10 +30,10 @@ from typing import Any, Final
 import numpy as np
 
 from bench.common import machine_line
-from pipeline.calibration import SIGNALS, confidence
 from pipeline.config import EdgeSettings
-from pipeline.digits import digit_to_pixels, load_split, pixels_to_features
-from pipeline.model import OnnxModel
+from pipeline.inference.calibration import SIGNALS, confidence
+from pipeline.inference.digits import digit_to_pixels, load_split, pixels_to_features
+from pipeline.inference.model import OnnxModel
 from pipeline.planning.curves import (
     OperatingPoint,
     Target,

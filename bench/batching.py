@@ -63,7 +63,7 @@ from bench.poisson_load import (
     measure_slice,
     summarise,
 )
-from pipeline.model import OnnxModel
+from pipeline.inference.model import OnnxModel
 
 __all__ = ["main"]
 

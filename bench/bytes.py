@@ -18,7 +18,7 @@ sizes are measured by encoding a simulator frame and its escalations with
 ``local_only`` frames never are, so a real mix sends less). ``local_only`` frames send
 nothing in the hybrid and cannot be served by a pure-cloud fleet at all.
 
-Prints the figures, with cost per 1M frames from ``pipeline.costs.CostModel``
+Prints the figures, with cost per 1M frames from ``pipeline.planning.costs.CostModel``
 defaults, and writes ``bytes_per_frame.png``. A benchmark: it asserts nothing.
 """
 
@@ -37,11 +37,11 @@ import numpy as np
 
 from bench.accuracy import DEFAULT_OUT, DEFAULT_TARGET, Measured, measure_at, tuned
 from bench.common import machine_line
-from pipeline.camera import CameraOptions, CameraSimulator
+from pipeline.camera.simulator import CameraOptions, CameraSimulator
 from pipeline.config import EdgeSettings
-from pipeline.costs import CostModel, Mode
-from pipeline.digits import load_split, pixels_to_features
-from pipeline.model import OnnxModel
+from pipeline.inference.digits import load_split, pixels_to_features
+from pipeline.inference.model import OnnxModel
+from pipeline.planning.costs import CostModel, Mode
 from pipeline.planning.retrain import TuningData
 from pipeline.planning.sizes import MessageSizes, measure_message_sizes
 from schemas.messages import PrivacyClass

@@ -26,8 +26,8 @@ from typing import Any, Final
 import numpy as np
 import onnxruntime as ort
 
-from pipeline.digits import MAX_VALUE, N_FEATURES, load_split
-from pipeline.natsserver import find_nats_server
+from pipeline.inference.digits import MAX_VALUE, N_FEATURES, load_split
+from pipeline.messaging.server import find_nats_server
 
 __all__ = [
     "COMPUTE_MODEL_NAME",

@@ -55,9 +55,9 @@ from bench.common import (
     machine_info,
 )
 from bench.worker_harness import DEADLINE_MS, SITE, make_frames, measure_worker
-from pipeline.digits import pixels_to_features
-from pipeline.model import OnnxModel
-from pipeline.natsserver import NatsServer
+from pipeline.inference.digits import pixels_to_features
+from pipeline.inference.model import OnnxModel
+from pipeline.messaging.server import NatsServer
 from schemas import subjects
 from schemas.codec import encode
 from schemas.messages import Frame

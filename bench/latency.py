@@ -33,9 +33,9 @@ import orjson
 import uvloop
 
 from bench.common import machine_info
-from pipeline.camera import CameraOptions
+from pipeline.camera.simulator import CameraOptions
 from pipeline.config import Settings
-from pipeline.stack import StackOptions, run_stack
+from pipeline.demo.stack import StackOptions, run_stack
 
 ROUTINGS = ("edge_only", "hybrid", "cloud_only")
 

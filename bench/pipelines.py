@@ -3,7 +3,7 @@
 Run ``python -m bench.pipelines`` (``--seconds`` per run, default 10; ``--json PATH``
 and ``--plot PATH``, by default ``bench/results/pipelines.json`` and
 ``docs/plots/pipelines.png``). Each row is one run of the embedded stack
-(``pipeline/stack.py``: a nats-server, an edge worker, a cloud worker and 4 simulated
+(``pipeline/demo/stack.py``: a nats-server, an edge worker, a cloud worker and 4 simulated
 shelf cameras at 25 frames/s, the ``static`` scene), all with the same seed, so every
 row sees the same frames:
 
@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench.common import machine_line
-from pipeline.camera import CameraOptions
+from pipeline.camera.simulator import CameraOptions
 from pipeline.config import Settings
-from pipeline.stack import StackOptions, run_stack
+from pipeline.demo.stack import StackOptions, run_stack
 
 __all__ = ["main"]
 

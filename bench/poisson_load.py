@@ -21,9 +21,9 @@ from typing import Any, Final
 import numpy as np
 
 from bench.batchers import FIXED_MAX_SAFETY_S, MAX_BATCH, QUEUE_CAPACITY, Batcher, FixedMax
-from pipeline.camera import CameraOptions, CameraSimulator
-from pipeline.digits import pixels_to_features
-from pipeline.model import OnnxModel
+from pipeline.camera.simulator import CameraOptions, CameraSimulator
+from pipeline.inference.digits import pixels_to_features
+from pipeline.inference.model import OnnxModel
 
 __all__ = [
     "Infer",

@@ -6,12 +6,12 @@ and ``docs/plots/skipping.png``). Offline, no NATS, well under a minute.
 
 The camera simulator's default scene draws a new random digit into every frame, so
 nothing could ever be skipped. This benchmark uses its ``static`` scene instead
-(``pipeline/camera.py``): boxes that stay put, each showing the same held-out digit for
+(``pipeline/camera/simulator.py``): boxes that stay put, each showing the same held-out digit for
 a run of frames (run lengths geometric, mean ``mean_run``), with fresh Gaussian sensor
 noise on every frame.
 
 For each scenario (1 and 2 regions a frame), each dead zone (``pixel_delta`` 0 and 8)
-and each skip threshold, a :class:`~pipeline.device.DeviceTier` with the shipped device
+and each skip threshold, a :class:`~pipeline.camera.device.DeviceTier` with the shipped device
 model (confidence threshold 0.9, the default ``max_reuse``) processes every camera's
 frames (10 cameras x 800 by default) in capture order, one frame per camera per call.
 Reported:
@@ -43,10 +43,16 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench.common import machine_line
-from pipeline.camera import CameraOptions, CameraSimulator
-from pipeline.device import DeviceAction, DeviceConfig, DeviceDecision, DeviceTier, SkipConfig
-from pipeline.digits import DigitsSplit, load_split, pixels_to_features
-from pipeline.model import OnnxModel
+from pipeline.camera.device import (
+    DeviceAction,
+    DeviceConfig,
+    DeviceDecision,
+    DeviceTier,
+    SkipConfig,
+)
+from pipeline.camera.simulator import CameraOptions, CameraSimulator
+from pipeline.inference.digits import DigitsSplit, load_split, pixels_to_features
+from pipeline.inference.model import OnnxModel
 from schemas.messages import Frame
 
 __all__ = ["Row", "main", "run_once", "static_scene_frames"]

@@ -32,10 +32,10 @@ import uvloop
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from pipeline.camera import CameraOptions, CameraSimulator
+from pipeline.camera.simulator import CameraOptions, CameraSimulator
 from pipeline.config import EdgeSettings, NatsSettings, Settings
-from pipeline.model import OnnxModel
-from pipeline.natsserver import NatsServer
+from pipeline.inference.model import OnnxModel
+from pipeline.messaging.server import NatsServer
 from schemas import subjects
 from schemas.messages import Frame, PrivacyClass, Reason
 

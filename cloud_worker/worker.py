@@ -26,13 +26,13 @@ from nats.js import JetStreamContext
 
 from cloud_worker.deferral import Parking
 from cloud_worker.metrics import CloudMetrics
-from pipeline.bundle import parse_trusted_keys
 from pipeline.config import Settings
-from pipeline.digits import pixels_to_features
-from pipeline.heartbeat import HeartbeatPublisher, ModelCounters
-from pipeline.model import OnnxModel
-from pipeline.modelswap import ModelUpdater, bundle_cache
-from pipeline.natsio import connect, ensure_cloud_streams, publish_dead_letter
+from pipeline.fleet.heartbeat import HeartbeatPublisher, ModelCounters
+from pipeline.inference.digits import pixels_to_features
+from pipeline.inference.model import OnnxModel
+from pipeline.messaging.natsio import connect, ensure_cloud_streams, publish_dead_letter
+from pipeline.release.bundle import parse_trusted_keys
+from pipeline.release.modelswap import ModelUpdater, bundle_cache
 from pipeline.service import Service
 from schemas import subjects
 from schemas.codec import decode_escalation, encode

@@ -1,7 +1,7 @@
 """A per-site daily cloud budget, shared by the site's edge workers.
 
 Every escalation costs money: one cloud inference per region plus the bytes sent
-(``pipeline.costs.CostModel``). A site may cap what it spends per UTC day. Once the cap
+(``pipeline.planning.costs.CostModel``). A site may cap what it spends per UTC day. Once the cap
 is used up, the escalation policy answers from the edge with reason ``budget`` until
 the next day.
 
@@ -28,7 +28,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
-from pipeline.costs import BYTES_PER_GB, CostModel
+from pipeline.planning.costs import BYTES_PER_GB, CostModel
 from schemas import subjects
 from schemas.codec import check_token
 from schemas.errors import ConfigError

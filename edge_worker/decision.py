@@ -38,7 +38,7 @@ class FrameFacts:
     ``EscalationPolicy.threshold_for``); ``time_left_s`` is the time until the frame's
     deadline and may be negative. The site's state: ``link_up``; ``budget_left``, true
     when the site's daily budget covers this frame's escalation; ``pressure`` in 0..1
-    from heat and load (pipeline/thermal.py); ``shadow_sampled``, the drift monitor's
+    from heat and load (edge_worker/thermal.py); ``shadow_sampled``, the drift monitor's
     sampler picked this frame (edge_worker/drift.py).
     """
 

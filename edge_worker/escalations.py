@@ -33,7 +33,7 @@ from edge_worker.pending import PendingEscalations
 from edge_worker.roundtrip import RoundTripEstimator
 from edge_worker.tags import TAG_HEADER, EscalationTags
 from pipeline.config import EdgeSettings
-from pipeline.heartbeat import ModelCounters
+from pipeline.fleet.heartbeat import ModelCounters
 from schemas.codec import MAX_DEADLINE_S, MAX_UNIX_TIME, decode_result, encode
 from schemas.errors import SchemaError
 from schemas.jsonform import header

@@ -20,8 +20,8 @@ from edge_worker.batcher import AdaptiveBatcher
 from edge_worker.intake import Request
 from edge_worker.metrics import EdgeMetrics
 from edge_worker.telemetry import Telemetry
-from pipeline.digits import pixels_to_features
-from pipeline.model import OnnxModel
+from pipeline.inference.digits import pixels_to_features
+from pipeline.inference.model import OnnxModel
 from schemas.errors import HybridfleetError
 
 __all__ = ["AnsweredBatch", "BatchRunner", "infer"]

@@ -1,7 +1,7 @@
 """What leaves the site for an escalated frame: only what its privacy class allows.
 
 * ``crop``: the pixels of its regions; ``full``: the whole frame, faces blurred first
-  (pipeline/sanitize.py, in a thread of its own: it is slow and must never hold up
+  (edge_worker/sanitize.py, in a thread of its own: it is slow and must never hold up
   the model); ``embedding``: the site's embedding of each region, never a pixel.
 * Every escalation is stored in the site's stream with its frame id as
   ``Nats-Msg-Id`` (a repeat within the dedup window is not stored twice) and the
@@ -21,9 +21,9 @@ import numpy as np
 from nats.js import JetStreamContext
 
 from edge_worker.metrics import EdgeMetrics
+from edge_worker.sanitize import FaceBlur
 from edge_worker.tags import TAG_HEADER, EscalationTags
-from pipeline.embedding import EmbeddingModel
-from pipeline.sanitize import FaceBlur
+from pipeline.inference.embedding import EmbeddingModel
 from schemas import subjects
 from schemas.messages import Escalation, Frame, PrivacyClass
 

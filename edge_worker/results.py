@@ -16,7 +16,7 @@ import numpy as np
 
 from edge_worker.decision import Decision
 from edge_worker.intake import Request
-from pipeline.model import OnnxModel
+from pipeline.inference.model import OnnxModel
 from schemas.messages import Frame, InferenceResult, Reason, Source
 
 __all__ = ["decided", "fallback", "final", "from_cloud", "shed"]

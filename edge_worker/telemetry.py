@@ -2,7 +2,7 @@
 counters and heartbeat, the drift monitor's health report and the budget event.
 
 * Every heartbeat interval: read the thermal sensor and the site's backlog, update the
-  pressure, publish a heartbeat (pipeline/heartbeat.py).
+  pressure, publish a heartbeat (pipeline/fleet/heartbeat.py).
 * Every health interval: publish the drift monitor's report on ``health.<site>``.
 """
 
@@ -21,10 +21,10 @@ from nats.js import JetStreamContext
 from edge_worker.budget import Allowance
 from edge_worker.drift import DriftMonitor, HealthStatus
 from edge_worker.metrics import EdgeMetrics
+from edge_worker.thermal import OffloadPressure, SimulatedThermal, ThermalSensor
 from pipeline.config import EdgeSettings
-from pipeline.heartbeat import HeartbeatPublisher, LatencyWindow, ModelCounters
-from pipeline.model import OnnxModel
-from pipeline.thermal import OffloadPressure, SimulatedThermal, ThermalSensor
+from pipeline.fleet.heartbeat import HeartbeatPublisher, LatencyWindow, ModelCounters
+from pipeline.inference.model import OnnxModel
 from schemas import subjects
 from schemas.heartbeat import Health, Heartbeat, Tier
 from schemas.messages import InferenceResult, Reason, Source

@@ -44,20 +44,20 @@ from edge_worker.intake import Request, check_frame
 from edge_worker.metrics import EdgeMetrics
 from edge_worker.outbound import Outbound, size_bound
 from edge_worker.repeats import FrameIds, Seen
+from edge_worker.sanitize import FaceBlur, FaceBlurOptions
 from edge_worker.tags import EscalationTags, site_tag_key
 from edge_worker.telemetry import Telemetry
-from pipeline.bundle import parse_trusted_keys
-from pipeline.calibration import frame_confidence
+from edge_worker.thermal import ThermalSensor, thermal_sensor
 from pipeline.config import Settings
-from pipeline.costs import CostModel
-from pipeline.embedding import EmbeddingModel
-from pipeline.heartbeat import HeartbeatPublisher, ModelCounters
-from pipeline.model import OnnxModel
-from pipeline.modelswap import ModelUpdater, bundle_cache
-from pipeline.natsio import connect, ensure_site_streams, publish_dead_letter
-from pipeline.sanitize import FaceBlur, FaceBlurOptions
+from pipeline.fleet.heartbeat import HeartbeatPublisher, ModelCounters
+from pipeline.inference.calibration import frame_confidence
+from pipeline.inference.embedding import EmbeddingModel
+from pipeline.inference.model import OnnxModel
+from pipeline.messaging.natsio import connect, ensure_site_streams, publish_dead_letter
+from pipeline.planning.costs import CostModel
+from pipeline.release.bundle import parse_trusted_keys
+from pipeline.release.modelswap import ModelUpdater, bundle_cache
 from pipeline.service import Service
-from pipeline.thermal import ThermalSensor, thermal_sensor
 from schemas import subjects
 from schemas.codec import encode
 from schemas.errors import HybridfleetError, SchemaError

@@ -2,7 +2,7 @@
 
 Run as ``python -m models.build [--out DIR]`` (needs the ``models`` extra:
 scikit-learn, skl2onnx, onnx). Trains on the training part of
-:func:`pipeline.digits.load_split` only; held-out accuracy is measured by running the
+:func:`pipeline.inference.digits.load_split` only; held-out accuracy is measured by running the
 exported ONNX files with onnxruntime, i.e. exactly what the workers will run.
 
 The temperature of the edge model (and of edge-v2 and device) is fitted on
@@ -48,12 +48,12 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from pipeline.calibration import (
+from pipeline.inference.calibration import (
     expected_calibration_error,
     fit_temperature,
     negative_log_likelihood,
 )
-from pipeline.digits import (
+from pipeline.inference.digits import (
     HELDOUT_FRACTION,
     MAX_VALUE,
     N_FEATURES,
@@ -61,7 +61,7 @@ from pipeline.digits import (
     DigitsSplit,
     load_split,
 )
-from pipeline.model import apply_temperature
+from pipeline.inference.model import apply_temperature
 
 __all__ = [
     "CALIBRATION_FOLDS",

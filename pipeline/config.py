@@ -89,7 +89,7 @@ class EdgeSettings:
     queue_capacity: int = _range(1024, 1, 1_000_000)
     default_threshold: float = _range(0.9, 0.0, 1.0)
     # How a frame's confidence is read from its calibrated probabilities
-    # (pipeline/calibration.py; `hybridfleet tune` reports which works best).
+    # (pipeline/inference/calibration.py; `hybridfleet tune` reports which works best).
     confidence_signal: str = _choice("max_probability", "max_probability", "margin", "entropy")
     # "hybrid" (the decision table), "edge_only" (never escalate) or "cloud_only"
     # (escalate every frame its privacy class lets leave): baselines and pinning.
@@ -110,11 +110,12 @@ class EdgeSettings:
     health_interval_s: float = _range(5.0, 0.05, 3600.0)
     # The site's cloud spend cap per UTC day in US dollars, shared by its edge workers
     # (edge_worker/budget.py); 0: no cap. Escalations are priced with the default
-    # pipeline.costs.CostModel.
+    # pipeline.planning.costs.CostModel.
     daily_cloud_budget_usd: float = _range(0.0, 0.0, 1e9)
-    # Heartbeats on fleet.heartbeat.<site>.<worker> and in KV HF_FLEET (pipeline/heartbeat.py).
+    # Heartbeats on fleet.heartbeat.<site>.<worker> and in KV HF_FLEET
+    # (pipeline/fleet/heartbeat.py).
     heartbeat_interval_s: float = _range(2.0, 0.05, 3600.0)
-    # Heat and load (pipeline/thermal.py): "auto" reads /sys/class/thermal where a zone
+    # Heat and load (edge_worker/thermal.py): "auto" reads /sys/class/thermal where a zone
     # answers and simulates otherwise; "simulated" always simulates. From hot_c on, and
     # as the queue passes half full, the confidence threshold of frames that may leave
     # rises by up to threshold_raise (more goes to the cloud), and low-priority frames
@@ -128,7 +129,7 @@ class EdgeSettings:
     # does not follow HF_DESIRED. bundle_dir: local cache (empty: a temp folder).
     trusted_keys: str = ""
     bundle_dir: str = ""
-    # Blur faces (pipeline/sanitize.py) in every whole frame that leaves the site.
+    # Blur faces (edge_worker/sanitize.py) in every whole frame that leaves the site.
     face_blur: bool = True
     # A frame captured further than this from the worker's clock, either way, is refused
     # (dead letter): its deadline and latency would mean nothing.

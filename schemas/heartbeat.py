@@ -2,7 +2,7 @@
 
 Data only, no I/O: the message (``Heartbeat``, JSON, schema 1), its enums, and where it
 travels (``fleet.heartbeat.<site>.<worker>`` and the KV bucket ``HF_FLEET`` under
-``worker.<site>.<worker>``). pipeline/heartbeat.py publishes it; the fleet status
+``worker.<site>.<worker>``). pipeline/fleet/heartbeat.py publishes it; the fleet status
 command and the rollout controller read it.
 """
 
@@ -52,7 +52,7 @@ class Health(StrEnum):
 
 class TemperatureSource(StrEnum):
     SYSFS = "sysfs"  # a real sensor of this machine
-    SIMULATED = "simulated"  # pipeline.thermal.SimulatedThermal
+    SIMULATED = "simulated"  # edge_worker.thermal.SimulatedThermal
 
 
 def heartbeat_subject(site: str, worker: str) -> str:

@@ -62,7 +62,7 @@ SOURCE_CONSUMER = "to-cloud"
 EDGE_TAG_HEADER = "Hf-Edge-Tag"
 
 # Buckets on each site's server: site secrets (the escalation tag key), the cloud budget
-# ledger (edge_worker/budget.py), heartbeat records (pipeline/heartbeat.py).
+# ledger (edge_worker/budget.py), heartbeat records (pipeline/fleet/heartbeat.py).
 SITE_BUCKET = "HF_SITE"
 BUDGET_BUCKET = "HF_BUDGET"
 FLEET_BUCKET = "HF_FLEET"

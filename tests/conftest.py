@@ -11,7 +11,7 @@ import pytest
 from nats.aio.client import Client
 
 from pipeline.config import NatsSettings, Settings
-from pipeline.natsserver import NatsServer
+from pipeline.messaging.server import NatsServer
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from pipeline.camera import CameraOptions, CameraSimulator
+from pipeline.camera.simulator import CameraOptions, CameraSimulator
 from schemas import subjects
 from schemas.messages import Escalation, Frame, PrivacyClass
 

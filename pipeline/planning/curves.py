@@ -20,7 +20,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from pipeline.calibration import SIGNALS
+from pipeline.inference.calibration import SIGNALS
 from schemas.errors import ConfigError, HybridfleetError
 
 __all__ = [

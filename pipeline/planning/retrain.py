@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.calibration import confidence
+from pipeline.inference.calibration import confidence
 from pipeline.planning.curves import OperatingPoint, TuningError, sweep
 
 __all__ = ["TuningData", "cross_validated_data"]
@@ -61,13 +61,13 @@ def cross_validated_data() -> TuningData:
             train_cloud,
             train_edge,
         )
-        from pipeline.digits import load_split
+        from pipeline.inference.digits import load_split
     except ImportError as exc:  # depends on the installed extras
         raise TuningError(
             f"tune needs the models extra (scikit-learn, skl2onnx): {exc}; "
             "install with pip install -e '.[models]'"
         ) from exc
-    from pipeline.model import apply_temperature, load_spec
+    from pipeline.inference.model import apply_temperature, load_spec
 
     split = load_split()
     with warnings.catch_warnings():

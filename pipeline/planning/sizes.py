@@ -36,7 +36,7 @@ def measure_message_sizes(regions: int = 1) -> MessageSizes:
     """Encode one simulator frame, both escalations of it and a cloud answer; their sizes."""
     import time
 
-    from pipeline.camera import CameraOptions, CameraSimulator
+    from pipeline.camera.simulator import CameraOptions, CameraSimulator
     from schemas.codec import encode
     from schemas.messages import Escalation, InferenceResult, Reason, Source
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.calibration import SETTING_NAME
+from pipeline.inference.calibration import SETTING_NAME
 from pipeline.planning.curves import TuningError
 
 __all__ = ["dump_toml", "update_config"]

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from pipeline.calibration import DEFAULT_SIGNAL, SIGNALS
-from pipeline.costs import CostModel, Mode
+from pipeline.inference.calibration import DEFAULT_SIGNAL, SIGNALS
+from pipeline.planning.costs import CostModel, Mode
 from pipeline.planning.curves import (
     OperatingPoint,
     Target,
@@ -56,7 +56,7 @@ class TuneResult:
 
 def _simulator_escalatable() -> float:
     """Share of the simulator's frames that may escalate: not priority 1, not local_only."""
-    from pipeline.camera import CameraOptions
+    from pipeline.camera.simulator import CameraOptions
 
     options = CameraOptions()
     return (1.0 - options.priority_mix[0]) * (1.0 - options.privacy_mix[0])

@@ -1,2 +1,2 @@
-"""Releasing model versions to the fleet: the canary judge, the arms' tallies, the
-rollout plan and its state (all pure)."""
+"""Releasing models: signed bundles, the registry, following the desired version,
+the canary judge and the rollout controller."""

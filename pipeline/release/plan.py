@@ -4,7 +4,7 @@ Pure. ``RolloutPlan`` says what to roll out where in which steps of growing cana
 shares; ``RolloutState`` is the rollout itself: the step, which workers are canaries,
 and the history. ``RolloutState.apply`` advances on the judge's PROMOTE and ends on
 ROLL_BACK (``Decision``, pipeline/release/judge.py); the controller
-(``pipeline/rollout.py``) stores the state in ``HF_ROLLOUT`` and carries out what
+(``pipeline/release/rollout.py``) stores the state in ``HF_ROLLOUT`` and carries out what
 changed.
 """
 

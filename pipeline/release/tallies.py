@@ -8,7 +8,7 @@ on fresh evidence), the baseline's are everything its workers have reported sinc
 they loaded their model, including what the canary workers reported before they
 switched.
 
-``pipeline/release/judge.py`` weighs the two arms; ``pipeline/rollout.py`` feeds the
+``pipeline/release/judge.py`` weighs the two arms; ``pipeline/release/rollout.py`` feeds the
 tally the heartbeats it reads.
 """
 

@@ -26,10 +26,10 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 
-from pipeline.camera import CameraOptions, CameraSimulator
-from pipeline.natsserver import NatsServer
-from pipeline.topology import HUB_DOMAIN, Hub, site_server
-from pipeline.wanproxy import WanProxy
+from pipeline.camera.simulator import CameraOptions, CameraSimulator
+from pipeline.messaging.server import NatsServer
+from pipeline.messaging.topology import HUB_DOMAIN, Hub, site_server
+from pipeline.messaging.wanproxy import WanProxy
 from schemas import subjects
 from schemas.codec import decode_escalation, decode_result, encode
 from schemas.messages import Frame, InferenceResult, PrivacyClass
@@ -203,7 +203,7 @@ class Fleet:
         log = open(self.workdir / f"{worker}.log", "ab")  # noqa: SIM115, ASYNC230
         try:
             self.workers[worker] = subprocess.Popen(  # noqa: ASYNC220 - returns at once
-                [sys.executable, "-m", "pipeline.cli", "--log-level", "INFO", role],
+                [sys.executable, "-m", "pipeline.cli.main", "--log-level", "INFO", role],
                 env=self._env(role, worker, settings),
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -332,7 +332,7 @@ def _renamed(frame: Frame, frame_id: str) -> Frame:
 
 async def start_worker_with_metrics(fleet: Fleet, role: str, worker: str, **settings: str) -> int:
     """``Fleet.start_worker`` with ``--metrics-port``; returns the port to ``scrape``."""
-    from pipeline.topology import free_port
+    from pipeline.messaging.topology import free_port
 
     port = free_port()
     _spawn(fleet, role, worker, settings, ["--metrics-port", str(port)])
@@ -347,7 +347,7 @@ def _spawn(fleet: Fleet, role: str, worker: str, settings: dict[str, str], args:
     log = open(fleet.workdir / f"{worker}.log", "ab")  # noqa: SIM115 - child owns it
     try:
         fleet.workers[worker] = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "--log-level", "INFO", role, *args],
+            [sys.executable, "-m", "pipeline.cli.main", "--log-level", "INFO", role, *args],
             env=fleet._env(role, worker, settings),
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import StreamSettings
-from pipeline.natsio import _source_window
+from pipeline.messaging.natsio import _source_window
 from schemas import subjects
 from tests.faults.harness import SITE, Fleet, hub_js, probe_until, site_js
 

@@ -14,7 +14,7 @@ from cloud_worker.worker import CloudWorker
 from edge_worker.budget import BUDGET_BUCKET, escalation_cost, utc_day
 from edge_worker.worker import EdgeWorker
 from pipeline.config import Settings
-from pipeline.costs import CostModel
+from pipeline.planning.costs import CostModel
 from schemas import subjects
 from schemas.codec import decode_result, encode
 from schemas.messages import InferenceResult, PrivacyClass, Reason

@@ -15,8 +15,8 @@ from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
 from pipeline.config import StreamSettings
-from pipeline.natsio import ensure_site_streams
-from pipeline.natsserver import NatsServer
+from pipeline.messaging.natsio import ensure_site_streams
+from pipeline.messaging.server import NatsServer
 from schemas import subjects
 from schemas.codec import decode_result, encode
 from tests.helpers import REPLY_TO_TEST, escalation_of, make_frames, wait_until
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 def _cloud_process(url: str, **env: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "cloud", "--url", url],
+        [sys.executable, "-m", "pipeline.cli.main", "cloud", "--url", url],
         env={**os.environ, **{f"HYBRIDFLEET_CLOUD_{k.upper()}": v for k, v in env.items()}},
     )
 

@@ -31,8 +31,8 @@ import pytest
 from nats.aio.msg import Msg
 from packaging.utils import canonicalize_name
 
-from pipeline.fleet import DEFAULT_CONFIG_DIR
-from pipeline.natsserver import NatsServer
+from pipeline.fleet.launcher import DEFAULT_CONFIG_DIR
+from pipeline.messaging.server import NatsServer
 from schemas import subjects
 from schemas.codec import decode_result, encode
 from tests.helpers import make_frames
@@ -66,7 +66,7 @@ class NotInTheImage(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, NotInTheImage())
-from pipeline.cli import main
+from pipeline.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -156,7 +156,7 @@ def test_the_runner_refuses_what_the_image_lacks() -> None:
     blocked = _blocked_modules()
     assert "yaml" in blocked and "pytest" in blocked  # dev extra only
     assert "sklearn" not in blocked and "onnxruntime" not in blocked
-    runner = _RUNNER.replace("from pipeline.cli", "import yaml\nfrom pipeline.cli")
+    runner = _RUNNER.replace("from pipeline.cli.main", "import yaml\nfrom pipeline.cli.main")
     proc = subprocess.run(
         [sys.executable, "-c", runner, "--help"],
         env={**os.environ, "HF_TEST_BLOCKED": json.dumps(blocked)},

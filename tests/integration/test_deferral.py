@@ -11,7 +11,7 @@ from nats.aio.msg import Msg
 
 from cloud_worker.worker import CloudWorker
 from pipeline.config import Settings
-from pipeline.natsio import ensure_site_streams
+from pipeline.messaging.natsio import ensure_site_streams
 from schemas import subjects
 from schemas.codec import decode_result, encode
 from schemas.messages import Escalation

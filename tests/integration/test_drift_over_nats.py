@@ -20,7 +20,7 @@ from nats.aio.msg import Msg
 from cloud_worker.worker import CloudWorker
 from edge_worker.drift import HealthStatus
 from edge_worker.worker import EdgeWorker
-from pipeline.camera import CameraOptions, CameraSimulator
+from pipeline.camera.simulator import CameraOptions, CameraSimulator
 from pipeline.config import Settings
 from schemas import subjects
 from schemas.codec import encode

@@ -18,8 +18,8 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from pipeline.camera import CameraOptions, CameraSimulator
-from pipeline.fleet import FLEET_FILE, FleetLauncher, FleetOptions
+from pipeline.camera.simulator import CameraOptions, CameraSimulator
+from pipeline.fleet.launcher import FLEET_FILE, FleetLauncher, FleetOptions
 from schemas import subjects
 from schemas.codec import decode_result, encode
 from tests.helpers import wait_until
@@ -54,7 +54,7 @@ def _fleet_restart(workdir: Path) -> subprocess.CompletedProcess[str]:
         [
             sys.executable,
             "-m",
-            "pipeline.cli",
+            "pipeline.cli.main",
             "fleet",
             "restart",
             "--workdir",

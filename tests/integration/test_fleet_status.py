@@ -14,7 +14,8 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from pipeline.fleetstatus import (
+from pipeline.fleet.heartbeat import HeartbeatPublisher
+from pipeline.fleet.status import (
     Fleet,
     add_fleet_status_command,
     is_stale,
@@ -22,8 +23,7 @@ from pipeline.fleetstatus import (
     render_json,
     render_table,
 )
-from pipeline.heartbeat import HeartbeatPublisher
-from pipeline.natsserver import NatsServer
+from pipeline.messaging.server import NatsServer
 from schemas.errors import SchemaError
 from schemas.heartbeat import FLEET_BUCKET, Heartbeat, Tier
 from tests.helpers import wait_until
@@ -155,12 +155,12 @@ async def test_publisher_rides_out_a_server_restart(
         assert await publisher.publish_once()
 
         nats_server.stop()
-        with caplog.at_level(logging.WARNING, logger="pipeline.heartbeat"):
+        with caplog.at_level(logging.WARNING, logger="pipeline.fleet.heartbeat"):
             assert not await publisher.publish_once()  # does not raise
             assert not await publisher.publish_once()
         assert publisher.failures >= 2 and len(errors) == publisher.failures
         # One warning per outage, not one per beat.
-        assert len([r for r in caplog.records if r.name == "pipeline.heartbeat"]) == 1
+        assert len([r for r in caplog.records if r.name == "pipeline.fleet.heartbeat"]) == 1
 
         nats_server.start()  # same port; the memory bucket is gone with the old process
         await wait_until(lambda: client.is_connected, 10.0, "the client to reconnect")

@@ -18,10 +18,10 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from pipeline import ops
-from pipeline.fleet import FLEET_FILE, PROMETHEUS_TARGETS_FILE, FleetLauncher, FleetOptions
-from pipeline.fleetstatus import listen_fleet, render_table
-from pipeline.supervisor import RestartPolicy
+from pipeline.fleet.launcher import FLEET_FILE, PROMETHEUS_TARGETS_FILE, FleetLauncher, FleetOptions
+from pipeline.fleet.status import listen_fleet, render_table
+from pipeline.fleet.supervisor import RestartPolicy
+from pipeline.tools import probe as ops
 from schemas import subjects
 from schemas.codec import decode_result
 

@@ -14,7 +14,7 @@ from cloud_worker.worker import CloudWorker
 from edge_worker.intake import check_frame
 from edge_worker.worker import EdgeWorker
 from pipeline.config import Settings
-from pipeline.natsio import ensure_site_streams
+from pipeline.messaging.natsio import ensure_site_streams
 from schemas import subjects
 from schemas.codec import decode_escalation, decode_frame, decode_result, encode
 from schemas.errors import SchemaError

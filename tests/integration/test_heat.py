@@ -14,9 +14,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from cloud_worker.worker import CloudWorker
+from edge_worker.thermal import SimulatedThermal
 from edge_worker.worker import EdgeWorker
 from pipeline.config import Settings
-from pipeline.thermal import SimulatedThermal
 from schemas import subjects
 from schemas.codec import decode_result, encode
 from schemas.messages import InferenceResult, PrivacyClass, Reason

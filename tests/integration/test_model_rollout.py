@@ -23,14 +23,14 @@ from nats.aio.msg import Msg
 
 from cloud_worker.worker import CloudWorker
 from edge_worker.worker import EdgeWorker
-from pipeline.bundle import generate_keypair, make_bundle
-from pipeline.camera import CameraOptions, CameraSimulator
+from pipeline.camera.simulator import CameraOptions, CameraSimulator
 from pipeline.config import Settings
-from pipeline.model import OnnxModel
-from pipeline.modelswap import FLEET_EVENTS
-from pipeline.registry import BUNDLES_BUCKET, ModelRegistry, object_name
+from pipeline.inference.model import OnnxModel
+from pipeline.release.bundle import generate_keypair, make_bundle
 from pipeline.release.judge import CanaryConfig
-from pipeline.rollout import RolloutConfig, RolloutController
+from pipeline.release.modelswap import FLEET_EVENTS
+from pipeline.release.registry import BUNDLES_BUCKET, ModelRegistry, object_name
+from pipeline.release.rollout import RolloutConfig, RolloutController
 from schemas import subjects
 from schemas.codec import decode_result, encode
 from tests.helpers import wait_until

@@ -21,9 +21,9 @@ from nats.aio.msg import Msg
 
 from cloud_worker.worker import CloudWorker
 from edge_worker.worker import EdgeWorker
-from pipeline.digits import digit_to_pixels, load_split
-from pipeline.natsio import publish_dead_letter
-from pipeline.natsserver import NatsServer
+from pipeline.inference.digits import digit_to_pixels, load_split
+from pipeline.messaging.natsio import publish_dead_letter
+from pipeline.messaging.server import NatsServer
 from schemas import subjects
 from schemas.codec import decode_result, encode
 from schemas.messages import InferenceResult
@@ -42,7 +42,7 @@ async def site(nats_server: NatsServer, settings: Any) -> AsyncIterator[str]:
 
 def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
+        [sys.executable, "-m", "pipeline.cli.main", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -90,7 +90,7 @@ async def test_infer_a_simulated_digit_and_image_files(site: str, tmp_path: Path
 
 async def test_tail_prints_results_dead_letters_and_health(site: str, nc: Client) -> None:
     proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "pipeline.cli", "tail", "--url", site, "--json"),
+        *(sys.executable, "-m", "pipeline.cli.main", "tail", "--url", site, "--json"),
         *("--seconds", "6"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -12,17 +12,17 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client
 
-from pipeline.bundle import (
+from pipeline.cli.models import add_model_commands
+from pipeline.inference.model import OnnxModel
+from pipeline.messaging.server import NatsServer
+from pipeline.release.bundle import (
     MANIFEST_FILE,
     SIGNATURE_FILE,
     generate_keypair,
     load_bundle,
     make_bundle,
 )
-from pipeline.cli_models import add_model_commands
-from pipeline.model import OnnxModel
-from pipeline.natsserver import NatsServer
-from pipeline.registry import (
+from pipeline.release.registry import (
     BUNDLES_BUCKET,
     DesiredModelWatcher,
     ModelRegistry,

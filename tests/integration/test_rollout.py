@@ -26,7 +26,7 @@ from nats.js.kv import KeyValue
 
 from pipeline.release.judge import CanaryConfig
 from pipeline.release.plan import RolloutPhase
-from pipeline.rollout import (
+from pipeline.release.rollout import (
     DESIRED_BUCKET,
     EVENTS_SUBJECT,
     FLEET_BUCKET,

@@ -16,12 +16,12 @@ from nats.aio.msg import Msg
 
 from cloud_worker.worker import CloudWorker
 from edge_worker.worker import EdgeWorker
-from pipeline import ops
 from pipeline.config import NatsSettings, Settings
-from pipeline.fleet import FleetLauncher, FleetOptions
-from pipeline.natsserver import NatsServer
-from pipeline.security import Credentials
-from pipeline.topology import HUB_DOMAIN, Hub, site_server
+from pipeline.fleet.launcher import FleetLauncher, FleetOptions
+from pipeline.messaging.security import Credentials
+from pipeline.messaging.server import NatsServer
+from pipeline.messaging.topology import HUB_DOMAIN, Hub, site_server
+from pipeline.tools import probe as ops
 from schemas import subjects
 from schemas.codec import decode_result, encode
 from schemas.messages import Reason

@@ -16,7 +16,7 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 
-from pipeline import ops
+from pipeline.tools import probe as ops
 from schemas import subjects
 from schemas.codec import decode_result, encode
 from schemas.messages import InferenceResult
@@ -47,7 +47,16 @@ def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> lis
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "site", "--port", "0", "--workdir", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli.main",
+            "site",
+            "--port",
+            "0",
+            "--workdir",
+            str(tmp_path),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -117,7 +126,7 @@ def test_a_taken_port_is_refused_with_a_message(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         command = ["site", "--port", str(port), "--workdir", str(tmp_path)]
         done = subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", *command],
+            [sys.executable, "-m", "pipeline.cli.main", *command],
             capture_output=True,
             text=True,
             timeout=60,

@@ -14,7 +14,7 @@ from nats.aio.msg import Msg
 
 from cloud_worker.worker import CloudWorker
 from edge_worker.worker import EdgeWorker
-from pipeline.camera import CameraOptions, CameraSimulator
+from pipeline.camera.simulator import CameraOptions, CameraSimulator
 from pipeline.config import Settings
 from schemas import subjects
 from schemas.codec import decode_result

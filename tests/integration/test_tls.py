@@ -13,9 +13,9 @@ from nats.aio.msg import Msg
 from cloud_worker.worker import CloudWorker
 from edge_worker.worker import EdgeWorker
 from pipeline.config import NatsSettings, Settings
-from pipeline.natsio import client_tls
-from pipeline.security import TlsFiles
-from pipeline.topology import HUB_DOMAIN, Hub, site_server
+from pipeline.messaging.natsio import client_tls
+from pipeline.messaging.security import TlsFiles
+from pipeline.messaging.topology import HUB_DOMAIN, Hub, site_server
 from schemas import subjects
 from schemas.codec import decode_result, encode
 from schemas.messages import Reason

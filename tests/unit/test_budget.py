@@ -7,7 +7,7 @@ import math
 import pytest
 
 from edge_worker.budget import Allowance, escalation_cost, utc_day
-from pipeline.costs import CostModel
+from pipeline.planning.costs import CostModel
 from schemas.errors import ConfigError
 
 DAY1 = 1_700_000_000.0  # 2023-11-14 UTC

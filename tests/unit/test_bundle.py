@@ -14,7 +14,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from pipeline.bundle import (
+from pipeline.cli.models import add_model_commands
+from pipeline.inference.digits import load_split
+from pipeline.inference.model import OnnxModel
+from pipeline.release.bundle import (
     MANIFEST_FILE,
     SIGNATURE_FILE,
     BundleManifest,
@@ -26,9 +29,6 @@ from pipeline.bundle import (
     read_unverified,
     sign,
 )
-from pipeline.cli_models import add_model_commands
-from pipeline.digits import load_split
-from pipeline.model import OnnxModel
 from schemas.errors import BundleError, ModelError
 
 EDGE_FILE = "edge-mlp32.onnx"

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.calibration import (
+from pipeline.inference.calibration import (
     DEFAULT_SIGNAL,
     SIGNALS,
     confidence,
@@ -20,7 +20,7 @@ from pipeline.calibration import (
     max_probability,
     negative_log_likelihood,
 )
-from pipeline.model import apply_temperature
+from pipeline.inference.model import apply_temperature
 from schemas.errors import ConfigError
 
 

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.camera import DRIFT_KINDS, CameraOptions, CameraSimulator, PublishedFrame
-from pipeline.digits import DigitsSplit, load_split
+from pipeline.camera.simulator import DRIFT_KINDS, CameraOptions, CameraSimulator, PublishedFrame
+from pipeline.inference.digits import DigitsSplit, load_split
 from schemas.errors import ConfigError
 
 # Small frames: the crops are the same as in 640x480 ones, and the tests stay fast.

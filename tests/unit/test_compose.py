@@ -1,10 +1,11 @@
-"""docker-compose.yml, deploy/ and pipeline/fleet.py describe the same fleet (no docker engine).
+"""docker-compose.yml, deploy/ and pipeline/fleet/launcher.py describe the same fleet (no
+docker engine).
 
 * the compose file parses, and every file or folder it mounts is in the repository;
 * every hybridfleet service runs a command that ``fleet up`` runs too (same subcommand
   and flags), with the same settings file and the same per-process variables;
-* the nats-server configs have the settings of pipeline/topology.py, and the users and
-  permissions of pipeline/security.py; every process logs in as its role's user;
+* the nats-server configs have the settings of pipeline/messaging/topology.py, and the users and
+  permissions of pipeline/messaging/security.py; every process logs in as its role's user;
 * the image installs every third-party module its packages import, and its build
   context (.dockerignore) holds what the Dockerfile copies and nothing else;
 * the stop order is cameras, edge workers, cloud workers, servers; host ports move;
@@ -42,16 +43,16 @@ from prometheus_client import CollectorRegistry
 from cloud_worker.metrics import CloudMetrics
 from edge_worker.metrics import EdgeMetrics
 from pipeline.config import load_settings
-from pipeline.fleet import (
+from pipeline.fleet.launcher import (
     DEFAULT_CONFIG_DIR,
     FleetOptions,
     camera_command,
     worker_command,
     worker_env,
 )
-from pipeline.natsserver import NatsServer
-from pipeline.security import SITE_ROLES, leaf_permissions, site_permissions
-from pipeline.topology import HUB_DOMAIN, SITE_PING_INTERVAL
+from pipeline.messaging.security import SITE_ROLES, leaf_permissions, site_permissions
+from pipeline.messaging.server import NatsServer
+from pipeline.messaging.topology import HUB_DOMAIN, SITE_PING_INTERVAL
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -497,7 +498,7 @@ def _not_installed(extras: Iterable[str]) -> dict[str, str]:
 
 
 def test_the_image_installs_every_module_its_packages_import() -> None:
-    # The camera simulator imports scikit-learn (pipeline/digits.py); an image of the
+    # The camera simulator imports scikit-learn (pipeline/inference/digits.py); an image of the
     # core dependencies alone crash-looped its cameras with ModuleNotFoundError.
     packages = {"schemas", "pipeline", "edge_worker", "cloud_worker", "models"}
     assert set(_image_packages()) == packages
@@ -699,7 +700,7 @@ def _site_workers() -> dict[str, list[str]]:
 
 
 def test_the_nats_users_are_those_of_pipeline_security() -> None:
-    # deploy/nats-auth is generated; a change to pipeline/security.py or to the sites
+    # deploy/nats-auth is generated; a change to pipeline/messaging/security.py or to the sites
     # and edge workers of the compose file needs `deploy/compose_auth.py conf`.
     auth = _compose_auth()
     topology = auth.compose_topology(_compose())

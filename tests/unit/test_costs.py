@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.costs import MEASURED_CLOUD_THROUGHPUT, CostModel, Mode
+from pipeline.planning.costs import MEASURED_CLOUD_THROUGHPUT, CostModel, Mode
 from schemas.errors import ConfigError
 
 # Round numbers so every expectation below is easy to check by hand.

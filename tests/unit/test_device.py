@@ -10,8 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from pipeline.camera import CameraOptions, CameraSimulator
-from pipeline.device import (
+from pipeline.camera.device import (
     DeviceAction,
     DeviceConfig,
     DeviceDecision,
@@ -22,8 +21,9 @@ from pipeline.device import (
     SkipConfig,
     crop_difference,
 )
-from pipeline.digits import DigitsSplit, digit_to_pixels, load_split, pixels_to_features
-from pipeline.model import OnnxModel
+from pipeline.camera.simulator import CameraOptions, CameraSimulator
+from pipeline.inference.digits import DigitsSplit, digit_to_pixels, load_split, pixels_to_features
+from pipeline.inference.model import OnnxModel
 from schemas.errors import ConfigError, ModelError, SchemaError
 from schemas.messages import Frame, Region
 

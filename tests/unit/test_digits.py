@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.digits import (
+from pipeline.inference.digits import (
     HELDOUT_FRACTION,
     PIXEL_GAIN,
     DigitsSplit,

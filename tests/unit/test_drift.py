@@ -23,9 +23,9 @@ from edge_worker.drift import (
     Recommendation,
     ShadowSampler,
 )
-from pipeline.camera import CameraOptions, CameraSimulator
-from pipeline.digits import DigitsSplit, load_split, pixels_to_features
-from pipeline.model import OnnxModel
+from pipeline.camera.simulator import CameraOptions, CameraSimulator
+from pipeline.inference.digits import DigitsSplit, load_split, pixels_to_features
+from pipeline.inference.model import OnnxModel
 from schemas.errors import ConfigError
 
 AGREE = ((3,), (3,))

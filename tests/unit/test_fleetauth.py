@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.fleetauth import CREDENTIALS_FILE, FleetCredentials, fleet_url
-from pipeline.security import Credentials, hub_authorization, site_authorization
+from pipeline.fleet.auth import CREDENTIALS_FILE, FleetCredentials, fleet_url
+from pipeline.messaging.security import Credentials, hub_authorization, site_authorization
 from schemas.errors import ConfigError
 
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.heartbeat import HeartbeatPublisher, LatencyWindow
+from pipeline.fleet.heartbeat import HeartbeatPublisher, LatencyWindow
 from schemas.errors import ConfigError, SchemaError
 from schemas.heartbeat import (
     MAX_HEARTBEAT_BYTES,

@@ -579,8 +579,8 @@ def test_documented_result_decodes_and_answers_the_frame() -> None:
 
 
 def test_documented_frame_is_the_digit_the_result_says() -> None:
-    from pipeline.digits import pixels_to_features
-    from pipeline.model import OnnxModel
+    from pipeline.inference.digits import pixels_to_features
+    from pipeline.inference.model import OnnxModel
 
     (block,) = _fenced(_section("frame-example"), "json")
     frame = from_json(Frame, block.encode())

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.digits import DigitsSplit, digit_to_pixels, load_split, pixels_to_features
-from pipeline.model import (
+from pipeline.inference.digits import DigitsSplit, digit_to_pixels, load_split, pixels_to_features
+from pipeline.inference.model import (
     DEFAULT_MANIFEST,
     ModelSpec,
     OnnxModel,

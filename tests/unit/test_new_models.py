@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.digits import N_FEATURES, DigitsSplit, load_split
-from pipeline.embedding import EmbeddingModel
-from pipeline.model import DEFAULT_MANIFEST, OnnxModel
+from pipeline.inference.digits import N_FEATURES, DigitsSplit, load_split
+from pipeline.inference.embedding import EmbeddingModel
+from pipeline.inference.model import DEFAULT_MANIFEST, OnnxModel
 from schemas.errors import ConfigError, ModelError
 
 CLASSIFIER_ROLES = ("edge-v2", "edge-bad", "device", "cloud-embed")

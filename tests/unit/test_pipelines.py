@@ -1,4 +1,4 @@
-"""pipeline.pipelines: the shipped pipelines validate; every refusal names what to fix.
+"""pipeline.planning.pipelines: the shipped pipelines validate; every refusal names what to fix.
 
 Each test writes its own model manifest, so nothing here depends on which roles
 models/manifest.json holds today.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.pipelines import (
+from pipeline.planning.pipelines import (
     Boundary,
     BoundarySpec,
     Data,

@@ -1,4 +1,5 @@
-"""pipeline.plan: hard constraints exclude, soft ones score, and every reason cites its figure.
+"""pipeline.planning.placement: hard constraints exclude, soft ones score, and every reason
+cites its figure.
 
 Figures are built here (``Figures.assumed`` plus test model sizes) or loaded from
 bench files written into a temp folder, so no test depends on this checkout's results.
@@ -16,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.cli_plan import add_plan_command
-from pipeline.pipelines import (
+from pipeline.cli.plan import add_plan_command
+from pipeline.planning.pipelines import (
     NEEDS,
     Boundary,
     BoundarySpec,
@@ -30,7 +31,15 @@ from pipeline.pipelines import (
     may_leave,
     transform_for,
 )
-from pipeline.plan import Figure, Figures, Fleet, TierCapabilities, Weights, plan, render_plan
+from pipeline.planning.placement import (
+    Figure,
+    Figures,
+    Fleet,
+    TierCapabilities,
+    Weights,
+    plan,
+    render_plan,
+)
 from schemas.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -23,8 +23,8 @@ import pytest
 from skimage import data
 from skimage.metrics import structural_similarity as _structural_similarity
 
-from pipeline.camera import CameraOptions, CameraSimulator
-from pipeline.sanitize import Box, FaceBlur, FaceBlurOptions, SanitizeReport
+from edge_worker.sanitize import Box, FaceBlur, FaceBlurOptions, SanitizeReport
+from pipeline.camera.simulator import CameraOptions, CameraSimulator
 from schemas.errors import ConfigError, ModelError, SchemaError
 
 LAPLACIAN_MAX = 0.05

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.supervisor import RestartHistory, RestartPolicy
+from pipeline.fleet.supervisor import RestartHistory, RestartPolicy
 from schemas.errors import ConfigError
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.thermal import (
+from edge_worker.thermal import (
     OffloadPressure,
     SimulatedThermal,
     SysfsThermal,

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import cli
+from pipeline.cli import main as cli
 from pipeline.config import load_settings
-from pipeline.costs import CostModel, Mode
 from pipeline.planning import curves, retrain
 from pipeline.planning import sizes as sizes_module
+from pipeline.planning.costs import CostModel, Mode
 from pipeline.planning.curves import (
     OperatingPoint,
     Target,

@@ -16,8 +16,8 @@ from typing import Any
 import msgpack
 import pytest
 
-from pipeline.natsio import DEAD_LETTER_MAX_DATA
-from pipeline.natsserver import NatsServer
+from pipeline.messaging.natsio import DEAD_LETTER_MAX_DATA
+from pipeline.messaging.server import NatsServer
 from schemas.codec import (
     DEFAULT_MAX_BYTES,
     KINDS,

@@ -1,0 +1,1 @@
+"""The ``hybridfleet`` command: one module per group of subcommands."""

@@ -1,0 +1,1 @@
+"""The embedded stack (``hybridfleet stack``) and its summary."""

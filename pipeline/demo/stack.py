@@ -1,0 +1,196 @@
+"""The embedded local stack: a nats-server, a cloud worker, an edge worker and the
+camera simulator in one process, then a summary of what happened.
+
+Everything it starts it stops, on success, on error and on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+import nats
+
+from cloud_worker.worker import CloudWorker
+from edge_worker.worker import EdgeWorker
+from pipeline.camera.simulator import CameraOptions, CameraSimulator
+from pipeline.config import Settings
+from pipeline.demo.summary import ResultCollector, summarize
+from pipeline.messaging.server import NatsServer
+from pipeline.messaging.topology import HUB_DOMAIN, Hub, site_server
+from pipeline.messaging.wanproxy import WanProxy
+
+__all__ = ["StackOptions", "run_stack"]
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    """What the stack runs: the camera simulation and the workers' settings."""
+
+    camera: CameraOptions = field(default_factory=CameraOptions)
+    settings: Settings = field(default_factory=Settings)
+    # How long to wait for final results after the last frame, beyond its deadline.
+    settle_s: float = 5.0
+    # None: one server. A number: the site is a leaf of a hub, behind a WAN proxy that
+    # adds this many milliseconds each way.
+    wan_delay_ms: float | None = None
+    # Put every end-to-end latency into the summary (for plots).
+    keep_latencies: bool = False
+
+
+async def _progress(
+    out: TextIO,
+    started: float,
+    published: list[Any],
+    collector: ResultCollector,
+    edge: EdgeWorker,
+    total: int,
+) -> None:
+    while True:
+        await asyncio.sleep(1.0)
+        escalated = sum(
+            edge.metrics.value("hybridfleet_edge_escalations_total", site=edge.site, privacy=p)
+            for p in ("embedding", "crop", "full")
+        )
+        print(
+            f"[{time.monotonic() - started:5.1f}s] published {len(published)}/{total}  "
+            f"final results {len(collector.results)}  escalated {int(escalated)}  "
+            f"queue {int(edge.metrics.value('hybridfleet_edge_queue_depth', site=edge.site))}",
+            file=out,
+            flush=True,
+        )
+
+
+async def run_stack(options: StackOptions, progress: TextIO | None = sys.stderr) -> dict[str, Any]:
+    """Run the whole pipeline once on loopback and return the summary dict.
+
+    With ``options.wan_delay_ms`` set, the site runs its own server as a leaf node of a
+    hub, through a WAN proxy adding that delay each way; otherwise one server.
+    """
+    site = options.camera.site
+    with tempfile.TemporaryDirectory(prefix="hybridfleet-stack-") as tmp:
+        servers: list[NatsServer] = []
+        proxy: WanProxy | None = None
+        try:
+            if options.wan_delay_ms is None:
+                server = NatsServer(Path(tmp), name="site")
+                servers.append(server)
+                await asyncio.to_thread(server.start)
+                edge_url = cloud_url = server.url
+                cloud_domain, sites_are_domains = "", False
+            else:
+                hub = Hub(Path(tmp))
+                servers.extend(hub.servers)
+                await asyncio.to_thread(hub.start)
+                proxy = WanProxy(hub.leaf_ports[0], delay_s=options.wan_delay_ms / 1000)
+                await proxy.start()
+                server = site_server(Path(tmp), site, [proxy.url])
+                servers.append(server)
+                await asyncio.to_thread(server.start)
+                await _wait_for_leaf(server.url)
+                edge_url, cloud_url = server.url, hub.urls[0]
+                cloud_domain, sites_are_domains = HUB_DOMAIN, True
+            base = options.settings
+            edge_settings = replace(
+                base,
+                nats=replace(base.nats, url=edge_url),
+                edge=replace(base.edge, site=site, cloud_domain=cloud_domain),
+            )
+            cloud_settings = replace(
+                base,
+                nats=replace(base.nats, url=cloud_url),
+                cloud=replace(base.cloud, sites=site, sites_are_domains=sites_are_domains),
+            )
+            return await _run(options, edge_settings, cloud_settings, progress)
+        finally:
+            for srv in servers:
+                await asyncio.to_thread(srv.stop)
+            if proxy is not None:
+                await proxy.close()
+
+
+async def _wait_for_leaf(site_url: str, timeout: float = 20.0) -> None:
+    """Wait until the hub's JetStream answers through the site's leaf link."""
+    nc = await nats.connect(site_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await nc.jetstream(domain=HUB_DOMAIN, timeout=1.0).account_info()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+    finally:
+        await nc.close()
+
+
+async def _run(
+    options: StackOptions,
+    edge_settings: Settings,
+    cloud_settings: Settings,
+    progress: TextIO | None,
+) -> dict[str, Any]:
+    cloud = CloudWorker.from_settings(cloud_settings)
+    edge = EdgeWorker.from_settings(edge_settings)
+    nc = await nats.connect(edge_settings.nats.url, name="hybridfleet-stack")
+    collector = ResultCollector()
+    camera = CameraSimulator(options.camera)
+    published: list[Any] = []
+    started = time.monotonic()
+    try:
+        await cloud.start()
+        await edge.start()
+        await collector.start(nc, options.camera.site)
+        async with asyncio.TaskGroup() as tasks:
+            reporter = (
+                tasks.create_task(
+                    _progress(
+                        progress, started, published, collector, edge, options.camera.total_frames
+                    )
+                )
+                if progress is not None
+                else None
+            )
+            await camera.run(nc, on_publish=published.append)
+            # Every frame has a final result by its deadline; wait a little beyond it.
+            await collector.wait_for(
+                len(published), options.camera.deadline_ms / 1000 + options.settle_s
+            )
+            if reporter is not None:
+                reporter.cancel()
+        seconds = time.monotonic() - started
+        await edge.drain()
+        await cloud.drain()
+        await nc.flush()
+        await collector.stop()
+    finally:
+        await edge.close()
+        await cloud.close()
+        await nc.close()
+    return summarize(
+        published,
+        collector,
+        edge_model=edge.model,
+        cloud_model=cloud.model,
+        escalated_bytes=edge.metrics.value(
+            "hybridfleet_edge_escalated_bytes_total", site=edge.site
+        ),
+        escalations=sum(
+            edge.metrics.value("hybridfleet_edge_escalations_total", site=edge.site, privacy=p)
+            for p in ("embedding", "crop", "full")
+        ),
+        dead_letters=sum(
+            edge.metrics.value("hybridfleet_edge_dead_letters_total", site=edge.site, kind=k)
+            for k in ("schema", "model")
+        ),
+        seconds=seconds,
+        answer_bytes=edge.metrics.value("hybridfleet_edge_answer_bytes_total", site=edge.site),
+        keep_latencies=options.keep_latencies,
+    )

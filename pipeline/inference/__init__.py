@@ -1,0 +1,2 @@
+"""Models: verified ONNX loading, calibration, the site's embedding, the digits
+features."""

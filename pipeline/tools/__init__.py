@@ -1,0 +1,1 @@
+"""An operator's tools: ``infer``, ``tail`` and dead letters."""
