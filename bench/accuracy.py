@@ -29,7 +29,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from bench.common import machine_line
+from bench.common import machine_line, save_figure
 from pipeline.config import EdgeSettings
 from pipeline.inference.calibration import SIGNALS, confidence
 from pipeline.inference.digits import digit_to_pixels, load_split, pixels_to_features
@@ -153,10 +153,7 @@ def _plot(
         "edge digits-mlp32 (calibrated) + cloud digits-svc, ONNX Runtime",
         fontsize=10,
     )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run(min_accuracy: float, out: Path) -> dict[str, Any]:

@@ -16,7 +16,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final, Generic, Protocol, TypeVar
 
-from edge_worker.batcher import AdaptiveBatcher, Admission, BatchPolicy, LatencyModel
+from edge_worker.batcher import AdaptiveBatcher, Admission, BatchPolicy
+from edge_worker.estimates import LatencyModel
 from pipeline.config import EdgeSettings
 
 __all__ = [
@@ -126,27 +127,6 @@ class FixedSize1(_QueueBatcher[T]):
         return 1, None
 
 
-class FixedMax(_QueueBatcher[T]):
-    """Only full batches; a partial one leaves when its oldest frame has waited ``safety_s``."""
-
-    def __init__(
-        self,
-        max_batch_size: int,
-        capacity: int,
-        safety_s: float,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        super().__init__(max_batch_size, capacity, clock)
-        self.safety_s = safety_s
-
-    def _plan(self, now: float, queued: int, oldest_arrival: float) -> tuple[int, float | None]:
-        if queued >= self.max_batch_size:
-            return self.max_batch_size, None
-        if now >= oldest_arrival + self.safety_s:
-            return queued, None
-        return 0, oldest_arrival + self.safety_s
-
-
 class SizeOrTimeout(_QueueBatcher[T]):
     """A full batch, or whatever is queued once the oldest frame has waited ``timeout_s``."""
 
@@ -166,6 +146,14 @@ class SizeOrTimeout(_QueueBatcher[T]):
         if now >= oldest_arrival + self.timeout_s:
             return queued, None
         return 0, oldest_arrival + self.timeout_s
+
+
+class FixedMax(SizeOrTimeout[T]):
+    """Only full batches; a partial one leaves when its oldest frame has waited the timeout.
+
+    The rule of ``SizeOrTimeout``, with a timeout (``FIXED_MAX_SAFETY_S``) so long that it
+    is only a safety net.
+    """
 
 
 def _adaptive() -> Batcher[Any]:

@@ -53,7 +53,16 @@ import numpy as np
 import uvloop
 
 from bench.batchers import MAX_BATCH, POLICIES, QUEUE_CAPACITY
-from bench.common import COMPUTE_MODEL_NAME, build_compute_model, echo, machine_info
+from bench.common import (
+    COMPUTE_MODEL_NAME,
+    build_compute_model,
+    choice_list,
+    echo,
+    echo_header,
+    machine_info,
+    number_list,
+    save_figure,
+)
 from bench.poisson_load import (
     Infer,
     Slice,
@@ -184,10 +193,7 @@ def write_plot(report: dict[str, Any], options: Options, path: Path, title: str)
     ax_tput.grid(True, alpha=0.3)
     ax_tput.legend()
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _loadavg() -> str:
@@ -225,15 +231,8 @@ def _parse(argv: Sequence[str] | None) -> tuple[Options, Path | None, Path | Non
     )
     parser.add_argument("--no-plot", action="store_true", help="do not write the PNG")
     args = parser.parse_args(argv)
-    try:
-        loads = tuple(float(x) for x in args.loads.split(",") if x.strip())
-    except ValueError:
-        parser.error(f"--loads: not a list of numbers: {args.loads!r}")
-    if not loads or any(not 0.01 <= x <= 5 for x in loads):
-        parser.error("--loads: each must be in 0.01..5")
-    policies = tuple(p.strip() for p in args.policies.split(",") if p.strip())
-    if not policies or any(p not in POLICIES for p in policies):
-        parser.error(f"--policies: choose from {', '.join(POLICIES)}")
+    loads = number_list(parser, "--loads", args.loads, float, (0.01, 5.0))
+    policies = choice_list(parser, "--policies", args.policies, tuple(POLICIES))
     window = args.seconds if args.seconds is not None else (1.0 if args.quick else 3.0)
     if not 0.2 <= window <= 600:
         parser.error("--seconds must be in 0.2..600")
@@ -262,12 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options, json_path, plot_path = _parse(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     machine = machine_info()
-    args = list(sys.argv[1:] if argv is None else argv)
-    command = " ".join(["python", "-m", "bench.batching", *args])
-    echo("hybridfleet batching benchmark")
-    echo(f"command: {command}")
-    for key, value in machine.items():
-        echo(f"  {key}: {value}")
+    command = echo_header("hybridfleet batching benchmark", "bench.batching", argv, machine)
     for name in options.policies:
         echo(f"  policy {name}: {POLICIES[name][1]}")
     echo(

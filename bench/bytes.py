@@ -36,7 +36,7 @@ from typing import Any, Final
 import numpy as np
 
 from bench.accuracy import DEFAULT_OUT, DEFAULT_TARGET, Measured, measure_at, tuned
-from bench.common import machine_line
+from bench.common import machine_line, save_figure
 from pipeline.camera.simulator import CameraOptions, CameraSimulator
 from pipeline.config import EdgeSettings
 from pipeline.inference.digits import load_split, pixels_to_features
@@ -128,10 +128,7 @@ def _plot(conditions: list[Condition], sizes: MessageSizes, threshold: float, pa
         f"one digit per frame, every frame assumed escalatable",
         fontsize=10,
     )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run(frames: int, min_accuracy: float, out: Path) -> list[Condition]:
@@ -184,17 +181,11 @@ def run(frames: int, min_accuracy: float, out: Path) -> list[Condition]:
     print("cost per 1M frames (CostModel defaults, docs/cost-model.md), tuned threshold:")
     edge_only = costs.cost_per_million(Mode.EDGE_ONLY).total
     for kind in (PrivacyClass.CROP, PrivacyClass.FULL):
-        sent = sizes.escalation(kind)
-        cloud_only = costs.cost_per_million(
-            Mode.CLOUD_ONLY, bytes_per_frame=sent, bytes_per_reply=sizes.reply
-        ).total
-        parts = []
-        for c in conditions:
-            hybrid_cost = costs.cost_per_million(
-                Mode.HYBRID, c.tuned.escalation_share, sent, bytes_per_reply=sizes.reply
-            )
-            parts.append(f"{c.label} ${hybrid_cost.total:.2f}")
-        hybrid = ", ".join(parts)
+        cloud_only = sizes.cloud_only_cost(costs, kind)
+        hybrid = ", ".join(
+            f"{c.label} ${sizes.hybrid_cost(costs, kind, c.tuned.escalation_share):.2f}"
+            for c in conditions
+        )
         print(
             f"  {kind.value:<5} edge-only ${edge_only:.2f}; cloud-only ${cloud_only:.2f}; "
             f"hybrid {hybrid}"
@@ -229,9 +220,7 @@ def _figures(conditions: list[Condition], sizes: MessageSizes, frames: int) -> d
                     },
                     "cloud_inferences_per_frame": share,
                     "cost_per_million_usd": {
-                        kind.value: costs.cost_per_million(
-                            Mode.HYBRID, share, sizes.escalation(kind), bytes_per_reply=sizes.reply
-                        ).total
+                        kind.value: sizes.hybrid_cost(costs, kind, share)
                         for kind in (PrivacyClass.CROP, PrivacyClass.FULL)
                     },
                 }

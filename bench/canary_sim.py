@@ -28,20 +28,19 @@ A benchmark: it asserts nothing. The run is deterministic for a given seed.
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 
-from pipeline.release.judge import CanaryConfig, CanaryJudge, Verdict
+from pipeline.release.judge import CanaryConfig, CanaryJudge, Verdict, wilson_interval
 from pipeline.release.tallies import ArmCounters
 
 WORKERS = 10
@@ -53,35 +52,43 @@ MAX_HEARTBEATS = 5000  # per step; bounds the run
 LATENCY_SIGMA = 0.25
 LATENCY_WINDOW = 256
 OUT = Path(__file__).parent / "results" / "canary_sim.json"
+Z95 = 1.96  # the shares' 95% Wilson intervals
 
 
 @dataclass(frozen=True, slots=True)
 class Arm:
     """One model's behaviour: rates per frame (agreement per compared frame)."""
 
-    agreement: float = 0.95
-    escalation: float = 0.05
-    failure: float = 0.001
-    latency_ms: float = 15.0
+    agreement: float
+    escalation: float
+    failure: float
+    latency_ms: float
 
 
-BASELINE = Arm()
+BASELINE = Arm(agreement=0.95, escalation=0.05, failure=0.001, latency_ms=15.0)
+
+
+def _canary(**changes: float) -> Arm:
+    """The baseline with ``changes``: each scenario changes one property of the canary."""
+    return replace(BASELINE, **changes)
+
+
 # name -> (canary, baseline head start in heartbeats; None: --history-heartbeats)
 SCENARIOS: dict[str, tuple[Arm, int | None]] = {
-    "equal": (Arm(), None),
-    "better (0.97)": (Arm(agreement=0.97), None),
-    "1 pt worse (0.94)": (Arm(agreement=0.94), None),
-    "2 pt worse = margin (0.93)": (Arm(agreement=0.93), None),
-    "3.5 pt worse (0.915)": (Arm(agreement=0.915), None),
-    "5 pt worse = detect (0.90)": (Arm(agreement=0.90), None),
-    "bad (0.10)": (Arm(agreement=0.10), None),
-    "escalates 25%": (Arm(escalation=0.25), None),
-    "fails 10%": (Arm(failure=0.10), None),
-    "p95 40 ms": (Arm(latency_ms=40.0), None),
+    "equal": (BASELINE, None),
+    "better (0.97)": (_canary(agreement=0.97), None),
+    "1 pt worse (0.94)": (_canary(agreement=0.94), None),
+    "2 pt worse = margin (0.93)": (_canary(agreement=0.93), None),
+    "3.5 pt worse (0.915)": (_canary(agreement=0.915), None),
+    "5 pt worse = detect (0.90)": (_canary(agreement=0.90), None),
+    "bad (0.10)": (_canary(agreement=0.10), None),
+    "escalates 25%": (_canary(escalation=0.25), None),
+    "fails 10%": (_canary(failure=0.10), None),
+    "p95 40 ms": (_canary(latency_ms=40.0), None),
     # A rollout started as the fleet starts: the baseline grows during step 1 only.
-    "equal, no head start": (Arm(), 0),
-    "margin, no head start": (Arm(agreement=0.93), 0),
-    "detect, no head start": (Arm(agreement=0.90), 0),
+    "equal, no head start": (BASELINE, 0),
+    "margin, no head start": (_canary(agreement=0.93), 0),
+    "detect, no head start": (_canary(agreement=0.90), 0),
 }
 
 
@@ -138,13 +145,6 @@ def _run(
     return "completed", "", frames, compared, beats
 
 
-def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    p, z2 = k / n, z * z
-    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def simulate(runs: int, seed: int, history: int) -> dict[str, Any]:
     """Every scenario ``runs`` times; the figures docs/rollout.md quotes."""
     judge = CanaryJudge(CanaryConfig())
@@ -161,7 +161,7 @@ def simulate(runs: int, seed: int, history: int) -> dict[str, Any]:
         row: dict[str, Any] = {"canary": asdict(arm), "history_heartbeats": start, "runs": runs}
         for outcome in ("rolled_back", "completed", "undecided"):
             k = outcomes.get(outcome, 0)
-            low, high = _wilson(k, runs)
+            low, high = wilson_interval(k, runs, Z95)
             row[outcome] = {"count": k, "share": k / runs, "ci95": [low, high]}
         row["roll_back_checks"] = dict(sorted(checks.items()))
         for label, values in (("frames", frames), ("compared", compared), ("heartbeats", beats)):

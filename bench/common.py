@@ -5,11 +5,14 @@
 * ``build_compute_model`` writes the compute-shaped MLP that ``bench.edge_throughput``
   and ``bench.batching`` measure (``compute-mlp-4096x1024x1024x10-random``, random
   weights, about 11 MFLOP an image), ``flops_per_image`` counts its work;
-* ``echo`` prints a line at once (a long run shows its progress as it goes).
+* ``echo`` prints a line at once (a long run shows its progress as it goes),
+  ``echo_header`` a run's title, command line and machine, ``save_figure`` a plot;
+* ``number_list`` and ``choice_list`` read the comma-separated options.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import importlib.metadata
@@ -19,9 +22,10 @@ import math
 import os
 import platform
 import subprocess
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import numpy as np
 import onnxruntime as ort
@@ -29,16 +33,25 @@ import onnxruntime as ort
 from pipeline.inference.digits import MAX_VALUE, N_FEATURES, load_split
 from pipeline.messaging.server import find_nats_server
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 __all__ = [
     "COMPUTE_MODEL_NAME",
     "COMPUTE_WIDTHS",
     "build_compute_model",
+    "choice_list",
     "cpu_model",
     "echo",
+    "echo_header",
     "flops_per_image",
     "machine_info",
     "machine_line",
+    "number_list",
+    "save_figure",
 ]
+
+N = TypeVar("N", int, float)
 
 COMPUTE_MODEL_NAME: Final = "compute-mlp-4096x1024x1024x10-random"
 COMPUTE_WIDTHS: Final = (N_FEATURES, 4096, 1024, 1024, 10)
@@ -47,6 +60,61 @@ COMPUTE_WIDTHS: Final = (N_FEATURES, 4096, 1024, 1024, 10)
 def echo(text: str = "") -> None:
     """Print ``text`` and flush."""
     print(text, flush=True)
+
+
+def echo_header(
+    title: str, module: str, argv: Sequence[str] | None, machine: Mapping[str, Any]
+) -> str:
+    """Print a run's title, its command line and the machine; the command line."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    command = " ".join(["python", "-m", module, *args])
+    echo(title)
+    echo(f"command: {command}")
+    for key, value in machine.items():
+        echo(f"  {key}: {value}")
+    return command
+
+
+def save_figure(fig: Figure, path: Path, dpi: int = 110) -> None:
+    """Lay out ``fig``, write it to ``path`` (making its folder) and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- command lines
+
+
+def number_list(
+    parser: argparse.ArgumentParser,
+    option: str,
+    text: str,
+    kind: Callable[[str], N],
+    bounds: tuple[N, N],
+) -> tuple[N, ...]:
+    """The comma-separated numbers of ``option``, each within ``bounds``; else a usage error."""
+    what = "integers" if kind is int else "numbers"
+    try:
+        values = tuple(kind(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        parser.error(f"{option}: not a list of {what}: {text!r}")
+    low, high = bounds
+    if not values or any(not low <= v <= high for v in values):
+        parser.error(f"{option}: each must be in {low:g}..{high:g}")
+    return values
+
+
+def choice_list(
+    parser: argparse.ArgumentParser, option: str, text: str, allowed: Sequence[str]
+) -> tuple[str, ...]:
+    """The comma-separated names of ``option``, each one of ``allowed``; else a usage error."""
+    values = tuple(x.strip() for x in text.split(",") if x.strip())
+    if not values or any(v not in allowed for v in values):
+        parser.error(f"{option}: choose from {', '.join(allowed)}")
+    return values
 
 
 # ---------------------------------------------------------------- the machine

@@ -22,7 +22,8 @@ production); the publisher and the result subscriber share this process; the
 nats-server is a third process. All on 127.0.0.1. Every process started here is
 stopped, also on error. This is a benchmark, not a test: it asserts nothing.
 
-The worker's process and the publisher are in ``bench/worker_harness.py``; the
+The raw measurement is in ``bench/raw_onnx.py``; the publisher in
+``bench/worker_harness.py`` and the worker's process in ``bench/worker_process.py``; the
 compute-shaped model and the machine description in ``bench/common.py``.
 """
 
@@ -35,11 +36,10 @@ import logging
 import math
 import os
 import signal
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -50,17 +50,20 @@ import uvloop
 from bench.common import (
     COMPUTE_WIDTHS,
     build_compute_model,
+    choice_list,
     echo,
+    echo_header,
     flops_per_image,
     machine_info,
+    number_list,
 )
-from bench.worker_harness import DEADLINE_MS, SITE, make_frames, measure_worker
-from pipeline.inference.digits import pixels_to_features
+from bench.raw_onnx import measure_raw
+from bench.worker_harness import DEADLINE_MS, make_frames, measure_worker
+from bench.worker_process import SITE
 from pipeline.inference.model import OnnxModel
 from pipeline.messaging.server import NatsServer
 from schemas import subjects
 from schemas.codec import encode
-from schemas.messages import Frame
 
 __all__ = ["main"]
 
@@ -75,50 +78,6 @@ AUTO_WINDOW_MIN: Final = 64
 AUTO_WINDOW_MAX: Final = 96
 
 log = logging.getLogger("bench.edge_throughput")
-
-
-# ---------------------------------------------------------------- raw ONNX Runtime
-
-
-def _seconds_per_call(
-    fn: Callable[[], object], min_seconds: float, repeats: int
-) -> tuple[float, float]:
-    """Median and best over ``repeats`` of the mean time of ``fn`` over ``min_seconds``."""
-    fn()  # first call allocates
-    samples = []
-    for _ in range(repeats):
-        calls = 0
-        start = time.perf_counter()
-        while True:
-            fn()
-            calls += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= min_seconds:
-                break
-        samples.append(elapsed / calls)
-    return statistics.median(samples), min(samples)
-
-
-def measure_raw(
-    model: OnnxModel, frames: Sequence[Frame], batch: int, min_seconds: float, repeats: int
-) -> dict[str, float]:
-    """Images/s of ``model`` at ``batch``: with ``pixels_to_features`` and model only."""
-    crops = [frames[i % len(frames)].crops()[0] for i in range(batch)]
-    features = pixels_to_features(crops)
-    with_features, with_features_best = _seconds_per_call(
-        lambda: model.predict_proba(pixels_to_features(crops)), min_seconds, repeats
-    )
-    model_only, model_only_best = _seconds_per_call(
-        lambda: model.predict_proba(features), min_seconds, repeats
-    )
-    return {
-        "features_and_model_images_per_s": batch / with_features,
-        "model_only_images_per_s": batch / model_only,
-        "features_and_model_ms_per_batch": with_features * 1000,
-        "model_only_ms_per_batch": model_only * 1000,
-        "features_and_model_images_per_s_best": batch / with_features_best,
-        "model_only_images_per_s_best": batch / model_only_best,
-    }
 
 
 # ---------------------------------------------------------------- the run
@@ -278,15 +237,8 @@ def _parse(argv: Sequence[str] | None) -> tuple[Options, Path | None]:
         "--time-limit", type=float, default=None, help="seconds of publishing per point (60)"
     )
     args = parser.parse_args(argv)
-    try:
-        sizes = tuple(int(s) for s in args.batch_sizes.split(",") if s.strip())
-    except ValueError:
-        parser.error(f"--batch-sizes: not a list of integers: {args.batch_sizes!r}")
-    if not sizes or any(not 1 <= s <= 4096 for s in sizes):
-        parser.error("--batch-sizes: each must be in 1..4096")
-    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
-    if not models or any(m not in {"edge", "compute"} for m in models):
-        parser.error("--models: choose from edge, compute")
+    sizes = number_list(parser, "--batch-sizes", args.batch_sizes, int, (1, 4096))
+    models = choice_list(parser, "--models", args.models, ("edge", "compute"))
     if args.window < 0:
         parser.error("--window must be >= 0 (0: automatic)")
     quick = args.quick
@@ -314,11 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     machine = machine_info()
-    echo("hybridfleet edge throughput benchmark")
-    shown = sys.argv[1:] if argv is None else list(argv)
-    echo(f"command: python -m bench.edge_throughput {' '.join(shown)}".rstrip())
-    for key, value in machine.items():
-        echo(f"  {key}: {value}")
+    echo_header("hybridfleet edge throughput benchmark", "bench.edge_throughput", argv, machine)
     echo(
         "frames: 640x480 uint8, one 32x32 digit region each, priority 1 and privacy "
         "local_only, so the worker answers every one on the edge (reason priority_local) "

@@ -32,7 +32,7 @@ import numpy as np
 import orjson
 import uvloop
 
-from bench.common import machine_info
+from bench.common import machine_info, save_figure
 from pipeline.camera.simulator import CameraOptions
 from pipeline.config import Settings
 from pipeline.demo.stack import StackOptions, run_stack
@@ -85,9 +85,7 @@ def _plot(results: dict[str, dict[str, Any]], path: Path, wan_delay_ms: float) -
     ax.set_title(f"End-to-end latency, WAN {2 * wan_delay_ms:g} ms round trip")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -101,10 +99,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = uvloop.run(_run_all(args))
     print(f"machine: {orjson.dumps(machine_info()).decode()}")
-    print(f"WAN: {args.wan_delay_ms:g} ms each way; {args.cameras} cameras x {args.rate:g}/s "
-          f"x {args.seconds:g} s")
-    print("| routing | results | answered by the cloud | p50 ms | p95 ms | p99 ms "
-          "| accuracy | bytes to the cloud |")
+    print(
+        f"WAN: {args.wan_delay_ms:g} ms each way; {args.cameras} cameras x {args.rate:g}/s "
+        f"x {args.seconds:g} s"
+    )
+    print(
+        "| routing | results | answered by the cloud | p50 ms | p95 ms | p99 ms "
+        "| accuracy | bytes to the cloud |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for routing, summary in results.items():
         print(_row(routing, summary))
@@ -112,8 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"plot: {args.plot}")
     if args.json:
         slim = {
-            r: {k: v for k, v in s.items() if k != "latency_samples_ms"}
-            for r, s in results.items()
+            r: {k: v for k, v in s.items() if k != "latency_samples_ms"} for r, s in results.items()
         }
         args.json.write_bytes(orjson.dumps({"machine": machine_info(), "results": slim}))
     return 0

@@ -33,7 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
-from bench.common import machine_line
+from bench.common import machine_line, save_figure
 from pipeline.camera.simulator import CameraOptions
 from pipeline.config import Settings
 from pipeline.demo.stack import StackOptions, run_stack
@@ -123,9 +123,7 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_title("What leaves the site, per pipeline (same frames, static shelf scene)")
     for x, v in enumerate(values):
         ax.text(x, v, f"{v:,}", ha="center", va="bottom", fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
-from bench.common import machine_line
+from bench.common import machine_line, save_figure
 from pipeline.camera.device import (
     DeviceAction,
     DeviceConfig,
@@ -204,10 +204,7 @@ def _plot(rows: Sequence[Row], path: Path, title: str) -> None:
     left.legend(fontsize=8)
     right.legend(fontsize=8, loc="lower left")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,53 +2,41 @@
 
 The harness of ``bench.edge_throughput``: ``make_frames`` makes the frames (each
 publish stamps a fresh frame id into a pooled one), ``measure_worker`` starts an
-``EdgeWorker`` in a child process with a batch cap (as ``hybridfleet edge`` runs in
-production), publishes pre-encoded frames at it with at most ``window`` in flight,
-counts the final results, reads the worker's metrics before and after, and stops
-it. The publisher and the result subscriber share the calling process. Every
-process started here is stopped, also on error.
+``EdgeWorker`` in a child process with a batch cap (bench/worker_process.py),
+publishes pre-encoded frames at it with at most ``window`` in flight, counts the
+final results, reads the worker's metrics before and after, and stops it. The
+publisher and the result subscriber share the calling process. Every process started
+here is stopped, also on error.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
-import logging
 import math
 import multiprocessing as mp
 import os
 import time
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, Final
 
 import nats
-import uvloop
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from bench.worker_process import SITE, BenchError, ask, child_main, receive, stop_process
 from pipeline.camera.simulator import CameraOptions, CameraSimulator
-from pipeline.config import EdgeSettings, NatsSettings, Settings
-from pipeline.inference.model import OnnxModel
 from pipeline.messaging.server import NatsServer
 from schemas import subjects
-from schemas.messages import Frame, PrivacyClass, Reason
+from schemas.messages import Frame, PrivacyClass
 
-__all__ = ["DEADLINE_MS", "SITE", "BenchError", "make_frames", "measure_worker"]
+__all__ = ["DEADLINE_MS", "make_frames", "measure_worker"]
 
-SITE: Final = "bench"
 # The frame deadline is set far out, so that only the worker's own latency target
 # (EdgeSettings.latency_target_ms) bounds how long the batcher waits.
 DEADLINE_MS: Final = 3_600_000
-
-
-class BenchError(RuntimeError):
-    """The benchmark could not measure (a process died, a step timed out)."""
 
 
 # ---------------------------------------------------------------- frames
@@ -92,161 +80,6 @@ def make_frames(count: int, seed: int = 0) -> list[Frame]:
         assert frame.priority == 1 and frame.privacy is PrivacyClass.LOCAL_ONLY
         frames.append(frame)
     return frames
-
-
-# ---------------------------------------------------------------- the worker's process
-
-
-class _WarningLog(logging.Handler):
-    """Counts warnings in the worker's process and keeps the first few."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.count = 0
-        self.first: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.count += 1
-        if len(self.first) < 5:
-            self.first.append(f"{record.name}: {record.getMessage()}"[:300])
-
-
-def _child_main(conn: Connection, url: str, batch: int, manifest: str | None) -> None:
-    """Entry point of the worker's process: run an EdgeWorker until told to stop."""
-    warnings_log = _WarningLog()
-    logging.basicConfig(
-        level=logging.WARNING, format="[edge worker process] %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger().addHandler(warnings_log)
-    try:
-        uvloop.run(_child(conn, url, batch, manifest, warnings_log))
-    except BaseException:
-        with contextlib.suppress(OSError, ValueError):
-            conn.send(("error", traceback.format_exc()))
-        raise
-    finally:
-        conn.close()
-
-
-def _worker_snapshot(worker: Any, warnings_log: _WarningLog) -> dict[str, Any]:
-    m = worker.metrics
-    site = worker.site
-
-    def value(name: str, **labels: str) -> float:
-        return float(m.value(name, site=site, **labels))
-
-    return {
-        "at": time.monotonic(),
-        "cpu_s": time.process_time(),
-        "frames_received": value("hybridfleet_edge_frames_received_total"),
-        "batch_size_sum": value("hybridfleet_edge_batch_size_sum"),
-        "batch_size_count": value("hybridfleet_edge_batch_size_count"),
-        "inference_seconds_sum": value("hybridfleet_edge_inference_seconds_sum"),
-        "decisions": {
-            r.value: value("hybridfleet_edge_decisions_total", reason=r.value) for r in Reason
-        },
-        "escalations": sum(
-            value("hybridfleet_edge_escalations_total", privacy=p.value) for p in PrivacyClass
-        ),
-        "shed": value("hybridfleet_edge_shed_frames_total"),
-        "dead_letters": sum(
-            value("hybridfleet_edge_dead_letters_total", kind=k) for k in ("schema", "model")
-        ),
-        "warnings": warnings_log.count,
-        "first_warnings": list(warnings_log.first),
-    }
-
-
-async def _child(
-    conn: Connection, url: str, batch: int, manifest: str | None, warnings_log: _WarningLog
-) -> None:
-    from edge_worker.worker import EdgeWorker
-
-    model = OnnxModel.load("edge", None if manifest is None else Path(manifest))
-    settings = Settings(
-        nats=NatsSettings(url=url),
-        edge=EdgeSettings(
-            site=SITE,
-            worker_id="bench-edge",
-            max_batch_size=batch,
-            queue_capacity=max(EdgeSettings.queue_capacity, 2 * batch),
-            # The pool's frames were captured when the benchmark started.
-            max_clock_skew_s=86_400.0,
-        ),
-    )
-    worker = EdgeWorker.from_settings(settings, model=model)
-    await worker.start()
-    try:
-        edge = settings.edge
-        conn.send(
-            (
-                "ready",
-                {
-                    "model": model.name,
-                    "model_version": model.version,
-                    "max_batch_size": edge.max_batch_size,
-                    "latency_target_ms": edge.latency_target_ms,
-                    "queue_capacity": edge.queue_capacity,
-                    "inference_threads": edge.inference_threads,
-                },
-            )
-        )
-        stopped = asyncio.create_task(worker.wait())
-        while True:
-            command = asyncio.create_task(asyncio.to_thread(conn.recv))
-            await asyncio.wait({command, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            if stopped.done():
-                stopped.result()  # re-raises what stopped it
-                raise BenchError("the edge worker stopped by itself")
-            what = command.result()
-            if what == "snapshot":
-                conn.send(("snapshot", _worker_snapshot(worker, warnings_log)))
-            elif what == "stop":
-                break
-        started = time.monotonic()
-        drained = True
-        try:
-            await asyncio.wait_for(worker.drain(), 30.0)
-        except TimeoutError:
-            drained = False
-        snapshot = _worker_snapshot(worker, warnings_log)
-        snapshot["drained"] = drained
-        snapshot["drain_s"] = time.monotonic() - started
-        conn.send(("stopped", snapshot))
-    finally:
-        await worker.close()
-
-
-def _receive(conn: Connection, proc: BaseProcess, expect: str, timeout: float) -> Any:
-    """Blocking: the child's next message, which must be ``expect``."""
-    deadline = time.monotonic() + timeout
-    while not conn.poll(0.1):
-        if not proc.is_alive() and not conn.poll(0.1):
-            raise BenchError(f"the edge worker process exited with code {proc.exitcode}")
-        if time.monotonic() > deadline:
-            raise BenchError(f"no {expect!r} from the edge worker process within {timeout} s")
-    kind, payload = conn.recv()
-    if kind == "error":
-        raise BenchError(f"the edge worker process failed:\n{payload}")
-    if kind != expect:
-        raise BenchError(f"expected {expect!r} from the edge worker process, got {kind!r}")
-    return payload
-
-
-async def _ask(conn: Connection, proc: BaseProcess, command: str, expect: str) -> Any:
-    conn.send(command)
-    return await asyncio.to_thread(_receive, conn, proc, expect, 60.0)
-
-
-def _stop_process(proc: BaseProcess, grace_s: float) -> None:
-    """Wait ``grace_s`` for the child to exit; terminate, then kill it if it does not."""
-    proc.join(grace_s)
-    if proc.is_alive():
-        proc.terminate()
-        proc.join(5)
-    if proc.is_alive():
-        proc.kill()
-        proc.join()
 
 
 # ---------------------------------------------------------------- publishing and results
@@ -358,7 +191,7 @@ async def measure_worker(
     context = mp.get_context("spawn")
     conn, child_conn = context.Pipe()
     proc = context.Process(
-        target=_child_main,
+        target=child_main,
         args=(child_conn, server.url, batch, None if manifest is None else str(manifest)),
         name=f"bench-edge-worker-{batch}",
         daemon=True,
@@ -372,7 +205,7 @@ async def measure_worker(
         nc_errors.append(f"{type(exc).__name__}: {exc}"[:300])
 
     try:
-        config = await asyncio.to_thread(_receive, conn, proc, "ready", 120.0)
+        config = await asyncio.to_thread(receive, conn, proc, "ready", 120.0)
         publisher = await nats.connect(server.url, name="bench-publisher", error_cb=on_error)
         subscriber = await nats.connect(server.url, name="bench-results", error_cb=on_error)
         try:
@@ -382,21 +215,21 @@ async def measure_worker(
             warm = await _drive(publisher, results, pool, warmup, window, time_limit_s, idle_s)
             if not warm["complete"]:
                 raise BenchError(f"warm-up did not complete: {warm}")
-            before = await _ask(conn, proc, "snapshot", "snapshot")
+            before = await ask(conn, proc, "snapshot", "snapshot")
             here_before = (time.process_time(), _process_cpu_seconds(server.pid))
             run = await _drive(publisher, results, pool, frames, window, time_limit_s, idle_s)
             here_after = (time.process_time(), _process_cpu_seconds(server.pid))
-            after = await _ask(conn, proc, "snapshot", "snapshot")
+            after = await ask(conn, proc, "snapshot", "snapshot")
         finally:
             await publisher.close()
             await subscriber.close()
-        stopped = await _ask(conn, proc, "stop", "stopped")
+        stopped = await ask(conn, proc, "stop", "stopped")
     finally:
         conn.close()
         # After "stopped" the child exits by itself; otherwise (an error, Ctrl-C) it
         # is terminated after a short grace.
         grace = 15.0 if stopped is not None else 2.0
-        await asyncio.to_thread(_stop_process, proc, grace)
+        await asyncio.to_thread(stop_process, proc, grace)
 
     wall = after["at"] - before["at"]
     batches = after["batch_size_count"] - before["batch_size_count"]

@@ -11,7 +11,7 @@
         ``authorization`` blocks of pipeline/messaging/security.py for the sites and edge workers
         that docker-compose.yml runs (needs the project and PyYAML, as in the dev
         environment). ``--check`` changes nothing and exits 1 if a file is not what it
-        would write. tests/unit/test_compose.py runs the same check.
+        would write. tests/unit/test_compose_auth.py runs the same check.
 
 Each server's users and permissions are those of ``pipeline.messaging.security``: on a site
 server ``camera-<site>``, ``edge-<site>`` and ``operator-<site>``; on the hub ``cloud``

@@ -22,7 +22,7 @@ import datetime as dt
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
@@ -30,8 +30,8 @@ from nats.js.kv import KeyValue
 
 from pipeline.planning.costs import BYTES_PER_GB, CostModel
 from schemas import subjects
-from schemas.codec import check_token
 from schemas.errors import ConfigError
+from schemas.subjects import check_token
 
 __all__ = [
     "BUDGET_BUCKET",
@@ -172,6 +172,7 @@ class BudgetLedger:
         return 0.0
 
 
+@dataclass(eq=False)
 class SiteBudget:
     """What this worker may spend of the site's budget: ask ``affords``, then ``spend``.
 
@@ -180,22 +181,16 @@ class SiteBudget:
     decision is overridden afterwards.
     """
 
-    def __init__(
-        self,
-        allowance: Allowance,
-        prices: CostModel,
-        on_exhausted: Callable[[Allowance], Awaitable[None]],
-    ) -> None:
-        self.allowance = allowance
-        self._prices = prices
-        self._on_exhausted = on_exhausted
-        self._ledger: BudgetLedger | None = None
+    allowance: Allowance
+    prices: CostModel
+    on_exhausted: Callable[[Allowance], Awaitable[None]]
+    _ledger: BudgetLedger | None = field(default=None, init=False)
 
     def bind(self, ledger: BudgetLedger) -> None:
         self._ledger = ledger
 
     def cost(self, regions: int, sent_bytes: int) -> float:
-        return escalation_cost(self._prices, regions, sent_bytes)
+        return escalation_cost(self.prices, regions, sent_bytes)
 
     async def affords(self, cost: float, now: float) -> bool:
         """True when ``cost`` is reserved (or there is no cap)."""
@@ -214,7 +209,7 @@ class SiteBudget:
             was_exhausted = allowance.exhausted
             allowance.granted(grant)
             if allowance.exhausted and not was_exhausted:
-                await self._on_exhausted(allowance)
+                await self.on_exhausted(allowance)
         return not allowance.capped or cost <= allowance.left
 
     def spend(self, cost: float) -> None:

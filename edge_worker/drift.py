@@ -7,8 +7,8 @@ The cloud model is the reference. Two kinds of frames have both answers:
   compared (``ShadowSampler`` picks them). Only this sample says how good the edge is
   on the frames it answers alone, because escalated frames are chosen for being hard.
 
-``DriftMonitor`` is pure: answers and the time go in, a ``HealthReport`` comes out; the
-worker publishes it (``HealthReport.to_json``) and owns the clock.
+``DriftMonitor`` is pure: answers and the time go in, a ``HealthReport``
+(edge_worker/health.py) comes out; the worker publishes it and owns the clock.
 
 Detection rule (one sequential test, one windowed check; ``DriftConfig`` holds the
 parameters):
@@ -48,42 +48,13 @@ import hashlib
 import math
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from enum import StrEnum
-from typing import Final
+from dataclasses import dataclass
 
-import orjson
-
+from edge_worker.health import HealthReport, HealthStatus, Recommendation
 from schemas.checks import is_number, require_int, require_number
 from schemas.errors import ConfigError
 
-__all__ = [
-    "DriftConfig",
-    "DriftMonitor",
-    "HealthReport",
-    "HealthStatus",
-    "Recommendation",
-    "ShadowSampler",
-]
-
-HEALTH_SCHEMA: Final = 1
-
-
-class HealthStatus(StrEnum):
-    """Whether the edge model can be trusted as deployed."""
-
-    HEALTHY = "healthy"
-    DEGRADED = "degraded"
-
-
-class Recommendation(StrEnum):
-    """What an operator (or a controller) should do about a degraded edge."""
-
-    NONE = "none"
-    RAISE_THRESHOLD = "raise_threshold"
-    RETRAIN = "retrain"
-
-
+__all__ = ["DriftConfig", "DriftMonitor", "ShadowSampler"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,43 +125,6 @@ class DriftConfig:
     def agree_step(self) -> float:
         """What one agreement adds to the CUSUM: log((1 - p1) / (1 - p0)) < 0."""
         return math.log((1 - self.drift_disagreement) / (1 - self.baseline_disagreement))
-
-
-@dataclass(frozen=True, slots=True)
-class HealthReport:
-    """The edge's health as of ``at`` (seconds on the clock the monitor was fed).
-
-    Figures are None while their window is empty. ``rolling_agreement`` and
-    ``confidence_gap`` are over the compared window (escalated and shadow frames),
-    ``kept_accuracy_estimate`` over the shadow window, ``escalated_agreement`` over the
-    escalated frames of the compared window. ``alarm_at`` is when the CUSUM alarmed
-    (None when not alarmed), ``change_at`` its estimate of when the change began.
-    """
-
-    at: float
-    status: HealthStatus
-    reasons: tuple[str, ...]
-    recommendation: Recommendation
-    recommended_threshold: float | None
-    rolling_agreement: float | None
-    confidence_gap: float | None
-    kept_accuracy_estimate: float | None
-    escalated_agreement: float | None
-    cusum: float
-    cusum_threshold: float
-    alarm_at: float | None
-    change_at: float | None
-    compared_samples: int
-    shadow_samples: int
-    escalated_samples: int
-    window: int
-    shadow_window: int
-    observed_total: int
-    site: str | None = None
-
-    def to_json(self) -> bytes:
-        """The report as one JSON object (UTF-8), as published on ``health.<site>``."""
-        return orjson.dumps({"type": "health", "v": HEALTH_SCHEMA, **asdict(self)})
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,9 +34,10 @@ from edge_worker.roundtrip import RoundTripEstimator
 from edge_worker.tags import TAG_HEADER, EscalationTags
 from pipeline.config import EdgeSettings
 from pipeline.fleet.heartbeat import ModelCounters
-from schemas.codec import MAX_DEADLINE_S, MAX_UNIX_TIME, decode_result, encode
+from schemas.codec import decode_result, encode
 from schemas.errors import SchemaError
 from schemas.jsonform import header
+from schemas.limits import MAX_DEADLINE_S, MAX_UNIX_TIME
 from schemas.messages import InferenceResult, Reason
 
 __all__ = ["Escalations"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import KW_ONLY, dataclass
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -43,29 +44,19 @@ _ALREADY_CLAIMED = {10071, 10077}
 DeadLetterFn = Callable[[str, bytes, str, str], Awaitable[None]]
 
 
+@dataclass(eq=False)
 class FinalResults:
     """Publishes final results on ``results.<site>.<camera>`` and to requesters."""
 
-    def __init__(
-        self,
-        nc: Client,
-        js: JetStreamContext,
-        site: str,
-        timeout_s: float,
-        *,
-        ids: FrameIds[InferenceResult],
-        metrics: EdgeMetrics,
-        dead_letter: DeadLetterFn,
-        on_final: Callable[[InferenceResult], None],
-    ) -> None:
-        self._nc = nc
-        self._js = js
-        self._site = site
-        self._timeout_s = timeout_s
-        self._ids = ids
-        self._metrics = metrics
-        self._dead_letter = dead_letter
-        self._on_final = on_final
+    nc: Client
+    js: JetStreamContext
+    site: str
+    timeout_s: float
+    _: KW_ONLY
+    ids: FrameIds[InferenceResult]
+    metrics: EdgeMetrics
+    dead_letter: DeadLetterFn
+    on_final: Callable[[InferenceResult], None]
 
     async def publish(
         self, request: Request | None, result: InferenceResult, *, claim: bool = False
@@ -82,17 +73,17 @@ class FinalResults:
             if request is not None:
                 await self._answered_elsewhere(request)
             return False
-        await self._nc.publish(subjects.results(self._site, result.camera), data)
+        await self.nc.publish(subjects.results(self.site, result.camera), data)
         if request is not None and request.reply_to:
             await self.reply(Joiner(request.reply_to, request.accept), result)
-        self._on_final(result)
-        for joiner in self._ids.finish(result.frame_id, result):
+        self.on_final(result)
+        for joiner in self.ids.finish(result.frame_id, result):
             await self.reply(joiner, result)
         return True
 
     async def reply(self, joiner: Joiner, result: InferenceResult) -> None:
         reply, headers = encode_result_for(result, joiner.accept)
-        await self._nc.publish(joiner.reply_to, reply, headers=headers)
+        await self.nc.publish(joiner.reply_to, reply, headers=headers)
 
     async def repeat(
         self,
@@ -104,26 +95,26 @@ class FinalResults:
     ) -> None:
         """A frame id in flight or answered here: never a second final result."""
         frame = request.frame
-        self._metrics.repeated_frames.labels(self._site, seen.value).inc()
+        self.metrics.repeated_frames.labels(self.site, seen.value).inc()
         if request.reply_to is None:
-            await self._dead_letter(
+            await self.dead_letter(
                 subject,
                 data,
                 "repeat",
                 f"frame id {frame.frame_id!r} repeated while {seen.value.replace('_', ' ')}: "
-                f"its one final result is on {subjects.results(self._site, frame.camera)}; "
+                f"its one final result is on {subjects.results(self.site, frame.camera)}; "
                 "a new frame needs a new id",
             )
         elif stored is not None:
             await self.reply(Joiner(request.reply_to, request.accept), stored)
         else:
-            self._ids.join(frame.frame_id, Joiner(request.reply_to, request.accept))
+            self.ids.join(frame.frame_id, Joiner(request.reply_to, request.accept))
 
     async def stored(self, frame_id: str) -> InferenceResult | None:
         """The claimed final result of ``frame_id`` in the site's finals stream, if any."""
         try:
-            raw = await self._js.get_last_msg(
-                subjects.finals_stream(self._site), subjects.finals(self._site, frame_id)
+            raw = await self.js.get_last_msg(
+                subjects.finals_stream(self.site), subjects.finals(self.site, frame_id)
             )
             return decode_result(raw.data or b"")
         except Exception as exc:  # none (not claimed, or gone by max_age) or unreadable
@@ -135,28 +126,28 @@ class FinalResults:
         frame id its final result: answer with that one."""
         frame_id = request.frame.frame_id
         stored = await self.stored(frame_id)
-        joiners = self._ids.finish(frame_id, stored) if stored else self._ids.forget(frame_id)
+        joiners = self.ids.finish(frame_id, stored) if stored else self.ids.forget(frame_id)
         if request.reply_to:
             joiners.append(Joiner(request.reply_to, request.accept))
-        self._metrics.repeated_frames.labels(self._site, Seen.FINISHED.value).inc()
+        self.metrics.repeated_frames.labels(self.site, Seen.FINISHED.value).inc()
         if stored is not None:
             for joiner in joiners:
                 await self.reply(joiner, stored)
         if stored is None or request.reply_to is None:
-            await self._dead_letter(
-                subjects.frames(self._site, request.frame.camera),
+            await self.dead_letter(
+                subjects.frames(self.site, request.frame.camera),
                 encode(request.frame),
                 "repeat",
                 f"frame id {frame_id!r} already had its final result from another worker of "
-                f"site {self._site!r} or an earlier run of this one; a new frame needs a new id",
+                f"site {self.site!r} or an earlier run of this one; a new frame needs a new id",
             )
 
     async def _claim(self, frame_id: str, data: bytes) -> bool:
         try:
-            await self._js.publish(
-                subjects.finals(self._site, frame_id),
+            await self.js.publish(
+                subjects.finals(self.site, frame_id),
                 data,
-                timeout=self._timeout_s,
+                timeout=self.timeout_s,
                 headers={"Nats-Expected-Last-Subject-Sequence": "0"},
             )
         except APIError as exc:

@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 
 import numpy as np
 
@@ -43,52 +43,44 @@ def infer(model: OnnxModel, requests: list[Request]) -> tuple[np.ndarray, np.nda
     return features, model.predict_proba(features)
 
 
+@dataclass(eq=False)
 class BatchRunner:
     """Runs every batch of ``batcher`` through the current model into ``answered``."""
 
-    def __init__(
-        self,
-        batcher: AdaptiveBatcher[Request],
-        executor: Executor,
-        model: Callable[[], OnnxModel],
-        telemetry: Telemetry,
-        metrics: EdgeMetrics,
-        site: str,
-        *,
-        on_failure: Callable[[list[Request], HybridfleetError], Awaitable[None]],
-        inject_latency_s: float = 0.0,
-    ) -> None:
-        self._batcher = batcher
-        self._executor = executor
-        self._model = model
-        self._telemetry = telemetry
-        self._metrics = metrics
-        self._site = site
-        self._on_failure = on_failure
-        self._inject_latency_s = inject_latency_s
-        self.answered: asyncio.Queue[AnsweredBatch | None] = asyncio.Queue(1)
+    batcher: AdaptiveBatcher[Request]
+    executor: Executor
+    model: Callable[[], OnnxModel]
+    telemetry: Telemetry
+    metrics: EdgeMetrics
+    site: str
+    _: KW_ONLY
+    on_failure: Callable[[list[Request], HybridfleetError], Awaitable[None]]
+    inject_latency_s: float = 0.0
+    answered: asyncio.Queue[AnsweredBatch | None] = field(
+        default_factory=lambda: asyncio.Queue(1), init=False
+    )
 
     async def run(self) -> None:
         """Until the batcher is closed and empty; then put None."""
         loop = asyncio.get_running_loop()
-        while batch := await self._batcher.next_batch():
-            self._metrics.queue_depth.labels(self._site).set(len(self._batcher))
+        while batch := await self.batcher.next_batch():
+            self.metrics.queue_depth.labels(self.site).set(len(self.batcher))
             started = time.monotonic()
-            model = self._model()  # one model per batch, whatever a swap does meanwhile
+            model = self.model()  # one model per batch, whatever a swap does meanwhile
             try:
                 features, probabilities = await loop.run_in_executor(
-                    self._executor, infer, model, batch
+                    self.executor, infer, model, batch
                 )
             except HybridfleetError as exc:
-                await self._on_failure(batch, exc)
+                await self.on_failure(batch, exc)
                 continue
-            if self._inject_latency_s:
-                await asyncio.sleep(self._inject_latency_s)
+            if self.inject_latency_s:
+                await asyncio.sleep(self.inject_latency_s)
             elapsed = time.monotonic() - started
-            self._telemetry.busy_s += elapsed
-            self._telemetry.update_pressure()
-            self._batcher.record_batch(len(batch), elapsed)
-            self._metrics.batch_size.labels(self._site).observe(len(batch))
-            self._metrics.inference_seconds.labels(self._site).observe(elapsed)
+            self.telemetry.busy_s += elapsed
+            self.telemetry.update_pressure()
+            self.batcher.record_batch(len(batch), elapsed)
+            self.metrics.batch_size.labels(self.site).observe(len(batch))
+            self.metrics.inference_seconds.labels(self.site).observe(elapsed)
             await self.answered.put(AnsweredBatch(batch, features, probabilities, model))
         await self.answered.put(None)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import Executor
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from nats.js import JetStreamContext
@@ -49,32 +49,22 @@ def size_bound(frame: Frame, send: PrivacyClass, embedding_dim: int) -> int:
     return _FIXED_BYTES + regions * _PER_REGION_BYTES + payload
 
 
+@dataclass(eq=False, kw_only=True)
 class Outbound:
     """Builds and stores a site's escalations. ``bind`` it once connected."""
 
-    def __init__(
-        self,
-        *,
-        reply_subject: str,
-        publish_timeout_s: float,
-        face_blur: FaceBlur | None,
-        embedder: EmbeddingModel,
-        sanitizer: Executor,
-        executor: Executor,
-        metrics: EdgeMetrics,
-    ) -> None:
-        self._reply_subject = reply_subject
-        self._timeout_s = publish_timeout_s
-        self._face_blur = face_blur
-        self.embedder = embedder
-        self._sanitizer = sanitizer
-        self._executor = executor
-        self._metrics = metrics
-        self._js: JetStreamContext | None = None
-        self._tags: EscalationTags | None = None
+    reply_subject: str
+    publish_timeout_s: float
+    face_blur: FaceBlur | None
+    embedder: EmbeddingModel
+    sanitizer: Executor
+    executor: Executor
+    metrics: EdgeMetrics
+    js: JetStreamContext | None = field(default=None, init=False)
+    tags: EscalationTags | None = field(default=None, init=False)
 
     def bind(self, js: JetStreamContext, tags: EscalationTags) -> None:
-        self._js, self._tags = js, tags
+        self.js, self.tags = js, tags
 
     async def build(
         self,
@@ -86,18 +76,18 @@ class Outbound:
     ) -> Escalation:
         """The escalation of ``frame``; ``features`` are its regions' model inputs."""
         loop = asyncio.get_running_loop()
-        if send is PrivacyClass.FULL and self._face_blur is not None:
+        if send is PrivacyClass.FULL and self.face_blur is not None:
             # People must not leave the site: blur faces in a whole frame that does.
             report = await loop.run_in_executor(
-                self._sanitizer, self._face_blur.sanitize, frame.image
+                self.sanitizer, self.face_blur.sanitize, frame.image
             )
-            self._metrics.faces_blurred.labels(frame.site).inc(len(report.faces))
+            self.metrics.faces_blurred.labels(frame.site).inc(len(report.faces))
             frame = replace(frame, image=report.image)
         embedding = None
         if send is PrivacyClass.EMBEDDING:
-            embedding = await loop.run_in_executor(self._executor, self.embedder.embed, features)
+            embedding = await loop.run_in_executor(self.executor, self.embedder.embed, features)
         return Escalation.of_frame(
-            frame, send, self._reply_subject, edge_labels, edge_confidence, embedding=embedding
+            frame, send, self.reply_subject, edge_labels, edge_confidence, embedding=embedding
         )
 
     async def store(self, frame: Frame, data: bytes) -> bool:
@@ -105,11 +95,11 @@ class Outbound:
 
         Returns False when the stream already had it (a repeat within its dedup window).
         """
-        assert self._js is not None and self._tags is not None, "bind() first"
-        ack = await self._js.publish(
+        assert self.js is not None and self.tags is not None, "bind() first"
+        ack = await self.js.publish(
             subjects.escalations(frame.site, frame.camera),
             data,
-            timeout=self._timeout_s,
-            headers={"Nats-Msg-Id": frame.frame_id, TAG_HEADER: self._tags.tag(frame.frame_id)},
+            timeout=self.publish_timeout_s,
+            headers={"Nats-Msg-Id": frame.frame_id, TAG_HEADER: self.tags.tag(frame.frame_id)},
         )
         return not ack.duplicate

@@ -13,13 +13,15 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import orjson
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from edge_worker.budget import Allowance
-from edge_worker.drift import DriftMonitor, HealthStatus
+from edge_worker.drift import DriftMonitor
+from edge_worker.health import HealthStatus
 from edge_worker.metrics import EdgeMetrics
 from edge_worker.thermal import OffloadPressure, SimulatedThermal, ThermalSensor
 from pipeline.config import EdgeSettings
@@ -34,35 +36,32 @@ __all__ = ["Telemetry"]
 log = logging.getLogger(__name__)
 
 
+@dataclass(eq=False)
 class Telemetry:
     """The measured state of one edge worker; ``pressure`` is in 0..1."""
 
-    def __init__(
-        self,
-        cfg: EdgeSettings,
-        thermal: ThermalSensor,
-        drift: DriftMonitor,
-        metrics: EdgeMetrics,
-        queue_depth: Callable[[], int],
-    ) -> None:
-        self._cfg = cfg
-        self._site = cfg.site
-        self.thermal = thermal
-        self._drift = drift
-        self._metrics = metrics
-        self._queue_depth = queue_depth
-        self._offload = OffloadPressure(cfg.hot_c, cfg.critical_c)
-        self.pressure = 0.0  # how hard to lean on the cloud (heat, queue)
-        self.temperature_c = 0.0
-        self.busy_s = 0.0  # model time, for the simulated device's utilisation
-        self.backlog = -1  # escalations stored at the site, not yet sourced by the hub
-        self.counters = ModelCounters(since=time.time())  # the running model's
+    cfg: EdgeSettings
+    thermal: ThermalSensor
+    drift: DriftMonitor
+    metrics: EdgeMetrics
+    queue_depth: Callable[[], int]
+    pressure: float = field(default=0.0, init=False)  # how hard to lean on the cloud (heat, queue)
+    temperature_c: float = field(default=0.0, init=False)
+    busy_s: float = field(default=0.0, init=False)  # model time, for the simulated device
+    # Escalations stored at the site, not yet sourced by the hub; -1 until read.
+    backlog: int = field(default=-1, init=False)
+    counters: ModelCounters = field(init=False)  # the running model's
+    started_at: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._offload = OffloadPressure(self.cfg.hot_c, self.cfg.critical_c)
+        self.counters = ModelCounters(since=time.time())
         self.started_at = time.time()
         self._latencies = LatencyWindow()
 
     def on_final(self, result: InferenceResult) -> None:
         """Count a published final result."""
-        self._metrics.decisions.labels(self._site, result.reason.value).inc()
+        self.metrics.decisions.labels(self.cfg.site, result.reason.value).inc()
         self._latencies.observe(result.latency_ms)
         if result.source is Source.EDGE and result.reason is not Reason.SHED:
             self.counters.local += 1
@@ -71,8 +70,8 @@ class Telemetry:
         """What the worker says about itself every heartbeat interval."""
         c = self.counters
         return Heartbeat(
-            site=self._site,
-            worker=self._cfg.worker_id,
+            site=self.cfg.site,
+            worker=self.cfg.worker_id,
             tier=Tier.EDGE,
             model=model.name,
             model_version=model.version,
@@ -88,28 +87,28 @@ class Telemetry:
             compared=c.compared,
             agreed=c.agreed,
             latency_p95_ms=self._latencies.take_p95(),
-            queue_depth=self._queue_depth(),
+            queue_depth=self.queue_depth(),
             pending=pending,
             link_up=link_up,
             temperature_c=self.temperature_c,
             temperature_source=self.thermal.source,
-            health=Health.DEGRADED if self._drift.alarmed else Health.HEALTHY,
+            health=Health.DEGRADED if self.drift.alarmed else Health.HEALTHY,
             backlog=self.backlog,
         )
 
     def update_pressure(self) -> None:
         self.pressure = self._offload.update(
-            self.temperature_c, self._queue_depth(), self._cfg.queue_capacity
+            self.temperature_c, self.queue_depth(), self.cfg.queue_capacity
         )
-        self._metrics.offload_pressure.labels(self._site).set(self.pressure)
+        self.metrics.offload_pressure.labels(self.cfg.site).set(self.pressure)
 
     async def status_loop(
         self, stop: asyncio.Event, js: JetStreamContext, heartbeats: HeartbeatPublisher
     ) -> None:
         """Every heartbeat interval: read heat and backlog, publish a heartbeat."""
-        interval = self._cfg.heartbeat_interval_s
+        interval = self.cfg.heartbeat_interval_s
         last, busy = time.monotonic(), self.busy_s
-        stream = subjects.site_escalations_stream(self._site)
+        stream = subjects.site_escalations_stream(self.cfg.site)
         while not stop.is_set():
             now = time.monotonic()
             if isinstance(self.thermal, SimulatedThermal):
@@ -118,12 +117,12 @@ class Telemetry:
             reading = await asyncio.to_thread(self.thermal.read_c)
             if reading is not None:
                 self.temperature_c = reading
-            self._metrics.temperature.labels(self._site).set(self.temperature_c)
+            self.metrics.temperature.labels(self.cfg.site).set(self.temperature_c)
             self.update_pressure()
             try:
                 info = await js.stream_info(stream)
                 self.backlog = info.state.messages
-                self._metrics.site_backlog.labels(self._site).set(self.backlog)
+                self.metrics.site_backlog.labels(self.cfg.site).set(self.backlog)
             except Exception as exc:  # advisory figure: keep the last one
                 log.debug("could not read the backlog of %s: %s", stream, exc)
             await heartbeats.publish_once()
@@ -132,15 +131,15 @@ class Telemetry:
 
     async def health_loop(self, stop: asyncio.Event, nc: Client) -> None:
         """Publish the drift monitor's report on ``health.<site>`` every interval."""
-        subject = subjects.health(self._site)
+        subject = subjects.health(self.cfg.site)
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._cfg.health_interval_s)
-            report = self._drift.report(time.time())
+                await asyncio.wait_for(stop.wait(), self.cfg.health_interval_s)
+            report = self.drift.report(time.time())
             degraded = report.status is HealthStatus.DEGRADED
-            self._metrics.health_degraded.labels(self._site).set(int(degraded))
+            self.metrics.health_degraded.labels(self.cfg.site).set(int(degraded))
             if report.rolling_agreement is not None:
-                self._metrics.drift_agreement.labels(self._site).set(report.rolling_agreement)
+                self.metrics.drift_agreement.labels(self.cfg.site).set(report.rolling_agreement)
             if degraded:
                 log.warning("edge model degraded: %s", "; ".join(report.reasons))
             try:
@@ -152,19 +151,19 @@ class Telemetry:
         """Say once on ``health.<site>`` that the day's cloud budget is used up."""
         log.warning(
             "site %s used up its cloud budget of $%.6g for %s: answering at the edge",
-            self._site,
+            self.cfg.site,
             allowance.limit,
             allowance.day,
         )
         event = {
             "type": "budget",
             "v": 1,
-            "site": self._site,
-            "worker": self._cfg.worker_id,
+            "site": self.cfg.site,
+            "worker": self.cfg.worker_id,
             "status": "exhausted",
             "day": allowance.day,
             "limit_usd": allowance.limit,
             "at": time.time(),
         }
         with contextlib.suppress(Exception):
-            await nc.publish(subjects.health(self._site), orjson.dumps(event))
+            await nc.publish(subjects.health(self.cfg.site), orjson.dumps(event))

@@ -7,7 +7,8 @@ A frame's walk (docs/architecture.md has the picture), one module per step:
    up (``repeats``), shed when hot (``decision.shed_before_model``), queued
    (``batcher``, bounded).
 2. The batch loop runs the model in a thread pool, never on the event loop.
-3. The decide loop gathers the site's state and asks ``decision`` once per frame.
+3. The decide loop (``deciding``) gathers the site's state and asks ``decision``
+   once per frame.
 4. A local answer is published (``finals``); an escalation is built and stored
    (``outbound``) and waits in ``pending`` for the cloud's answer (read by
    ``cloudlink``) or its deadline, whichever comes first (``finals`` claims it).
@@ -20,29 +21,28 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
 from edge_worker import results
-from edge_worker.batcher import AdaptiveBatcher, BatchPolicy, LatencyModel
-from edge_worker.budget import Allowance, BudgetLedger, SiteBudget
+from edge_worker.batcher import AdaptiveBatcher, BatchPolicy
+from edge_worker.budget import Allowance, BudgetLedger
 from edge_worker.cloudlink import CloudLink
-from edge_worker.decision import Decision, EscalationPolicy, FrameFacts, shed_before_model
-from edge_worker.drift import DriftMonitor, ShadowSampler
+from edge_worker.deciding import Decider
+from edge_worker.decision import shed_before_model
+from edge_worker.drift import DriftMonitor
 from edge_worker.escalations import Escalations
+from edge_worker.estimates import LatencyModel
 from edge_worker.finals import FinalResults
 from edge_worker.inference import BatchRunner
 from edge_worker.intake import Request, check_frame
 from edge_worker.metrics import EdgeMetrics
-from edge_worker.outbound import Outbound, size_bound
+from edge_worker.outbound import Outbound
 from edge_worker.repeats import FrameIds, Seen
 from edge_worker.sanitize import FaceBlur, FaceBlurOptions
 from edge_worker.tags import EscalationTags, site_tag_key
@@ -50,28 +50,24 @@ from edge_worker.telemetry import Telemetry
 from edge_worker.thermal import ThermalSensor, thermal_sensor
 from pipeline.config import Settings
 from pipeline.fleet.heartbeat import HeartbeatPublisher, ModelCounters
-from pipeline.inference.calibration import frame_confidence
 from pipeline.inference.embedding import EmbeddingModel
 from pipeline.inference.model import OnnxModel
 from pipeline.messaging.natsio import connect, ensure_site_streams, publish_dead_letter
-from pipeline.planning.costs import CostModel
-from pipeline.release.bundle import parse_trusted_keys
 from pipeline.release.modelswap import ModelUpdater, bundle_cache
+from pipeline.release.signing import parse_trusted_keys
 from pipeline.service import Service
 from schemas import subjects
 from schemas.codec import encode
 from schemas.errors import HybridfleetError, SchemaError
 from schemas.heartbeat import Heartbeat
 from schemas.jsonform import decode_frame_message, header
-from schemas.messages import InferenceResult, PrivacyClass
+from schemas.messages import InferenceResult
 
 __all__ = ["EdgeWorker"]
 
 log = logging.getLogger(__name__)
 
 _STAGE = "edge"
-# Escalations being built and stored at once; the decide loop waits beyond this.
-_MAX_SENDING = 64
 
 
 class EdgeWorker(Service):
@@ -98,7 +94,6 @@ class EdgeWorker(Service):
         self.model = model
         self.metrics = metrics or EdgeMetrics()
         self.metrics.model.info({"name": model.name, "version": model.version})
-        self.policy = EscalationPolicy(cfg.default_threshold, cfg.routing, cfg.threshold_raise)
         self._batcher: AdaptiveBatcher[Request] = AdaptiveBatcher(
             BatchPolicy(
                 max_batch_size=cfg.max_batch_size,
@@ -109,11 +104,7 @@ class EdgeWorker(Service):
         )
         self._ids: FrameIds[InferenceResult] = FrameIds(cfg.remember_frame_ids)
         self.drift = DriftMonitor(site=self.site)
-        self._sampler = ShadowSampler(cfg.shadow_rate, cfg.shadow_seed)
         self.telemetry = Telemetry(cfg, thermal, self.drift, self.metrics, self._batcher.__len__)
-        self._budget = SiteBudget(
-            Allowance(cfg.daily_cloud_budget_usd), CostModel(), self._budget_exhausted
-        )
         self._trusted_keys = parse_trusted_keys(cfg.trusted_keys)  # refused now, not later
         # Threads start on first use; the model's pool and, for face detection on frames
         # that leave whole (slow, docs/privacy.md), one of its own.
@@ -137,6 +128,14 @@ class EdgeWorker(Service):
             dead_letter=self._dead_letter,
         )
         self.round_trips = self._escalations.round_trips
+        self._decider = Decider(
+            cfg,
+            escalations=self._escalations,
+            telemetry=self.telemetry,
+            metrics=self.metrics,
+            on_budget_exhausted=self._budget_exhausted,
+        )
+        self.policy = self._decider.policy
         self._batches = BatchRunner(
             self._batcher,
             self._executor,
@@ -201,7 +200,6 @@ class EdgeWorker(Service):
         await ensure_site_streams(js, self.site, self.settings.stream)
         self._tags = EscalationTags(self.site, await site_tag_key(js, self.site))
         self._escalations.outbound.bind(js, self._tags)
-        self._budget.bind(BudgetLedger(js, self.site))
         self._finals = FinalResults(
             nc,
             js,
@@ -233,6 +231,7 @@ class EdgeWorker(Service):
             nc, js, self.site, cfg.worker_id, self._heartbeat, cfg.heartbeat_interval_s
         )
         self._link = CloudLink(nc, cfg, self._escalations.on_answer)
+        self._decider.bind(self._finals, self._link, BudgetLedger(js, self.site))
         group = subjects.edge_queue_group(self.site)
         self._inputs = [
             await nc.subscribe(subjects.frames(self.site), queue=group, cb=self._on_frame),
@@ -258,7 +257,7 @@ class EdgeWorker(Service):
         assert self._heartbeats is not None
         done = self._escalations.done
         tasks.create_task(self._batches.run(), name="edge-batches")
-        tasks.create_task(self._decide_loop(), name="edge-decide")
+        tasks.create_task(self._decider.run(self._batches.answered), name="edge-decide")
         tasks.create_task(self._escalations.deadline_loop(), name="edge-deadlines")
         tasks.create_task(self._link.run(done), name="edge-answers")
         tasks.create_task(self.telemetry.health_loop(done, self._nc), name="edge-health")
@@ -363,76 +362,6 @@ class EdgeWorker(Service):
                 "model",
                 f"edge model failed on the batch: {exc}",
             )
-
-    # ------------------------------------------------------------------ decisions
-
-    async def _decide_loop(self) -> None:
-        # Escalations are sent by tasks of their own, so that a slow one (a whole frame
-        # being face-blurred) never holds up the next batch's local answers; the
-        # semaphore bounds how many are in hand, and the group waits for all of them.
-        slots = asyncio.Semaphore(_MAX_SENDING)
-
-        async def send(coro: Coroutine[Any, Any, None]) -> None:
-            try:
-                await coro
-            finally:
-                slots.release()
-
-        assert self._finals is not None and self._link is not None
-        async with asyncio.TaskGroup() as sending:
-            while (batch := await self._batches.answered.get()) is not None:
-                row = 0
-                for request in batch.requests:
-                    rows = slice(row, row + len(request.frame.regions))
-                    row = rows.stop
-                    scores, features = batch.probabilities[rows], batch.features[rows]
-                    result, decision, cost = await self._decide(request, scores, batch.model)
-                    if decision.escalate or decision.shadow:
-                        self._budget.spend(cost)
-                        self.metrics.cloud_spend_usd.labels(self.site).inc(cost)
-                    if decision.escalate:
-                        await slots.acquire()
-                        escalate = self._escalations.escalate(request, result, decision, features)
-                        sending.create_task(send(escalate))
-                    elif decision.shadow:
-                        # Claimed, so that the cloud's answer can never become final.
-                        if await self._finals.publish(request, result, claim=True):
-                            await slots.acquire()
-                            shadow = self._escalations.shadow(request, result, features)
-                            sending.create_task(send(shadow))
-                    else:
-                        await self._finals.publish(request, result)
-        # Nothing more can be escalated: let the deadline loop finish once all is answered.
-        self._escalations.finish()
-
-    async def _decide(
-        self, request: Request, scores: np.ndarray, model: OnnxModel
-    ) -> tuple[InferenceResult, Decision, float]:
-        """Gather the frame's facts and the site's state; the one decision (decision.py)."""
-        frame, cfg = request.frame, self.settings.edge
-        assert self._link is not None
-        confidence = frame_confidence(scores, cfg.confidence_signal)
-        may_leave = frame.privacy is not PrivacyClass.LOCAL_ONLY and bool(frame.regions)
-        cost = 0.0
-        if may_leave:
-            bound = size_bound(frame, frame.privacy, self._escalations.outbound.embedder.dim)
-            cost = self._budget.cost(len(frame.regions), bound)
-        now = time.time()
-        facts = FrameFacts(
-            priority=frame.priority,
-            confidence=confidence,
-            threshold=self.policy.threshold_for(frame.threshold),
-            privacy=frame.privacy,
-            time_left_s=frame.deadline_at - now,
-            has_regions=bool(frame.regions),
-            link_up=self._link.up,
-            budget_left=not may_leave or await self._budget.affords(cost, now),
-            pressure=self.pressure,
-            shadow_sampled=self._sampler.decide(frame.frame_id),
-        )
-        self.metrics.link_up.labels(self.site).set(int(self._link.up))
-        decision = self.policy.decide(facts, self.round_trips.estimate())
-        return results.decided(frame, scores, confidence, model, decision), decision, cost
 
     # ------------------------------------------------------------------ telemetry
 

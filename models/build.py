@@ -36,401 +36,50 @@ recorded accuracy within 1.5 points, the same answers as the shipped model on at
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
-from pipeline.inference.calibration import (
-    expected_calibration_error,
-    fit_temperature,
-    negative_log_likelihood,
+from models.calibrate import calibrate, cross_validated_proba
+from models.export import (
+    BuildError,
+    check_embedding_matches,
+    check_matches,
+    export_embedding,
+    export_onnx,
+    onnx_embedding,
+    onnx_proba,
 )
-from pipeline.inference.digits import (
-    HELDOUT_FRACTION,
-    MAX_VALUE,
-    N_FEATURES,
-    SPLIT_SEED,
-    DigitsSplit,
-    load_split,
+from models.manifest import embedding_entry, manifest_entry, write_manifest
+from models.recipes import (
+    CLOUD,
+    CLOUD_EMBED,
+    DEVICE,
+    EDGE,
+    EDGE_BAD,
+    EDGE_V2,
+    EMBED,
+    N_CLASSES,
+    SHUFFLE_SEED,
+    ModelRecipe,
+    train_cloud,
+    train_device,
+    train_edge,
+    train_edge_shuffled,
+    train_edge_v2,
+    train_embed,
 )
-from pipeline.inference.model import apply_temperature
+from pipeline.inference.digits import DigitsSplit, load_split
 
-__all__ = [
-    "CALIBRATION_FOLDS",
-    "CALIBRATION_SEED",
-    "CLOUD",
-    "CLOUD_EMBED",
-    "DEVICE",
-    "ECE_BINS",
-    "EDGE",
-    "EDGE_BAD",
-    "EDGE_V2",
-    "EMBED",
-    "MANIFEST_NAME",
-    "MANIFEST_SCHEMA",
-    "BuildError",
-    "ModelRecipe",
-    "build",
-    "calibrate",
-    "cross_validated_proba",
-    "main",
-    "train_cloud",
-    "train_device",
-    "train_edge",
-    "train_edge_shuffled",
-    "train_edge_v2",
-    "train_embed",
-]
+__all__ = ["BAD_MAX_ACCURACY", "build", "main"]
 
-MANIFEST_NAME = "manifest.json"
-MANIFEST_SCHEMA = 1
-INPUT_NAME = "input"
-# skl2onnx's name for the probability tensor when zipmap is off; checked after export.
-PROBA_OUTPUT = "probabilities"
-EMBEDDING_OUTPUT = "embedding"
-EMBEDDING_DIM = 16
-# Pinned rather than "latest" so the files load on every onnxruntime >= 1.17 that
-# pyproject allows, and so a skl2onnx upgrade does not silently change the bytes.
-TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
-ONNX_TOLERANCE = 1e-4
-# Embeddings are not bounded like probabilities (PCA scores reach ~36 here), so they
-# are compared relative to their largest magnitude; float32 rounding is ~1e-7 of it.
-EMBEDDING_RELATIVE_TOLERANCE = 1e-5
-N_CLASSES = 10
-RANDOM_STATE = 0
-EDGE_V2_SEED = 1
-SHUFFLE_SEED = 0
 # edge-bad must stay a bad model: anything above twice chance would not be one.
 BAD_MAX_ACCURACY = 2.0 / N_CLASSES
-# Out-of-fold predictions for calibration (and for `hybridfleet tune`): 5 folds as in
-# scikit-learn's CalibratedClassifierCV, stratified and shuffled with a fixed seed.
-CALIBRATION_FOLDS = 5
-CALIBRATION_SEED = 0
-ECE_BINS = 15
-# Temperature and calibration figures are rounded for the manifest; the rounded
-# temperature is the one that ships, so the "after" figures are computed with it.
-_DIGITS = 4
-
-
-class BuildError(RuntimeError):
-    """The build produced something that must not ship (mismatch, wrong ordering)."""
-
-
-@dataclass(frozen=True)
-class ModelRecipe:
-    """What to call a model and where to write it."""
-
-    role: str
-    name: str
-    version: str
-    file: str
-
-
-EDGE = ModelRecipe(role="edge", name="digits-mlp32", version="1.0.0", file="edge-mlp32.onnx")
-CLOUD = ModelRecipe(role="cloud", name="digits-svc", version="1.0.0", file="cloud-svc.onnx")
-EDGE_V2 = ModelRecipe(
-    role="edge-v2", name="digits-mlp32", version="1.1.0", file="edge-mlp32-v2.onnx"
-)
-EDGE_BAD = ModelRecipe(
-    role="edge-bad",
-    name="digits-mlp32-shuffled-labels",
-    version="1.1.0-bad",
-    file="edge-shuffled-mlp32.onnx",
-)
-DEVICE = ModelRecipe(
-    role="device", name="digits-logreg", version="1.0.0", file="device-logreg.onnx"
-)
-EMBED = ModelRecipe(role="embed", name="digits-pca16", version="1.0.0", file="embed-pca16.onnx")
-CLOUD_EMBED = ModelRecipe(
-    role="cloud-embed", name="digits-pca16-svc", version="1.0.0", file="cloud-embed-svc.onnx"
-)
-
-
-def _fixed_scaler() -> Any:
-    """x/16: a MinMaxScaler fitted on the value bounds, not the data."""
-    from sklearn.preprocessing import MinMaxScaler
-
-    bounds = np.array([[0.0] * N_FEATURES, [float(MAX_VALUE)] * N_FEATURES], dtype=np.float32)
-    return MinMaxScaler().fit(bounds)
-
-
-def train_edge(split: DigitsSplit, seed: int = RANDOM_STATE) -> Any:
-    """A 32-unit MLP behind a fixed x/16 scaler, so the ONNX input stays raw 0..16 features.
-
-    The scaler is fitted on the value bounds, not the data, and the MLP on the scaled
-    training set; fitting the pipeline as a whole would refit the scaler on the data.
-    """
-    from sklearn.neural_network import MLPClassifier
-    from sklearn.pipeline import Pipeline
-
-    scaler = _fixed_scaler()
-    # 1000 iterations: adam converges at ~450 on this split; the default 200 stops short.
-    mlp = MLPClassifier(hidden_layer_sizes=(32,), max_iter=1000, random_state=seed)
-    mlp.fit(scaler.transform(split.x_train), split.y_train)
-    return Pipeline([("scale", scaler), ("mlp", mlp)])
-
-
-def train_edge_v2(split: DigitsSplit) -> Any:
-    """The edge recipe with the next seed: a second good version of the same model.
-
-    The seed was fixed before looking at held-out figures, not picked among several.
-    """
-    return train_edge(split, seed=EDGE_V2_SEED)
-
-
-def train_edge_shuffled(split: DigitsSplit) -> Any:
-    """The edge recipe trained on a seeded random permutation of the training labels.
-
-    The labels then carry no information about the digits, so held-out accuracy is
-    about chance; adam does not converge in 1000 iterations (a ConvergenceWarning).
-    """
-    permuted = np.random.default_rng(SHUFFLE_SEED).permutation(split.y_train)
-    return train_edge(replace(split, y_train=permuted))
-
-
-def train_device(split: DigitsSplit) -> Any:
-    """Multinomial logistic regression behind the same fixed x/16 scaler as the edge MLP.
-
-    640 weights and 10 biases: a third of the edge file. C=3 had the best 5-fold CV
-    accuracy on the training set (96.82%) over C in {0.3, 1, 3, 10, 30}; the held-out
-    set played no part in the choice.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-
-    scaler = _fixed_scaler()
-    logreg = LogisticRegression(C=3.0, max_iter=5000)
-    logreg.fit(scaler.transform(split.x_train), split.y_train)
-    return Pipeline([("scale", scaler), ("logreg", logreg)])
-
-
-def train_embed(split: DigitsSplit) -> Any:
-    """PCA of the raw 0..16 features to EMBEDDING_DIM components (no labels used).
-
-    Fitted in float64 with the exact (LAPACK) solver so the components do not depend
-    on a random seed. 16 components keep about 85% of the training pixels' variance;
-    the manifest records the exact share. An embedding is a linear projection: it
-    keeps less than the pixels, but it is not a privacy mechanism.
-    """
-    from sklearn.decomposition import PCA
-
-    return PCA(n_components=EMBEDDING_DIM, svd_solver="full").fit(split.x_train.astype(np.float64))
-
-
-def train_cloud(split: DigitsSplit) -> Any:
-    """An RBF SVC with Platt-scaled probabilities on the raw 0..16 features.
-
-    C=1, gamma=0.001 had the best 5-fold CV accuracy on the training set (98.65%) over
-    C in {1, 3, 10, 30} x gamma in {3e-4, 5e-4, 1e-3, 2e-3, "scale"}; the held-out set
-    played no part in the choice.
-
-    The ``cloud-embed`` model is this recipe fitted on PCA embeddings instead: there,
-    C=1 with gamma in {1e-3, 2e-3, "scale"} and C=3, gamma=1e-3 tied for the best
-    5-fold CV accuracy (98.65%) over the same grid, so the cloud's own values are kept.
-    """
-    from sklearn.svm import SVC
-
-    svc = SVC(C=1.0, gamma=0.001, probability=True, random_state=RANDOM_STATE)
-    return svc.fit(split.x_train, split.y_train)
-
-
-def cross_validated_proba(
-    train: Callable[[DigitsSplit], Any],
-    split: DigitsSplit,
-    *,
-    folds: int = CALIBRATION_FOLDS,
-    seed: int = CALIBRATION_SEED,
-) -> np.ndarray:
-    """Out-of-fold probabilities [n_train, classes] for the training part of ``split``.
-
-    Each fold's rows are predicted by a model ``train`` fitted on the other folds only
-    (scikit-learn ``predict_proba``; the exported ONNX files match it within
-    ONNX_TOLERANCE). The held-out part is not used. Deterministic for a given seed.
-    """
-    from sklearn.model_selection import StratifiedKFold
-
-    out = np.zeros((len(split.y_train), N_CLASSES), dtype=np.float64)
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for fit_rows, predict_rows in cv.split(split.x_train, split.y_train):
-        part = replace(split, x_train=split.x_train[fit_rows], y_train=split.y_train[fit_rows])
-        model = train(part)
-        out[predict_rows] = model.predict_proba(split.x_train[predict_rows])
-    return out
-
-
-def calibrate(
-    out_of_fold: np.ndarray, heldout_proba: np.ndarray, split: DigitsSplit
-) -> dict[str, Any]:
-    """Fit the temperature on out-of-fold probabilities; the manifest's calibration record.
-
-    ``ece_*`` and ``nll_*`` are measured on the out-of-fold predictions the temperature
-    was fitted on; ``heldout_ece_*`` on the held-out part (measured, not fitted on).
-    """
-    y_train, y_heldout = split.y_train, split.y_heldout
-    temperature = round(fit_temperature(out_of_fold, y_train), _DIGITS)
-
-    def scaled(p: np.ndarray) -> np.ndarray:
-        return apply_temperature(p.astype(np.float32), temperature)
-
-    def ece(p: np.ndarray, y: np.ndarray) -> float:
-        return round(expected_calibration_error(p, y, bins=ECE_BINS), _DIGITS + 2)
-
-    def nll(p: np.ndarray, y: np.ndarray) -> float:
-        return round(negative_log_likelihood(p, y), _DIGITS + 2)
-
-    return {
-        "method": "temperature",
-        "temperature": temperature,
-        "split": {
-            "source": "train",
-            "kind": "out-of-fold predictions, stratified k-fold cross-validation",
-            "folds": CALIBRATION_FOLDS,
-            "seed": CALIBRATION_SEED,
-            "size": len(y_train),
-        },
-        "bins": ECE_BINS,
-        "ece_before": ece(out_of_fold, y_train),
-        "ece_after": ece(scaled(out_of_fold), y_train),
-        "nll_before": nll(out_of_fold, y_train),
-        "nll_after": nll(scaled(out_of_fold), y_train),
-        "heldout_ece_before": ece(heldout_proba, y_heldout),
-        "heldout_ece_after": ece(scaled(heldout_proba), y_heldout),
-    }
-
-
-def export_onnx(model: Any, recipe: ModelRecipe, path: Path, n_features: int = N_FEATURES) -> None:
-    """Write ``model`` as ONNX: ``input`` float32 [None, n_features], probabilities a tensor."""
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
-
-    classifier = model.steps[-1][1] if hasattr(model, "steps") else model
-    onx = convert_sklearn(
-        model,
-        name=recipe.name,
-        initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
-        options={id(classifier): {"zipmap": False}},
-        target_opset=TARGET_OPSET,
-    )
-    _sort_opset_imports(onx)
-    path.write_bytes(onx.SerializeToString())
-
-
-def export_embedding(model: Any, recipe: ModelRecipe, path: Path) -> None:
-    """Write a fitted PCA as ONNX: ``input`` float32 [None, 64] -> ``embedding`` [None, D]."""
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
-
-    onx = convert_sklearn(
-        model,
-        name=recipe.name,
-        initial_types=[(INPUT_NAME, FloatTensorType([None, N_FEATURES]))],
-        final_types=[(EMBEDDING_OUTPUT, FloatTensorType([None, model.n_components_]))],
-        target_opset=TARGET_OPSET,
-    )
-    _sort_opset_imports(onx)
-    path.write_bytes(onx.SerializeToString())
-
-
-def _sort_opset_imports(onx: Any) -> None:
-    """Order the model's opset imports by domain, in place.
-
-    skl2onnx collects them in a set, so their order (and the file's SHA-256) would
-    otherwise change with Python's per-process string hash seed.
-    """
-    from onnx.helper import make_opsetid
-
-    imports = sorted((o.domain, o.version) for o in onx.opset_import)
-    del onx.opset_import[:]
-    onx.opset_import.extend(make_opsetid(domain, version) for domain, version in imports)
-
-
-def onnx_proba(path: Path, x: np.ndarray) -> np.ndarray:
-    """Probabilities from the exported file, run the way the workers run it (CPU)."""
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    outputs = [o.name for o in session.get_outputs()]
-    if PROBA_OUTPUT not in outputs:
-        raise BuildError(f"{path.name}: no output named {PROBA_OUTPUT!r}, outputs are {outputs}")
-    (proba,) = session.run([PROBA_OUTPUT], {INPUT_NAME: x.astype(np.float32)})
-    return np.asarray(proba)
-
-
-def onnx_embedding(path: Path, x: np.ndarray) -> np.ndarray:
-    """Embeddings from the exported file, run the way the site runs it (CPU)."""
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (embedding,) = session.run([EMBEDDING_OUTPUT], {INPUT_NAME: x.astype(np.float32)})
-    return np.asarray(embedding)
-
-
-def check_matches(recipe: ModelRecipe, expected: np.ndarray, got: np.ndarray) -> None:
-    """Fail loudly if onnxruntime disagrees with scikit-learn beyond ONNX_TOLERANCE."""
-    if got.shape != expected.shape:
-        raise BuildError(f"{recipe.file}: ONNX gives shape {got.shape}, sklearn {expected.shape}")
-    worst = float(np.max(np.abs(got - expected))) if got.size else 0.0
-    if worst > ONNX_TOLERANCE:
-        raise BuildError(
-            f"{recipe.file}: ONNX probabilities differ from sklearn predict_proba by up to "
-            f"{worst:.2e} (tolerance {ONNX_TOLERANCE:.0e}); the export is wrong, not shipping it"
-        )
-
-
-def library_versions() -> dict[str, str]:
-    """The versions that determine the bytes of the files; recorded in the manifest."""
-    import onnx
-    import skl2onnx
-    import sklearn
-
-    return {
-        "numpy": np.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": ort.__version__,
-        "skl2onnx": skl2onnx.__version__,
-        "sklearn": sklearn.__version__,
-    }
-
-
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def manifest_entry(
-    recipe: ModelRecipe, path: Path, accuracy: float, split: DigitsSplit
-) -> dict[str, Any]:
-    """One model's record in manifest.json."""
-    return {
-        "name": recipe.name,
-        "version": recipe.version,
-        "file": recipe.file,
-        "sha256": sha256_of(path),
-        "size_bytes": path.stat().st_size,
-        "input": {
-            "name": INPUT_NAME,
-            "shape": [None, int(split.x_train.shape[1])],
-            "dtype": "float32",
-        },
-        "output": {"name": PROBA_OUTPUT, "classes": N_CLASSES},
-        "labels": list(range(N_CLASSES)),
-        # 1.0 (uncalibrated) unless build() fits one; see calibrate().
-        "temperature": 1.0,
-        "heldout_accuracy": round(accuracy, 4),
-        "heldout_size": len(split.y_heldout),
-        "trained_with": _trained_with(),
-        "script": "models/build.py",
-    }
-
-
-def _trained_with() -> dict[str, Any]:
-    trained_with: dict[str, Any] = dict(library_versions())
-    trained_with.update(split_seed=SPLIT_SEED, heldout_fraction=HELDOUT_FRACTION)
-    return trained_with
 
 
 def build_one(recipe: ModelRecipe, model: Any, split: DigitsSplit, out: Path) -> dict[str, Any]:
@@ -484,29 +133,9 @@ def build_embedding(
     path = out / recipe.file
     export_embedding(pca, recipe, path)
     for x in (split.x_train, split.x_heldout):
-        expected, got = pca.transform(x.astype(np.float64)), onnx_embedding(path, x)
-        worst = float(np.max(np.abs(got - expected)))
-        if got.shape != expected.shape or worst > EMBEDDING_RELATIVE_TOLERANCE * float(
-            np.max(np.abs(expected))
-        ):
-            raise BuildError(f"{recipe.file}: ONNX embeddings differ from sklearn by {worst:.2e}")
-    entry = {
-        "name": recipe.name,
-        "version": recipe.version,
-        "file": recipe.file,
-        "sha256": sha256_of(path),
-        "size_bytes": path.stat().st_size,
-        "input": {"name": INPUT_NAME, "shape": [None, N_FEATURES], "dtype": "float32"},
-        "output": {
-            "name": EMBEDDING_OUTPUT,
-            "shape": [None, int(pca.n_components_)],
-            "dtype": "float32",
-        },
-        # Share of the training pixels' variance the embedding keeps (PCA's own measure).
-        "explained_variance": round(float(np.sum(pca.explained_variance_ratio_)), _DIGITS),
-        "trained_with": _trained_with(),
-        "script": "models/build.py",
-    }
+        expected = pca.transform(x.astype(np.float64))
+        check_embedding_matches(recipe, expected, onnx_embedding(path, x))
+    entry = embedding_entry(recipe, path, pca)
     embedded = replace(
         split,
         x_train=np.asarray(pca.transform(split.x_train.astype(np.float64)), dtype=np.float32),
@@ -576,10 +205,7 @@ def build(out: Path) -> dict[str, Any]:
         CLOUD_EMBED.role: cloud_embed,
     }
     check_new_models(models)
-    manifest = {"schema": MANIFEST_SCHEMA, "models": models}
-    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-    (out / MANIFEST_NAME).write_text(text, encoding="utf-8")
-    return manifest
+    return write_manifest(out, models)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from schemas.checks import require_number
-from schemas.codec import DEFAULT_MAX_BYTES, check_token
 from schemas.errors import ConfigError, SchemaError
+from schemas.limits import DEFAULT_MAX_BYTES
+from schemas.subjects import check_token
 
 __all__ = [
     "CloudSettings",
@@ -26,6 +27,7 @@ __all__ = [
     "NatsSettings",
     "Settings",
     "StreamSettings",
+    "WorkerSettings",
     "load_settings",
 ]
 
@@ -78,7 +80,26 @@ class StreamSettings:
 
 
 @dataclass(frozen=True)
-class EdgeSettings:
+class WorkerSettings:
+    """What every worker has, edge or cloud."""
+
+    max_message_bytes: int = _range(DEFAULT_MAX_BYTES, 1024, 64 << 20)
+    inference_threads: int = _range(1, 1, 64)
+    model_manifest: str = ""  # empty: the manifest shipped in models/
+    # Heartbeats on fleet.heartbeat.<site>.<worker> and in KV HF_FLEET
+    # (pipeline/fleet/heartbeat.py).
+    heartbeat_interval_s: float = _range(2.0, 0.05, 3600.0)
+    # Model bundles (docs/model-bundles.md): Ed25519 public keys (hex, comma-separated)
+    # whose signatures this worker trusts. Empty: the worker runs its shipped model and
+    # does not follow HF_DESIRED. bundle_dir: local cache (empty: a temp folder).
+    trusted_keys: str = ""
+    bundle_dir: str = ""
+    # Fault injection for tests and benchmarks: extra time each batch takes.
+    inject_latency_ms: float = _range(0.0, 0.0, 600_000.0)
+
+
+@dataclass(frozen=True)
+class EdgeSettings(WorkerSettings):
     """One edge worker of one site."""
 
     site: str = _token("site1")
@@ -97,9 +118,6 @@ class EdgeSettings:
     # Assumed cloud round trip until enough have been measured.
     cloud_round_trip_prior_ms: float = _range(50.0, 0.0, 60_000.0)
     escalation_publish_timeout_s: float = _range(2.0, 0.05, 60.0)
-    max_message_bytes: int = _range(DEFAULT_MAX_BYTES, 1024, 64 << 20)
-    inference_threads: int = _range(1, 1, 64)
-    model_manifest: str = ""  # empty: the manifest shipped in models/
     # JetStream domain of the cloud's streams; empty when they are on this same server.
     cloud_domain: str = ""
     # Drift monitoring (edge_worker/drift.py): the share of confidently kept frames also
@@ -112,9 +130,6 @@ class EdgeSettings:
     # (edge_worker/budget.py); 0: no cap. Escalations are priced with the default
     # pipeline.planning.costs.CostModel.
     daily_cloud_budget_usd: float = _range(0.0, 0.0, 1e9)
-    # Heartbeats on fleet.heartbeat.<site>.<worker> and in KV HF_FLEET
-    # (pipeline/fleet/heartbeat.py).
-    heartbeat_interval_s: float = _range(2.0, 0.05, 3600.0)
     # Heat and load (edge_worker/thermal.py): "auto" reads /sys/class/thermal where a zone
     # answers and simulates otherwise; "simulated" always simulates. From hot_c on, and
     # as the queue passes half full, the confidence threshold of frames that may leave
@@ -124,11 +139,6 @@ class EdgeSettings:
     hot_c: float = _range(70.0, 0.0, 150.0)
     critical_c: float = _range(85.0, 1.0, 200.0)
     threshold_raise: float = _range(0.05, 0.0, 1.0)
-    # Model bundles (docs/model-bundles.md): Ed25519 public keys (hex, comma-separated)
-    # whose signatures this worker trusts. Empty: the worker runs its shipped model and
-    # does not follow HF_DESIRED. bundle_dir: local cache (empty: a temp folder).
-    trusted_keys: str = ""
-    bundle_dir: str = ""
     # Blur faces (edge_worker/sanitize.py) in every whole frame that leaves the site.
     face_blur: bool = True
     # A frame captured further than this from the worker's clock, either way, is refused
@@ -140,12 +150,10 @@ class EdgeSettings:
     # On drain, escalated frames still waiting for the cloud get their edge answer
     # (degraded, cloud_timeout) after at most this long.
     drain_timeout_s: float = _range(10.0, 0.0, 3600.0)
-    # Fault injection for tests and benchmarks: extra time each batch takes.
-    inject_latency_ms: float = _range(0.0, 0.0, 600_000.0)
 
 
 @dataclass(frozen=True)
-class CloudSettings:
+class CloudSettings(WorkerSettings):
     """One cloud worker."""
 
     worker_id: str = _token("cloud-1")
@@ -166,12 +174,8 @@ class CloudSettings:
     # "answer" it anyway (for drift and audit; the edge already gave a degraded result)
     # or "drop" it unanswered.
     expired_escalations: str = _choice("answer", "answer", "drop")
-    max_message_bytes: int = _range(DEFAULT_MAX_BYTES, 1024, 64 << 20)
-    inference_threads: int = _range(1, 1, 64)
-    model_manifest: str = ""
-    # Fault injection for tests and benchmarks: extra time each batch takes, and frame
-    # ids starting with this prefix make the model fail (a poison message).
-    inject_latency_ms: float = _range(0.0, 0.0, 600_000.0)
+    # Fault injection: frame ids starting with this prefix make the model fail (a
+    # poison message).
     inject_failure_prefix: str = ""
     # Non-urgent escalations (priority 3, deadline beyond defer_max_s + 5 s) wait until
     # defer_batch of them are parked or the oldest has waited defer_max_s, so they are
@@ -180,9 +184,6 @@ class CloudSettings:
     # max_ack_pending.
     defer_batch: int = _range(0, 0, 100_000)
     defer_max_s: float = _range(60.0, 0.01, 86_400.0)
-    heartbeat_interval_s: float = _range(2.0, 0.05, 3600.0)
-    trusted_keys: str = ""
-    bundle_dir: str = ""
 
     @property
     def site_list(self) -> list[str]:

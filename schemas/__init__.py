@@ -1,59 +1,17 @@
 """hybridfleet's wire contract: message types, their codecs and subject names.
 
 Nothing in this package does I/O. See docs/wire-format.md for the contract in prose;
-schemas/vectors/ holds golden messages in both wire forms.
+schemas/vectors/ holds golden messages in both wire forms. Import each name from the
+module that defines it:
+
+* ``messages``: the message types (``Frame``, ``InferenceResult``, ``Escalation``,
+  ``DeadLetter``) and their wire names (``KINDS``);
+* ``limits``: the bounds (schema version, sizes, times) and the payload size check;
+* ``codec``: msgpack, the default form (``encode``, ``decode_frame``, ...);
+* ``jsonform``: the JSON form and the ``Content-Type`` / ``Accept`` headers;
+* ``writer`` and ``reader``: the wire map both forms share (``to_map``, ``from_map``),
+  read field by field with ``fields`` and checked for numbers and times by ``scalars``;
+* ``subjects``: every subject, stream, bucket and header name, and ``check_token``;
+* ``heartbeat``: the fleet heartbeat; ``checks``: how settings' numbers are checked;
+  ``errors``: the exceptions.
 """
-
-from schemas.codec import (
-    DEFAULT_MAX_BYTES,
-    MAX_DEADLINE_S,
-    MAX_UNIX_TIME,
-    SCHEMA_VERSION,
-    check_token,
-    decode_dead_letter,
-    decode_escalation,
-    decode_frame,
-    decode_result,
-    encode,
-)
-from schemas.errors import ConfigError, HybridfleetError, ModelError, SchemaError
-from schemas.jsonform import decode_frame_message, encode_result_for, from_json, to_json
-from schemas.messages import (
-    DeadLetter,
-    Escalation,
-    Frame,
-    InferenceResult,
-    PrivacyClass,
-    Reason,
-    Region,
-    Source,
-)
-
-__all__ = [
-    "DEFAULT_MAX_BYTES",
-    "MAX_DEADLINE_S",
-    "MAX_UNIX_TIME",
-    "SCHEMA_VERSION",
-    "ConfigError",
-    "DeadLetter",
-    "Escalation",
-    "Frame",
-    "HybridfleetError",
-    "InferenceResult",
-    "ModelError",
-    "PrivacyClass",
-    "Reason",
-    "Region",
-    "SchemaError",
-    "Source",
-    "check_token",
-    "decode_dead_letter",
-    "decode_escalation",
-    "decode_frame",
-    "decode_frame_message",
-    "decode_result",
-    "encode",
-    "encode_result_for",
-    "from_json",
-    "to_json",
-]

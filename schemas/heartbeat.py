@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 
 from schemas import subjects
-from schemas.codec import check_token
 from schemas.errors import SchemaError
+from schemas.subjects import check_token
 
 __all__ = [
     "FLEET_BUCKET",
@@ -65,18 +65,8 @@ def fleet_key(site: str, worker: str) -> str:
     return f"worker.{check_token(site, 'site')}.{check_token(worker, 'worker')}"
 
 
-_COUNTERS = (
-    "frames",
-    "local",
-    "escalated",
-    "shed",
-    "dead_letters",
-    "errors",
-    "compared",
-    "agreed",
-    "queue_depth",
-    "pending",
-)
+# Every int field but ``schema`` is a count (>= 0), except those with a minimum here.
+_INT_MINIMUM = {"backlog": -1}
 _TIMES = ("at", "started_at", "model_since")
 _ENUMS: dict[str, type[StrEnum]] = {
     "tier": Tier,
@@ -143,9 +133,9 @@ class Heartbeat:
             _set_float(self, name, lo=0.0)
         _set_float(self, "latency_p95_ms", lo=0.0)
         _set_float(self, "temperature_c", lo=-273.15)
-        for name in _COUNTERS:
-            _check_int(name, getattr(self, name), lo=0)
-        _check_int("backlog", self.backlog, lo=-1)
+        for f in dataclasses.fields(self):
+            if f.type == "int" and f.name != "schema":
+                _check_int(f.name, getattr(self, f.name), lo=_INT_MINIMUM.get(f.name, 0))
         if self.agreed > self.compared:
             raise SchemaError(
                 f"heartbeat.agreed: {self.agreed} is more than compared ({self.compared})"

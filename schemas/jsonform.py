@@ -7,8 +7,8 @@ A tool such as the ``nats`` CLI can publish a frame as JSON (header
 The JSON form is the msgpack map written as a JSON object: the same keys, the same
 ``v`` and ``type``, the same rules. The one difference is binary values (an array's
 ``data``, a dead letter's ``data``): JSON has no bytes, so they are base64 text. A
-decoded JSON object goes through ``codec.from_map``, the checks a msgpack message
-goes through, so both forms are refused for exactly the same faults.
+decoded JSON object goes through ``from_map`` (``schemas.reader``), the checks a
+msgpack message goes through, so both forms are refused for exactly the same faults.
 """
 
 from __future__ import annotations
@@ -21,18 +21,12 @@ from typing import Any
 import numpy as np
 import orjson
 
-from schemas.codec import (
-    DEFAULT_MAX_BYTES,
-    KINDS,
-    M,
-    Message,
-    decode_frame,
-    encode,
-    from_map,
-    to_map,
-)
+from schemas.codec import decode_frame, encode
 from schemas.errors import SchemaError
-from schemas.messages import DeadLetter, Frame, InferenceResult
+from schemas.limits import check_size, default_max_bytes
+from schemas.messages import KINDS, Frame, InferenceResult, M, Message
+from schemas.reader import from_map
+from schemas.writer import to_map
 
 __all__ = [
     "JSON",
@@ -105,12 +99,7 @@ def from_json(kind: type[M], data: bytes, *, max_bytes: int | None = None) -> M:
     decoders do.
     """
     name = KINDS[kind]
-    if max_bytes is None:
-        max_bytes = 2 * DEFAULT_MAX_BYTES if kind is DeadLetter else DEFAULT_MAX_BYTES
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise SchemaError(f"{name}: expected bytes, got {type(data).__name__}")
-    if len(data) > max_bytes:
-        raise SchemaError(f"{name}: {len(data)} bytes is over the limit of {max_bytes}")
+    check_size(data, name, default_max_bytes(kind) if max_bytes is None else max_bytes)
     try:
         raw = orjson.loads(data)
     except orjson.JSONDecodeError as exc:

@@ -1,23 +1,29 @@
 """Typed, immutable message types. No I/O here: ``schemas.codec`` turns them into bytes.
 
 The field list of each type is the wire contract of docs/wire-format.md; change one
-together with the other and bump ``SCHEMA_VERSION`` when old readers would break.
+together with the other and bump ``SCHEMA_VERSION`` (``schemas.limits``) when old
+readers would break. ``KINDS`` gives each type its wire name (the ``type`` key).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, TypeVar
 
 import numpy as np
 
 from schemas.errors import SchemaError
 
 __all__ = [
+    "KINDS",
     "DeadLetter",
     "Escalation",
     "Frame",
     "InferenceResult",
+    "M",
+    "Message",
     "PrivacyClass",
     "Reason",
     "Region",
@@ -252,3 +258,14 @@ class DeadLetter:
     reason: str
     data: bytes
     at: float
+
+
+Message = Frame | InferenceResult | Escalation | DeadLetter
+M = TypeVar("M", bound=Message)
+# The wire name (the ``type`` key) of each message type.
+KINDS: Mapping[type[Any], str] = {
+    Frame: "frame",
+    InferenceResult: "result",
+    Escalation: "escalation",
+    DeadLetter: "dead_letter",
+}

@@ -9,8 +9,9 @@ name cannot reach another site's subjects (``.``, ``*`` and ``>`` are refused).
 from __future__ import annotations
 
 import hashlib
+import re
 
-from schemas.codec import check_token
+from schemas.errors import SchemaError
 
 __all__ = [
     "ADVISORIES_STREAM",
@@ -29,6 +30,7 @@ __all__ = [
     "REPLIES_STREAM",
     "SITE_BUCKET",
     "SOURCE_CONSUMER",
+    "check_token",
     "dead_letters",
     "edge_queue_group",
     "escalations",
@@ -76,6 +78,21 @@ FLEET_EVENTS = "fleet.events"
 # Cloud workers serve every site: in heartbeats and desired-state keys their "site" is
 # this token.
 CLOUD_SITE = "_all"
+
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def check_token(value: str, what: str) -> str:
+    """Return ``value`` if it is a safe NATS subject token (letters, digits, ``_``, ``-``).
+
+    Site and camera names become subject tokens; a ``.``, ``*`` or ``>`` in them
+    would let a message reach another site's subjects.
+    """
+    if not isinstance(value, str) or not _TOKEN.fullmatch(value):
+        raise SchemaError(
+            f"{what}: {value!r} is not a valid name; use 1-64 letters, digits, '_' or '-'"
+        )
+    return value
 
 
 def site_escalations_stream(site: str) -> str:

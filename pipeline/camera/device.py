@@ -17,7 +17,7 @@ runs the device model on the frames that are not skipped and keeps per-camera st
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Generic, TypeVar
 
@@ -243,13 +243,11 @@ class DeviceDecision:
 
     def reused_by(self, frame_id: str, reference_id: str) -> DeviceDecision:
         """This answer given to ``frame_id`` as a skip reusing ``reference_id``."""
-        return DeviceDecision(
+        return replace(
+            self,
             frame_id=frame_id,
             action=DeviceAction.SKIP,
             reason=DeviceReason.UNCHANGED,
-            labels=self.labels,
-            scores=self.scores,
-            confidence=self.confidence,
             reused_from=reference_id,
         )
 

@@ -4,17 +4,12 @@ Each frame is a 640x480 grayscale image (a fixed textured background per camera)
 with held-out digits from scikit-learn's ``load_digits`` drawn in as regions of
 interest, so message sizes are realistic: a crop is about 1 kB, a frame 307 kB.
 The simulator keeps what it published (ground truth and crops) for evaluation.
+What is drawn is the scene's (``random`` or ``static``, pipeline/camera/scene.py).
 
-Drift can be injected (``CameraOptions.drift``): from ``drift_after_s`` into the run
-on, every digit's pixels get Gaussian noise, a brightness offset or a Gaussian blur
-before they are drawn, so the crops the workers see carry the drift. With the default
-``drift="none"`` nothing changes, down to the random numbers drawn.
-
-Two scenes (``CameraOptions.scene``): ``random`` draws new digits at new places in
-every frame (every frame is news: the worst case for a difference detector), and
-``static`` is a shelf camera: each camera's boxes stay put, each box keeps its digit
-for a run of frames (geometric, mean ``mean_run``) and every frame gets fresh sensor
-noise (``noise_sigma`` grey levels), so most frames barely differ from the last.
+Drift can be injected (``CameraOptions.drift``, pipeline/camera/drift.py): from
+``drift_after_s`` into the run on, every digit's pixels are changed before they are
+drawn. With the default ``drift="none"`` nothing changes, down to the random numbers
+drawn.
 
 With ``device`` set the camera is the first tier (``pipeline/camera/device.py``): its own tiny
 model answers the frames it is sure of, and it reuses its last answer for a frame that
@@ -28,10 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import secrets
-import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -40,28 +32,23 @@ import numpy as np
 from nats.aio.client import Client
 
 from pipeline.camera.device import DeviceAction, DeviceConfig, DeviceTier, SkipConfig
-from pipeline.inference.digits import DIGIT_SIDE, DigitsSplit, digit_to_pixels, load_split
+from pipeline.camera.drift import DriftInjector, check_drift
+from pipeline.camera.scene import SCENES, Scene
+from pipeline.camera.sigterm import stopped_by_sigterm
+from pipeline.inference.digits import DIGIT_SIDE, DigitsSplit, load_split
 from pipeline.inference.model import OnnxModel
 from schemas import subjects
-from schemas.codec import check_token, encode
+from schemas.codec import encode
 from schemas.errors import ConfigError
-from schemas.messages import Frame, InferenceResult, PrivacyClass, Reason, Region, Source
+from schemas.messages import Frame, InferenceResult, PrivacyClass, Reason, Source
+from schemas.subjects import check_token
 
-__all__ = ["DRIFT_KINDS", "CameraOptions", "CameraSimulator", "PublishedFrame"]
+__all__ = ["CameraOptions", "CameraSimulator", "PublishedFrame"]
 
 log = logging.getLogger(__name__)
 
 _PRIVACY_ORDER = (PrivacyClass.LOCAL_ONLY, PrivacyClass.CROP, PrivacyClass.FULL)
 
-DRIFT_KINDS = ("none", "noise", "brightness", "blur")
-SCENES = ("random", "static")
-_NOISE_BANK = 16  # sensor-noise images per camera, drawn from at random
-# What drift_strength means for each kind, and its allowed range [low, high] (never 0).
-_DRIFT_STRENGTH: dict[str, tuple[str, float, float]] = {
-    "noise": ("the standard deviation of Gaussian pixel noise, as a share of 255", 0.0, 1.0),
-    "brightness": ("an offset added to every pixel, as a share of 255 (< 0 darkens)", -1.0, 1.0),
-    "blur": ("the Gaussian blur sigma, in digit cells (one cell is digit_scale pixels)", 0.0, 4.0),
-}
 # Seeds the drift's own generator, so that drift never shifts the frames' random numbers.
 _DRIFT_STREAM = 0xD1F7
 
@@ -83,7 +70,7 @@ class CameraOptions:
     deadline_ms: int = 250
     seed: int = 0
     # Drift injection: one of DRIFT_KINDS; drift_strength's meaning and range depend on
-    # the kind (see _DRIFT_STRENGTH); the drift starts drift_after_s into the run.
+    # the kind (pipeline/camera/drift.py); the drift starts drift_after_s into the run.
     drift: str = "none"
     drift_strength: float = 0.0
     drift_after_s: float = 0.0
@@ -121,40 +108,7 @@ class CameraOptions:
                 f"mean_run must be >= 1 and noise_sigma >= 0, got {self.mean_run!r} "
                 f"and {self.noise_sigma!r}"
             )
-        self._check_drift()
-
-    def _check_drift(self) -> None:
-        kinds = ", ".join(DRIFT_KINDS)
-        if not isinstance(self.drift, str) or self.drift not in DRIFT_KINDS:
-            raise ConfigError(f"drift must be one of {kinds}, got {self.drift!r}")
-        for name in ("drift_strength", "drift_after_s"):
-            value = getattr(self, name)
-            if (
-                not isinstance(value, int | float)
-                or isinstance(value, bool)
-                or not math.isfinite(value)
-            ):
-                raise ConfigError(f"{name} must be a finite number, got {value!r}")
-        if self.drift == "none":
-            # A strength or start time without a kind is a forgotten setting, not a no-op.
-            if self.drift_strength != 0 or self.drift_after_s != 0:
-                raise ConfigError(
-                    "drift_strength and drift_after_s must stay 0 when drift is 'none' "
-                    f"(got {self.drift_strength!r} and {self.drift_after_s!r}); "
-                    f"set drift to one of {kinds}"
-                )
-            return
-        if self.drift_after_s < 0:
-            raise ConfigError(f"drift_after_s must be >= 0, got {self.drift_after_s!r}")
-        meaning, low, high = _DRIFT_STRENGTH[self.drift]
-        strength = self.drift_strength
-        # 0 is never allowed: it would be drift that does nothing.
-        if not low <= strength <= high or strength == 0:
-            rule = f"in [{low:g}, {high:g}] and not 0"
-            raise ConfigError(
-                f"drift_strength for drift {self.drift!r} is {meaning}; it must be {rule}, "
-                f"got {strength!r}"
-            )
+        check_drift(self.drift, self.drift_strength, self.drift_after_s)
 
     @property
     def total_frames(self) -> int:
@@ -183,24 +137,16 @@ class CameraSimulator:
 
     def __init__(self, options: CameraOptions, digits: DigitsSplit | None = None) -> None:
         self.options = options
-        split = digits or load_split()
-        self._x, self._y = split.x_heldout, split.y_heldout
         self._rng = np.random.default_rng(options.seed)
-        self._drift_rng = np.random.default_rng((options.seed, _DRIFT_STREAM))
+        self._drift = DriftInjector(
+            options.drift,
+            options.drift_strength,
+            options.digit_scale,
+            np.random.default_rng((options.seed, _DRIFT_STREAM)),
+        )
         self._run_id = secrets.token_hex(4)  # frame ids stay unique across restarts
         self.camera_names = [f"cam{i + 1}" for i in range(options.cameras)]
-        self._backgrounds = {
-            name: self._background(np.random.default_rng(options.seed + 1000 + i))
-            for i, name in enumerate(self.camera_names)
-        }
-        # Static scene: per camera, its own random stream, boxes and shown digits.
-        self._scene_rng = {
-            name: np.random.default_rng((options.seed, 2000 + i))
-            for i, name in enumerate(self.camera_names)
-        }
-        self._scene: dict[str, tuple[list[Region], list[int]]] = {}
-        self._noise_bank: dict[str, list[np.ndarray]] = {}
-        self._noise_last: dict[str, int] = {}
+        self._scene = Scene(options, digits or load_split(), self.camera_names, self._rng)
         self._device = (
             DeviceTier(
                 OnnxModel.load("device"),
@@ -210,13 +156,6 @@ class CameraSimulator:
             if options.device
             else None
         )
-
-    def _background(self, rng: np.random.Generator) -> np.ndarray:
-        o = self.options
-        ramp = np.linspace(40, 90, o.width, dtype=np.float32)[None, :]
-        noise = rng.normal(0, 6, (o.height, o.width)).astype(np.float32)
-        background: np.ndarray = np.clip(ramp + noise, 0, 255).astype(np.uint8)
-        return background
 
     def run_offset_s(self, camera: str, seq: int) -> float:
         """When frame ``seq`` of ``camera`` is due, in seconds from the start of the run.
@@ -238,21 +177,8 @@ class CameraSimulator:
     ) -> tuple[Frame, tuple[int, ...]]:
         """One frame for ``camera`` and its ground-truth labels (one per region)."""
         o = self.options
-        image = self._backgrounds[camera].copy()
-        side = DIGIT_SIDE * o.digit_scale
-        drifted = self.drifted(camera, seq)
-        placed = self._static_digits(camera) if o.scene == "static" else self._random_digits()
-        truth = []
-        for region, index in placed:
-            pixels = digit_to_pixels(self._x[index], o.digit_scale)
-            if drifted:
-                pixels = self._apply_drift(pixels)
-            image[region.y : region.y + side, region.x : region.x + side] = pixels
-            truth.append(int(self._y[index]))
-        regions = [region for region, _ in placed]
-        if o.scene == "static" and o.noise_sigma > 0:
-            noise = self._noise(camera)
-            image = np.clip(image.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+        alter = self._drift.apply if self.drifted(camera, seq) else None
+        image, regions, truth = self._scene.draw(camera, alter)
         priority = 1 + int(self._rng.choice(3, p=o.priority_mix))
         privacy = _PRIVACY_ORDER[int(self._rng.choice(3, p=o.privacy_mix))]
         if o.privacy:
@@ -264,78 +190,12 @@ class CameraSimulator:
             seq=seq,
             captured_at=captured_at,
             image=image,
-            regions=tuple(regions),
+            regions=regions,
             priority=priority,
             deadline_ms=o.deadline_ms,
             privacy=privacy,
         )
-        return frame, tuple(truth)
-
-    def _random_digits(self) -> list[tuple[Region, int]]:
-        """New digits at new places: one per horizontal slot."""
-        o = self.options
-        side = DIGIT_SIDE * o.digit_scale
-        slot = o.width // o.regions_per_frame
-        placed = []
-        for k in range(o.regions_per_frame):
-            index = int(self._rng.integers(len(self._y)))
-            x = k * slot + int(self._rng.integers(0, slot - side + 1))
-            y = int(self._rng.integers(0, o.height - side + 1))
-            placed.append((Region(x, y, side, side), index))
-        return placed
-
-    def _static_digits(self, camera: str) -> list[tuple[Region, int]]:
-        """The camera's fixed boxes; each changes its digit with probability 1/mean_run."""
-        o = self.options
-        rng = self._scene_rng[camera]
-        if camera not in self._scene:
-            side = DIGIT_SIDE * o.digit_scale
-            slot = o.width // o.regions_per_frame
-            boxes = [
-                Region(
-                    k * slot + int(rng.integers(0, slot - side + 1)),
-                    int(rng.integers(0, o.height - side + 1)),
-                    side,
-                    side,
-                )
-                for k in range(o.regions_per_frame)
-            ]
-            self._scene[camera] = (boxes, [int(rng.integers(len(self._y))) for _ in boxes])
-        else:
-            boxes, shown = self._scene[camera]
-            for k in range(len(shown)):
-                if rng.random() < 1.0 / o.mean_run:
-                    shown[k] = int(rng.integers(len(self._y)))
-        boxes, shown = self._scene[camera]
-        return list(zip(boxes, shown, strict=True))
-
-    def _noise(self, camera: str) -> np.ndarray:
-        """One of a bank of sensor-noise images: drawing 300k normals per frame would
-        cost the simulator more CPU than the workers it feeds."""
-        o = self.options
-        rng = self._scene_rng[camera]
-        if camera not in self._noise_bank:
-            self._noise_bank[camera] = [
-                np.rint(rng.normal(0.0, o.noise_sigma, (o.height, o.width))).astype(np.int16)
-                for _ in range(_NOISE_BANK)
-            ]
-        # Never the same image twice in a row: consecutive frames always differ.
-        last = self._noise_last.get(camera, 0)
-        pick = (last + 1 + int(rng.integers(_NOISE_BANK - 1))) % _NOISE_BANK
-        self._noise_last[camera] = pick
-        return self._noise_bank[camera][pick]
-
-    def _apply_drift(self, pixels: np.ndarray) -> np.ndarray:
-        """The digit's uint8 pixels with the configured drift applied."""
-        o = self.options
-        values = pixels.astype(np.float64)
-        if o.drift == "noise":
-            values += self._drift_rng.normal(0.0, o.drift_strength * 255.0, values.shape)
-        elif o.drift == "brightness":
-            values += o.drift_strength * 255.0
-        elif o.drift == "blur":
-            values = _gaussian_blur(values, o.drift_strength * o.digit_scale)
-        return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+        return frame, truth
 
     async def run(
         self, nc: Client, on_publish: Callable[[PublishedFrame], None] | None = None
@@ -349,13 +209,9 @@ class CameraSimulator:
         itself keeps its own handler.
         """
         stop = asyncio.Event()
-        handled = _stop_on_sigterm(stop)
-        try:
+        with stopped_by_sigterm(stop):
             published = await self._publish(nc, stop, on_publish)
             await nc.flush()
-        finally:
-            if handled:
-                _release_sigterm(stop)
         return published
 
     async def _publish(
@@ -442,52 +298,3 @@ class CameraSimulator:
         )
         await nc.publish(subjects.results(frame.site, frame.camera), encode(result))
         return "device", skipped
-
-
-# The runs that SIGTERM stops: every simulator running in this process's main thread.
-_SIGTERM_STOPS: set[asyncio.Event] = set()
-
-
-def _on_sigterm() -> None:
-    for stop in _SIGTERM_STOPS:
-        stop.set()
-
-
-def _stop_on_sigterm(stop: asyncio.Event) -> bool:
-    """Have SIGTERM set ``stop``; False where the process handles SIGTERM itself.
-
-    The handler is installed for the first run and removed with the last one
-    (``_release_sigterm``), which puts the default back.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return False
-    if _SIGTERM_STOPS:  # installed by a run still going on
-        _SIGTERM_STOPS.add(stop)
-        return True
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return False
-    try:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, _on_sigterm)
-    except (NotImplementedError, RuntimeError):  # no signals on this platform or loop
-        return False
-    _SIGTERM_STOPS.add(stop)
-    return True
-
-
-def _release_sigterm(stop: asyncio.Event) -> None:
-    _SIGTERM_STOPS.discard(stop)
-    if not _SIGTERM_STOPS:
-        asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
-
-
-def _gaussian_blur(values: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur of a 2-D float image; edges are extended (nearest)."""
-    radius = max(1, math.ceil(3.0 * sigma))
-    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
-    kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel /= kernel.sum()
-    padded = np.pad(values, radius, mode="edge")
-    windows = np.lib.stride_tricks.sliding_window_view
-    rows = windows(padded, kernel.size, axis=1) @ kernel  # (h + 2r, w)
-    blurred: np.ndarray = windows(rows, kernel.size, axis=0) @ kernel  # (h, w)
-    return blurred

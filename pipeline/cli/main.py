@@ -22,13 +22,17 @@ import orjson
 import uvloop
 
 from pipeline.camera.simulator import CameraOptions
-from pipeline.cli.fleet import add_fleet_restart_command, add_fleet_up_command
+from pipeline.cli.fleet import (
+    add_fleet_restart_command,
+    add_fleet_status_command,
+    add_fleet_up_command,
+)
 from pipeline.cli.models import add_model_commands
 from pipeline.cli.ops import add_ops_commands
+from pipeline.cli.options import options_from
 from pipeline.cli.plan import add_plan_command
 from pipeline.cli.rollout import add_rollout_commands
 from pipeline.config import Settings, load_settings
-from pipeline.fleet.status import add_fleet_status_command
 from schemas.errors import HybridfleetError
 
 __all__ = ["main"]
@@ -38,6 +42,7 @@ log = logging.getLogger("hybridfleet")
 
 # Commands that run until stopped: they say when they are ready and what they drained.
 _SERVICES = frozenset({"edge", "cloud", "site", "fleet"})
+
 
 def _run(coro: Coroutine[Any, Any, int]) -> int:
     # uvloop: the event loop is on every frame's path.
@@ -52,17 +57,12 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _camera_options(args: argparse.Namespace) -> CameraOptions:
-    return CameraOptions(
-        site=args.site,
-        cameras=args.cameras,
+    return options_from(
+        CameraOptions,
+        args,
         rate_hz=args.rate,
-        seconds=args.seconds,
         regions_per_frame=args.regions,
-        deadline_ms=args.deadline_ms,
-        seed=args.seed,
-        scene=args.scene,
         device=args.tiers == 3,
-        skip_threshold=args.skip_threshold,
         privacy=args.privacy or "",
     )
 
@@ -148,7 +148,8 @@ def _apply_pipeline(
     class goes to every frame, a device stage turns on the device tier, and the
     sanitising transform of the edge-to-cloud boundary sets the face blur.
     """
-    from pipeline.planning.pipelines import Sanitize, Tier, load_pipeline
+    from pipeline.planning.pipelinefile import load_pipeline
+    from pipeline.planning.pipelines import Sanitize, Tier
 
     spec = load_pipeline(path)
     privacy = {"none": "local_only", "embedding": "embedding", "crop": "crop", "frame": "full"}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, replace
@@ -20,11 +19,15 @@ from typing import Any, Final
 import orjson
 
 from pipeline.config import EdgeSettings, load_settings
-from pipeline.inference.model import DEFAULT_MANIFEST, OnnxModel
+from pipeline.inference.manifest import DEFAULT_MANIFEST, manifest_entry
+from pipeline.inference.model import OnnxModel
 from pipeline.messaging.natsio import connect
-from pipeline.release.bundle import TIERS, generate_keypair, make_bundle
-from pipeline.release.registry import BUNDLES_BUCKET, CLOUD_SITE, ModelRegistry, desired_key
-from schemas.errors import BundleError, ConfigError, ModelError
+from pipeline.release.bundle import make_bundle
+from pipeline.release.desired import CLOUD_SITE, desired_key
+from pipeline.release.manifest import TIERS
+from pipeline.release.registry import BUNDLES_BUCKET, ModelRegistry
+from pipeline.release.signing import generate_keypair
+from schemas.errors import BundleError, ConfigError
 
 __all__ = ["add_model_commands"]
 
@@ -100,7 +103,7 @@ def bundle(args: argparse.Namespace) -> int:
     """Bundle the model of one manifest entry, checked against the manifest; print the path."""
     manifest = Path(args.manifest) if args.manifest else DEFAULT_MANIFEST
     model = OnnxModel.load(args.role, manifest)  # the file must match manifest.json
-    entry = _manifest_entry(manifest, args.role)
+    entry, _ = manifest_entry(args.role, manifest)
     heldout: dict[str, float] = {"accuracy": model.spec.heldout_accuracy}
     if isinstance(entry.get("heldout_size"), int):
         heldout["size"] = entry["heldout_size"]
@@ -197,14 +200,3 @@ def _with_registry(
             await nc.close()
 
     return asyncio.run(main())
-
-
-def _manifest_entry(manifest: Path, role: str) -> dict[str, Any]:
-    """The raw ``models.<role>`` entry, for what ModelSpec does not keep (script, sizes)."""
-    try:
-        entry = json.loads(manifest.read_text(encoding="utf-8"))["models"][role]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelError(f"{manifest}: cannot read models.{role}: {exc}") from None
-    if not isinstance(entry, dict):
-        raise ModelError(f"{manifest}: models.{role} must be a JSON object")
-    return entry

@@ -1,11 +1,9 @@
 """``hybridfleet site``, ``infer``, ``tail`` and ``dead-letters``: running one site, and
 an operator's day without the ``nats`` CLI.
 
-Every command that talks to a running site finds its server in one of three ways:
-``--url`` (credentials in it, ``nats://user:password@host:port``, when the server has
-users); ``--fleet DIR``, the working directory of a ``fleet up``, which gives the URL
-of ``--site``'s server (or the hub's) with the operator's credentials; or else the
-``[nats] url`` of the settings (``--config``, ``HYBRIDFLEET_NATS_URL``).
+Every command that talks to a running site finds its server as ``pipeline.cli.target``
+says: ``--url``, ``--fleet DIR`` (``--site``'s server, or the hub's, with the
+operator's credentials) or the settings.
 """
 
 from __future__ import annotations
@@ -16,107 +14,41 @@ import signal
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 import uvloop
 from nats.aio.client import Client
 
-from pipeline.config import Settings, load_settings
+from pipeline.cli.options import options_from
+from pipeline.cli.target import add_target_arguments, connect_once, target_url
+from pipeline.config import load_settings
 from pipeline.fleet.auth import fleet_url
-from pipeline.messaging.natsio import client_tls
-from schemas.errors import ConfigError, HybridfleetError
+from schemas.errors import ConfigError
 from schemas.messages import DeadLetter, PrivacyClass
 
 __all__ = ["add_ops_commands"]
 
 
 def _with_target(p: argparse.ArgumentParser, *, site_default: str | None = "site1") -> None:
-    p.add_argument("--config", help="TOML settings file (HYBRIDFLEET_* env vars override)")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--url", help="NATS URL of the site's server (user:password@ if needed)")
-    where.add_argument(
-        "--fleet",
-        type=Path,
-        metavar="DIR",
-        help="a `fleet up` working directory: use --site's server and the operator's login",
+    add_target_arguments(
+        p,
+        url_help="NATS URL of the site's server (user:password@ if needed)",
+        fleet_help="a `fleet up` working directory: use --site's server and the operator's login",
     )
     p.add_argument("--site", default=site_default, help=f"the site (default: {site_default})")
-
-
-def _safe(url: str) -> str:
-    """``url`` without its password, for messages."""
-    parts = []
-    for one in url.split(","):
-        split = urlsplit(one.strip())
-        host = split.hostname or ""
-        parts.append(
-            f"{split.scheme}://{host}:{split.port}" if split.port else f"{split.scheme}://{host}"
-        )
-    return ",".join(parts)
-
-
-def _target(args: argparse.Namespace, site: str | None, role: str = "operator") -> str:
-    if args.url:
-        return str(args.url)
-    if args.fleet:
-        return fleet_url(args.fleet, site, role)
-    return load_settings(args.config).nats.url
-
-
-async def _connect(url: str, settings: Settings, name: str) -> Client:
-    """One connection for a command a person waits on: no endless reconnecting."""
-    errors: list[Exception] = []
-
-    async def on_error(exc: Exception) -> None:
-        errors.append(exc)
-
-    nc = Client()
-    timeout = settings.nats.connect_timeout_s
-    try:
-        await asyncio.wait_for(
-            nc.connect(
-                [u.strip() for u in url.split(",")],
-                name=name,
-                tls=client_tls(settings.nats),
-                connect_timeout=int(max(1, timeout)),
-                max_reconnect_attempts=0,
-                allow_reconnect=False,
-                error_cb=on_error,
-            ),
-            timeout,
-        )
-    except Exception as exc:
-        await nc.close()
-        cause = errors[-1] if errors else exc
-        hint = ""
-        if "authorization" in str(cause).lower():
-            hint = (
-                "; the server has users: pass --fleet DIR (a `fleet up` directory) or a "
-                "--url with user:password"
-            )
-        within = f" within {timeout:g} s" if isinstance(exc, TimeoutError) else ""
-        raise HybridfleetError(
-            f"cannot connect to NATS at {_safe(url)}{within} ({cause!r}){hint}"
-        ) from None
-    return nc
 
 
 # ---------------------------------------------------------------- site
 
 
 def _site(args: argparse.Namespace) -> int:
+    """A nats-server with JetStream on loopback, a cloud worker and an edge worker,
+    started in that order and run until Ctrl-C or SIGTERM; then the edge drains,
+    the cloud finishes its batch, and the server stops. Prints the URL and subjects.
+    """
     from pipeline.fleet.site import SiteOptions, run_site
 
-    options = SiteOptions(
-        site=args.site,
-        port=args.port,
-        workdir=args.workdir,
-        settings=load_settings(args.config),
-        edge_metrics_port=args.edge_metrics_port,
-        cloud_metrics_port=args.cloud_metrics_port,
-        metrics_addr=args.metrics_addr,
-    )
+    options = options_from(SiteOptions, args, settings=load_settings(args.config))
 
     async def main() -> int:
         stop = asyncio.Event()
@@ -134,14 +66,7 @@ def _site(args: argparse.Namespace) -> int:
 async def _infer(args: argparse.Namespace) -> int:
     from pipeline.tools import probe as ops
 
-    request = ops.FrameRequest(
-        site=args.site,
-        camera=args.camera,
-        priority=args.priority,
-        deadline_ms=args.deadline_ms,
-        privacy=PrivacyClass(args.privacy),
-        threshold=args.threshold,
-    )
+    request = options_from(ops.FrameRequest, args, privacy=PrivacyClass(args.privacy))
     truth: tuple[int, ...] | None = None
     if args.image:
         regions = tuple(ops.parse_region(r) for r in args.region or ())
@@ -149,7 +74,7 @@ async def _infer(args: argparse.Namespace) -> int:
     else:
         frame, truth = ops.simulated_frame(request, args.seed)
     settings = load_settings(args.config)
-    nc = await _connect(_target(args, args.site), settings, "hybridfleet-infer")
+    nc = await connect_once(target_url(args, args.site), settings, "hybridfleet-infer")
     try:
         result = await ops.infer(nc, frame, args.timeout or args.deadline_ms / 1000 + 5.0)
     finally:
@@ -184,7 +109,7 @@ async def _tail(args: argparse.Namespace) -> int:
     if args.fleet and args.site == "*":
         raise ConfigError("with --fleet, name one site: each site has its own server")
     settings = load_settings(args.config)
-    nc = await _connect(_target(args, args.site), settings, "hybridfleet-tail")
+    nc = await connect_once(target_url(args, args.site), settings, "hybridfleet-tail")
     try:
         await ops.follow(
             nc, args.site, on_event, count=args.count, seconds=args.seconds, ready=ready
@@ -204,7 +129,7 @@ async def _dead_letters(args: argparse.Namespace) -> int:
     # The cloud's dead letters of a fleet are at the hub; the edge's at the site.
     where = None if (args.stage == "cloud" and args.fleet) else args.site
     settings = load_settings(args.config)
-    nc = await _connect(_target(args, where), settings, "hybridfleet-dead-letters")
+    nc = await connect_once(target_url(args, where), settings, "hybridfleet-dead-letters")
     publishers: dict[str, Client] = {}
 
     async def publisher(letter: DeadLetter) -> Client:
@@ -212,7 +137,7 @@ async def _dead_letters(args: argparse.Namespace) -> int:
             return nc
         if letter.site not in publishers:  # an escalation goes back in at its site
             url = fleet_url(args.fleet, letter.site, "operator")
-            publishers[letter.site] = await _connect(url, settings, "hybridfleet-redrive")
+            publishers[letter.site] = await connect_once(url, settings, "hybridfleet-redrive")
         return publishers[letter.site]
 
     try:
@@ -259,11 +184,7 @@ def add_ops_commands(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "site",
         help="run one site (nats-server, cloud and edge worker) until SIGTERM",
-        description=(
-            "A nats-server with JetStream on loopback, a cloud worker and an edge worker, "
-            "started in that order and run until Ctrl-C or SIGTERM; then the edge drains, "
-            "the cloud finishes its batch, and the server stops. Prints the URL and subjects."
-        ),
+        description=_site.__doc__,
     )
     p.add_argument("--config", help="TOML settings file for both workers")
     p.add_argument("--site", default="site1")

@@ -1,7 +1,7 @@
 """``hybridfleet plan PIPELINE_FILE``: validate a pipeline file and score its placement.
 
 Figures come from this checkout's ``bench/results`` and ``models/manifest.json``
-(see :meth:`pipeline.planning.placement.Figures.load`); the cloud round-trip prior from
+(see :meth:`pipeline.planning.figures.Figures.load`); the cloud round-trip prior from
 the settings.
 """
 
@@ -26,17 +26,17 @@ def add_plan_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     )
     p.add_argument("pipeline_file", metavar="PIPELINE_FILE", help="pipeline TOML file")
     p.add_argument("--json", action="store_true", help="print the plan as one JSON object")
-    p.add_argument(
-        "--config", help="TOML settings file, for edge.cloud_round_trip_prior_ms"
-    )
+    p.add_argument("--config", help="TOML settings file, for edge.cloud_round_trip_prior_ms")
     p.set_defaults(run=run_plan)
 
 
 def run_plan(args: argparse.Namespace) -> int:
     """Validate ``args.pipeline_file``, plan it, print the plan; errors propagate as ConfigError."""
     from pipeline.config import load_settings
-    from pipeline.planning.pipelines import load_pipeline
-    from pipeline.planning.placement import Figures, plan, render_plan
+    from pipeline.planning.figures import Figures
+    from pipeline.planning.pipelinefile import load_pipeline
+    from pipeline.planning.placement import plan
+    from pipeline.planning.scores import render_plan
 
     settings = load_settings(args.config)
     spec = load_pipeline(args.pipeline_file, manifest=REPO_ROOT / "models" / "manifest.json")

@@ -22,7 +22,7 @@ from pipeline.camera.simulator import CameraOptions, CameraSimulator
 from pipeline.config import Settings
 from pipeline.demo.summary import ResultCollector, summarize
 from pipeline.messaging.server import NatsServer
-from pipeline.messaging.topology import HUB_DOMAIN, Hub, site_server
+from pipeline.messaging.topology import HUB_DOMAIN, Hub, site_server, wait_for_leaf
 from pipeline.messaging.wanproxy import WanProxy
 
 __all__ = ["StackOptions", "run_stack"]
@@ -92,7 +92,7 @@ async def run_stack(options: StackOptions, progress: TextIO | None = sys.stderr)
                 server = site_server(Path(tmp), site, [proxy.url])
                 servers.append(server)
                 await asyncio.to_thread(server.start)
-                await _wait_for_leaf(server.url)
+                await wait_for_leaf(server.url, 20.0)
                 edge_url, cloud_url = server.url, hub.urls[0]
                 cloud_domain, sites_are_domains = HUB_DOMAIN, True
             base = options.settings
@@ -112,23 +112,6 @@ async def run_stack(options: StackOptions, progress: TextIO | None = sys.stderr)
                 await asyncio.to_thread(srv.stop)
             if proxy is not None:
                 await proxy.close()
-
-
-async def _wait_for_leaf(site_url: str, timeout: float = 20.0) -> None:
-    """Wait until the hub's JetStream answers through the site's leaf link."""
-    nc = await nats.connect(site_url)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                await nc.jetstream(domain=HUB_DOMAIN, timeout=1.0).account_info()
-                return
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.2)
-    finally:
-        await nc.close()
 
 
 async def _run(

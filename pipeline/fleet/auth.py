@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pipeline.fleet.spec import FLEET_FILE
 from pipeline.messaging.security import SITE_ROLES, Credentials
 from schemas.errors import ConfigError
 
@@ -149,8 +150,6 @@ def fleet_url(workdir: Path, site: str | None, role: str = "operator") -> str:
     When the fleet is secure, the URL carries the credentials of ``role`` (at the hub
     the one role is ``cloud``). Raises ``ConfigError`` saying what is missing.
     """
-    from pipeline.fleet.launcher import FLEET_FILE  # fleet imports this module
-
     path = Path(workdir) / FLEET_FILE
     try:
         fleet = json.loads(path.read_text())

@@ -16,36 +16,30 @@ started again after an exponential backoff (``pipeline.fleet.supervisor``); one 
 failing, or a server that dies, stops the fleet with a report. ``rolling_restart()``
 replaces every worker one at a time: the new process first, and only once it has
 subscribed, SIGTERM to the old one, which drains, so no frame is left without a
-worker. ``stop()`` ends cameras, then edge workers (SIGTERM: they drain, waiting for
-their escalations' answers), then cloud workers, then the servers. ``fleet.json`` in
-the working directory lists every process (pid, URLs, metrics endpoint) for
-``hybridfleet fleet status``, and ``prometheus-targets.json`` lists the metrics
-endpoints in Prometheus's file-based discovery format.
+worker. The launcher is a ``pipeline.service.Service``: ``drain()`` and ``close()`` end
+cameras, then edge workers (SIGTERM: they drain, waiting for their escalations'
+answers), then cloud workers, then the servers. ``fleet.json`` and
+``prometheus-targets.json`` in the working directory (``pipeline.fleet.record``) list
+every process for ``hybridfleet fleet status`` and Prometheus.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import sys
 import time
-import warnings
-from dataclasses import asdict
 from functools import partial
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TextIO
 
 from pipeline.fleet.auth import CREDENTIALS_FILE, FleetCredentials
 from pipeline.fleet.pool import ProcessPool
-from pipeline.fleet.procs import (
-    Child,
-    FleetMember,
-    healthy,
+from pipeline.fleet.procs import Child, FleetMember, healthy, wait_until
+from pipeline.fleet.record import (
+    fleet_document,
+    prometheus_targets,
     refuse_running_fleet,
-    wait_for_leaf,
-    wait_until,
+    server_member,
     write_atomic,
 )
 from pipeline.fleet.spec import (
@@ -60,7 +54,8 @@ from pipeline.fleet.spec import (
     worker_env,
 )
 from pipeline.messaging.server import NatsServer
-from pipeline.messaging.topology import HUB_DOMAIN, Hub, free_port, site_server
+from pipeline.messaging.topology import Hub, free_port, site_server, wait_for_leaf
+from pipeline.service import Service
 from schemas.errors import HybridfleetError
 
 __all__ = [
@@ -77,14 +72,17 @@ __all__ = [
     "worker_env",
 ]
 
+SUPERVISE_S = 0.5  # how often crashed processes and dead servers are looked for
 
-class FleetLauncher:
+
+class FleetLauncher(Service):
     """Start, supervise and stop a fleet. Use as ``async with FleetLauncher(options)``.
 
     ``start()`` returns when every server is up, every site's leaf link reaches the
-    hub's JetStream, every worker has subscribed to its inputs, and the cameras run.
-    If anything fails on the way, what was started is stopped again. ``stop()`` is
-    idempotent. Progress lines go to ``out``.
+    hub's JetStream, every worker has subscribed to its inputs, and the cameras run;
+    from then on the fleet is supervised. If anything fails on the way, what was
+    started is stopped again. ``failure`` says why the fleet failed, if it did.
+    Progress lines go to ``out``.
     """
 
     def __init__(self, options: FleetOptions, out: TextIO | None = sys.stderr) -> None:
@@ -102,14 +100,23 @@ class FleetLauncher:
             self._say,
             lambda: self._write_files("running"),
         )
+        self.failure: str | None = None
+        self._roll_requests = asyncio.Event()
         self._roll: asyncio.Task[bool] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
         self.rolls = {"started": 0, "done": 0, "failed": 0}
         self._started_at = 0.0
-        self._stopped = False
+
+    @property
+    def name(self) -> str:
+        return "fleet up"
+
+    def __repr__(self) -> str:
+        return f"FleetLauncher({str(self.workdir)!r})"
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
+    async def _open(self) -> None:
         """Start the servers, then cloud workers, edge workers and cameras, in order."""
         refuse_running_fleet(self.workdir / FLEET_FILE)
         for role in ("edge", "cloud"):
@@ -122,20 +129,22 @@ class FleetLauncher:
             await self._start_workers("edge")
             self._start_cameras()
         except BaseException:
-            await self.stop()
+            await self.close()
             raise
         self._write_files("running")
         self._say(f"fleet up: {self.workdir / FLEET_FILE}")
 
-    async def stop(self) -> None:
+    def _spawn(self, tasks: asyncio.TaskGroup) -> None:
+        self._supervisor = tasks.create_task(self._supervise(tasks), name="fleet supervisor")
+
+    async def _stop_taking(self) -> None:
+        """No restart and no rolling restart from now on."""
+        for task in (self._supervisor, self._roll):
+            if task is not None:
+                task.cancel()
+
+    async def _release(self) -> None:
         """Cameras, then edge workers (they drain), cloud workers, sites, the hub."""
-        if self._stopped:
-            return
-        self._stopped = True
-        if self._roll is not None:
-            self._roll.cancel()
-            with contextlib.suppress(BaseException):
-                await self._roll
         await self.pool.cancel_background()
         for role in ("camera", "edge", "cloud"):
             await self.pool.stop_role(role)
@@ -148,35 +157,56 @@ class FleetLauncher:
         if self._started_at:
             self._write_files("stopped")
 
+    async def _supervise(self, tasks: asyncio.TaskGroup) -> None:
+        """Restart what exits (``FleetOptions.restart``) and start the rolling restarts
+        asked for; return when one process keeps failing or a server dies."""
+        while True:
+            failure = self.pool.supervise() or self.check()
+            if failure is not None:
+                self.failure = failure
+                self._say(f"fleet failed: {failure}")
+                if self._roll is not None:
+                    self._roll.cancel()
+                return
+            if self._roll_requests.is_set():
+                self._roll_requests.clear()
+                if self._roll is None or self._roll.done():
+                    self._roll = tasks.create_task(self.rolling_restart(), name="rolling restart")
+                else:
+                    self._say("a rolling restart is running already: request ignored")
+            await asyncio.sleep(SUPERVISE_S)
+
+    def request_roll(self) -> None:
+        """Ask for a rolling restart of every worker (what SIGHUP does to ``fleet up``);
+        ignored, with a note, while one runs."""
+        self._roll_requests.set()
+
     async def run(
         self,
         seconds: float | None = None,
         stop: asyncio.Event | None = None,
         roll: asyncio.Event | None = None,
     ) -> int:
-        """Supervise until ``seconds`` pass or ``stop`` is set (0), or the fleet fails (1).
+        """Until ``seconds`` pass or ``stop`` is set (0), or the fleet fails (1).
 
-        A worker or camera that exits is restarted (``FleetOptions.restart``); the
-        fleet fails when one keeps failing or a server dies. Each time ``roll`` is set,
-        a rolling restart of every worker starts, unless one is running. The caller
-        stops the fleet afterwards (``stop()`` or leaving ``async with``).
+        Setting ``roll`` asks for a rolling restart (``request_roll``). The caller stops
+        the fleet afterwards (``drain()``, ``close()`` or leaving ``async with``).
         """
-        deadline = None if seconds is None else time.monotonic() + seconds
-        while deadline is None or time.monotonic() < deadline:
-            failure = self.pool.supervise() or self.check()
-            if failure is not None:
-                self._say(f"fleet failed: {failure}")
-                return 1
-            if stop is not None and stop.is_set():
-                return 0
-            if roll is not None and roll.is_set():
-                roll.clear()
-                if self._roll is None or self._roll.done():
-                    self._roll = asyncio.create_task(self.rolling_restart())
-                else:
-                    self._say("a rolling restart is running already: request ignored")
-            await asyncio.sleep(0.5)
-        return 0
+        if self._runner is None:
+            raise RuntimeError("FleetLauncher: call start() (or use async with) first")
+        if roll is not None:
+            self._roll_requests = roll
+        waiters: list[asyncio.Future[Any]] = [self._runner]
+        if stop is not None:
+            waiters.append(asyncio.ensure_future(stop.wait()))
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters[1:]:
+                waiter.cancel()
+        if self._runner.done() and not self._runner.cancelled():
+            await self._runner  # raise what broke the supervision, if anything did
+        return 0 if self.failure is None else 1
 
     def check(self) -> str | None:
         """Which server died (None: all run). Servers are not restarted: the fleet fails."""
@@ -225,27 +255,6 @@ class FleetLauncher:
         """Every process of the fleet: servers first, then workers in start order."""
         return self._server_members + self.pool.members
 
-    def __del__(self) -> None:
-        # Warn only: stopping needs the event loop, and the processes outlive us anyway.
-        if self._started_at and not self._stopped:
-            warnings.warn(
-                f"FleetLauncher of {self.workdir} dropped without stop(); its processes run on",
-                ResourceWarning,
-                stacklevel=1,
-            )
-
-    async def __aenter__(self) -> FleetLauncher:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
     # ------------------------------------------------------------------ servers
 
     async def _start_servers(self) -> None:
@@ -266,7 +275,7 @@ class FleetLauncher:
         await asyncio.to_thread(self.hub.start)
         for server in self.hub.servers:
             await wait_until(partial(healthy, server), f"hub node {server.name}", 30)
-            self._server_members.append(_server_member(server, "hub"))
+            self._server_members.append(server_member(server, "hub"))
             self._say(f"hub node {server.name} up {server.url} (pid {server.pid})")
         leaf_urls = [f"nats-leaf://127.0.0.1:{port}" for port in self.hub.leaf_ports]
         for site in sites:
@@ -280,7 +289,7 @@ class FleetLauncher:
             self.site_servers[site] = server
             await asyncio.to_thread(server.start)
             await wait_for_leaf(self._url(server.url, site, "operator"))
-            self._server_members.append(_server_member(server, "site", site))
+            self._server_members.append(server_member(server, "site", site))
             self._say(f"site {site} server up {server.url} (pid {server.pid}), linked to the hub")
         if creds:
             self._say(f"site permissions on; users in {self.workdir / CREDENTIALS_FILE}")
@@ -315,7 +324,7 @@ class FleetLauncher:
                     sites=sites,
                     replicas=self.options.hub_nodes,
                 )
-                started.append(self._spawn(worker, "cloud", "", worker, config, env, urls))
+                started.append(self._start_worker(worker, "cloud", "", worker, config, env, urls))
         else:
             for site in sites:
                 url = self.site_servers[site].url
@@ -324,7 +333,7 @@ class FleetLauncher:
                         "edge", nats_url=self._url(url, site, "edge"), site=site, worker=worker
                     )
                     name = f"edge-{site}-{worker.removeprefix('edge-')}"
-                    started.append(self._spawn(name, "edge", site, worker, config, env, url))
+                    started.append(self._start_worker(name, "edge", site, worker, config, env, url))
         # Started together, waited for together: each loads its model at the same time.
         for child in started:
             await self.pool.wait_ready(child)
@@ -333,7 +342,7 @@ class FleetLauncher:
                 f"metrics {child.member.metrics_url}"
             )
 
-    def _spawn(
+    def _start_worker(
         self,
         name: str,
         role: str,
@@ -363,42 +372,19 @@ class FleetLauncher:
 
     def _write_files(self, state: str) -> None:
         members = self.members
-        fleet: dict[str, Any] = {
-            "schema": 1,
-            "state": state,
-            "launcher_pid": os.getpid(),
-            "secure": self.credentials is not None,
-            "started_at": self._started_at,
-            "updated_at": time.time(),
-            "workdir": str(self.workdir),
-            "hub_domain": HUB_DOMAIN,
-            "sites": site_names(self.options.sites),
-            "rolling_restarts": dict(self.rolls),
-            "members": [asdict(m) for m in members],
-        }
-        write_atomic(self.workdir / FLEET_FILE, fleet)
-        targets = [
-            {
-                "targets": [f"127.0.0.1:{m.metrics_port}"],
-                "labels": {"job": m.role, "site": m.site, "worker": m.worker},
-            }
-            for m in members
-            if m.metrics_port and state == "running"
-        ]
-        write_atomic(self.workdir / PROMETHEUS_TARGETS_FILE, targets)
+        document = fleet_document(
+            state,
+            workdir=self.workdir,
+            secure=self.credentials is not None,
+            started_at=self._started_at,
+            updated_at=time.time(),
+            sites=site_names(self.options.sites),
+            rolls=self.rolls,
+            members=members,
+        )
+        write_atomic(self.workdir / FLEET_FILE, document)
+        write_atomic(self.workdir / PROMETHEUS_TARGETS_FILE, prometheus_targets(state, members))
 
     def _say(self, line: str) -> None:
         if self._out is not None:
             print(f"[fleet] {line}", file=self._out, flush=True)
-
-
-def _server_member(server: NatsServer, role: str, site: str = "") -> FleetMember:
-    return FleetMember(
-        name=server.name,
-        role=role,
-        pid=server.pid or 0,
-        url=server.url,
-        log=str(server.workdir / f"{server.name}.log"),
-        site=site,
-        monitor_url=f"http://127.0.0.1:{server.monitor_port}" if server.monitor_port else "",
-    )

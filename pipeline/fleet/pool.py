@@ -14,7 +14,7 @@ import contextlib
 import subprocess
 import time
 from collections.abc import Callable, Collection
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -37,30 +37,21 @@ READY_TIMEOUT_S = 60.0  # worker start includes loading onnxruntime on a busy ma
 DRAIN_TIMEOUT_S = 30.0  # an edge worker waits for its escalations' deadlines
 
 
+@dataclass(eq=False)
 class ProcessPool:
-    """The fleet's ``hybridfleet`` subprocesses, in start order.
+    """The fleet's ``hybridfleet`` subprocesses (``children``), in start order."""
 
-    ``say`` prints a progress line; ``changed`` is called whenever a pid or port
-    changes (the launcher rewrites ``fleet.json``).
-    """
-
-    def __init__(
-        self,
-        workdir: Path,
-        policy: RestartPolicy,
-        servers_of: Callable[[FleetMember], list[NatsServer]],
-        say: Callable[[str], None],
-        changed: Callable[[], None],
-    ) -> None:
-        self.workdir = workdir
-        self.policy = policy
-        self._servers_of = servers_of
-        self._say = say
-        self._changed = changed
-        self.children: list[Child] = []
-        self._retiring: list[Child] = []  # replaced by a rolling restart, still draining
-        self._histories: dict[str, RestartHistory] = {}
-        self._background: set[asyncio.Task[Any]] = set()
+    workdir: Path  # where each process's log goes
+    policy: RestartPolicy
+    # Where a worker's connection shows up: the servers to ask whether it is ready.
+    servers_of: Callable[[FleetMember], list[NatsServer]]
+    say: Callable[[str], None]  # prints a progress line
+    changed: Callable[[], None]  # a pid or port changed (the launcher rewrites fleet.json)
+    children: list[Child] = field(default_factory=list, init=False)
+    # Replaced by a rolling restart, still draining.
+    _retiring: list[Child] = field(default_factory=list, init=False)
+    _histories: dict[str, RestartHistory] = field(default_factory=dict, init=False)
+    _background: set[asyncio.Task[Any]] = field(default_factory=set, init=False)
 
     @property
     def members(self) -> list[FleetMember]:
@@ -100,12 +91,12 @@ class ProcessPool:
 
     def connections(self, child: Child) -> set[int]:
         """The connection ids of ``child``'s worker id now (to tell a new one apart)."""
-        return connection_ids(self._servers_of(child.member), child.member.worker)
+        return connection_ids(self.servers_of(child.member), child.member.worker)
 
     async def wait_ready(self, child: Child, old: Collection[int] = ()) -> None:
         """Until a connection of ``child``'s worker not in ``old`` has subscribed."""
         m = child.member
-        ready = partial(worker_ready, m.role, self._servers_of(m), m.site, m.worker, old)
+        ready = partial(worker_ready, m.role, self.servers_of(m), m.site, m.worker, old)
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not await asyncio.to_thread(ready):
             code = child.proc.poll()
@@ -136,7 +127,7 @@ class ProcessPool:
             name, pid = child.member.name, child.member.pid
             if child.may_finish and code == 0:
                 child.finished = True
-                self._say(f"{name} finished")
+                self.say(f"{name} finished")
                 continue
             history = self._histories.setdefault(name, RestartHistory(self.policy))
             delay = history.on_exit(now)
@@ -147,7 +138,7 @@ class ProcessPool:
                     f"already; log {child.member.log}:\n{child.tail()}"
                 )
             child.restart_at = now + delay
-            self._say(
+            self.say(
                 f"{name} (pid {pid}) exited with {code}; restart {history.total} "
                 f"in {delay:g} s (log {child.member.log})"
             )
@@ -159,8 +150,8 @@ class ProcessPool:
         child.proc = popen_hybridfleet(child.args, child.env, Path(child.member.log))
         child.restart_at = None
         child.member = replace(child.member, pid=child.proc.pid, restarts=child.member.restarts + 1)
-        self._changed()
-        self._say(f"{child.member.name} restarted (pid {child.member.pid})")
+        self.changed()
+        self.say(f"{child.member.name} restarted (pid {child.member.pid})")
         if child.member.role != "camera":
             task = asyncio.create_task(self._announce_ready(child, old))
             self._background.add(task)
@@ -171,9 +162,9 @@ class ProcessPool:
             await self.wait_ready(child, old)
         except HybridfleetError as exc:
             # The next supervise() sees it exit; if it hangs instead, its log says why.
-            self._say(f"{child.member.name} (pid {child.member.pid}) not ready: {exc}")
+            self.say(f"{child.member.name} (pid {child.member.pid}) not ready: {exc}")
             return
-        self._say(f"{child.member.name} (pid {child.member.pid}) ready again")
+        self.say(f"{child.member.name} (pid {child.member.pid}) ready again")
 
     # ------------------------------------------------------------------ replacing
 
@@ -194,17 +185,17 @@ class ProcessPool:
             new.proc.kill()
             await asyncio.to_thread(new.proc.wait)
             if isinstance(exc, HybridfleetError):
-                self._say(f"replacing {m.name} failed: {exc}; pid {m.pid} keeps running")
+                self.say(f"replacing {m.name} failed: {exc}; pid {m.pid} keeps running")
                 return False
             raise
         self.children[self.children.index(old)] = new
         self._retiring.append(old)
-        self._changed()
-        self._say(f"{m.name}: pid {new.member.pid} ready; SIGTERM to pid {m.pid}, which drains")
+        self.changed()
+        self.say(f"{m.name}: pid {new.member.pid} ready; SIGTERM to pid {m.pid}, which drains")
         old.proc.terminate()
         code = await self._wait_exit(old)
         self._retiring.remove(old)
-        self._say(f"{m.name} pid {m.pid} stopped (exit {code})")
+        self.say(f"{m.name} pid {m.pid} stopped (exit {code})")
         return True
 
     # ------------------------------------------------------------------ stopping
@@ -215,7 +206,7 @@ class ProcessPool:
         except subprocess.TimeoutExpired:
             child.proc.kill()
             code = await asyncio.to_thread(child.proc.wait)
-            self._say(f"{child.member.name} did not drain in {DRAIN_TIMEOUT_S:g} s: killed")
+            self.say(f"{child.member.name} did not drain in {DRAIN_TIMEOUT_S:g} s: killed")
         return code
 
     async def cancel_background(self) -> None:
@@ -234,4 +225,4 @@ class ProcessPool:
                 child.proc.terminate()
         for child in children:
             code = await self._wait_exit(child)
-            self._say(f"{child.member.name} stopped (exit {code})")
+            self.say(f"{child.member.name} stopped (exit {code})")

@@ -22,13 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nats
-from nats.js.errors import NotFoundError
-
 from pipeline.messaging.server import NatsServer
-from pipeline.messaging.topology import HUB_DOMAIN
 from schemas import subjects
-from schemas.errors import ConfigError, HybridfleetError
+from schemas.errors import HybridfleetError
 
 __all__ = [
     "POLL_S",
@@ -36,13 +32,9 @@ __all__ = [
     "FleetMember",
     "connection_ids",
     "healthy",
-    "pid_alive",
     "popen_hybridfleet",
-    "refuse_running_fleet",
-    "wait_for_leaf",
     "wait_until",
     "worker_ready",
-    "write_atomic",
 ]
 
 POLL_S = 0.2
@@ -110,39 +102,6 @@ def popen_hybridfleet(args: Sequence[str], env: dict[str, str], log_path: Path) 
         log.close()
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def refuse_running_fleet(fleet_file: Path) -> None:
-    """Raise ``ConfigError`` if ``fleet.json`` says a fleet runs there and one of its
-    processes is alive."""
-    try:
-        previous = json.loads(fleet_file.read_text())
-    except (OSError, ValueError):
-        return
-    if previous.get("state") != "running":
-        return
-    alive = [m["name"] for m in previous.get("members", []) if pid_alive(int(m["pid"]))]
-    if alive:
-        raise ConfigError(
-            f"a fleet is already running in {fleet_file.parent} ({', '.join(alive[:3])} ...); "
-            "stop it first or use another --workdir"
-        )
-
-
-def write_atomic(path: Path, data: object) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
-
-
 def _monitor(server: NatsServer, path: str) -> Any:
     url = f"http://127.0.0.1:{server.monitor_port}{path}"
     with urllib.request.urlopen(url, timeout=2) as response:
@@ -203,31 +162,3 @@ async def wait_until(check: Callable[[], bool], what: str, timeout: float) -> No
         if time.monotonic() > deadline:
             raise HybridfleetError(f"{what} not ready within {timeout:g} s")
         await asyncio.sleep(POLL_S)
-
-
-async def wait_for_leaf(site_url: str, timeout: float = 30.0) -> None:
-    """Wait until the hub's JetStream answers through the site's leaf link.
-
-    ``site_url`` carries the credentials of a user who may ask (the site's operator).
-    The question is one a secure leaf link lets through (the edge asks it too): the
-    ``REPLIES`` stream's info. "No such stream" (before a cloud worker made it) is an
-    answer from the hub as well.
-    """
-    nc = await nats.connect(site_url, name="hybridfleet-fleet", max_reconnect_attempts=0)
-    try:
-        deadline = time.monotonic() + timeout
-        js = nc.jetstream(domain=HUB_DOMAIN, timeout=1.0)
-        while True:
-            try:
-                await js.stream_info(subjects.REPLIES_STREAM)
-                return
-            except NotFoundError:
-                return
-            except Exception as exc:
-                if time.monotonic() > deadline:
-                    raise HybridfleetError(
-                        f"the hub's JetStream does not answer through the site server: {exc!r}"
-                    ) from exc
-                await asyncio.sleep(POLL_S)
-    finally:
-        await nc.close()

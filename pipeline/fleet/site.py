@@ -25,8 +25,8 @@ from typing import Any, TextIO
 from pipeline.config import Settings
 from pipeline.messaging.server import NatsServer
 from schemas import subjects
-from schemas.codec import check_token
 from schemas.errors import ConfigError
+from schemas.subjects import check_token
 
 __all__ = ["DEFAULT_SITE_WORKDIR", "SiteOptions", "run_site", "site_settings"]
 

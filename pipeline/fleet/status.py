@@ -2,8 +2,9 @@
 
 ``read_fleet`` reads the bucket once (a KV watch of each key's latest value, one round
 trip however many workers there are) and skips entries that are not valid heartbeats,
-saying which and why. ``render_table`` and ``render_json`` are pure, given the time,
-and ``add_fleet_status_command`` adds ``hybridfleet fleet status``.
+saying which and why; ``listen_fleet`` hears the live heartbeats instead, from every
+site. ``render_table`` and ``render_json`` are pure, given the time.
+``hybridfleet fleet status`` (``pipeline.cli.fleet``) shows them.
 
 A heartbeat does not carry its worker's interval, so staleness is judged against the
 one given here (default: the default interval): a worker is *stale* when its latest
@@ -12,13 +13,9 @@ heartbeat is more than three intervals old.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import sys
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -28,18 +25,16 @@ from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KV_DEL, KV_PURGE
 
-from pipeline.config import load_settings
-from pipeline.fleet.auth import fleet_url
 from pipeline.fleet.heartbeat import DEFAULT_INTERVAL_S
-from pipeline.messaging.natsio import connect
-from schemas.errors import HybridfleetError, SchemaError
+from schemas.errors import SchemaError
 from schemas.heartbeat import FLEET_BUCKET, Heartbeat, fleet_key
 
 __all__ = [
     "STALE_INTERVALS",
     "Fleet",
-    "add_fleet_status_command",
     "is_stale",
+    "listen_fleet",
+    "merge_fleets",
     "read_fleet",
     "render_json",
     "render_table",
@@ -55,6 +50,10 @@ class Fleet:
 
     heartbeats: tuple[Heartbeat, ...]
     skipped: tuple[str, ...]  # one "<key>: <reason>" per malformed entry
+
+
+def _fleet(beats: Iterable[Heartbeat], skipped: Iterable[str]) -> Fleet:
+    return Fleet(tuple(sorted(beats, key=lambda b: (b.site, b.worker))), tuple(skipped))
 
 
 async def listen_fleet(nc: Client, *, seconds: float) -> Fleet:
@@ -79,7 +78,7 @@ async def listen_fleet(nc: Client, *, seconds: float) -> Fleet:
         await asyncio.sleep(seconds)
     finally:
         await sub.unsubscribe()
-    return Fleet(tuple(sorted(beats.values(), key=lambda b: (b.site, b.worker))), tuple(skipped))
+    return _fleet(beats.values(), skipped)
 
 
 def merge_fleets(*fleets: Fleet) -> Fleet:
@@ -90,8 +89,7 @@ def merge_fleets(*fleets: Fleet) -> Fleet:
             key = (beat.site, beat.worker)
             if key not in latest or beat.at > latest[key].at:
                 latest[key] = beat
-    skipped = tuple(reason for fleet in fleets for reason in fleet.skipped)
-    return Fleet(tuple(sorted(latest.values(), key=lambda b: (b.site, b.worker))), skipped)
+    return _fleet(latest.values(), (reason for fleet in fleets for reason in fleet.skipped))
 
 
 async def read_fleet(js: JetStreamContext, *, timeout_s: float = 5.0) -> Fleet:
@@ -124,8 +122,7 @@ async def read_fleet(js: JetStreamContext, *, timeout_s: float = 5.0) -> Fleet:
             beats.append(beat)
     finally:
         await watcher.stop()  # type: ignore[no-untyped-call]
-    beats.sort(key=lambda b: (b.site, b.worker))
-    return Fleet(tuple(beats), tuple(skipped))
+    return _fleet(beats, skipped)
 
 
 def is_stale(beat: Heartbeat, now: float, interval_s: float = DEFAULT_INTERVAL_S) -> bool:
@@ -202,71 +199,3 @@ def render_json(
         workers.append(worker)
     document = {"at": now, "interval_s": interval_s, "skipped": skipped, "workers": workers}
     return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode()
-
-
-# ---------------------------------------------------------------- the CLI command
-
-
-def add_fleet_status_command(
-    fleet_subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> argparse.ArgumentParser:
-    """Add ``status`` to the ``fleet`` command's subparsers; return its parser.
-
-    ``args.run(args)`` runs it and returns the exit code, like every other command of
-    ``pipeline.cli.main``: 0 once the bucket was read, whatever the fleet's health.
-    """
-    p = fleet_subparsers.add_parser("status", help="every worker's latest heartbeat")
-    p.add_argument("--config", help="TOML settings file (HYBRIDFLEET_* env vars override)")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--url", help="NATS URL (overrides the config)")
-    where.add_argument(
-        "--fleet",
-        type=Path,
-        metavar="DIR",
-        help="a `fleet up` working directory: ask its hub, with its credentials",
-    )
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument(
-        "--interval-s",
-        type=float,
-        default=DEFAULT_INTERVAL_S,
-        help=f"the workers' heartbeat interval: stale after {STALE_INTERVALS} (default: "
-        f"{DEFAULT_INTERVAL_S})",
-    )
-    p.add_argument("--domain", help="JetStream domain that holds the bucket (default: none)")
-    p.set_defaults(run=lambda a: asyncio.run(_status(a)))
-    return p
-
-
-async def _status(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
-    url = args.url or (fleet_url(args.fleet, None) if args.fleet else None)
-    if url:
-        settings = replace(settings, nats=replace(settings.nats, url=url))
-    try:
-        # connect() retries forever, which suits a worker, not a command a person waits on.
-        nc = await asyncio.wait_for(
-            connect(settings.nats, "hybridfleet-status"), settings.nats.connect_timeout_s
-        )
-    except TimeoutError:
-        raise HybridfleetError(
-            f"cannot reach NATS at {settings.nats.url.split('@')[-1]} within "
-            f"{settings.nats.connect_timeout_s} s"
-        ) from None
-    try:
-        # Live heartbeats reach here from every site across the leaf links; the bucket
-        # adds workers of this domain that are silent now (shown as stale).
-        live = await listen_fleet(nc, seconds=args.interval_s * 1.5)
-        stored = await read_fleet(nc.jetstream(domain=args.domain or None))
-    finally:
-        await nc.close()
-    fleet = merge_fleets(stored, live)
-    for reason in fleet.skipped:
-        print(f"skipped {reason}", file=sys.stderr)
-    render = render_json if args.json else render_table
-    print(
-        render(
-            fleet.heartbeats, time.time(), interval_s=args.interval_s, skipped=len(fleet.skipped)
-        )
-    )
-    return 0

@@ -164,6 +164,25 @@ def _source_window(max_bytes: int) -> int:
     return max(16, min(256, max_bytes // 8 // _ESCALATION_BYTES))
 
 
+def _hub_work_queue(name: str, stream: StreamSettings) -> api.StreamConfig:
+    """A cloud-side stream that holds each message until one worker has taken it.
+
+    Replicated as the hub's size allows. The dedup window is set explicitly: a stream
+    with sources gets none by default (0 s, nats-server >= 2.10), and without it the
+    frame id in Nats-Msg-Id would never be checked. It holds while the hub's nodes run,
+    not across their restart (docs/reliability.md).
+    """
+    return api.StreamConfig(
+        name=name,
+        retention=api.RetentionPolicy.WORK_QUEUE,
+        max_bytes=stream.max_bytes,
+        max_age=stream.max_age_s,
+        storage=api.StorageType.FILE,
+        num_replicas=stream.replicas,
+        duplicate_window=stream.duplicate_window_s,
+    )
+
+
 def _dead_letter_stream(name: str, subject: str) -> api.StreamConfig:
     return api.StreamConfig(
         name=name,
@@ -200,36 +219,12 @@ async def ensure_cloud_streams(
                 ),
             )
         )
-    await _add_or_update(
-        js,
-        api.StreamConfig(
-            name=subjects.ESCALATIONS_STREAM,
-            sources=sources,
-            retention=api.RetentionPolicy.WORK_QUEUE,
-            max_bytes=stream.max_bytes,
-            max_age=stream.max_age_s,
-            storage=api.StorageType.FILE,
-            num_replicas=stream.replicas,
-            # A stream with sources gets no dedup window by default (0 s, nats-server
-            # >= 2.10): without this the frame id in Nats-Msg-Id is never checked here.
-            # It holds while the hub's nodes run, not across their restart
-            # (docs/reliability.md).
-            duplicate_window=stream.duplicate_window_s,
-        ),
-    )
-    await _add_or_update(
-        js,
-        api.StreamConfig(
-            name=subjects.REPLIES_STREAM,
-            subjects=[subjects.replies()],
-            retention=api.RetentionPolicy.WORK_QUEUE,
-            max_bytes=stream.max_bytes,
-            max_age=stream.max_age_s,
-            storage=api.StorageType.FILE,
-            num_replicas=stream.replicas,
-            duplicate_window=stream.duplicate_window_s,
-        ),
-    )
+    escalations = _hub_work_queue(subjects.ESCALATIONS_STREAM, stream)
+    escalations.sources = sources
+    await _add_or_update(js, escalations)
+    replies = _hub_work_queue(subjects.REPLIES_STREAM, stream)
+    replies.subjects = [subjects.replies()]
+    await _add_or_update(js, replies)
     dlq = _dead_letter_stream(subjects.CLOUD_DLQ_STREAM, "dlq.cloud.*")
     dlq.num_replicas = stream.replicas
     await _add_or_update(js, dlq)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schemas import subjects
-from schemas.codec import check_token
+from schemas.subjects import check_token
 
 HUB_DOMAIN = "hub"  # the cloud's JetStream domain (pipeline.messaging.topology uses this one)
 

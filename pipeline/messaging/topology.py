@@ -4,13 +4,20 @@ Each site server is a leaf node of the hub with a JetStream domain of its own, s
 streams live on the site and keep filling while the WAN link is down. The hub runs
 domain ``hub``. Every port is on loopback. Used by ``hybridfleet fleet``, the fault
 tests and the benchmarks. docs/architecture.md explains the settings.
+``ask_hub`` and ``wait_for_leaf`` tell whether a site's leaf link reaches the hub.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+import nats
+from nats.aio.client import Client
+from nats.js.errors import NotFoundError
 
 from pipeline.messaging.security import (
     HUB_DOMAIN,
@@ -20,9 +27,11 @@ from pipeline.messaging.security import (
     site_authorization,
 )
 from pipeline.messaging.server import NatsServer
-from schemas.codec import check_token
+from schemas import subjects
+from schemas.errors import HybridfleetError
+from schemas.subjects import check_token
 
-__all__ = ["HUB_DOMAIN", "Hub", "free_port", "site_server"]
+__all__ = ["HUB_DOMAIN", "Hub", "ask_hub", "free_port", "site_server", "wait_for_leaf"]
 
 # How fast a site notices a dead WAN link that sent no TCP reset (default is 2 min).
 SITE_PING_INTERVAL = "5s"
@@ -133,7 +142,7 @@ def site_server(
         [
             f'ping_interval: "{SITE_PING_INTERVAL}"',
             "leafnodes {",
-            "  reconnect: \"1s\"",  # between attempts after the link drops
+            '  reconnect: "1s"',  # between attempts after the link drops
             f"  remotes: [ {{ urls: [{remotes}]",
             tls.block() if tls else "",
             "  } ]",
@@ -149,3 +158,38 @@ def site_server(
         tls=tls.block() if tls else "",
         extra_config=extra,
     )
+
+
+async def ask_hub(nc: Client, timeout: float = 1.0) -> Exception | None:
+    """Ask the hub's JetStream a question through the leaf link of ``nc``'s site server:
+    None when the hub answered, else why not.
+
+    The question is one a secure leaf link lets through (the edge asks it too): the
+    ``REPLIES`` stream's info. "No such stream" (before a cloud worker made it) is an
+    answer from the hub as well.
+    """
+    try:
+        await nc.jetstream(domain=HUB_DOMAIN, timeout=timeout).stream_info(subjects.REPLIES_STREAM)
+    except NotFoundError:
+        return None
+    except Exception as exc:
+        return exc
+    return None
+
+
+async def wait_for_leaf(site_url: str, timeout: float = 30.0) -> None:
+    """Wait until the hub's JetStream answers through the site's leaf link.
+
+    ``site_url`` carries the credentials of a user who may ask (the site's operator).
+    """
+    nc = await nats.connect(site_url, name="hybridfleet-fleet", max_reconnect_attempts=0)
+    try:
+        deadline = time.monotonic() + timeout
+        while (error := await ask_hub(nc)) is not None:
+            if time.monotonic() > deadline:
+                raise HybridfleetError(
+                    f"the hub's JetStream does not answer through the site server: {error!r}"
+                ) from error
+            await asyncio.sleep(0.2)
+    finally:
+        await nc.close()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Final
 
+from schemas.checks import require_number
 from schemas.errors import ConfigError
 
 __all__ = [
@@ -105,16 +106,7 @@ class CostModel:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            value = getattr(self, f.name)
-            if (
-                not isinstance(value, int | float)
-                or isinstance(value, bool)
-                or not math.isfinite(value)
-                or value < 0
-            ):
-                raise ConfigError(
-                    f"cost model: {f.name} must be a finite number >= 0, got {value!r}"
-                )
+            require_number(f"cost model: {f.name}", getattr(self, f.name), 0)
         for name in ("cloud_images_per_s", "edge_life_months", "frames_per_month"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"cost model: {name} must be > 0, got {getattr(self, name)}")

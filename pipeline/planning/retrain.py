@@ -55,12 +55,8 @@ def cross_validated_data() -> TuningData:
     try:
         import sklearn  # noqa: F401  (the training below imports it lazily)
 
-        from models.build import (
-            CALIBRATION_FOLDS,
-            cross_validated_proba,
-            train_cloud,
-            train_edge,
-        )
+        from models.calibrate import CALIBRATION_FOLDS, cross_validated_proba
+        from models.recipes import train_cloud, train_edge
         from pipeline.inference.digits import load_split
     except ImportError as exc:  # depends on the installed extras
         raise TuningError(

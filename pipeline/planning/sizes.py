@@ -1,7 +1,8 @@
 """Message sizes measured with the real codec on a simulator frame.
 
 ``measure_message_sizes`` encodes one camera frame, both escalations of it (crops and
-the full frame) and a cloud answer; the bytes feed the cost of an escalation.
+the full frame) and a cloud answer; the bytes feed the cost of an escalation
+(``MessageSizes.hybrid_cost``, ``MessageSizes.cloud_only_cost``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.planning.costs import CostModel, Mode
 from schemas.messages import PrivacyClass
 
 __all__ = ["MessageSizes", "measure_message_sizes"]
@@ -30,6 +32,18 @@ class MessageSizes:
         if kind is PrivacyClass.LOCAL_ONLY:
             raise ValueError("a local_only frame is never sent")
         return self.crop_escalation if kind is PrivacyClass.CROP else self.full_escalation
+
+    def hybrid_cost(self, costs: CostModel, privacy: PrivacyClass | str, share: float) -> float:
+        """US$ per 1M frames of a hybrid that escalates ``share`` of them under ``privacy``."""
+        return costs.cost_per_million(
+            Mode.HYBRID, share, self.escalation(privacy), bytes_per_reply=self.reply
+        ).total
+
+    def cloud_only_cost(self, costs: CostModel, privacy: PrivacyClass | str) -> float:
+        """US$ per 1M frames of a pure-cloud fleet, every frame sent under ``privacy``."""
+        return costs.cost_per_million(
+            Mode.CLOUD_ONLY, bytes_per_frame=self.escalation(privacy), bytes_per_reply=self.reply
+        ).total
 
 
 def measure_message_sizes(regions: int = 1) -> MessageSizes:

@@ -80,11 +80,11 @@ def tune(
     if signal != BEST and signal not in SIGNALS:
         raise ConfigError(f"unknown signal {signal!r}; known: {', '.join([*SIGNALS, BEST])}")
     kind = PrivacyClass(privacy)
-    costs = costs or CostModel()
-    sent = sizes.escalation(kind)
+    sizes.escalation(kind)  # refuses local_only: such a frame never escalates
+    prices = costs or CostModel()
 
     def cost(share: float) -> float:
-        return costs.cost_per_million(Mode.HYBRID, share, sent, bytes_per_reply=sizes.reply).total
+        return sizes.hybrid_cost(prices, kind, share)
 
     curves = {name: data.curve(name) for name in SIGNALS}
     up_to = min(c[-1].escalation_share for c in curves.values())
@@ -111,7 +111,7 @@ def tune(
         per_signal=per_signal,
         privacy=kind,
         sizes=sizes,
-        costs=costs,
+        costs=prices,
         escalatable=_simulator_escalatable() if escalatable is None else escalatable,
     )
 
@@ -147,14 +147,10 @@ def format_result(r: TuneResult) -> str:
     share_mix, accuracy_mix = with_mix(p, r.edge_accuracy, r.escalatable)
 
     def hybrid(kind: PrivacyClass) -> float:
-        return c.cost_per_million(
-            Mode.HYBRID, p.escalation_share, s.escalation(kind), bytes_per_reply=s.reply
-        ).total
+        return s.hybrid_cost(c, kind, p.escalation_share)
 
     def cloud_only(kind: PrivacyClass) -> float:
-        return c.cost_per_million(
-            Mode.CLOUD_ONLY, bytes_per_frame=s.escalation(kind), bytes_per_reply=s.reply
-        ).total
+        return s.cloud_only_cost(c, kind)
 
     crop, full = PrivacyClass.CROP, PrivacyClass.FULL
     lines += [

@@ -1,340 +1,42 @@
-"""Signed, versioned model bundles: make them, sign them, and refuse any that is not right.
+"""Signed, versioned model bundles: make them, and refuse any that is not right.
 
-A bundle is a folder (docs/model-bundles.md): ``bundle.json`` describes the model and
-lists every file with its SHA-256, ``bundle.sig`` is an Ed25519 signature over the
-exact bytes of ``bundle.json``, and the ONNX file(s) sit next to them. A worker
-trusts a bundle only through :func:`load_bundle`, which checks, in this order: the
-signature against the trusted public keys (before reading anything the manifest
-says), each file's SHA-256, and that the ONNX file's input and output are what the
-manifest promises. Every refusal is a :class:`BundleError` that says what to fix.
-
-Keys are raw Ed25519 keys written as hex: 64 characters for a public key (what the
-settings list as trusted keys) and for a private key. A PEM (PKCS#8) private key, as
-``openssl genpkey -algorithm ed25519`` writes it, is accepted too.
+A bundle is a folder (docs/model-bundles.md): ``bundle.json`` (pipeline/release/manifest.py)
+describes the model and lists every file with its SHA-256, ``bundle.sig`` is an Ed25519
+signature over the exact bytes of ``bundle.json`` (pipeline/release/signing.py), and the
+ONNX file(s) sit next to them. A worker trusts a bundle only through :func:`load_bundle`,
+which checks, in this order: the signature against the trusted public keys (before
+reading anything the manifest says), each file's SHA-256, and that the ONNX file's
+input and output are what the manifest promises. Every refusal is a
+:class:`BundleError` that says what to fix.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any, Final, NoReturn
+from typing import Final
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
-from pipeline.inference.model import EntryReader, ModelSpec, OnnxModel
-from schemas.checks import is_number
+from pipeline.inference.model import ModelSpec, OnnxModel
+from pipeline.release.manifest import MANIFEST_FILE, SIGNATURE_FILE, BundleManifest, spec_fields
+from pipeline.release.signing import SIGNATURE_BYTES, sign, verify
 from schemas.errors import BundleError, ModelError
 
 __all__ = [
-    "BUNDLE_SCHEMA",
-    "MANIFEST_FILE",
-    "SIGNATURE_FILE",
-    "TIERS",
-    "BundleManifest",
     "VerifiedBundle",
-    "generate_keypair",
     "load_bundle",
     "make_bundle",
-    "parse_trusted_keys",
-    "public_key_of",
     "read_unverified",
-    "sign",
-    "verify",
     "write_folder",
 ]
 
-BUNDLE_SCHEMA: Final = 1
-MANIFEST_FILE: Final = "bundle.json"
-SIGNATURE_FILE: Final = "bundle.sig"
-TIERS: Final = ("edge", "cloud", "device")
-
-# Versions and file names become object names (<tier>/<version>/<file>) and local
-# folder names: no '/', no leading '.', so a manifest cannot point outside its folder.
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_HEX = re.compile(r"[0-9a-f]+")
-_SIGNATURE_BYTES: Final = 64
-_KEY_BYTES: Final = 32
+# How much of a SHA-256 names it in a message.
 _HASH_CHARS: Final = 12
 
-
-# ---------------------------------------------------------------- keys and signatures
-
-
-def generate_keypair() -> tuple[str, str]:
-    """A fresh Ed25519 keypair as ``(private_hex, public_hex)``, 64 hex characters each."""
-    key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(
-        serialization.Encoding.Raw,
-        serialization.PrivateFormat.Raw,
-        serialization.NoEncryption(),
-    )
-    return private.hex(), _public_hex(key.public_key())
-
-
-def public_key_of(private_key: str) -> str:
-    """The public key (hex) of a private key given as hex or PEM."""
-    return _public_hex(_load_private(private_key).public_key())
-
-
-def sign(data: bytes, private_key: str) -> bytes:
-    """The 64-byte Ed25519 signature of ``data`` with a private key given as hex or PEM."""
-    return _load_private(private_key).sign(data)
-
-
-def verify(
-    data: bytes, signature: bytes, trusted_public_keys: Sequence[str], *, where: str = "data"
-) -> str:
-    """The trusted key (hex) whose signature ``signature`` is over ``data``.
-
-    Any one of ``trusted_public_keys`` is enough, so keys can be rotated by trusting
-    the old and the new one for a while. Raises :class:`BundleError` otherwise.
-    """
-    keys = [_load_public(k, i) for i, k in enumerate(trusted_public_keys, 1)]
-    if not keys:
-        raise BundleError(
-            f"{where}: no trusted public keys configured, so no bundle can be accepted; "
-            "set edge.trusted_keys / cloud.trusted_keys (hex, comma-separated)"
-        )
-    if len(signature) != _SIGNATURE_BYTES:
-        raise BundleError(
-            f"{where}: {SIGNATURE_FILE} is {len(signature)} bytes, an Ed25519 signature is "
-            f"{_SIGNATURE_BYTES}; re-sign the bundle"
-        )
-    for key in keys:
-        try:
-            key.verify(signature, data)
-        except InvalidSignature:
-            continue
-        return _public_hex(key)
-    ids = ", ".join(_public_hex(k)[:_HASH_CHARS] + "..." for k in keys)
-    raise BundleError(
-        f"{where}: signature does not verify against any of the {len(keys)} trusted keys "
-        f"({ids}); the bundle was changed after signing or signed with a key this worker "
-        "does not trust"
-    )
-
-
-def parse_trusted_keys(text: str) -> tuple[str, ...]:
-    """Comma-separated hex public keys (a settings value) as a tuple; checks each one."""
-    keys = tuple(k.strip().lower() for k in text.split(",") if k.strip())
-    for i, key in enumerate(keys, 1):
-        _load_public(key, i)
-    return keys
-
-
-def _public_hex(key: Ed25519PublicKey) -> str:
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
-
-
-def _load_public(key: str, index: int) -> Ed25519PublicKey:
-    text = key.strip().lower() if isinstance(key, str) else ""
-    if len(text) != 2 * _KEY_BYTES or not _HEX.fullmatch(text):
-        raise BundleError(
-            f"trusted key #{index} ({key!r}) is not {2 * _KEY_BYTES} hex characters (a raw "
-            "Ed25519 public key); use the .pub file `hybridfleet models keygen` wrote"
-        )
-    return Ed25519PublicKey.from_public_bytes(bytes.fromhex(text))
-
-
-def _load_private(key: str) -> Ed25519PrivateKey:
-    text = key.strip()
-    if text.startswith("-----BEGIN"):
-        try:
-            loaded = serialization.load_pem_private_key(text.encode(), password=None)
-        except (ValueError, TypeError) as exc:
-            raise BundleError(f"signing key: cannot read the PEM private key: {exc}") from None
-        if not isinstance(loaded, Ed25519PrivateKey):
-            raise BundleError(f"signing key: a {type(loaded).__name__}, not an Ed25519 key")
-        return loaded
-    if len(text) != 2 * _KEY_BYTES or not _HEX.fullmatch(text.lower()):
-        raise BundleError(
-            f"signing key: neither {2 * _KEY_BYTES} hex characters nor a PEM Ed25519 private "
-            "key; make one with `hybridfleet models keygen`"
-        )
-    return Ed25519PrivateKey.from_private_bytes(bytes.fromhex(text))
-
-
-# ---------------------------------------------------------------- the manifest
-
-
-@dataclass(frozen=True, slots=True)
-class BundleManifest:
-    """The contents of ``bundle.json``: what the bundle holds and how it was made.
-
-    ``files`` maps every file of the bundle except ``bundle.json`` and ``bundle.sig``
-    to its hex SHA-256; ``model_file`` is the ONNX file among them. ``input_shape``
-    uses None for the batch dimension. ``heldout`` holds the build's held-out
-    measurements and always has ``accuracy``. ``trained_by`` is the training script's
-    path and ``commit`` the git commit it was run from (``"unknown"`` allowed).
-    ``created_at`` is ISO 8601 UTC.
-    """
-
-    name: str
-    version: str
-    tier: str
-    model_file: str
-    files: Mapping[str, str]
-    input_name: str
-    input_shape: tuple[int | None, ...]
-    input_dtype: str
-    output_name: str
-    labels: tuple[int, ...]
-    temperature: float
-    default_threshold: float
-    heldout: Mapping[str, float]
-    trained_by: str
-    commit: str
-    created_at: str
-
-    def to_json(self) -> bytes:
-        """The bytes of ``bundle.json`` (sorted keys, indented, UTF-8, final newline)."""
-        document = {
-            "schema": BUNDLE_SCHEMA,
-            "name": self.name,
-            "version": self.version,
-            "tier": self.tier,
-            "model_file": self.model_file,
-            "files": dict(self.files),
-            "input": {
-                "name": self.input_name,
-                "shape": list(self.input_shape),
-                "dtype": self.input_dtype,
-            },
-            "output": {"name": self.output_name, "classes": len(self.labels)},
-            "labels": list(self.labels),
-            "temperature": self.temperature,
-            "default_threshold": self.default_threshold,
-            "heldout": dict(self.heldout),
-            "trained_by": self.trained_by,
-            "commit": self.commit,
-            "created_at": self.created_at,
-        }
-        return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
-
-    @classmethod
-    def from_json(cls, data: bytes, *, where: str = MANIFEST_FILE) -> BundleManifest:
-        """Parse and check ``bundle.json``; :class:`BundleError` names the bad key.
-
-        This checks the manifest's shape only; whether to trust it is the signature's
-        job (:func:`load_bundle`).
-        """
-        try:
-            document = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BundleError(f"{where}: not valid UTF-8 JSON: {exc}") from None
-        if not isinstance(document, dict):
-            raise BundleError(f"{where}: must be a JSON object")
-        read = _Reader(document, where)
-        if document.get("schema") != BUNDLE_SCHEMA:
-            read.fail("schema", f"is {document.get('schema')!r}, this code reads {BUNDLE_SCHEMA}")
-        files = read.files("files")
-        model_file = read.text("model_file")
-        if model_file not in files:
-            read.fail("model_file", f"is {model_file!r}, which is not listed in 'files'")
-        heldout = read.metrics("heldout")
-        # The model part has the same layout as a models/manifest.json entry: checked by
-        # the same code, so a bundle and the manifest cannot disagree on what is valid.
-        entry = {
-            **document,
-            "file": model_file,
-            "sha256": files[model_file],
-            "heldout_accuracy": heldout["accuracy"],
-        }
-        try:
-            spec = ModelSpec.from_manifest(entry, where=where)
-        except ModelError as exc:
-            raise BundleError(str(exc)) from None
-        return cls(
-            name=spec.name,
-            version=read.name_token("version"),
-            tier=read.choice("tier", TIERS),
-            model_file=model_file,
-            files=files,
-            input_name=spec.input_name,
-            input_shape=spec.input_shape,
-            input_dtype=spec.input_dtype,
-            output_name=spec.output_name,
-            labels=spec.labels,
-            temperature=spec.temperature,
-            default_threshold=read.unit("default_threshold"),
-            heldout=heldout,
-            trained_by=read.text("trained_by"),
-            commit=read.text("commit"),
-            created_at=read.timestamp("created_at"),
-        )
-
-    def model_spec(self) -> ModelSpec:
-        """The model file's spec, as :class:`~pipeline.inference.model.OnnxModel` checks it."""
-        return ModelSpec(
-            name=self.name,
-            version=self.version,
-            file=self.model_file,
-            sha256=self.files[self.model_file],
-            input_name=self.input_name,
-            input_shape=self.input_shape,
-            input_dtype=self.input_dtype,
-            output_name=self.output_name,
-            labels=self.labels,
-            temperature=self.temperature,
-            heldout_accuracy=float(self.heldout["accuracy"]),
-        )
-
-
-class _Reader(EntryReader):
-    """Typed access to bundle.json's own keys; a fault is a ``BundleError``."""
-
-    def fail(self, key: str, problem: str) -> NoReturn:
-        raise BundleError(f"{self._where}: key {key!r} {problem}")
-
-    def name_token(self, key: str) -> str:
-        value = self.text(key)
-        if not _NAME.fullmatch(value):
-            self.fail(key, f"is {value!r}; use letters, digits, '.', '_', '-' (no leading '.')")
-        return value
-
-    def unit(self, key: str) -> float:
-        value = self.get(key)
-        if not is_number(value) or not 0.0 <= value <= 1.0:
-            self.fail(key, f"must be a number in [0, 1], got {value!r}")
-        return float(value)
-
-    def timestamp(self, key: str) -> str:
-        value = self.text(key)
-        try:
-            datetime.fromisoformat(value)
-        except ValueError:
-            self.fail(key, f"is not an ISO 8601 time: {value!r}")
-        return value
-
-    def files(self, key: str) -> Mapping[str, str]:
-        value = self.get(key)
-        if not isinstance(value, dict) or not value:
-            self.fail(key, "must be a non-empty object {file name: sha256}")
-        for name, digest in value.items():
-            if not _NAME.fullmatch(name) or name in (MANIFEST_FILE, SIGNATURE_FILE):
-                self.fail(key, f"lists {name!r}, not a plain file name of the bundle folder")
-            if not isinstance(digest, str) or len(digest) != 64 or not _HEX.fullmatch(digest):
-                self.fail(key, f"has {digest!r} for {name!r}, not a lowercase hex SHA-256")
-        return MappingProxyType(dict(value))
-
-    def metrics(self, key: str) -> Mapping[str, float]:
-        value = self.get(key)
-        if not isinstance(value, dict) or not all(is_number(v) for v in value.values()):
-            self.fail(key, f"must be an object of finite numbers, got {value!r}")
-        accuracy: Any = value.get("accuracy")
-        if not (is_number(accuracy) and 0.0 <= accuracy <= 1.0):
-            self.fail(key, f"must have 'accuracy' in [0, 1], got {accuracy!r}")
-        return MappingProxyType(dict(value))
 
 # ---------------------------------------------------------------- making a bundle
 
@@ -365,18 +67,19 @@ def make_bundle(
     if target.exists():
         raise BundleError(f"{target} exists already; choose another --out or remove it")
     data = _read(Path(model_file))
-    manifest = BundleManifest(
-        name=spec.name,
+    name = Path(model_file).name
+    digest = hashlib.sha256(data).hexdigest()
+    model = replace(
+        spec,
         version=version,
+        file=name,
+        sha256=digest,
+        heldout_accuracy=heldout.get("accuracy", spec.heldout_accuracy),
+    )
+    manifest = BundleManifest(
+        **spec_fields(model),
         tier=tier,
-        model_file=Path(model_file).name,
-        files={Path(model_file).name: hashlib.sha256(data).hexdigest()},
-        input_name=spec.input_name,
-        input_shape=spec.input_shape,
-        input_dtype=spec.input_dtype,
-        output_name=spec.output_name,
-        labels=spec.labels,
-        temperature=spec.temperature,
+        files={name: digest},
         default_threshold=default_threshold,
         heldout=dict(heldout),
         trained_by=trained_by,
@@ -485,10 +188,10 @@ def read_unverified(path: Path) -> tuple[BundleManifest, dict[str, bytes]]:
     folder = Path(path)
     manifest_bytes = _read(folder / MANIFEST_FILE)
     signature = _read(folder / SIGNATURE_FILE)
-    if len(signature) != _SIGNATURE_BYTES:
+    if len(signature) != SIGNATURE_BYTES:
         raise BundleError(
             f"{folder / SIGNATURE_FILE}: {len(signature)} bytes, an Ed25519 signature is "
-            f"{_SIGNATURE_BYTES}; re-sign the bundle"
+            f"{SIGNATURE_BYTES}; re-sign the bundle"
         )
     manifest = BundleManifest.from_json(manifest_bytes, where=str(folder / MANIFEST_FILE))
     contents = _checked_files(folder, manifest)

@@ -38,6 +38,7 @@ Pure: the two arms' counters (``ArmCounters``, pipeline/release/tallies.py) go i
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any, Final
@@ -46,7 +47,7 @@ from pipeline.release.checks import require_at_least, require_int, require_open,
 from pipeline.release.tallies import ArmCounters
 from schemas.errors import ConfigError
 
-__all__ = ["CanaryConfig", "CanaryJudge", "Decision", "Verdict"]
+__all__ = ["CanaryConfig", "CanaryJudge", "Decision", "Verdict", "wilson_interval"]
 
 # Rates are kept this far inside (0, 1) so every log-likelihood term is finite.
 _EPS: Final = 1e-6
@@ -130,7 +131,7 @@ class Decision:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def _wilson(bad: int, total: int, z: float) -> tuple[float, float]:
+def wilson_interval(bad: int, total: int, z: float) -> tuple[float, float]:
     """Wilson score interval of a rate; (0, 1) when there is nothing to go on."""
     if total <= 0:
         return 0.0, 1.0
@@ -152,6 +153,33 @@ def _llr(bad: int, total: int, baseline: float, margin: float, detect: float) ->
     return bad * math.log(p1 / p0) + (total - bad) * math.log((1 - p1) / (1 - p0))
 
 
+@dataclass(frozen=True, slots=True)
+class _RateGuard:
+    """A guard rail on a rate: which counts of an arm it tests, with which margins."""
+
+    check: str
+    what: str
+    count: Callable[[ArmCounters], tuple[int, int]]  # (bad, trials)
+    limits: Callable[[CanaryConfig], tuple[float, float]]  # (margin, detect)
+
+
+# In the order they are consulted; a failing canary is named for its failures first.
+_RATE_GUARDS: Final = (
+    _RateGuard(
+        "failures",
+        "dead letters and errors",
+        lambda arm: (arm.failures, arm.failure_trials),
+        lambda cfg: (cfg.failure_margin, cfg.failure_detect),
+    ),
+    _RateGuard(
+        "escalation",
+        "escalated share",
+        lambda arm: (arm.escalated, arm.frames),
+        lambda cfg: (cfg.escalation_margin, cfg.escalation_detect),
+    ),
+)
+
+
 class CanaryJudge:
     """The sequential test of the module docstring. Stateless: call ``decide`` each time."""
 
@@ -169,10 +197,13 @@ class CanaryJudge:
         cfg = self.config
         if canary.frames == 0 and canary.compared == 0 and canary.dead_letters == 0:
             return Decision(Verdict.WAIT, "waiting", "waiting: no canary traffic yet")
-        for guard in (self._failures, self._escalation, self._latency):
-            verdict = guard(canary, baseline)
+        for guard in _RATE_GUARDS:
+            verdict = self._rate_guard(guard, canary, baseline)
             if verdict is not None:
                 return verdict
+        verdict = self._latency(canary, baseline)
+        if verdict is not None:
+            return verdict
 
         def said(verdict: Verdict, check: str, reason: str, llr: float | None = None) -> Decision:
             return Decision(
@@ -186,7 +217,7 @@ class CanaryJudge:
             if canary.compared >= cfg.max_compared:
                 return said(Verdict.ROLL_BACK, "inconclusive", f"inconclusive: {short}")
             return said(Verdict.WAIT, "waiting", f"waiting: {short}")
-        low, high = _wilson(_disagreement(baseline), baseline.compared, cfg.baseline_z)
+        low, high = wilson_interval(_disagreement(baseline), baseline.compared, cfg.baseline_z)
         d_c = _disagreement(canary)
         llr_back = _llr(d_c, canary.compared, high, cfg.margin, cfg.detect)
         llr_promote = _llr(d_c, canary.compared, low, cfg.margin, cfg.detect)
@@ -233,50 +264,24 @@ class CanaryJudge:
     # Each guard returns a ROLL_BACK decision or None.
 
     def _rate_guard(
-        self,
-        check: str,
-        what: str,
-        bad: tuple[int, int],
-        base: tuple[int, int],
-        margin: float,
-        detect: float,
+        self, guard: _RateGuard, canary: ArmCounters, baseline: ArmCounters
     ) -> Decision | None:
         cfg = self.config
+        bad, base = guard.count(canary), guard.count(baseline)
+        margin, detect = guard.limits(cfg)
         if base[1] < cfg.min_baseline_frames or bad[1] == 0:
             return None
-        _, high = _wilson(base[0], base[1], cfg.baseline_z)
+        _, high = wilson_interval(base[0], base[1], cfg.baseline_z)
         llr = _llr(bad[0], bad[1], high, margin, detect)
         if llr is None or llr < self.guard_at:
             return None
         return Decision(
             Verdict.ROLL_BACK,
-            check,
-            f"{what}: canary {bad[0]} of {bad[1]} ({bad[0] / bad[1]:.1%}), baseline "
+            guard.check,
+            f"{guard.what}: canary {bad[0]} of {bad[1]} ({bad[0] / bad[1]:.1%}), baseline "
             f"{base[0]} of {base[1]} ({base[0] / base[1]:.1%}); log-likelihood ratio "
             f"{llr:.2f} >= {self.guard_at:.2f} for 'at least {detect:.0%} higher' "
             f"(alpha {cfg.guard_alpha:g})",
-        )
-
-    def _failures(self, canary: ArmCounters, baseline: ArmCounters) -> Decision | None:
-        cfg = self.config
-        return self._rate_guard(
-            "failures",
-            "dead letters and errors",
-            (canary.failures, canary.failure_trials),
-            (baseline.failures, baseline.failure_trials),
-            cfg.failure_margin,
-            cfg.failure_detect,
-        )
-
-    def _escalation(self, canary: ArmCounters, baseline: ArmCounters) -> Decision | None:
-        cfg = self.config
-        return self._rate_guard(
-            "escalation",
-            "escalated share",
-            (canary.escalated, canary.frames),
-            (baseline.escalated, baseline.frames),
-            cfg.escalation_margin,
-            cfg.escalation_detect,
         )
 
     def _latency(self, canary: ArmCounters, baseline: ArmCounters) -> Decision | None:

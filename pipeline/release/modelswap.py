@@ -31,7 +31,8 @@ from nats.js import JetStreamContext
 
 from pipeline.inference.model import OnnxModel
 from pipeline.release.bundle import load_bundle
-from pipeline.release.registry import DesiredModelWatcher, ModelRegistry
+from pipeline.release.desired import DesiredModelWatcher
+from pipeline.release.registry import ModelRegistry
 from schemas import subjects
 from schemas.errors import HybridfleetError
 

@@ -21,8 +21,10 @@ import orjson
 
 from pipeline.release.checks import is_number
 from pipeline.release.judge import Decision, Verdict
-from schemas.codec import check_token
+from schemas import subjects
 from schemas.errors import ConfigError, SchemaError
+from schemas.heartbeat import Tier
+from schemas.subjects import check_token
 
 __all__ = [
     "CLOUD_SITE",
@@ -35,8 +37,8 @@ __all__ = [
 ]
 
 STATE_SCHEMA: Final = 1
-TIERS: Final = ("edge", "cloud", "device")
-CLOUD_SITE: Final = "_all"  # the site token of cloud workers (contracts.md)
+TIERS: Final = tuple(tier.value for tier in Tier)
+CLOUD_SITE: Final = subjects.CLOUD_SITE  # the site token of cloud workers (contracts.md)
 
 
 class RolloutPhase(StrEnum):

@@ -3,9 +3,8 @@
 * Object Store bucket ``HF_BUNDLES``: a bundle's files under ``<tier>/<version>/<file>``.
   A version is published when its ``bundle.json`` is there; it is uploaded last, so a
   half-finished upload is never listed. Published versions are immutable.
-* KV bucket ``HF_DESIRED``: ``model.<tier>.<site>`` holds the version a site's workers
-  should run; ``model.<tier>.<site>.<worker>`` overrides it for one worker (canaries).
-  Cloud workers use the site ``_all``.
+* KV bucket ``HF_DESIRED``: the version a site's workers, or one worker, should run
+  (pipeline/release/desired.py).
 
 The registry moves bytes and never trusts them: a worker verifies what it fetched
 with :func:`pipeline.release.bundle.load_bundle` before it serves it (docs/model-bundles.md).
@@ -28,57 +27,21 @@ from typing import Final
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import BucketNotFoundError, DigestMismatchError, NotFoundError
-from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from nats.js.object_store import ObjectStore
 
-from pipeline.release.bundle import (
-    MANIFEST_FILE,
-    SIGNATURE_FILE,
-    TIERS,
-    BundleManifest,
-    read_unverified,
-    write_folder,
-)
-from pipeline.service import Service
+from pipeline.release.buckets import DESIRED_BUCKET, open_bucket
+from pipeline.release.bundle import read_unverified, write_folder
+from pipeline.release.desired import DesiredModelWatcher, desired_key, version_of
+from pipeline.release.manifest import MANIFEST_FILE, SIGNATURE_FILE, BundleManifest
 from schemas import subjects
-from schemas.codec import check_token
 from schemas.errors import BundleError
 
-__all__ = [
-    "BUNDLES_BUCKET",
-    "CLOUD_SITE",
-    "DESIRED_BUCKET",
-    "BundleListing",
-    "DesiredModelWatcher",
-    "ModelRegistry",
-    "desired_key",
-    "object_name",
-]
+__all__ = ["BUNDLES_BUCKET", "BundleListing", "ModelRegistry", "object_name"]
 
 log = logging.getLogger(__name__)
 
 BUNDLES_BUCKET: Final = subjects.BUNDLES_BUCKET
-DESIRED_BUCKET: Final = subjects.DESIRED_BUCKET
-CLOUD_SITE: Final = subjects.CLOUD_SITE
-# Earlier desired versions are kept for audit ("what did we ask for, when").
-_DESIRED_HISTORY: Final = 10
 _DIGEST_PREFIX: Final = "SHA-256="
-
-
-def desired_key(tier: str, site: str, worker: str | None = None) -> str:
-    """The KV key of a desired version: ``model.<tier>.<site>[.<worker>]``.
-
-    Raises :class:`BundleError` for an unknown tier or a cloud site other than
-    ``_all``, and :class:`~schemas.errors.SchemaError` for a site or worker name that
-    is not a safe token.
-    """
-    if tier not in TIERS:
-        raise BundleError(f"tier {tier!r} is not one of {list(TIERS)}")
-    check_token(site, "site")
-    if tier == "cloud" and site != CLOUD_SITE:
-        raise BundleError(f"cloud workers are not per site: use site {CLOUD_SITE!r}, not {site!r}")
-    key = f"model.{tier}.{site}"
-    return key if worker is None else f"{key}.{check_token(worker, 'worker')}"
 
 
 def object_name(tier: str, version: str, filename: str) -> str:
@@ -202,21 +165,21 @@ class ModelRegistry:
                 f"{tier}/{version} is not in {BUNDLES_BUCKET}; publish it first "
                 "(`hybridfleet models publish DIR`) or check `hybridfleet models list`"
             )
-        kv = await _desired_bucket(self._js)
+        kv = await open_bucket(self._js, DESIRED_BUCKET)
         await kv.put(key, version.encode())
 
     async def clear_desired(self, tier: str, site: str, worker: str | None = None) -> None:
         """Delete a desired version: a worker override falls back to its site's version."""
-        kv = await _desired_bucket(self._js)
+        kv = await open_bucket(self._js, DESIRED_BUCKET)
         await kv.delete(desired_key(tier, site, worker))
 
     async def desired(self, tier: str, site: str, worker: str | None = None) -> str | None:
         """The version ``worker`` (or the whole site) should run; None if nothing is set."""
-        kv = await _desired_bucket(self._js)
+        kv = await open_bucket(self._js, DESIRED_BUCKET)
         keys = [desired_key(tier, site, worker)] if worker else []
         for key in [*keys, desired_key(tier, site)]:
             with contextlib.suppress(NotFoundError):  # missing or deleted
-                value = _version((await kv.get(key)).value)
+                value = version_of((await kv.get(key)).value)
                 if value is not None:
                     return value
         return None
@@ -236,124 +199,6 @@ class ModelRegistry:
                     storage=js_api.StorageType.FILE,
                 ),
             )
-
-
-async def _desired_bucket(js: JetStreamContext) -> KeyValue:
-    """The ``HF_DESIRED`` KV bucket, created if missing."""
-    try:
-        return await js.key_value(DESIRED_BUCKET)
-    except BucketNotFoundError:
-        return await js.create_key_value(
-            js_api.KeyValueConfig(
-                bucket=DESIRED_BUCKET,
-                description="hybridfleet desired model versions: model.<tier>.<site>[.<worker>]",
-                history=_DESIRED_HISTORY,
-                storage=js_api.StorageType.FILE,
-            )
-        )
-
-
-class DesiredModelWatcher(Service):
-    """The version one worker should run, yielded each time it changes.
-
-    Watches ``model.<tier>.<site>`` and, with a ``worker``, ``model.<tier>.<site>.<worker>``,
-    which wins while it is set. The first value yielded is the version set when the
-    watch started, if any; after that, each change of the effective version, None
-    when neither key is set any more. The state is one value per key: a reader that
-    falls behind skips superseded versions and sees only the latest one.
-
-    Use as ``async with watcher: async for version in watcher: ...``, or call
-    :meth:`start` and :meth:`close` (idempotent) yourself.
-    """
-
-    def __init__(
-        self, js: JetStreamContext, tier: str, site: str, worker: str | None = None
-    ) -> None:
-        self._js = js
-        site_key = desired_key(tier, site)
-        # Most specific first: the first key with a value wins.
-        self._keys = [desired_key(tier, site, worker), site_key] if worker else [site_key]
-        self._values: dict[str, str | None] = dict.fromkeys(self._keys)
-        self._initial_done: set[str] = set()
-        self._changed = asyncio.Event()
-        self._watchers: dict[str, KeyValue.KeyWatcher] = {}
-        self._failure: BaseException | None = None
-        self._last: str | None = None
-
-    @property
-    def name(self) -> str:
-        return f"watch {self._keys[0]}"
-
-    async def _open(self) -> None:
-        """Subscribe to the keys; returns when the watches are in place."""
-        kv = await _desired_bucket(self._js)
-        try:
-            for key in self._keys:
-                self._watchers[key] = await kv.watch(key)
-        except BaseException:
-            await self._release()
-            raise
-
-    def _spawn(self, tasks: asyncio.TaskGroup) -> None:
-        for key, watcher in self._watchers.items():
-            tasks.create_task(self._pump(key, watcher), name=f"watch {key}")
-
-    async def _release(self) -> None:
-        """End the watches; an ``async for`` over this watcher then ends."""
-        for watcher in self._watchers.values():
-            with contextlib.suppress(Exception):  # the connection may already be gone
-                await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py
-        self._watchers.clear()
-        self._changed.set()
-
-    async def drain(self) -> None:
-        """Nothing to finish: the same as ``close()``."""
-        await self.close()
-
-    def __aiter__(self) -> DesiredModelWatcher:
-        return self
-
-    async def __anext__(self) -> str | None:
-        if self._runner is None:
-            raise RuntimeError("DesiredModelWatcher: call start() (or use async with) first")
-        while True:
-            if self._failure is not None:
-                raise self._failure
-            if self._closed or self._draining:
-                raise StopAsyncIteration
-            # Nothing before both keys' initial values are in: a worker override set
-            # at start must not be preceded by its site's version.
-            if len(self._initial_done) == len(self._keys):
-                current = self._effective()
-                if current != self._last:
-                    self._last = current
-                    return current
-            self._changed.clear()
-            await self._changed.wait()
-
-    def _effective(self) -> str | None:
-        return next((v for v in (self._values[k] for k in self._keys) if v is not None), None)
-
-    async def _pump(self, key: str, watcher: KeyValue.KeyWatcher) -> None:
-        """Keep ``self._values[key]`` current; ends when the watcher is stopped."""
-        try:
-            async for entry in watcher:
-                if entry is None:  # nats-py's marker: the initial values are all in
-                    self._initial_done.add(key)
-                elif entry.operation in (KV_DEL, KV_PURGE):
-                    self._values[key] = None
-                else:
-                    self._values[key] = _version(entry.value)
-                self._changed.set()
-        except Exception as exc:  # surfaced to the reader by __anext__
-            self._failure = exc
-            self._changed.set()
-
-
-def _version(value: bytes | None) -> str | None:
-    """A KV value as a version string; empty means unset."""
-    text = (value or b"").decode("utf-8", "replace").strip()
-    return text or None
 
 
 async def _info(store: ObjectStore, name: str) -> js_api.ObjectInfo | None:

@@ -13,6 +13,7 @@ everything they share is in JetStream KV (contracts.md):
   completion sets the site key to the new version, then deletes the overrides.
 * ``HF_FLEET``, key ``worker.<site>.<worker>``: each worker's latest heartbeat. Read
   by ``start`` to find the live workers and the baseline's counters; never written.
+  (The reads and writes are in pipeline/release/rolloutstore.py.)
 
 ``run`` listens to ``fleet.heartbeat.>``, tallies each running rollout's two arms
 (``ArmTally``), asks ``CanaryJudge`` every ``tick_s`` and applies the verdict
@@ -31,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,70 +41,32 @@ import nats.errors
 import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext, api
-from nats.js.errors import (
-    BadRequestError,
-    BucketNotFoundError,
-    KeyNotFoundError,
-    KeyWrongLastSequenceError,
-    NoKeysError,
-)
+from nats.js import JetStreamContext
+from nats.js.errors import KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from pipeline.release.judge import CanaryConfig, CanaryJudge, Decision, Verdict
 from pipeline.release.plan import TIERS, RolloutPhase, RolloutPlan, RolloutState
+from pipeline.release.rolloutstore import RolloutStore, read_entry
 from pipeline.release.tallies import ArmTally
 from schemas import subjects
-from schemas.codec import check_token
+from schemas.checks import require_number
 from schemas.errors import ConfigError, HybridfleetError, SchemaError
+from schemas.subjects import check_token
 
 __all__ = [
-    "DESIRED_BUCKET",
     "EVENTS_SUBJECT",
-    "FLEET_BUCKET",
-    "ROLLOUT_BUCKET",
     "RolloutConfig",
     "RolloutController",
     "heartbeat_subject",
-    "override_key",
-    "site_key",
 ]
 
 log = logging.getLogger(__name__)
 
-ROLLOUT_BUCKET: Final = subjects.ROLLOUT_BUCKET
-DESIRED_BUCKET: Final = subjects.DESIRED_BUCKET
-FLEET_BUCKET: Final = subjects.FLEET_BUCKET
 EVENTS_SUBJECT: Final = subjects.FLEET_EVENTS
 EVENT_SCHEMA: Final = 1
-_BUCKETS: Final = {
-    ROLLOUT_BUCKET: api.KeyValueConfig(
-        bucket=ROLLOUT_BUCKET,
-        description="hybridfleet rollouts: <tier>.<site> -> state (pipeline/release/rollout.py)",
-        history=16,
-        storage=api.StorageType.FILE,
-    ),
-    # The same configuration as pipeline/release/registry.py, whichever of them creates it.
-    DESIRED_BUCKET: api.KeyValueConfig(
-        bucket=DESIRED_BUCKET,
-        description="hybridfleet desired model versions: model.<tier>.<site>[.<worker>]",
-        history=10,
-        storage=api.StorageType.FILE,
-    ),
-}
-
 
 heartbeat_subject = subjects.heartbeats
-
-
-def site_key(tier: str, site: str) -> str:
-    """The site's desired version in ``HF_DESIRED``: ``model.<tier>.<site>``."""
-    return f"model.{tier}.{check_token(site, 'site')}"
-
-
-def override_key(tier: str, site: str, worker: str) -> str:
-    """One worker's override in ``HF_DESIRED``: ``model.<tier>.<site>.<worker>``."""
-    return f"{site_key(tier, site)}.{check_token(worker, 'worker')}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +84,7 @@ class RolloutConfig:
         if not isinstance(self.canary, CanaryConfig):
             raise ConfigError(f"canary must be a CanaryConfig, got {type(self.canary).__name__}")
         for name in ("tick_s", "switch_timeout_s", "worker_ttl_s", "status_every_s"):
-            value = getattr(self, name)
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-            if not (ok and math.isfinite(value) and value > 0):
-                raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+            require_number(name, getattr(self, name), 0, open_=True)
         steps = self.later_steps
         if not all(isinstance(s, int | float) and 0 < s <= 1 for s in steps):
             raise ConfigError(f"later_steps must be shares in (0, 1], got {steps!r}")
@@ -155,7 +114,7 @@ class RolloutController:
     ) -> None:
         """A controller; nothing is read or written until ``start``, ``status`` or ``run``."""
         self._nc = nc
-        self._js = js
+        self._store = RolloutStore(js)
         self.config = config if config is not None else RolloutConfig()
         self.judge = CanaryJudge(self.config.canary)
         self._rollouts: dict[str, _Running] = {}
@@ -181,18 +140,19 @@ class RolloutController:
             check_token(site, "site")
         except SchemaError as exc:
             raise ConfigError(str(exc)) from None
-        rollouts, desired = await self._bucket(ROLLOUT_BUCKET), await self._bucket(DESIRED_BUCKET)
+        rollouts = await self._store.rollouts()
+        await self._store.desired()  # both buckets exist once a rollout was started
         key = f"{tier}.{site}"
-        existing = await _get(rollouts, key)
+        existing = await read_entry(rollouts, key)
         if existing is not None:
             state = RolloutState.from_json(existing[0])
             if state.running:
                 raise HybridfleetError(
                     f"a rollout of {tier}@{state.plan.version} is already running at {site}"
                 )
-        previous = await _get(desired, site_key(tier, site))
+        previous = await self._store.site_version(tier, site)
         now = time.time()
-        seed = [b for b in await self._fleet(site) if b.get("tier") == tier]
+        seed = [b for b in await self._store.fleet(site) if b.get("tier") == tier]
         live = sorted(
             str(b["worker"])
             for b in seed
@@ -204,7 +164,7 @@ class RolloutController:
             version,
             canary_share,
             later_steps=self.config.later_steps,
-            previous_version=previous[0].decode() if previous else None,
+            previous_version=previous,
             started_at=now,
             baseline_seed=seed,
         )
@@ -216,7 +176,7 @@ class RolloutController:
                 await rollouts.update(key, state.to_json(), last=existing[1])
         except KeyWrongLastSequenceError:
             raise HybridfleetError(f"another rollout was started at {site} meanwhile") from None
-        await self._assign(state, state.canary_workers)
+        await self._store.assign(plan, state.canary_workers)
         await self._event("rollout_started", state, steps=list(plan.steps))
         await self._event("canary_assigned", state, workers=list(state.canary_workers))
         await self._nc.flush()
@@ -224,14 +184,14 @@ class RolloutController:
 
     async def status(self, tier: str | None = None, site: str | None = None) -> list[RolloutState]:
         """The stored rollouts (running or ended), optionally of one tier and/or site."""
-        rollouts = await self._bucket(ROLLOUT_BUCKET)
+        rollouts = await self._store.rollouts()
         try:
             keys = await rollouts.keys()
         except NoKeysError:
             return []
         states = []
         for key in sorted(keys):
-            found = await _get(rollouts, key)
+            found = await read_entry(rollouts, key)
             if found is None:
                 continue
             state = RolloutState.from_json(found[0])
@@ -250,8 +210,8 @@ class RolloutController:
         self._running = True
         self._finished.clear()
         try:
-            rollouts = await self._bucket(ROLLOUT_BUCKET)
-            await self._bucket(DESIRED_BUCKET)
+            rollouts = await self._store.rollouts()
+            await self._store.desired()
             sub = await self._nc.subscribe(heartbeat_subject(), cb=self._on_heartbeat)
             try:
                 watcher = await rollouts.watchall()
@@ -324,7 +284,7 @@ class RolloutController:
                 tally.observe(beat)
         self._rollouts[key] = _Running(state, revision, tally, state.step)
         # A controller that died mid-transition may have left overrides unwritten.
-        await self._assign(state, state.canary_workers)
+        await self._store.assign(plan, state.canary_workers)
 
     async def _judge_loop(self) -> None:
         while not self._stop.is_set():
@@ -386,7 +346,7 @@ class RolloutController:
 
     async def _save(self, running: _Running, key: str, new: RolloutState) -> bool:
         """Store ``new`` if nobody else changed the rollout since we read it."""
-        rollouts = await self._bucket(ROLLOUT_BUCKET)
+        rollouts = await self._store.rollouts()
         try:
             running.revision = await rollouts.update(key, new.to_json(), last=running.revision)
         except KeyWrongLastSequenceError:
@@ -400,32 +360,18 @@ class RolloutController:
     async def _carry_out(self, old: RolloutState, new: RolloutState, decision: Decision) -> None:
         judged = {"reason": decision.reason, "check": decision.check}
         if new.phase is RolloutPhase.ROLLED_BACK:
-            await self._unassign(new)
+            await self._store.unassign(new.plan, new.canary_workers)
             await self._event("rolled_back", new, **judged, workers=list(new.canary_workers))
             return
         await self._event("promoted", new, **judged)
         if new.phase is RolloutPhase.COMPLETED:
-            desired = await self._bucket(DESIRED_BUCKET)
-            plan = new.plan
-            await desired.put(site_key(plan.tier, plan.site), plan.version.encode())
-            await self._unassign(new)
+            await self._store.set_site_version(new.plan)
+            await self._store.unassign(new.plan, new.canary_workers)
             await self._event("rollout_completed", new)
             return
         added = [w for w in new.canary_workers if w not in old.canary_workers]
-        await self._assign(new, added)
+        await self._store.assign(new.plan, added)
         await self._event("canary_assigned", new, workers=list(new.canary_workers))
-
-    async def _assign(self, state: RolloutState, workers: tuple[str, ...] | list[str]) -> None:
-        desired = await self._bucket(DESIRED_BUCKET)
-        plan = state.plan
-        for worker in workers:
-            await desired.put(override_key(plan.tier, plan.site, worker), plan.version.encode())
-
-    async def _unassign(self, state: RolloutState) -> None:
-        desired = await self._bucket(DESIRED_BUCKET)
-        plan = state.plan
-        for worker in state.canary_workers:
-            await desired.delete(override_key(plan.tier, plan.site, worker))
 
     async def _event(self, kind: str, state: RolloutState, **fields: Any) -> None:
         plan = state.plan
@@ -443,51 +389,5 @@ class RolloutController:
         }
         await self._nc.publish(EVENTS_SUBJECT, orjson.dumps(event))
 
-    # ------------------------------------------------------------ KV helpers
-
-    async def _bucket(self, name: str) -> KeyValue:
-        """The bucket ``name``, created when missing."""
-        try:
-            return await self._js.key_value(name)
-        except BucketNotFoundError:
-            pass
-        try:
-            return await self._js.create_key_value(_BUCKETS[name])
-        except BadRequestError:  # created by someone else meanwhile
-            return await self._js.key_value(name)
-
-    async def _fleet(self, site: str) -> list[dict[str, Any]]:
-        """The heartbeats ``HF_FLEET`` holds for ``site`` (none if the bucket is missing)."""
-        try:
-            fleet = await self._js.key_value(FLEET_BUCKET)
-        except BucketNotFoundError:
-            return []
-        watcher = await fleet.watch(f"worker.{site}.*", ignore_deletes=True)
-        beats = []
-        try:
-            while True:
-                entry = await watcher.updates(timeout=5.0)  # type: ignore[no-untyped-call]
-                if entry is None:
-                    break
-                try:
-                    beat = orjson.loads(entry.value or b"")
-                except orjson.JSONDecodeError:
-                    log.warning("ignoring %s in %s: not JSON", entry.key, FLEET_BUCKET)
-                    continue
-                if isinstance(beat, dict) and isinstance(beat.get("worker"), str):
-                    beats.append(beat)
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py
-        return beats
-
     def _beats_of(self, tier: str, site: str) -> list[Mapping[str, Any]]:
         return [b for (t, s, _), b in self._last_beats.items() if (t, s) == (tier, site)]
-
-
-async def _get(kv: KeyValue, key: str) -> tuple[bytes, int] | None:
-    """A key's value and revision, None if it is missing or deleted."""
-    try:
-        entry = await kv.get(key)
-    except KeyNotFoundError:
-        return None
-    return entry.value or b"", entry.revision or 0

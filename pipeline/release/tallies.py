@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from pipeline.release.checks import is_number
-from schemas.codec import check_token
 from schemas.errors import SchemaError
+from schemas.subjects import check_token
 
 __all__ = ["ArmCounters", "ArmTally"]
 

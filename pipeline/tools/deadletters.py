@@ -23,9 +23,10 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from schemas import subjects
-from schemas.codec import check_token, decode_dead_letter
+from schemas.codec import decode_dead_letter
 from schemas.errors import ConfigError, SchemaError
 from schemas.messages import DeadLetter
+from schemas.subjects import check_token
 
 __all__ = ["StoredLetter", "dead_letter_stream", "read_letters", "redrive", "letter_record"]
 

@@ -28,10 +28,11 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from schemas import subjects
-from schemas.codec import check_token, decode_dead_letter, decode_result, encode
+from schemas.codec import decode_dead_letter, decode_result, encode
 from schemas.errors import ConfigError, HybridfleetError, SchemaError
 from schemas.jsonform import to_json
 from schemas.messages import DeadLetter, Frame, InferenceResult, PrivacyClass, Region
+from schemas.subjects import check_token
 
 __all__ = [
     "Event",

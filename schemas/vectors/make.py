@@ -9,23 +9,15 @@ scores are fixed, so running this again rewrites the same bytes.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import orjson
 
-from schemas.codec import Message, encode
+from schemas import messages as wire
+from schemas.codec import encode
 from schemas.jsonform import to_json
-from schemas.messages import (
-    DeadLetter,
-    Escalation,
-    Frame,
-    InferenceResult,
-    PrivacyClass,
-    Reason,
-    Region,
-    Source,
-)
 
 __all__ = ["DIRECTORY", "files", "messages", "main"]
 
@@ -53,51 +45,55 @@ def _embedding(rows: int, width: int) -> np.ndarray:
     return values.reshape(rows, width)
 
 
-def messages() -> dict[str, Message]:
+def messages() -> dict[str, wire.Message]:
     """Every vector by name."""
-    frame = Frame(
+    frame = wire.Frame(
         frame_id="site1-cam-1-run7-42",
         site="site1",
         camera="cam-1",
         seq=42,
         captured_at=CAPTURED_AT,
         image=_pixels(8, 16),
-        regions=(Region(0, 0, 8, 8), Region(8, 2, 6, 5)),
+        regions=(wire.Region(0, 0, 8, 8), wire.Region(8, 2, 6, 5)),
         priority=2,
         deadline_ms=250,
         threshold=0.8,
-        privacy=PrivacyClass.CROP,
+        privacy=wire.PrivacyClass.CROP,
     )
-    bare = Frame(
+    bare = replace(
+        frame,
         frame_id="site1-cam-2-run7-0",
-        site="site1",
         camera="cam-2",
         seq=0,
-        captured_at=CAPTURED_AT,
         image=_pixels(4, 6),
         regions=(),
         priority=1,
         deadline_ms=1000,
         threshold=None,
-        privacy=PrivacyClass.LOCAL_ONLY,
+        privacy=wire.PrivacyClass.LOCAL_ONLY,
     )
     # A frame the camera's own model was unsure of, forwarded to the edge.
-    forwarded = Frame(
+    forwarded = replace(
+        frame,
         frame_id="site1-cam-3-run7-9",
-        site="site1",
         camera="cam-3",
         seq=9,
-        captured_at=CAPTURED_AT,
         image=_pixels(8, 8),
-        regions=(Region(0, 0, 8, 8),),
+        regions=(wire.Region(0, 0, 8, 8),),
         priority=3,
         deadline_ms=500,
         threshold=None,
-        privacy=PrivacyClass.EMBEDDING,
+        privacy=wire.PrivacyClass.EMBEDDING,
         path=("device",),
     )
-    reply_to = "replies.site1.edge-1"
-    edge = InferenceResult(
+
+    def escalated(send: wire.PrivacyClass, embedding: np.ndarray | None = None) -> wire.Escalation:
+        """``frame`` as the edge escalates it under ``send``, having answered 3 and 1."""
+        return wire.Escalation.of_frame(
+            frame, send, "replies.site1.edge-1", (3, 1), 0.5, embedding=embedding
+        )
+
+    edge = wire.InferenceResult(
         frame_id=frame.frame_id,
         site="site1",
         camera="cam-1",
@@ -105,11 +101,11 @@ def messages() -> dict[str, Message]:
         labels=(3, 7),
         scores=_scores(3, 7),
         confidence=55 / 64,
-        source=Source.EDGE,
+        source=wire.Source.EDGE,
         model="digits-mlp32",
         model_version="1.0.0",
         latency_ms=4.5,
-        reason=Reason.CONFIDENT,
+        reason=wire.Reason.CONFIDENT,
         degraded=False,
         edge_labels=None,
         path=("edge",),
@@ -118,67 +114,48 @@ def messages() -> dict[str, Message]:
         "frame_regions": frame,
         "frame_no_regions": bare,
         "frame_forwarded": forwarded,
-        "escalation_crop": Escalation.of_frame(frame, PrivacyClass.CROP, reply_to, (3, 1), 0.5),
-        "escalation_full": Escalation.of_frame(frame, PrivacyClass.FULL, reply_to, (3, 1), 0.5),
-        "escalation_embedding": Escalation.of_frame(
-            frame, PrivacyClass.EMBEDDING, reply_to, (3, 1), 0.5, embedding=_embedding(2, 4)
-        ),
+        "escalation_crop": escalated(wire.PrivacyClass.CROP),
+        "escalation_full": escalated(wire.PrivacyClass.FULL),
+        "escalation_embedding": escalated(wire.PrivacyClass.EMBEDDING, _embedding(2, 4)),
         "result_edge": edge,
         # The camera skipped the frame as unchanged and reused its last answer.
-        "result_device": InferenceResult(
+        "result_device": replace(
+            edge,
             frame_id="site1-cam-3-run7-10",
-            site="site1",
             camera="cam-3",
             seq=10,
             labels=(5,),
             scores=_scores(5),
-            confidence=55 / 64,
-            source=Source.DEVICE,
+            source=wire.Source.DEVICE,
             model="digits-logreg",
-            model_version="1.0.0",
             latency_ms=1.25,
-            reason=Reason.UNCHANGED,
-            degraded=False,
-            edge_labels=None,
+            reason=wire.Reason.UNCHANGED,
             path=("device",),
         ),
-        "result_cloud": InferenceResult(
-            frame_id=frame.frame_id,
-            site="site1",
-            camera="cam-1",
-            seq=42,
-            labels=(3, 7),
-            scores=_scores(3, 7),
-            confidence=55 / 64,
-            source=Source.CLOUD,
+        "result_cloud": replace(
+            edge,
+            source=wire.Source.CLOUD,
             model="digits-svc",
-            model_version="1.0.0",
             latency_ms=61.25,
-            reason=Reason.CLOUD_ANSWER,
-            degraded=False,
+            reason=wire.Reason.CLOUD_ANSWER,
             edge_labels=(3, 1),
             path=("edge", "cloud"),
         ),
         # What an overloaded edge worker publishes for a frame it drops: no labels, no
         # edge_labels, and the path of the frame with the edge, the tier that shed it.
-        "result_shed": InferenceResult(
+        "result_shed": replace(
+            edge,
             frame_id=bare.frame_id,
-            site="site1",
             camera="cam-2",
             seq=0,
             labels=(),
             scores=np.zeros((0, 10), np.float32),
             confidence=0.0,
-            source=Source.EDGE,
-            model="digits-mlp32",
-            model_version="1.0.0",
             latency_ms=0.75,
-            reason=Reason.SHED,
+            reason=wire.Reason.SHED,
             degraded=True,
-            edge_labels=None,
-            path=("edge",),
         ),
-        "dead_letter": DeadLetter(
+        "dead_letter": wire.DeadLetter(
             stage="edge",
             site="site1",
             subject="frames.site1.cam-1",

@@ -7,16 +7,14 @@ import asyncio
 import pytest
 
 from schemas import subjects
-from tests.faults.harness import SITE, Fleet, probe_until
+from tests.faults.harness import SITE, Fleet
+from tests.faults.probes import hub_js, site_js, start_cloud_and_edge
 
 pytestmark = pytest.mark.fault
 
 
 async def _ack_pending(fleet: Fleet) -> int:
-    assert fleet.hub_nc is not None
-    info = await fleet.hub_nc.jetstream().consumer_info(
-        subjects.ESCALATIONS_STREAM, subjects.CLOUD_CONSUMER
-    )
+    info = await hub_js(fleet).consumer_info(subjects.ESCALATIONS_STREAM, subjects.CLOUD_CONSUMER)
     return int(info.num_ack_pending)
 
 
@@ -39,11 +37,8 @@ async def test_cloud_worker_killed_mid_batch(fleet: Fleet) -> None:
     escalated = fleet.ledger.escalated & frames
     await fleet.wait_for_answers(escalated, 30)
 
-    ledger = fleet.ledger
-    ledger.report("cloud-sigkill-mid-batch", frames)
-    assert ledger.lost(frames) == set()
-    assert ledger.duplicates() == 0
-    assert {f for f in escalated if ledger.answered[f] == 0} == set()
+    fleet.ledger.report("cloud-sigkill-mid-batch", frames)
+    fleet.ledger.check_promise(frames, answered=escalated)
 
 
 async def test_edge_worker_killed(fleet: Fleet) -> None:
@@ -80,19 +75,15 @@ async def test_edge_worker_killed(fleet: Fleet) -> None:
 
 
 async def test_site_server_restart_keeps_acknowledged_escalations(fleet: Fleet) -> None:
-    await fleet.start_worker("cloud", "cloud-1")
-    await fleet.start_worker("edge", "edge-1")
-    await probe_until(fleet, "cloud_answer", 30)  # the hub's source has started
+    await start_cloud_and_edge(fleet)
     # With the link cut, escalations stay on the site's disk only.
-    await fleet.cut()
-    await fleet.wait_for_link(False, 5)
+    await fleet.cut_and_wait()
     frames = set(await fleet.publish(40, rate_hz=40))
     await fleet.wait_for_finals(frames, 10)
     stored = fleet.ledger.escalated & frames
     assert stored, "escalations were stored while the link was down"
     assert fleet.site is not None
-    assert fleet.site_nc is not None
-    info = await fleet.site_nc.jetstream().stream_info(subjects.site_escalations_stream(SITE))
+    info = await site_js(fleet).stream_info(subjects.site_escalations_stream(SITE))
     # Earlier (warm-up) escalations may still await the hub's flow-control ack.
     assert info.state.messages >= len(stored)
 
@@ -102,8 +93,5 @@ async def test_site_server_restart_keeps_acknowledged_escalations(fleet: Fleet) 
     await fleet.wait_for_link(True, 30)
     await fleet.wait_for_answers(stored, 60)
 
-    ledger = fleet.ledger
-    ledger.report("site-server-sigkill-restart", frames)
-    assert {f for f in stored if ledger.answered[f] == 0} == set()
-    assert ledger.lost(frames) == set()
-    assert ledger.duplicates() == 0
+    fleet.ledger.report("site-server-sigkill-restart", frames)
+    fleet.ledger.check_promise(frames, answered=stored)

@@ -13,27 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from pipeline.config import StreamSettings
 from pipeline.messaging.natsio import _source_window
 from schemas import subjects
-from tests.faults.harness import SITE, Fleet, hub_js, probe_until, site_js
+from tests.faults.harness import SITE, Fleet
+from tests.faults.probes import hub_js, site_js, start_cloud_and_edge
 
 pytestmark = [pytest.mark.fault, pytest.mark.timeout(300)]
-
-
-@pytest.fixture
-async def cluster_fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
-    fleet = Fleet(tmp_path, hub_nodes=3)
-    await fleet.start()
-    try:
-        yield fleet
-    finally:
-        await fleet.stop()
 
 
 async def _last_seq(js, stream: str) -> int:  # type: ignore[no-untyped-def]
@@ -49,9 +38,7 @@ async def _last_seq(js, stream: str) -> int:  # type: ignore[no-untyped-def]
 
 async def test_whole_hub_restart_resources_unacked_window(cluster_fleet: Fleet) -> None:
     fleet = cluster_fleet
-    await fleet.start_worker("cloud", "cloud-1")
-    await fleet.start_worker("edge", "edge-1")
-    await probe_until(fleet, "cloud_answer", 40)
+    await start_cloud_and_edge(fleet, warm_up_s=40)
     before = set(await fleet.publish(30, rate_hz=30))
     await asyncio.sleep(2)
 
@@ -92,9 +79,7 @@ async def test_whole_hub_restart_resources_unacked_window(cluster_fleet: Fleet) 
         f"{replies_stored} (stored twice: {repeat_replies})"
     )
     # The promise holds.
-    assert {f for f in escalated if ledger.answered[f] == 0} == set()
-    assert ledger.lost(everything) == set()
-    assert ledger.duplicates() == 0
+    ledger.check_promise(everything, answered=escalated)
     # What is not deduplicated is bounded: at most the site's flow-control window is
     # sourced again, and each copy is answered again (its answer is stored again unless
     # the first answer was still in REPLIES when the hub restarted). Measured on the

@@ -12,23 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
 
 import pytest
 
 from schemas import subjects
 from schemas.codec import decode_dead_letter
-from schemas.messages import Frame, PrivacyClass
-from tests.faults.harness import (
-    SITE,
-    Fleet,
-    hub_js,
-    probe_until,
-    publish_frames,
-    read_stream,
-    record_raw,
-    stream_messages,
-)
+from tests.faults.harness import SITE, Fleet, uncertain
+from tests.faults.probes import hub_js, probe_until, read_stream, record_raw, stream_messages
 
 pytestmark = pytest.mark.fault
 
@@ -38,12 +28,6 @@ DEADLINE_MS = 2000
 # The worker naks a failed escalation with a 1 s delay: the poison's deliveries are
 # used up about (MAX_DELIVER - 1) s after it is first fetched.
 EXHAUSTED_AFTER_S = MAX_DELIVER - 1
-
-
-def _uncertain(frame: Frame) -> Frame:
-    return replace(
-        frame, threshold=1.0, priority=2, privacy=PrivacyClass.CROP, deadline_ms=DEADLINE_MS
-    )
 
 
 async def test_poison_is_dead_lettered_and_blocks_nobody(fleet: Fleet) -> None:
@@ -63,8 +47,8 @@ async def test_poison_is_dead_lettered_and_blocks_nobody(fleet: Fleet) -> None:
     started = time.time()
     # The poison goes first, so it shares a batch with the others; the rest keep coming
     # while it is redelivered, so its redeliveries share batches too.
-    poison = await publish_frames(fleet, 1, 100, change=_uncertain, prefix=POISON)
-    others = await publish_frames(fleet, 40, rate_hz=10, change=_uncertain)  # 4 s
+    poison = await fleet.publish_frames(1, 100, change=uncertain(DEADLINE_MS), prefix=POISON)
+    others = await fleet.publish_frames(40, rate_hz=10, change=uncertain(DEADLINE_MS))  # 4 s
     poison_id = poison[0].frame_id
     other_ids = {f.frame_id for f in others}
     everything = other_ids | {poison_id}
@@ -87,12 +71,10 @@ async def test_poison_is_dead_lettered_and_blocks_nobody(fleet: Fleet) -> None:
 
     ledger = fleet.ledger
     lost = ledger.lost(everything)
-    duplicates = ledger.duplicates()
     answered_others = {f for f in other_ids if ledger.answered[f]}
     reasons = {f: ledger.final_results[f].reason.value for f in everything if f not in lost}
     print(
-        f"\npoison: published={len(everything)} finals={len(everything) - len(lost)} "
-        f"lost={len(lost)} duplicates={duplicates} shed=0 "
+        f"\npoison: {ledger.counts(everything)} shed=0 "
         f"answered={len(answered_others)}/{len(other_ids)} (others) "
         f"poison answered={ledger.answered[poison_id]} dead letters={len(letters)} "
         f"warm-up probes={warmup} "
@@ -100,8 +82,7 @@ async def test_poison_is_dead_lettered_and_blocks_nobody(fleet: Fleet) -> None:
     )
 
     # Every frame has exactly one final result.
-    assert lost == set()
-    assert duplicates == 0
+    ledger.check_promise(everything)
     # The poison: degraded edge answer at its deadline, never a cloud answer.
     assert ledger.answered[poison_id] == 0
     poison_final = ledger.final_results[poison_id]

@@ -12,45 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import replace
 
 import pytest
 
 from schemas import subjects
-from schemas.messages import Frame, PrivacyClass
-from tests.faults.harness import (
-    SITE,
-    Fleet,
-    hub_js,
-    probe_until,
-    publish_frames,
-    scrape,
-    signal_worker,
-    site_subscriptions,
-    start_worker_with_metrics,
-    wait_exit,
-)
+from tests.faults.harness import SITE, Fleet, uncertain, until
+from tests.faults.probes import hub_js, probe_until, scrape, site_subscriptions, wait_exit
 
 pytestmark = pytest.mark.fault
-
-
-def _uncertain(deadline_ms: int) -> Callable[[Frame], Frame]:
-    def change(frame: Frame) -> Frame:
-        return replace(
-            frame, threshold=1.0, priority=2, privacy=PrivacyClass.CROP, deadline_ms=deadline_ms
-        )
-
-    return change
-
-
-async def _until(check: Callable[[], Awaitable[bool]], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
 
 
 EDGE_BATCH = 4
@@ -60,24 +29,18 @@ EDGE_FRAMES = 40
 
 async def test_sigterm_edge_drains_batches_and_pending(fleet: Fleet) -> None:
     await fleet.start_worker("cloud", "cloud-1", cloud_inject_latency_ms="1000")
-    port = await start_worker_with_metrics(
-        fleet,
-        "edge",
-        "edge-1",
-        edge_max_batch_size=str(EDGE_BATCH),
-        edge_inject_latency_ms=str(EDGE_BATCH_MS),
-    )
+    port = await fleet.start_edge_of_capacity(EDGE_BATCH, EDGE_BATCH_MS)
     await probe_until(fleet, "cloud_answer", 30)
     received_before = (await scrape(port))["hybridfleet_edge_frames_received_total"]
 
-    frames = await publish_frames(fleet, EDGE_FRAMES, 100, change=_uncertain(8000))
+    frames = await fleet.publish_frames(EDGE_FRAMES, 100, change=uncertain(8000))
     ids = {f.frame_id for f in frames}
 
     async def all_taken() -> bool:
         received = (await scrape(port))["hybridfleet_edge_frames_received_total"]
         return received - received_before >= EDGE_FRAMES
 
-    assert await _until(all_taken, 5), "edge-1 did not take every frame"
+    assert await until(all_taken, 5, poll_s=0.05), "edge-1 did not take every frame"
     accepted = (await scrape(port))["hybridfleet_edge_frames_received_total"] - received_before
     # A second worker of the site, for frames sent while edge-1 drains. (Its readiness
     # probes, priority 1 by request/reply, may go to edge-1 too.)
@@ -86,15 +49,15 @@ async def test_sigterm_edge_drains_batches_and_pending(fleet: Fleet) -> None:
     finals_before = sum(1 for f in ids if fleet.ledger.finals[f])
 
     term_at = time.monotonic()
-    proc = signal_worker(fleet, "edge-1")
+    proc = fleet.signal_worker("edge-1")
 
     async def stopped_listening() -> bool:
         subs = await site_subscriptions(fleet, "hybridfleet-edge-1")
         return subs is None or subjects.frames(SITE) not in subs
 
     try:
-        listening = not await _until(stopped_listening, 5)
-        during = await publish_frames(fleet, 20, 20, change=_uncertain(8000))
+        listening = not await until(stopped_listening, 5, poll_s=0.05)
+        during = await fleet.publish_frames(20, 20, change=uncertain(8000))
         code = await wait_exit(proc, 30)
     finally:
         if proc.poll() is None:  # the test failed early: do not leave it behind
@@ -134,8 +97,7 @@ async def test_sigterm_edge_drains_batches_and_pending(fleet: Fleet) -> None:
     assert finals_before < EDGE_FRAMES
     # Every frame edge-1 accepted has exactly one final result; so do the frames sent
     # while it drained (edge-2 took them).
-    assert lost == set()
-    assert ledger.duplicates() == 0
+    ledger.check_promise(everything)
     assert {reasons[f] for f in ids} <= {"cloud_answer", "cloud_timeout", "confident"}
     assert sum(1 for f in ids if reasons[f] == "cloud_answer") >= EDGE_FRAMES // 2
     # Every escalation it stored was answered by the cloud.
@@ -149,12 +111,12 @@ async def test_sigterm_cloud_finishes_and_acks_batch_in_hand(fleet: Fleet) -> No
     await fleet.start_worker("cloud", "cloud-1", cloud_inject_latency_ms=str(CLOUD_BATCH_MS))
     await fleet.start_worker("edge", "edge-1")
     # Warm-up: one escalation answered end to end (slower than a probe's deadline).
-    warm = await publish_frames(fleet, 1, 1, change=_uncertain(10_000))
+    warm = await fleet.publish_frames(1, 1, change=uncertain(10_000))
     await fleet.wait_for_answers({warm[0].frame_id}, 30)
     assert fleet.ledger.answered[warm[0].frame_id] == 1
 
     js = hub_js(fleet)
-    frames = await publish_frames(fleet, 30, 50, change=_uncertain(15_000))
+    frames = await fleet.publish_frames(30, 50, change=uncertain(15_000))
     ids = {f.frame_id for f in frames}
 
     # The first fetch may take only the first escalation; the next, after that batch's
@@ -163,11 +125,11 @@ async def test_sigterm_cloud_finishes_and_acks_batch_in_hand(fleet: Fleet) -> No
         info = await js.consumer_info(subjects.ESCALATIONS_STREAM, subjects.CLOUD_CONSUMER)
         return bool(info.num_ack_pending >= 10)
 
-    assert await _until(batch_in_hand, 10), "cloud-1 fetched no batch of 10"
+    assert await until(batch_in_hand, 10, poll_s=0.05), "cloud-1 fetched no batch of 10"
     before = await js.consumer_info(subjects.ESCALATIONS_STREAM, subjects.CLOUD_CONSUMER)
     answered_before = sum(1 for f in ids if fleet.ledger.answered[f])
     term_at = time.monotonic()
-    proc = signal_worker(fleet, "cloud-1")
+    proc = fleet.signal_worker("cloud-1")
     code = await wait_exit(proc, 20)
     drain_s = time.monotonic() - term_at
     await asyncio.sleep(0.5)  # answers published before exit reach the ledger
@@ -186,8 +148,7 @@ async def test_sigterm_cloud_finishes_and_acks_batch_in_hand(fleet: Fleet) -> No
     repeats = sum(ledger.answered[f] - 1 for f in answered)
     reasons = {ledger.final_results[f].reason.value for f in ids - lost}
     print(
-        f"\nSIGTERM cloud: published={len(ids)} finals={len(ids) - len(lost)} lost={len(lost)} "
-        f"duplicates={ledger.duplicates()} shed=0 escalated={len(escalated)} "
+        f"\nSIGTERM cloud: {ledger.counts(ids)} shed=0 escalated={len(escalated)} "
         f"answered={len(answered)} repeat answers={repeats}\n"
         f"  at SIGTERM: in hand={before.num_ack_pending} answered so far={answered_before}; "
         f"cloud-1 exit code={code} after {drain_s:.1f} s, it answered {len(answered_by_first)}; "
@@ -207,5 +168,4 @@ async def test_sigterm_cloud_finishes_and_acks_batch_in_hand(fleet: Fleet) -> No
     assert answered == escalated
     assert repeats == 0
     assert end.num_pending == 0 and end.num_ack_pending == 0 and end.num_redelivered == 0
-    assert lost == set()
-    assert ledger.duplicates() == 0
+    ledger.check_promise(ids)

@@ -12,48 +12,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 import pytest
 
 from schemas import subjects
-from schemas.messages import Frame, PrivacyClass
-from tests.faults.harness import (
-    SITE,
-    Fleet,
-    infer,
-    probe_until,
-    publish_frames,
-    scrape,
-    site_js,
-    start_worker_with_metrics,
-)
+from tests.faults.harness import SITE, Fleet, uncertain, until
+from tests.faults.probes import infer, probe_until, scrape, site_js
 
 pytestmark = pytest.mark.fault
 
 MAX_BYTES = 65_536  # the smallest stream.max_bytes the config allows
 DEADLINE_MS = 2000
-
-
-def _uncertain(frame: Frame) -> Frame:
-    return replace(
-        frame, threshold=1.0, priority=2, privacy=PrivacyClass.CROP, deadline_ms=DEADLINE_MS
-    )
-
-
-async def _until(check: Callable[[], Awaitable[bool]], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.2)
-    return True
+_UNCERTAIN = uncertain(DEADLINE_MS)
 
 
 async def _start(fleet: Fleet) -> int:
     await fleet.start_worker("cloud", "cloud-1")
-    port = await start_worker_with_metrics(fleet, "edge", "edge-1", stream_max_bytes=str(MAX_BYTES))
+    port = await fleet.start_worker_with_metrics("edge", "edge-1", stream_max_bytes=str(MAX_BYTES))
     await probe_until(fleet, "cloud_answer", 30)
     return port
 
@@ -66,12 +42,11 @@ async def _site_stream_empty(fleet: Fleet) -> bool:
 async def test_full_site_stream_refuses_new_counts_and_recovers(fleet: Fleet) -> None:
     edge_port = await _start(fleet)
     # Start from an empty stream: the hub's flow-control ack removes what it holds.
-    assert await _until(lambda: _site_stream_empty(fleet), 10)
+    assert await until(lambda: _site_stream_empty(fleet), 10)
 
-    await fleet.cut()
-    await fleet.wait_for_link(False, 5)
+    await fleet.cut_and_wait()
     await probe_until(fleet, "link_down", 10)  # the edge itself has noticed
-    frames = await publish_frames(fleet, 100, rate_hz=20, change=_uncertain)  # 5 s
+    frames = await fleet.publish_frames(100, rate_hz=20, change=_UNCERTAIN)  # 5 s
     ids = {f.frame_id for f in frames}
     await fleet.wait_for_finals(ids, 10)
 
@@ -94,9 +69,9 @@ async def test_full_site_stream_refuses_new_counts_and_recovers(fleet: Fleet) ->
     fleet.restore()
     await fleet.wait_for_link(True, 30)
     await fleet.wait_for_answers(stored, 60)
-    drained = await _until(lambda: _site_stream_empty(fleet), 15)
+    drained = await until(lambda: _site_stream_empty(fleet), 15)
     # Room again: new escalations are stored and answered in time.
-    after = await publish_frames(fleet, 20, rate_hz=10, change=_uncertain)
+    after = await fleet.publish_frames(20, rate_hz=10, change=_UNCERTAIN)
     after_ids = {f.frame_id for f in after}
     await fleet.wait_for_finals(after_ids, 10)
     everything = ids | after_ids
@@ -106,8 +81,7 @@ async def test_full_site_stream_refuses_new_counts_and_recovers(fleet: Fleet) ->
     lost = ledger.lost(everything)
     after_reasons = {ledger.final_results[f].reason.value for f in after_ids - lost}
     print(
-        f"\nstream full: published={len(everything)} finals={len(everything) - len(lost)} "
-        f"lost={len(lost)} duplicates={ledger.duplicates()} shed=0 "
+        f"\nstream full: {ledger.counts(everything)} shed=0 "
         f"stored={len(stored)} refused={len(refused)} confident={len(confident)} "
         f"escalation failures counted={failures:.0f} "
         f"stream msgs={info.state.messages} bytes={info.state.bytes}/{MAX_BYTES}\n"
@@ -117,8 +91,7 @@ async def test_full_site_stream_refuses_new_counts_and_recovers(fleet: Fleet) ->
         f"stream drained={drained}, new frames: {sorted(after_reasons)}"
     )
 
-    assert lost == set()
-    assert ledger.duplicates() == 0
+    ledger.check_promise(everything)
     # The limit held, with discard new: the first ones stored, the rest refused.
     assert stored and refused
     assert len(stored) + len(refused) + len(confident) == len(ids)
@@ -149,7 +122,7 @@ async def test_full_site_stream_refuses_new_counts_and_recovers(fleet: Fleet) ->
 
 async def test_small_site_stream_keeps_room_while_link_up(fleet: Fleet) -> None:
     edge_port = await _start(fleet)
-    assert await _until(lambda: _site_stream_empty(fleet), 10)
+    assert await until(lambda: _site_stream_empty(fleet), 10)
     js = site_js(fleet)
     backlog: list[int] = []
 
@@ -162,7 +135,7 @@ async def test_small_site_stream_keeps_room_while_link_up(fleet: Fleet) -> None:
     sampler = asyncio.create_task(sample())
     try:
         # 8 s of steady escalations: about 80, nearly twice what the stream can hold.
-        frames = await publish_frames(fleet, 80, rate_hz=10, change=_uncertain)
+        frames = await fleet.publish_frames(80, rate_hz=10, change=_UNCERTAIN)
         ids = {f.frame_id for f in frames}
         await fleet.wait_for_finals(ids, 10)
     finally:
@@ -176,8 +149,7 @@ async def test_small_site_stream_keeps_room_while_link_up(fleet: Fleet) -> None:
         f"duplicates={ledger.duplicates()} escalation_failed={reasons.count('escalation_failed')} "
         f"cloud_answer={reasons.count('cloud_answer')} max site backlog={max(backlog)}"
     )
-    assert ledger.lost(ids) == set()
-    assert ledger.duplicates() == 0
+    ledger.check_promise(ids)
     # With the link up the hub takes everything: the site must not refuse any.
     assert failures == 0
     assert "escalation_failed" not in reasons

@@ -16,9 +16,10 @@ from edge_worker.worker import EdgeWorker
 from pipeline.config import Settings
 from pipeline.planning.costs import CostModel
 from schemas import subjects
-from schemas.codec import decode_result, encode
-from schemas.messages import InferenceResult, PrivacyClass, Reason
+from schemas.codec import encode
+from schemas.messages import PrivacyClass, Reason
 from tests.helpers import make_frames, wait_until
+from tests.integration.feeds import collect
 
 pytestmark = pytest.mark.integration
 
@@ -32,16 +33,12 @@ async def test_budget_caps_spend_then_answers_at_the_edge(settings: Settings, nc
     )
     settings = replace(settings, edge=edge)
     frames = make_frames(150, deadline_ms=10_000, priority=2, privacy=PrivacyClass.CROP)
-    results: list[InferenceResult] = []
     events: list[dict[str, object]] = []
-
-    async def on_result(msg: Msg) -> None:
-        results.append(decode_result(msg.data))
 
     async def on_health(msg: Msg) -> None:
         events.append(orjson.loads(msg.data))
 
-    await nc.subscribe(subjects.results("site1"), cb=on_result)
+    results = await collect(nc, subjects.results("site1"))
     await nc.subscribe(subjects.health("site1"), cb=on_health)
     async with CloudWorker.from_settings(settings), EdgeWorker.from_settings(settings) as worker:
         for frame, _ in frames:

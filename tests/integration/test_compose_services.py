@@ -5,7 +5,7 @@ service's own arguments, settings file and variables (only the NATS URL points a
 test's server, and what a lone server cannot be is overridden: one JetStream domain,
 one replica). The process can import only what the image installs: a finder refuses
 every top-level module of a distribution that the Dockerfile's ``pip install`` does not
-bring (tests/unit/test_compose.py works that out), as ``ModuleNotFoundError``. So an
+bring (tests/unit/dockerimage.py works that out), as ``ModuleNotFoundError``. So an
 image that leaves out a dependency of a service's code path fails here, as the camera
 did without scikit-learn. Then SIGTERM, as ``docker compose stop`` sends it: each
 process must exit 0 within a bound (the camera at once; it used to be killed).
@@ -36,12 +36,12 @@ from pipeline.messaging.server import NatsServer
 from schemas import subjects
 from schemas.codec import decode_result, encode
 from tests.helpers import make_frames
-from tests.unit.test_compose import (
-    _compose,
-    _dockerfile_lines,
-    _image_packages,
-    _installed_extras,
-    _requirement_closure,
+from tests.unit.composefile import compose_file
+from tests.unit.dockerimage import (
+    dockerfile_lines,
+    image_packages,
+    installed_extras,
+    requirement_closure,
 )
 
 pytestmark = pytest.mark.integration
@@ -73,8 +73,8 @@ sys.exit(main(sys.argv[1:]))
 
 def _blocked_modules() -> list[str]:
     """Top-level modules installed here that the image's pip line does not install."""
-    closure = _requirement_closure(_installed_extras(_dockerfile_lines()))
-    own = set(_image_packages())
+    closure = requirement_closure(installed_extras(dockerfile_lines()))
+    own = set(image_packages())
     blocked = set()
     for module, dists in importlib.metadata.packages_distributions().items():
         if module in own or module in sys.stdlib_module_names:
@@ -86,7 +86,7 @@ def _blocked_modules() -> list[str]:
 
 def _service(name: str, server: NatsServer, **overrides: str) -> tuple[list[str], dict[str, str]]:
     """A compose service's arguments and environment, pointed at ``server``."""
-    service: dict[str, Any] = _compose()["services"][name]
+    service: dict[str, Any] = compose_file()["services"][name]
     args = [str(a) for a in service["command"]]
     if "--config" in args:  # the container's mount of deploy/fleet
         i = args.index("--config") + 1

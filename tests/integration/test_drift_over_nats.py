@@ -18,7 +18,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from cloud_worker.worker import CloudWorker
-from edge_worker.drift import HealthStatus
+from edge_worker.health import HealthStatus
 from edge_worker.worker import EdgeWorker
 from pipeline.camera.simulator import CameraOptions, CameraSimulator
 from pipeline.config import Settings

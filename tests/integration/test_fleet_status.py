@@ -14,10 +14,10 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from pipeline.cli.fleet import add_fleet_status_command
 from pipeline.fleet.heartbeat import HeartbeatPublisher
 from pipeline.fleet.status import (
     Fleet,
-    add_fleet_status_command,
     is_stale,
     read_fleet,
     render_json,

@@ -31,16 +31,12 @@ SITES = ("site1", "site2")
 
 
 def _options(workdir: Path) -> FleetOptions:
-    return FleetOptions(
-        sites=2,
-        edge_workers=1,
-        cloud_workers=1,
-        hub_nodes=3,
-        cameras=2,
-        rate_hz=10.0,
-        camera_seconds=30.0,
-        workdir=workdir,
-    )
+    # What `fleet up` runs by default: one edge worker per site, one cloud worker, two
+    # cameras per site at 10 frames/s; here the cameras stop after 30 s.
+    options = FleetOptions(sites=len(SITES), hub_nodes=3, camera_seconds=30.0, workdir=workdir)
+    assert (options.edge_workers, options.cloud_workers, options.cameras) == (1, 1, 2)
+    assert options.rate_hz == 10.0
+    return options
 
 
 async def _listen(url: str, site: str, reasons: Counter[str]) -> Client:
@@ -122,7 +118,7 @@ async def test_two_sites_answer_at_the_edge_and_through_the_cloud(tmp_path: Path
     finally:
         for nc in clients:
             await nc.close()
-        await launcher.stop()
+        await launcher.close()
 
     roles = Counter(m.role for m in members)
     assert roles == {"hub": 3, "site": 2, "edge": 2, "cloud": 1, "camera": 2}

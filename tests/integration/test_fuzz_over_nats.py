@@ -8,17 +8,18 @@ import time
 import msgpack
 import pytest
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 
 from cloud_worker.worker import CloudWorker
 from edge_worker.intake import check_frame
 from edge_worker.worker import EdgeWorker
 from pipeline.config import Settings
-from pipeline.messaging.natsio import ensure_site_streams
+from pipeline.metrics import WorkerMetrics
 from schemas import subjects
-from schemas.codec import decode_escalation, decode_frame, decode_result, encode
+from schemas.codec import decode_escalation, decode_frame, encode
 from schemas.errors import SchemaError
+from schemas.messages import InferenceResult
 from tests.helpers import REPLY_TO_TEST, escalation_of, make_frames, wait_until
+from tests.integration.feeds import SiteStream, collect
 
 pytestmark = pytest.mark.integration
 
@@ -59,6 +60,20 @@ def _frame_is_valid(data: bytes) -> bool:
     return True
 
 
+def _ids(results: list[InferenceResult]) -> set[str]:
+    return {result.frame_id for result in results}
+
+
+async def _dead_letters(metrics: WorkerMetrics, kind: str, count: int, timeout: float) -> None:
+    """Wait until the worker counts ``count`` dead letters of ``kind`` from site1."""
+    name = f"hybridfleet_{metrics.tier}_dead_letters_total"
+    await wait_until(
+        lambda: metrics.value(name, site="site1", kind=kind) >= count,
+        timeout,
+        f"{count} dead letters ({kind})",
+    )
+
+
 def _escalation_is_valid(data: bytes) -> bool:
     try:
         escalation = decode_escalation(data)
@@ -75,34 +90,21 @@ async def test_edge_dead_letters_every_bad_frame(settings: Settings, nc: Client)
     # A valid mutant that kept an earlier one's frame id is a repeat: dead-lettered too.
     valid_ids = [decode_frame(m).frame_id for m in mutants if _frame_is_valid(m)]
     repeats = len(valid_ids) - len(set(valid_ids))
-    answered: list[str] = []
-
-    async def on_result(msg: Msg) -> None:
-        answered.append(decode_result(msg.data).frame_id)
-
-    await nc.subscribe(subjects.results("site1"), cb=on_result)
+    results = await collect(nc, subjects.results("site1"))
     async with EdgeWorker.from_settings(settings) as edge:
         for data in mutants:
             await nc.publish(subjects.frames("site1", "cam1"), data)
         await nc.publish(subjects.frames("site1", "cam1"), encode(probe))
-        refused = "hybridfleet_edge_dead_letters_total"
-        await wait_until(
-            lambda: edge.metrics.value(refused, site="site1", kind="schema") >= bad,
-            30,
-            f"{bad} dead letters",
-        )
-        await wait_until(lambda: probe.frame_id in answered, 10, "the probe's result")
-        await wait_until(
-            lambda: edge.metrics.value(refused, site="site1", kind="repeat") >= repeats,
-            10,
-            f"{repeats} repeats",
-        )
+        await _dead_letters(edge.metrics, "schema", bad, 30)
+        await wait_until(lambda: probe.frame_id in _ids(results), 10, "the probe's result")
+        await _dead_letters(edge.metrics, "repeat", repeats, 10)
+    refused = "hybridfleet_edge_dead_letters_total"
     assert edge.metrics.value(refused, site="site1", kind="schema") == bad
     assert edge.metrics.value(refused, site="site1", kind="repeat") == repeats
     js = nc.jetstream()
     info = await js.stream_info(subjects.site_dlq_stream("site1"))
     assert info.state.messages == bad + repeats, "each refusal is stored with its reason"
-    assert probe.frame_id in answered, "the worker is still up"
+    assert probe.frame_id in _ids(results), "the worker is still up"
 
 
 async def test_cloud_dead_letters_every_bad_escalation(settings: Settings, nc: Client) -> None:
@@ -111,26 +113,13 @@ async def test_cloud_dead_letters_every_bad_escalation(settings: Settings, nc: C
     mutants = _mutants(encode(good), random.Random(11), COUNT)
     bad = sum(not _escalation_is_valid(m) for m in mutants)
     assert bad > COUNT // 2
-    answered: list[str] = []
-
-    async def on_answer(msg: Msg) -> None:
-        answered.append(decode_result(msg.data).frame_id)
-
-    await nc.subscribe(REPLY_TO_TEST, cb=on_answer)
-    js = nc.jetstream()
-    await ensure_site_streams(js, "site1", settings.stream)
+    answers = await collect(nc, REPLY_TO_TEST)
+    stream = await SiteStream.declare(nc, settings.stream)
     async with CloudWorker.from_settings(settings) as cloud:
-        subject = subjects.escalations("site1", "cam1")
         for i, data in enumerate(mutants):
-            await js.publish(subject, data, headers={"Nats-Msg-Id": f"mutant-{i}"})
-        await js.publish(
-            subject, encode(escalation_of(probe, REPLY_TO_TEST)), headers={"Nats-Msg-Id": "p"}
-        )
-        refused = "hybridfleet_cloud_dead_letters_total"
-        await wait_until(
-            lambda: cloud.metrics.value(refused, site="site1", kind="schema") >= bad,
-            30,
-            f"{bad} dead letters",
-        )
-        await wait_until(lambda: probe.frame_id in answered, 10, "the probe's answer")
+            await stream.store_bytes(data, f"mutant-{i}")
+        await stream.store_bytes(encode(escalation_of(probe, REPLY_TO_TEST)), "p")
+        await _dead_letters(cloud.metrics, "schema", bad, 30)
+        await wait_until(lambda: probe.frame_id in _ids(answers), 10, "the probe's answer")
+    refused = "hybridfleet_cloud_dead_letters_total"
     assert cloud.metrics.value(refused, site="site1", kind="schema") == bad

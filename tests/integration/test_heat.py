@@ -11,16 +11,16 @@ from dataclasses import replace
 
 import pytest
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 
 from cloud_worker.worker import CloudWorker
 from edge_worker.thermal import SimulatedThermal
 from edge_worker.worker import EdgeWorker
 from pipeline.config import Settings
 from schemas import subjects
-from schemas.codec import decode_result, encode
-from schemas.messages import InferenceResult, PrivacyClass, Reason
+from schemas.codec import encode
+from schemas.messages import PrivacyClass, Reason
 from tests.helpers import make_frames, wait_until
+from tests.integration.feeds import collect
 
 pytestmark = pytest.mark.integration
 
@@ -39,12 +39,7 @@ async def test_hot_edge_offloads_more_sheds_local_only_and_recovers(
         shadow_rate=0.0,
     )
     settings = replace(settings, edge=edge)
-    results: list[InferenceResult] = []
-
-    async def on_result(msg: Msg) -> None:
-        results.append(decode_result(msg.data))
-
-    await nc.subscribe(subjects.results("site1"), cb=on_result)
+    results = await collect(nc, subjects.results("site1"))
 
     def reached(count: int) -> Callable[[], bool]:
         return lambda: len(results) >= count

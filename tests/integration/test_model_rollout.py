@@ -16,7 +16,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -26,14 +25,14 @@ from edge_worker.worker import EdgeWorker
 from pipeline.camera.simulator import CameraOptions, CameraSimulator
 from pipeline.config import Settings
 from pipeline.inference.model import OnnxModel
-from pipeline.release.bundle import generate_keypair, make_bundle
 from pipeline.release.judge import CanaryConfig
-from pipeline.release.modelswap import FLEET_EVENTS
 from pipeline.release.registry import BUNDLES_BUCKET, ModelRegistry, object_name
 from pipeline.release.rollout import RolloutConfig, RolloutController
+from pipeline.release.signing import generate_keypair
 from schemas import subjects
 from schemas.codec import decode_result, encode
 from tests.helpers import wait_until
+from tests.release_helpers import collect_events, edge_bundle
 
 pytestmark = pytest.mark.integration
 
@@ -43,19 +42,7 @@ CAMERA = CameraOptions(cameras=2, width=128, height=96, deadline_ms=10_000, seed
 
 
 def _bundle(out: Path, role: str, version: str, private_key: str) -> Path:
-    model = OnnxModel.load(role)
-    return make_bundle(
-        out,
-        "edge",
-        model.path,
-        model.spec,
-        version=version,
-        default_threshold=0.9,
-        heldout={"accuracy": model.spec.heldout_accuracy},
-        trained_by="models/build.py",
-        commit="unknown",
-        signing_key=private_key,
-    )
+    return edge_bundle(out, OnnxModel.load(role), private_key, version)
 
 
 @dataclass
@@ -95,16 +82,6 @@ async def flowing(nc: Client) -> AsyncIterator[Traffic]:
     finally:
         stop.set()
         await task
-
-
-async def _events(nc: Client) -> list[dict[str, Any]]:
-    seen: list[dict[str, Any]] = []
-
-    async def on_event(msg: Msg) -> None:
-        seen.append(orjson.loads(msg.data))
-
-    await nc.subscribe(FLEET_EVENTS, cb=on_event)
-    return seen
 
 
 def _edge(
@@ -172,7 +149,7 @@ async def test_bad_signature_and_bad_checksum_are_refused(
     data[len(data) // 2] ^= 0xFF
     store = await js.object_store(BUNDLES_BUCKET)
     await store.put(object_name("edge", "3.0.0", model_file.name), bytes(data))
-    events = await _events(nc)
+    events = await collect_events(nc)
     async with EdgeWorker.from_settings(_edge(settings, "edge-1", public, tmp_path)) as worker:
         await registry.set_desired("edge", "site1", "2.0.0")
         await wait_until(lambda: len(events) >= 1, 30, "the first refusal")
@@ -195,7 +172,7 @@ async def _rollout(
     js = nc.jetstream()
     registry = ModelRegistry(js)
     await registry.publish(_bundle(tmp_path / "made", role, version, private))
-    events = await _events(nc)
+    events = await collect_events(nc)
     config = RolloutConfig(
         canary=CanaryConfig(min_compared=40, min_baseline_compared=20, min_baseline_frames=100),
         later_steps=(1.0,),

@@ -7,16 +7,15 @@ from dataclasses import replace
 
 import pytest
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 
 from cloud_worker.worker import CloudWorker
 from edge_worker.worker import EdgeWorker
 from pipeline.config import Settings
-from pipeline.messaging.natsio import ensure_site_streams
 from schemas import subjects
 from schemas.codec import decode_dead_letter, decode_result, encode
-from schemas.messages import InferenceResult, PrivacyClass, Reason, Source
+from schemas.messages import PrivacyClass, Reason, Source
 from tests.helpers import REPLY_TO_TEST, escalation_of, make_frames, wait_until
+from tests.integration.feeds import SiteStream, collect
 
 pytestmark = pytest.mark.integration
 
@@ -25,22 +24,12 @@ def _edge_settings(settings: Settings, **edge: object) -> Settings:
     return replace(settings, edge=replace(settings.edge, **edge))  # type: ignore[arg-type]
 
 
-async def _collect(nc: Client, subject: str) -> list[InferenceResult]:
-    seen: list[InferenceResult] = []
-
-    async def on_msg(msg: Msg) -> None:
-        seen.append(decode_result(msg.data))
-
-    await nc.subscribe(subject, cb=on_msg)
-    return seen
-
-
 async def test_every_frame_gets_exactly_one_final_result(settings: Settings, nc: Client) -> None:
     # A threshold no edge answer reaches: every frame that may leave the site escalates.
     settings = _edge_settings(settings, default_threshold=1.0)
     frames = make_frames(120, deadline_ms=5_000)
-    results = await _collect(nc, subjects.results("site1"))
-    replies = await _collect(nc, subjects.replies("site1", "edge-1"))
+    results = await collect(nc, subjects.results("site1"))
+    replies = await collect(nc, subjects.replies("site1", "edge-1"))
     async with (
         CloudWorker.from_settings(settings) as cloud,
         EdgeWorker.from_settings(settings) as edge,
@@ -109,7 +98,7 @@ async def test_deadline_miss_gives_degraded_edge_answer_and_ignores_late_cloud(
     settings = _edge_settings(settings, default_threshold=1.0, cloud_round_trip_prior_ms=0.0)
     settings = replace(settings, cloud=replace(settings.cloud, inject_latency_ms=1500.0))
     frames = make_frames(6, deadline_ms=600, priority=2, privacy=PrivacyClass.CROP)
-    results = await _collect(nc, subjects.results("site1"))
+    results = await collect(nc, subjects.results("site1"))
     async with CloudWorker.from_settings(settings), EdgeWorker.from_settings(settings) as edge:
         for frame, _ in frames:
             await nc.publish(subjects.frames("site1", frame.camera), encode(frame))
@@ -131,16 +120,11 @@ async def test_two_cloud_workers_share_the_durable_consumer(settings: Settings, 
     one = replace(settings, cloud=replace(cloud, worker_id="cloud-a"))
     two = replace(settings, cloud=replace(cloud, worker_id="cloud-b"))
     frames = make_frames(80)
-    replies = await _collect(nc, REPLY_TO_TEST)
-    js = nc.jetstream()
-    await ensure_site_streams(js, "site1", settings.stream)
+    replies = await collect(nc, REPLY_TO_TEST)
+    stream = await SiteStream.declare(nc, settings.stream)
     async with CloudWorker.from_settings(one) as a, CloudWorker.from_settings(two) as b:
         for frame, _ in frames:
-            await js.publish(
-                subjects.escalations("site1", frame.camera),
-                encode(escalation_of(frame, REPLY_TO_TEST)),
-                headers={"Nats-Msg-Id": frame.frame_id},
-            )
+            await stream.store(escalation_of(frame, REPLY_TO_TEST))
         await wait_until(lambda: len(replies) >= len(frames), 30, "every escalation answered")
     answered = [w.metrics.value("hybridfleet_cloud_answers_total", site="site1") for w in (a, b)]
     assert sum(answered) == len(frames)
@@ -155,7 +139,7 @@ async def test_bad_frames_go_to_dead_letters_and_the_workers_keep_working(
     bad_version = bytearray(encode(wrong_version))
     bad_version[bad_version.index(b"\xa1v") + 2] = 9  # the "v" field: 1 -> 9
     mismatched = encode(replace(other_site, site="site2"))
-    results = await _collect(nc, subjects.results("site1"))
+    results = await collect(nc, subjects.results("site1"))
     js = nc.jetstream()
     async with EdgeWorker.from_settings(settings) as edge:
         subject = subjects.frames("site1", "cam1")
@@ -185,14 +169,13 @@ async def test_bad_escalation_is_dead_lettered_and_terminated(
     ((frame, _),) = make_frames(1)
     good = escalation_of(frame, REPLY_TO_TEST)
     hijack = escalation_of(replace(frame, frame_id="x-1"), "replies.site2.edge-1")
-    replies = await _collect(nc, REPLY_TO_TEST)
-    js = nc.jetstream()
-    await ensure_site_streams(js, "site1", settings.stream)
+    replies = await collect(nc, REPLY_TO_TEST)
+    stream = await SiteStream.declare(nc, settings.stream)
+    js = stream.js
     async with CloudWorker.from_settings(settings) as cloud:
-        subject = subjects.escalations("site1", "cam1")
-        await js.publish(subject, b"\xc1", headers={"Nats-Msg-Id": "garbage"})
-        await js.publish(subject, encode(hijack), headers={"Nats-Msg-Id": "x-1"})
-        await js.publish(subject, encode(good), headers={"Nats-Msg-Id": frame.frame_id})
+        await stream.store_bytes(b"\xc1", "garbage")
+        await stream.store_bytes(encode(hijack), "x-1")
+        await stream.store_bytes(encode(good), frame.frame_id)
         await wait_until(lambda: len(replies) >= 1, 10, "the good escalation's answer")
         # The answer is stored before the ack is sent: give the ack its moment.
         for _ in range(50):
@@ -221,17 +204,12 @@ async def test_expired_escalations_follow_the_setting(
 ) -> None:
     settings = replace(settings, cloud=replace(settings.cloud, expired_escalations=setting))
     (fresh, _), (stale, _) = make_frames(2)
-    replies = await _collect(nc, REPLY_TO_TEST)
-    js = nc.jetstream()
-    await ensure_site_streams(js, "site1", settings.stream)
+    replies = await collect(nc, REPLY_TO_TEST)
+    stream = await SiteStream.declare(nc, settings.stream)
+    js = stream.js
     async with CloudWorker.from_settings(settings) as cloud:
         for frame, deadline_s in ((stale, -1.0), (fresh, 60.0)):
-            escalation = escalation_of(frame, REPLY_TO_TEST, deadline_s=deadline_s)
-            await js.publish(
-                subjects.escalations("site1", frame.camera),
-                encode(escalation),
-                headers={"Nats-Msg-Id": frame.frame_id},
-            )
+            await stream.store(escalation_of(frame, REPLY_TO_TEST, deadline_s=deadline_s))
         await wait_until(lambda: fresh.frame_id in {r.frame_id for r in replies}, 10, "fresh")
         await asyncio.sleep(0.3)
         info = await js.consumer_info(subjects.ESCALATIONS_STREAM, subjects.CLOUD_CONSUMER)

@@ -24,9 +24,10 @@ from cloud_worker.worker import CloudWorker
 from edge_worker.worker import EdgeWorker
 from pipeline.config import Settings
 from schemas import subjects
-from schemas.codec import decode_escalation, decode_result, encode
-from schemas.messages import Escalation, Frame, InferenceResult, PrivacyClass, Region
+from schemas.codec import decode_escalation, encode
+from schemas.messages import Escalation, Frame, PrivacyClass, Region
 from tests.helpers import make_frames, wait_until
+from tests.integration.feeds import collect
 
 pytestmark = pytest.mark.integration
 
@@ -63,16 +64,12 @@ async def test_nothing_forbidden_crosses_and_faces_are_blurred(
     frames.append(portrait)
     privacy = {f.frame_id: f.privacy for f in frames}
     crossed: list[Escalation] = []
-    results: list[InferenceResult] = []
 
     async def on_escalation(msg: Msg) -> None:
         crossed.append(decode_escalation(msg.data))
 
-    async def on_result(msg: Msg) -> None:
-        results.append(decode_result(msg.data))
-
     await nc.subscribe("escalations.>", cb=on_escalation)
-    await nc.subscribe(subjects.results("site1"), cb=on_result)
+    results = await collect(nc, subjects.results("site1"))
     async with CloudWorker.from_settings(settings) as cloud, EdgeWorker.from_settings(settings):
         for frame in frames:
             await nc.publish(subjects.frames("site1", frame.camera), encode(frame))

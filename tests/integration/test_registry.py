@@ -3,7 +3,6 @@ HF_DESIRED, and the watcher a worker uses to follow it."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 from collections.abc import AsyncIterator
@@ -12,23 +11,15 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client
 
-from pipeline.cli.models import add_model_commands
 from pipeline.inference.model import OnnxModel
 from pipeline.messaging.server import NatsServer
-from pipeline.release.bundle import (
-    MANIFEST_FILE,
-    SIGNATURE_FILE,
-    generate_keypair,
-    load_bundle,
-    make_bundle,
-)
-from pipeline.release.registry import (
-    BUNDLES_BUCKET,
-    DesiredModelWatcher,
-    ModelRegistry,
-    object_name,
-)
+from pipeline.release.bundle import load_bundle
+from pipeline.release.desired import DesiredModelWatcher
+from pipeline.release.manifest import MANIFEST_FILE, SIGNATURE_FILE
+from pipeline.release.registry import BUNDLES_BUCKET, ModelRegistry, object_name
+from pipeline.release.signing import generate_keypair
 from schemas.errors import BundleError
+from tests.release_helpers import edge_bundle, models_cli
 
 pytestmark = pytest.mark.integration
 
@@ -47,23 +38,6 @@ def keys() -> tuple[str, str]:
     return generate_keypair()
 
 
-def _bundle(
-    out: Path, edge: OnnxModel, private: str, version: str, *, threshold: float = 0.9
-) -> Path:
-    return make_bundle(
-        out,
-        "edge",
-        edge.path,
-        edge.spec,
-        version=version,
-        default_threshold=threshold,
-        heldout={"accuracy": edge.spec.heldout_accuracy},
-        trained_by="models/build.py",
-        commit="unknown",
-        signing_key=private,
-    )
-
-
 @pytest.fixture
 def registry(nc: Client) -> ModelRegistry:
     return ModelRegistry(nc.jetstream())
@@ -75,7 +49,7 @@ async def published(
 ) -> AsyncIterator[list[str]]:
     versions = ["1.0.0", "1.1.0", "1.2.0", "1.10.0"]
     for version in versions:
-        await registry.publish(_bundle(tmp_path / "made", edge, keys[0], version))
+        await registry.publish(edge_bundle(tmp_path / "made", edge, keys[0], version))
     yield versions
 
 
@@ -83,7 +57,7 @@ async def test_publish_list_fetch(
     tmp_path: Path, registry: ModelRegistry, edge: OnnxModel, keys: tuple[str, str]
 ) -> None:
     assert await registry.list() == []
-    made = _bundle(tmp_path / "made", edge, keys[0], "1.1.0")
+    made = edge_bundle(tmp_path / "made", edge, keys[0], "1.1.0")
     listing = await registry.publish(made)
     sizes = {p.name: p.stat().st_size for p in made.iterdir()}
     assert (listing.tier, listing.name, listing.version) == ("edge", "digits-mlp32", "1.1.0")
@@ -108,11 +82,11 @@ async def test_publish_list_fetch(
 async def test_published_versions_never_change(
     tmp_path: Path, registry: ModelRegistry, edge: OnnxModel, keys: tuple[str, str]
 ) -> None:
-    first = _bundle(tmp_path / "a", edge, keys[0], "2.0.0")
+    first = edge_bundle(tmp_path / "a", edge, keys[0], "2.0.0")
     await registry.publish(first)
     await registry.publish(first)  # the same bytes again: fine, nothing changes
 
-    different = _bundle(tmp_path / "b", edge, keys[0], "2.0.0", threshold=0.5)
+    different = edge_bundle(tmp_path / "b", edge, keys[0], "2.0.0", threshold=0.5)
     with pytest.raises(BundleError, match=r"edge/2\.0\.0 is already in HF_BUNDLES") as caught:
         await registry.publish(different)
     assert "bundle.json" in str(caught.value)
@@ -132,7 +106,7 @@ async def test_fetch_of_unknown_version(tmp_path: Path, registry: ModelRegistry)
 async def test_fetch_refuses_a_bundle_stored_under_another_version(
     tmp_path: Path, nc: Client, registry: ModelRegistry, edge: OnnxModel, keys: tuple[str, str]
 ) -> None:
-    made = _bundle(tmp_path / "made", edge, keys[0], "1.0.0")
+    made = edge_bundle(tmp_path / "made", edge, keys[0], "1.0.0")
     store = await nc.jetstream().create_object_store(BUNDLES_BUCKET)
     for path in made.iterdir():  # copied by hand to a name it was not signed for
         await store.put(object_name("edge", "3.0.0", path.name), path.read_bytes())
@@ -210,14 +184,6 @@ async def test_watcher_with_nothing_set_waits_for_the_first_value(
         assert await pending == "1.2.0"
 
 
-def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    add_model_commands(parser.add_subparsers(dest="models_command", required=True))
-    args = parser.parse_args(argv)
-    code: int = args.run(args)
-    return code
-
-
 async def test_cli_publish_list_desire(
     tmp_path: Path,
     nats_server: NatsServer,
@@ -225,17 +191,17 @@ async def test_cli_publish_list_desire(
     keys: tuple[str, str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    made = _bundle(tmp_path / "made", edge, keys[0], "4.0.0")
+    made = edge_bundle(tmp_path / "made", edge, keys[0], "4.0.0")
     url = ["--url", nats_server.url]
     # The commands run their own event loop, so they run in a thread here.
-    assert await asyncio.to_thread(_cli, ["publish", str(made), *url]) == 0
+    assert await asyncio.to_thread(models_cli, ["publish", str(made), *url]) == 0
     assert "edge/4.0.0 (digits-mlp32" in capsys.readouterr().out
-    assert await asyncio.to_thread(_cli, ["list", "--json", *url]) == 0
+    assert await asyncio.to_thread(models_cli, ["list", "--json", *url]) == 0
     (listing,) = json.loads(capsys.readouterr().out)
     assert listing["tier"] == "edge"
     assert (listing["name"], listing["version"]) == ("digits-mlp32", "4.0.0")
     argv = ["desire", "--tier", "edge", "--site", "site1", "--worker", "edge-1", "4.0.0", *url]
-    assert await asyncio.to_thread(_cli, argv) == 0
+    assert await asyncio.to_thread(models_cli, argv) == 0
     assert capsys.readouterr().out.strip() == "model.edge.site1.edge-1 = 4.0.0"
     with pytest.raises(BundleError, match="--site is required"):
-        _cli(["desire", "--tier", "edge", "4.0.0", *url])
+        models_cli(["desire", "--tier", "edge", "4.0.0", *url])

@@ -19,9 +19,10 @@ from cloud_worker.worker import CloudWorker
 from edge_worker.worker import EdgeWorker
 from pipeline.config import Settings
 from schemas import subjects
-from schemas.codec import decode_dead_letter, decode_result, encode
-from schemas.messages import DeadLetter, InferenceResult, PrivacyClass, Reason, Source
+from schemas.codec import decode_dead_letter, encode
+from schemas.messages import DeadLetter, PrivacyClass, Reason, Source
 from tests.helpers import escalation_of, make_frames, wait_until
+from tests.integration.feeds import collect
 
 pytestmark = pytest.mark.integration
 
@@ -31,16 +32,6 @@ SITE = "site1"
 def _with(settings: Settings, *, cloud_latency_ms: float = 0.0, **edge: object) -> Settings:
     settings = replace(settings, edge=replace(settings.edge, **edge))  # type: ignore[arg-type]
     return replace(settings, cloud=replace(settings.cloud, inject_latency_ms=cloud_latency_ms))
-
-
-async def _results(nc: Client) -> list[InferenceResult]:
-    seen: list[InferenceResult] = []
-
-    async def on_msg(msg: Msg) -> None:
-        seen.append(decode_result(msg.data))
-
-    await nc.subscribe(subjects.results(SITE), cb=on_msg)
-    return seen
 
 
 async def _dead_letters(nc: Client) -> list[DeadLetter]:
@@ -66,7 +57,7 @@ async def test_repeats_in_flight_under_a_slow_cloud(settings: Settings, nc: Clie
     (frame, _), (other, _) = make_frames(
         2, deadline_ms=10_000, priority=2, privacy=PrivacyClass.CROP
     )
-    results, letters = await _results(nc), await _dead_letters(nc)
+    results, letters = await collect(nc, subjects.results(SITE)), await _dead_letters(nc)
     async with CloudWorker.from_settings(settings), EdgeWorker.from_settings(settings) as edge:
         data = encode(frame)
         first = asyncio.create_task(nc.request(subjects.infer(SITE), data, timeout=15))
@@ -102,7 +93,7 @@ async def test_repeats_of_finished_frames(settings: Settings, nc: Client) -> Non
     (local, _), (escalated, _) = make_frames(2, deadline_ms=10_000)
     local = replace(local, priority=1)  # answered at the edge, never claimed
     escalated = replace(escalated, priority=2, threshold=1.0, privacy=PrivacyClass.CROP)
-    results, letters = await _results(nc), await _dead_letters(nc)
+    results, letters = await collect(nc, subjects.results(SITE)), await _dead_letters(nc)
     async with CloudWorker.from_settings(settings), EdgeWorker.from_settings(settings) as edge:
         for frame in (local, escalated):
             await nc.publish(subjects.frames(SITE, frame.camera), encode(frame))
@@ -129,7 +120,7 @@ async def test_a_repeat_another_worker_answered_gets_that_answer(
     """Across the site's workers the claim decides; the loser answers with the winner's."""
     settings = _with(settings, default_threshold=1.0, cloud_round_trip_prior_ms=0.0)
     ((frame, _),) = make_frames(1, deadline_ms=10_000, priority=2, privacy=PrivacyClass.CROP)
-    results = await _results(nc)
+    results = await collect(nc, subjects.results(SITE))
     second = replace(settings, edge=replace(settings.edge, worker_id="edge-2"))
     async with CloudWorker.from_settings(settings), EdgeWorker.from_settings(settings):
         # Only edge-1 is up: it escalates the frame and publishes the cloud's answer.
@@ -146,7 +137,7 @@ async def test_a_repeat_another_worker_answered_gets_that_answer(
 async def test_capture_times_far_from_the_clock_are_refused(settings: Settings, nc: Client) -> None:
     frames = make_frames(3, deadline_ms=1_000)
     letters = await _dead_letters(nc)
-    results = await _results(nc)
+    results = await collect(nc, subjects.results(SITE))
     async with EdgeWorker.from_settings(settings):
         far = [
             replace(frames[0][0], captured_at=time.time() + 3600),
@@ -166,7 +157,7 @@ async def test_answers_to_forged_escalations_are_refused(settings: Settings, nc:
     """An escalation the site's edge never made gets no final result, only a dead letter."""
     (forged, _), (real, _) = make_frames(2, deadline_ms=10_000)
     real = replace(real, priority=2, threshold=1.0, privacy=PrivacyClass.CROP)
-    results, letters = await _results(nc), await _dead_letters(nc)
+    results, letters = await collect(nc, subjects.results(SITE)), await _dead_letters(nc)
     js = nc.jetstream()
     async with (
         CloudWorker.from_settings(settings) as cloud,
@@ -201,7 +192,7 @@ async def test_drain_answers_far_deadlines_in_bounded_time(settings: Settings, n
         settings, cloud_latency_ms=60_000.0, default_threshold=1.0, drain_timeout_s=1.0
     )
     ((frame, _),) = make_frames(1, deadline_ms=3_600_000, priority=2, privacy=PrivacyClass.CROP)
-    results = await _results(nc)
+    results = await collect(nc, subjects.results(SITE))
     cloud, edge = CloudWorker.from_settings(settings), EdgeWorker.from_settings(settings)
     await cloud.start()
     await edge.start()

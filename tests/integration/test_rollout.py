@@ -14,30 +14,23 @@ import contextlib
 import math
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import pytest
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from pipeline.release.buckets import DESIRED_BUCKET, override_key, site_key
 from pipeline.release.judge import CanaryConfig
 from pipeline.release.plan import RolloutPhase
-from pipeline.release.rollout import (
-    DESIRED_BUCKET,
-    EVENTS_SUBJECT,
-    FLEET_BUCKET,
-    RolloutConfig,
-    RolloutController,
-    heartbeat_subject,
-    override_key,
-    site_key,
-)
+from pipeline.release.rollout import RolloutConfig, RolloutController, heartbeat_subject
+from pipeline.release.rolloutstore import FLEET_BUCKET
 from schemas.errors import ConfigError, HybridfleetError
 from tests.helpers import wait_until
+from tests.release_helpers import collect_events, heartbeat
 
 pytestmark = pytest.mark.integration
 
@@ -93,34 +86,19 @@ class FakeWorker:
 
     def _heartbeat(self) -> dict[str, Any]:
         now = time.time()
-        escalated = self._frames // 20
-        return {
-            "schema": 1,
-            "site": SITE,
-            "worker": self.name,
-            "tier": "edge",
-            "model": "digits-mlp32",
-            "model_version": self.version,
-            "at": now,
-            "started_at": now - 60,
-            "model_since": self._since,
-            "frames": self._frames,
-            "local": self._frames - escalated,
-            "escalated": escalated,
-            "shed": 0,
-            "dead_letters": 0,
-            "errors": 0,
-            "compared": self._compared,
-            "agreed": math.floor(self.agreement[self.version] * self._compared),
-            "latency_p95_ms": 10.0,
-            "queue_depth": 0,
-            "pending": 0,
-            "link_up": True,
-            "temperature_c": 45.0,
-            "temperature_source": "simulated",
-            "health": "healthy",
-            "backlog": 0,
-        }
+        return heartbeat(
+            self.name,
+            self.version,
+            since=self._since,
+            at=now,
+            frames=self._frames,
+            compared=self._compared,
+            agreed=math.floor(self.agreement[self.version] * self._compared),
+            site=SITE,
+            started_at=now - 60,
+            latency_p95_ms=10.0,
+            temperature_c=45.0,
+        )
 
 
 @contextlib.asynccontextmanager
@@ -156,14 +134,25 @@ async def buckets(js: JetStreamContext) -> KeyValue:
     return desired
 
 
-async def collect_events(nc: Client) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
+class Site(NamedTuple):
+    """A site under test: its ``HF_DESIRED``, the fleet events, the workers, a controller."""
 
-    async def on_event(msg: Msg) -> None:
-        events.append(orjson.loads(msg.data))
+    desired: KeyValue
+    events: list[dict[str, Any]]
+    workers: list[FakeWorker]
+    controller: RolloutController
 
-    await nc.subscribe(EVENTS_SUBJECT, cb=on_event)
-    return events
+
+async def a_site(
+    nc: Client, workers: int, new_agreement: float, config: RolloutConfig = CONFIG
+) -> Site:
+    """Workers ``e1``.. on ``OLD`` (95% agreement); ``NEW`` agrees ``new_agreement``."""
+    js = nc.jetstream()
+    desired = await buckets(js)
+    events = await collect_events(nc)
+    agreement = {OLD: 0.95, NEW: new_agreement}
+    fakes = [FakeWorker(nc, js, f"e{i}", agreement) for i in range(1, workers + 1)]
+    return Site(desired, events, fakes, RolloutController(nc, js, config))
 
 
 def kinds(events: list[dict[str, Any]]) -> list[str]:
@@ -179,11 +168,7 @@ async def missing(desired: KeyValue, key: str) -> bool:
 
 
 async def test_good_canary_is_promoted_through_the_steps_to_the_site_key(nc: Client) -> None:
-    js = nc.jetstream()
-    desired = await buckets(js)
-    events = await collect_events(nc)
-    workers = [FakeWorker(nc, js, f"e{i}", {OLD: 0.95, NEW: 1.0}) for i in range(1, 5)]
-    controller = RolloutController(nc, js, CONFIG)
+    desired, events, workers, controller = await a_site(nc, 4, 1.0)
     async with running(workers):
         state = await controller.start("edge", NEW, 0.25, SITE)
         assert state.canary_workers == ("e1",)
@@ -222,11 +207,7 @@ async def test_good_canary_is_promoted_through_the_steps_to_the_site_key(nc: Cli
 
 
 async def test_bad_canary_is_rolled_back_and_goes_back_to_the_site_version(nc: Client) -> None:
-    js = nc.jetstream()
-    desired = await buckets(js)
-    events = await collect_events(nc)
-    workers = [FakeWorker(nc, js, f"e{i}", {OLD: 0.95, NEW: 0.1}) for i in range(1, 5)]
-    controller = RolloutController(nc, js, CONFIG)
+    desired, events, workers, controller = await a_site(nc, 4, 0.1)
     async with running(workers):
         await controller.start("edge", NEW, 0.25, SITE)
         async with controlling(controller):
@@ -249,13 +230,9 @@ async def test_bad_canary_is_rolled_back_and_goes_back_to_the_site_version(nc: C
 
 
 async def test_canary_that_never_loads_the_version_is_rolled_back(nc: Client) -> None:
-    js = nc.jetstream()
-    desired = await buckets(js)
-    events = await collect_events(nc)
-    workers = [FakeWorker(nc, js, f"e{i}", {OLD: 0.95, NEW: 1.0}) for i in range(1, 3)]
-    workers[0].follows_desired = False  # e.g. it refused the bundle
     config = RolloutConfig(canary=CONFIG.canary, tick_s=0.05, switch_timeout_s=0.5)
-    controller = RolloutController(nc, js, config)
+    desired, events, workers, controller = await a_site(nc, 2, 1.0, config)
+    workers[0].follows_desired = False  # e.g. it refused the bundle
     async with running(workers):
         await controller.start("edge", NEW, 0.1, SITE)
         async with controlling(controller):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import nats
@@ -14,18 +14,15 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from cloud_worker.worker import CloudWorker
-from edge_worker.worker import EdgeWorker
-from pipeline.config import NatsSettings, Settings
+from pipeline.config import NatsSettings
 from pipeline.fleet.launcher import FleetLauncher, FleetOptions
 from pipeline.messaging.security import Credentials
 from pipeline.messaging.server import NatsServer
-from pipeline.messaging.topology import HUB_DOMAIN, Hub, site_server
+from pipeline.messaging.topology import Hub, site_server
 from pipeline.tools import probe as ops
 from schemas import subjects
-from schemas.codec import decode_result, encode
 from schemas.messages import Reason
-from tests.helpers import make_frames, wait_until
+from tests.helpers import answer_across_leaf, make_frames, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -94,35 +91,16 @@ async def test_no_anonymous_access(secure: SecureFleet) -> None:
 
 
 async def test_pipeline_works_with_every_permission_enforced(secure: SecureFleet) -> None:
-    base = Settings()
-    edge_settings = replace(
-        base,
-        nats=NatsSettings(url=secure.site_users["edge"].url(secure.site.url)),
-        edge=replace(base.edge, cloud_domain=HUB_DOMAIN, default_threshold=1.0),
-    )
-    cloud_settings = replace(
-        base,
-        nats=NatsSettings(url=secure.cloud.url(secure.hub.urls[0])),
-        cloud=replace(base.cloud, sites="site1", sites_are_domains=True),
-    )
     errors: list[str] = []
     camera = await _client(secure.site_users["camera"].url(secure.site.url), errors)
-    results = []
-
-    async def on_result(msg: Msg) -> None:
-        results.append(decode_result(msg.data))
-
-    await camera.subscribe(subjects.results("site1"), cb=on_result)
-    frames = make_frames(30, deadline_ms=5000)
+    frames = [frame for frame, _ in make_frames(30, deadline_ms=5000)]
     try:
-        async with (
-            CloudWorker.from_settings(cloud_settings),
-            EdgeWorker.from_settings(edge_settings),
-        ):
-            for frame, _ in frames:
-                await camera.publish(subjects.frames("site1", frame.camera), encode(frame))
-            await wait_until(lambda: len(results) >= len(frames), 30, "every result")
-            await asyncio.sleep(0.2)
+        results = await answer_across_leaf(
+            camera,
+            frames,
+            edge_nats=NatsSettings(url=secure.site_users["edge"].url(secure.site.url)),
+            cloud_nats=NatsSettings(url=secure.cloud.url(secure.hub.urls[0])),
+        )
     finally:
         await camera.close()
     assert errors == []

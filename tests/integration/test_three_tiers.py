@@ -10,16 +10,15 @@ from collections import Counter
 
 import pytest
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 
 from cloud_worker.worker import CloudWorker
 from edge_worker.worker import EdgeWorker
 from pipeline.camera.simulator import CameraOptions, CameraSimulator
 from pipeline.config import Settings
 from schemas import subjects
-from schemas.codec import decode_result
-from schemas.messages import InferenceResult, Reason, Source
+from schemas.messages import Reason, Source
 from tests.helpers import wait_until
+from tests.integration.feeds import collect
 
 pytestmark = pytest.mark.integration
 
@@ -43,12 +42,7 @@ async def test_every_frame_one_result_naming_its_tier_and_path(
         device=True,
         deadline_ms=5_000,
     )
-    results: list[InferenceResult] = []
-
-    async def on_result(msg: Msg) -> None:
-        results.append(decode_result(msg.data))
-
-    await nc.subscribe(subjects.results("site1"), cb=on_result)
+    results = await collect(nc, subjects.results("site1"))
     camera = CameraSimulator(options)
     async with (
         CloudWorker.from_settings(settings) as cloud,

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import nats
 import pytest
 import trustme
-from nats.aio.msg import Msg
 
-from cloud_worker.worker import CloudWorker
-from edge_worker.worker import EdgeWorker
-from pipeline.config import NatsSettings, Settings
+from pipeline.config import NatsSettings
 from pipeline.messaging.natsio import client_tls
 from pipeline.messaging.security import TlsFiles
-from pipeline.messaging.topology import HUB_DOMAIN, Hub, site_server
-from schemas import subjects
-from schemas.codec import decode_result, encode
+from pipeline.messaging.topology import Hub, site_server
 from schemas.messages import Reason
-from tests.helpers import make_frames, wait_until
+from tests.helpers import answer_across_leaf, make_frames
 
 pytestmark = pytest.mark.integration
 
@@ -49,33 +43,16 @@ async def test_tls_end_to_end_and_plain_tcp_refused(tmp_path: Path) -> None:
                 allow_reconnect=False,
                 connect_timeout=2,
             )
-        base = Settings()
         ca = str(files.ca_file)
-        edge_settings = replace(
-            base,
-            nats=NatsSettings(url=site.url, tls_ca_file=ca),
-            edge=replace(base.edge, cloud_domain=HUB_DOMAIN, default_threshold=1.0),
+        edge_nats = NatsSettings(url=site.url, tls_ca_file=ca)
+        camera = await nats.connect(site.url, tls=client_tls(edge_nats))
+        frames = [frame for frame, _ in make_frames(20, deadline_ms=5000)]
+        results = await answer_across_leaf(
+            camera,
+            frames,
+            edge_nats=edge_nats,
+            cloud_nats=NatsSettings(url=hub.urls[0], tls_ca_file=ca),
         )
-        cloud_settings = replace(
-            base,
-            nats=NatsSettings(url=hub.urls[0], tls_ca_file=ca),
-            cloud=replace(base.cloud, sites_are_domains=True),
-        )
-        camera = await nats.connect(site.url, tls=client_tls(edge_settings.nats))
-        results = []
-
-        async def on_result(msg: Msg) -> None:
-            results.append(decode_result(msg.data))
-
-        await camera.subscribe(subjects.results("site1"), cb=on_result)
-        frames = make_frames(20, deadline_ms=5000)
-        async with (
-            CloudWorker.from_settings(cloud_settings),
-            EdgeWorker.from_settings(edge_settings),
-        ):
-            for frame, _ in frames:
-                await camera.publish(subjects.frames("site1", frame.camera), encode(frame))
-            await wait_until(lambda: len(results) >= len(frames), 30, "every result")
         await camera.close()
     finally:
         site.stop()

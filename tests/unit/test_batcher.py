@@ -11,14 +11,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from edge_worker.batcher import (
-    AdaptiveBatcher,
-    Admission,
-    ArrivalRate,
-    BatchDecision,
-    BatchPolicy,
-    LatencyModel,
-)
+from edge_worker.batcher import AdaptiveBatcher, Admission, BatchDecision, BatchPolicy
+from edge_worker.estimates import ArrivalRate, LatencyModel
 from schemas.errors import ConfigError
 
 GENEROUS = 2.0  # seconds: "came out at all", never a latency measurement
@@ -69,11 +63,16 @@ def test_latency_one_size_margin_is_sample_stddev() -> None:
     assert model.estimate(1) == pytest.approx(0.010 + 0.003)
 
 
+def observe_line(model: LatencyModel, a: float, b: float, sizes: int) -> None:
+    """50 batches of sizes 1..sizes in turn, each taking exactly a + b*n seconds."""
+    for i in range(50):
+        n = 1 + i % sizes
+        model.observe(n, a + b * n)
+
+
 def test_latency_fit_recovers_exact_line() -> None:
     model = LatencyModel()
-    for i in range(50):
-        n = 1 + i % 16
-        model.observe(n, 0.003 + 0.0007 * n)
+    observe_line(model, 0.003, 0.0007, sizes=16)
     a, b = model.coefficients
     assert a == pytest.approx(0.003, abs=1e-12)
     assert b == pytest.approx(0.0007, abs=1e-12)
@@ -105,12 +104,8 @@ def test_latency_fit_recovers_line_under_noise_and_margin_tracks_noise() -> None
 
 def test_latency_window_forgets_old_batches() -> None:
     model = LatencyModel(window=50)
-    for i in range(50):
-        n = 1 + i % 8
-        model.observe(n, 0.100 + 0.010 * n)  # a slow phase, then the model gets faster
-    for i in range(50):
-        n = 1 + i % 8
-        model.observe(n, 0.002 + 0.001 * n)
+    observe_line(model, 0.100, 0.010, sizes=8)  # a slow phase, then the model gets faster
+    observe_line(model, 0.002, 0.001, sizes=8)
     a, b = model.coefficients
     assert a == pytest.approx(0.002, abs=1e-12)
     assert b == pytest.approx(0.001, abs=1e-12)
@@ -377,20 +372,30 @@ async def test_overflow_evicts_newest_least_important() -> None:
     assert await drain(batcher) == ["a", "d", "e", "f"]
 
 
-async def test_overflow_evicts_newest_among_equally_unimportant() -> None:
+@pytest.mark.parametrize(
+    ("queued", "offered", "evicted"),
+    [
+        ([("a", 1), ("b", 2), ("c", 2), ("d", 1)], ("e", 1), "c"),
+        ([("old3", 3), ("x", 2), ("y", 2), ("z", 2)], ("new2", 2), "old3"),
+        ([("p1a", 1), ("p1b", 1), ("p2", 2), ("p1c", 1)], ("p1d", 1), "p2"),
+    ],
+    ids=[
+        "newest_among_equally_unimportant",
+        "old_item_if_it_is_the_least_important",
+        "priority_one_evicts_rather_than_growing",
+    ],
+)
+async def test_overflow_evicts(
+    queued: list[tuple[str, int]], offered: tuple[str, int], evicted: str
+) -> None:
     batcher = make_batcher(capacity=4)
-    for name, prio in [("a", 1), ("b", 2), ("c", 2), ("d", 1)]:
+    for name, prio in queued:
         batcher.offer(name, priority=prio, due=1.0)
-    assert batcher.offer("e", priority=1, due=1.0) == Admission(True, "c")
-    assert await drain(batcher) == ["a", "b", "d", "e"]
-
-
-async def test_overflow_evicts_old_item_if_it_is_the_least_important() -> None:
-    batcher = make_batcher(capacity=4)
-    for name, prio in [("old3", 3), ("x", 2), ("y", 2), ("z", 2)]:
-        batcher.offer(name, priority=prio, due=1.0)
-    assert batcher.offer("new2", priority=2, due=1.0) == Admission(True, "old3")
-    assert await drain(batcher) == ["x", "y", "z", "new2"]
+    name, prio = offered
+    assert batcher.offer(name, priority=prio, due=1.0) == Admission(True, evicted)
+    assert len(batcher) == 4
+    # The evicted item leaves; the others keep their order, the new one comes last.
+    assert await drain(batcher) == [n for n, _ in queued if n != evicted] + [name]
 
 
 async def test_overflow_rejects_incoming_when_not_more_important() -> None:
@@ -401,15 +406,6 @@ async def test_overflow_rejects_incoming_when_not_more_important() -> None:
     assert batcher.offer("less", priority=3, due=1.0) == Admission(False, "less")
     assert batcher.shed_count == 2
     assert await drain(batcher) == ["a", "b", "c", "d"]
-
-
-async def test_priority_one_evicts_rather_than_growing() -> None:
-    batcher = make_batcher(capacity=4)
-    for name, prio in [("p1a", 1), ("p1b", 1), ("p2", 2), ("p1c", 1)]:
-        batcher.offer(name, priority=prio, due=1.0)
-    assert batcher.offer("p1d", priority=1, due=1.0) == Admission(True, "p2")
-    assert len(batcher) == 4
-    assert await drain(batcher) == ["p1a", "p1b", "p1c", "p1d"]
 
 
 async def test_priority_one_admitted_over_capacity_up_to_twice() -> None:

@@ -21,28 +21,13 @@ import msgpack
 import orjson
 import pytest
 
-from schemas.codec import (
-    MAX_DEADLINE_MS,
-    MAX_DEADLINE_S,
-    MAX_UNIX_TIME,
-    decode_dead_letter,
-    decode_escalation,
-    decode_frame,
-    decode_result,
-    encode,
-)
+from schemas.codec import decode, decode_escalation, decode_frame, decode_result, encode
 from schemas.errors import SchemaError
 from schemas.jsonform import from_json, to_json
-from schemas.messages import DeadLetter, Escalation, Frame, InferenceResult, PrivacyClass
-from tests.unit.test_codec import make_dead_letter, make_escalation, make_frame, make_result
+from schemas.limits import MAX_DEADLINE_MS, MAX_DEADLINE_S, MAX_UNIX_TIME
+from schemas.messages import DeadLetter, Escalation, Frame, InferenceResult, Message, PrivacyClass
+from tests.unit.wire_samples import make_dead_letter, make_escalation, make_frame, make_result
 
-Message = Frame | InferenceResult | Escalation | DeadLetter
-DECODE = {
-    Frame: decode_frame,
-    InferenceResult: decode_result,
-    Escalation: decode_escalation,
-    DeadLetter: decode_dead_letter,
-}
 T0 = 1_700_000_000.5  # the captured_at of make_escalation()
 
 
@@ -62,7 +47,7 @@ def _refused_everywhere(message: Message, fragment: str) -> None:
     # The map as a writer without the checks would have sent it.
     wire = _unchecked_map(message)
     with pytest.raises(SchemaError, match=re.escape(fragment)) as by_msgpack:
-        DECODE[kind](msgpack.packb(wire, use_bin_type=True))
+        decode(kind, msgpack.packb(wire, use_bin_type=True))
     if all(math.isfinite(v) for v in wire.values() if isinstance(v, float)):  # JSON has no inf
         with pytest.raises(SchemaError, match=re.escape(fragment)) as by_json:
             from_json(kind, orjson.dumps(wire, default=_base64))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Callable
 from dataclasses import replace
@@ -14,22 +13,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from pipeline.cli.models import add_model_commands
 from pipeline.inference.digits import load_split
 from pipeline.inference.model import OnnxModel
-from pipeline.release.bundle import (
-    MANIFEST_FILE,
-    SIGNATURE_FILE,
-    BundleManifest,
-    generate_keypair,
-    load_bundle,
-    make_bundle,
-    parse_trusted_keys,
-    public_key_of,
-    read_unverified,
-    sign,
-)
+from pipeline.release.bundle import load_bundle, make_bundle, read_unverified
+from pipeline.release.manifest import MANIFEST_FILE, SIGNATURE_FILE, BundleManifest
+from pipeline.release.signing import generate_keypair, parse_trusted_keys, public_key_of, sign
 from schemas.errors import BundleError, ModelError
+from tests.release_helpers import edge_bundle, models_cli
 
 EDGE_FILE = "edge-mlp32.onnx"
 
@@ -45,17 +35,9 @@ def keys() -> tuple[str, str]:
 
 
 def _make(out: Path, edge: OnnxModel, private: str, *, version: str = "1.1.0") -> Path:
-    return make_bundle(
-        out,
-        "edge",
-        edge.path,
-        edge.spec,
-        version=version,
-        default_threshold=0.85,
-        heldout={"accuracy": edge.spec.heldout_accuracy, "size": 540},
-        trained_by="models/build.py",
-        commit="0123abcd",
-        signing_key=private,
+    heldout = {"accuracy": edge.spec.heldout_accuracy, "size": 540}
+    return edge_bundle(
+        out, edge, private, version, threshold=0.85, heldout=heldout, commit="0123abcd"
     )
 
 
@@ -256,26 +238,18 @@ def test_bundle_exists_already(tmp_path: Path, edge: OnnxModel, keys: tuple[str,
         _make(tmp_path, edge, keys[0])
 
 
-def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    add_model_commands(parser.add_subparsers(dest="models_command", required=True))
-    args = parser.parse_args(argv)
-    code: int = args.run(args)
-    return code
-
-
 def test_cli_keygen_and_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert _cli(["keygen", "--out", str(tmp_path / "keys")]) == 0
+    assert models_cli(["keygen", "--out", str(tmp_path / "keys")]) == 0
     private_file = tmp_path / "keys" / "bundle-signing.key"
     public = (tmp_path / "keys" / "bundle-signing.pub").read_text().strip()
     assert private_file.stat().st_mode & 0o777 == 0o600
     assert public in capsys.readouterr().out
     with pytest.raises(BundleError, match="not overwriting a key"):
-        _cli(["keygen", "--out", str(tmp_path / "keys")])
+        models_cli(["keygen", "--out", str(tmp_path / "keys")])
 
     argv = ["bundle", "--tier", "edge", "--role", "edge", "--version", "1.2.0"]
     argv += ["--key", str(private_file), "--out", str(tmp_path / "b"), "--commit", "abc123"]
-    assert _cli(argv) == 0
+    assert models_cli(argv) == 0
     path = Path(capsys.readouterr().out.strip())
     bundle = load_bundle(path, [public], tier="edge", version="1.2.0")
     assert bundle.manifest.commit == "abc123"

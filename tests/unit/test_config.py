@@ -21,8 +21,8 @@ from pipeline.config import (
     _coerce,
     load_settings,
 )
-from schemas.codec import DEFAULT_MAX_BYTES
 from schemas.errors import ConfigError, HybridfleetError
+from schemas.limits import DEFAULT_MAX_BYTES
 
 SECTIONS = {
     "nats": NatsSettings,

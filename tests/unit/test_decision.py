@@ -45,49 +45,52 @@ def policy() -> EscalationPolicy:
 # --- one test per row ---------------------------------------------------------------
 
 
-def test_row1_no_regions(policy: EscalationPolicy) -> None:
-    facts = replace(UNCERTAIN, has_regions=False)
-    assert policy.decide(facts, RTT) == local(Reason.NO_REGIONS)
-
-
-def test_row2_priority_one(policy: EscalationPolicy) -> None:
-    facts = replace(UNCERTAIN, priority=1)
-    assert policy.decide(facts, RTT) == local(Reason.PRIORITY_LOCAL)
-
-
-def test_row3_confident(policy: EscalationPolicy) -> None:
-    facts = replace(UNCERTAIN, confidence=0.95)
-    assert policy.decide(facts, RTT) == local(Reason.CONFIDENT)
-
-
-def test_row3_confidence_equal_to_threshold_is_confident(policy: EscalationPolicy) -> None:
-    facts = replace(UNCERTAIN, confidence=0.9, threshold=0.9)
-    assert policy.decide(facts, RTT) == local(Reason.CONFIDENT)
-
-
-def test_row3_uses_the_facts_threshold(policy: EscalationPolicy) -> None:
-    facts = replace(UNCERTAIN, confidence=0.5, threshold=0.4)
-    assert policy.decide(facts, RTT) == local(Reason.CONFIDENT)
-
-
-def test_row4_privacy_local_only(policy: EscalationPolicy) -> None:
-    facts = replace(UNCERTAIN, privacy=PrivacyClass.LOCAL_ONLY)
-    assert policy.decide(facts, RTT) == local(Reason.PRIVACY_LOCAL_ONLY)
-
-
-def test_row5_deadline_too_short(policy: EscalationPolicy) -> None:
-    facts = replace(UNCERTAIN, time_left_s=0.04)
-    assert policy.decide(facts, RTT) == local(Reason.DEADLINE_TOO_SHORT)
-
-
-def test_row5_round_trip_equal_to_time_left_is_too_short(policy: EscalationPolicy) -> None:
-    facts = replace(UNCERTAIN, time_left_s=0.05)
-    assert policy.decide(facts, 0.05) == local(Reason.DEADLINE_TOO_SHORT)
-
-
-def test_row5_deadline_already_passed(policy: EscalationPolicy) -> None:
-    facts = replace(UNCERTAIN, time_left_s=-0.01)
-    assert policy.decide(facts, 0.0) == local(Reason.DEADLINE_TOO_SHORT)
+@pytest.mark.parametrize(
+    ("changes", "rtt", "reason"),
+    [
+        pytest.param({"has_regions": False}, RTT, Reason.NO_REGIONS, id="row1_no_regions"),
+        pytest.param({"priority": 1}, RTT, Reason.PRIORITY_LOCAL, id="row2_priority_one"),
+        pytest.param({"confidence": 0.95}, RTT, Reason.CONFIDENT, id="row3_confident"),
+        pytest.param(
+            {"confidence": 0.9, "threshold": 0.9},
+            RTT,
+            Reason.CONFIDENT,
+            id="row3_confidence_equal_to_threshold_is_confident",
+        ),
+        pytest.param(
+            {"confidence": 0.5, "threshold": 0.4},
+            RTT,
+            Reason.CONFIDENT,
+            id="row3_uses_the_facts_threshold",
+        ),
+        pytest.param(
+            {"privacy": PrivacyClass.LOCAL_ONLY},
+            RTT,
+            Reason.PRIVACY_LOCAL_ONLY,
+            id="row4_privacy_local_only",
+        ),
+        pytest.param(
+            {"time_left_s": 0.04}, RTT, Reason.DEADLINE_TOO_SHORT, id="row5_deadline_too_short"
+        ),
+        pytest.param(
+            {"time_left_s": 0.05},
+            0.05,
+            Reason.DEADLINE_TOO_SHORT,
+            id="row5_round_trip_equal_to_time_left_is_too_short",
+        ),
+        pytest.param(
+            {"time_left_s": -0.01},
+            0.0,
+            Reason.DEADLINE_TOO_SHORT,
+            id="row5_deadline_already_passed",
+        ),
+    ],
+)
+def test_rows_that_answer_locally(
+    policy: EscalationPolicy, changes: dict[str, object], rtt: float, reason: Reason
+) -> None:
+    facts = replace(UNCERTAIN, **changes)  # type: ignore[arg-type]
+    assert policy.decide(facts, rtt) == local(reason)
 
 
 def test_row6_escalate_crop(policy: EscalationPolicy) -> None:
@@ -281,13 +284,8 @@ def test_round_trip_config_validated(kwargs: dict[str, float], message: str) -> 
 
 def test_edge_only_routing_never_escalates() -> None:
     policy = EscalationPolicy(routing="edge_only")
-    uncertain = FrameFacts(
-        priority=3,
-        confidence=0.1,
-        threshold=0.9,
-        privacy=PrivacyClass.FULL,
-        time_left_s=10.0,
-        has_regions=True,
+    uncertain = replace(
+        UNCERTAIN, priority=3, confidence=0.1, privacy=PrivacyClass.FULL, time_left_s=10.0
     )
     decision = policy.decide(uncertain, 0.01)
     assert (decision.escalate, decision.reason) == (False, Reason.EDGE_ONLY)
@@ -295,13 +293,8 @@ def test_edge_only_routing_never_escalates() -> None:
 
 def test_cloud_only_routing_escalates_all_that_may_leave() -> None:
     policy = EscalationPolicy(routing="cloud_only")
-    sure_and_urgent = FrameFacts(
-        priority=1,
-        confidence=1.0,
-        threshold=0.5,
-        privacy=PrivacyClass.CROP,
-        time_left_s=0.001,
-        has_regions=True,
+    sure_and_urgent = replace(
+        UNCERTAIN, priority=1, confidence=1.0, threshold=0.5, time_left_s=0.001
     )
     decision = policy.decide(sure_and_urgent, 5.0)
     assert (decision.escalate, decision.reason, decision.send) == (

@@ -18,11 +18,6 @@ from pipeline.inference.digits import (
 from schemas.errors import SchemaError
 
 
-@pytest.fixture(scope="module")
-def split() -> DigitsSplit:
-    return load_split()
-
-
 @pytest.mark.parametrize("scale", [1, 2, 4, 5])
 def test_round_trip_is_exact(split: DigitsSplit, scale: int) -> None:
     digits = split.x_heldout[:50]

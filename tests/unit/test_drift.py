@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
 
-from edge_worker.drift import (
-    DriftConfig,
-    DriftMonitor,
-    HealthReport,
-    HealthStatus,
-    Recommendation,
-    ShadowSampler,
-)
+from edge_worker.drift import DriftConfig, DriftMonitor, ShadowSampler
+from edge_worker.health import HealthReport, HealthStatus, Recommendation
 from pipeline.camera.simulator import CameraOptions, CameraSimulator
 from pipeline.inference.digits import DigitsSplit, load_split, pixels_to_features
 from pipeline.inference.model import OnnxModel
@@ -74,9 +69,8 @@ def test_default_config_is_valid_and_its_steps_follow_from_it() -> None:
     ],
 )
 def test_bad_config_is_refused_with_the_key(changes: dict[str, Any], fragment: str) -> None:
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
         DriftConfig(**changes)
-    assert fragment in str(info.value)
 
 
 def test_monitor_refuses_a_config_of_another_type() -> None:
@@ -297,9 +291,8 @@ def test_shadow_sampler_rate_and_determinism() -> None:
     ],
 )
 def test_shadow_sampler_refuses_bad_settings(rate: float, seed: int, fragment: str) -> None:
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
         ShadowSampler(rate, seed)
-    assert fragment in str(info.value)
 
 
 # ---------------------------------------------------------------- with the real models

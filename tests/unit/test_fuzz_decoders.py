@@ -13,7 +13,6 @@ a region outside its image, ...) or does not survive encode -> decode unchanged.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from collections.abc import Callable
@@ -25,27 +24,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.codec import (
-    MAX_DEADLINE_S,
-    MAX_UNIX_TIME,
-    SCHEMA_VERSION,
-    decode_dead_letter,
-    decode_escalation,
-    decode_frame,
-    decode_result,
-    encode,
-)
+from schemas import messages
+from schemas.codec import decode_dead_letter, decode_escalation, decode_frame, decode_result, encode
 from schemas.errors import SchemaError
-from schemas.messages import (
-    DeadLetter,
-    Escalation,
-    Frame,
-    InferenceResult,
-    PrivacyClass,
-    Reason,
-    Region,
-    Source,
+from schemas.limits import MAX_DEADLINE_S, MAX_UNIX_TIME, SCHEMA_VERSION
+from tests.unit.wire_samples import (
+    DELETE,
+    make_dead_letter,
+    make_escalation,
+    make_frame,
+    make_result,
 )
+from tests.unit.wire_strategies import key_paths, replaced, scalar_values, value_at
 
 # Inputs per decoder and source. 4 x (1000 + 550 + 800) + 600 + 600 = 10,600 in all.
 EXAMPLES = {"bytes": 1000, "msgpack": 550, "mutated": 800, "mutated_other": 600}
@@ -59,84 +49,23 @@ FUZZ = settings(
 
 Decoder = Callable[[bytes], Any]
 DECODERS: dict[str, tuple[Decoder, type]] = {
-    "frame": (decode_frame, Frame),
-    "result": (decode_result, InferenceResult),
-    "escalation": (decode_escalation, Escalation),
-    "dead_letter": (decode_dead_letter, DeadLetter),
+    "frame": (decode_frame, messages.Frame),
+    "result": (decode_result, messages.InferenceResult),
+    "escalation": (decode_escalation, messages.Escalation),
+    "dead_letter": (decode_dead_letter, messages.DeadLetter),
 }
 KINDS = list(DECODERS)
 
 # ------------------------------------------------------------------ valid seeds
 
-_IMAGE = (np.arange(48, dtype=np.uint8) * 5).reshape(6, 8)
-_REGIONS = (Region(0, 0, 4, 3), Region(2, 1, 5, 5))
-
 SEEDS: dict[str, Any] = {
-    "frame": Frame(
-        frame_id="site1/cam-1:1",
-        site="site1",
-        camera="cam-1",
-        seq=1,
-        captured_at=1_700_000_000.0,
-        image=_IMAGE,
-        regions=_REGIONS,
-        priority=2,
-        deadline_ms=250,
-        threshold=0.5,
-        privacy=PrivacyClass.CROP,
-        path=("device",),
-    ),
-    "result": InferenceResult(
-        frame_id="f-1",
-        site="site1",
-        camera="cam-1",
-        seq=1,
-        labels=(3, 4),
-        scores=np.array([[0.25, 0.75], [0.5, 0.5]], np.float32),
-        confidence=0.5,
-        source=Source.EDGE,
-        model="m",
-        model_version="1",
-        latency_ms=3.0,
-        reason=Reason.CONFIDENT,
-        degraded=False,
-        edge_labels=(3, 4),
-        path=("device", "edge"),
-    ),
-    "escalation": Escalation(
-        frame_id="f-1",
-        site="site1",
-        camera="cam-1",
-        seq=1,
-        captured_at=1_700_000_000.0,
-        deadline_at=1_700_000_000.25,
-        priority=2,
-        privacy=PrivacyClass.CROP,
-        regions=_REGIONS,
-        crops=tuple(r.crop(_IMAGE) for r in _REGIONS),
-        image=None,
-        reply_to="replies.site1.edge-1",
-        edge_labels=(1, 2),
-        edge_confidence=0.5,
-    ),
-    "dead_letter": DeadLetter(
-        stage="cloud",
-        site="site1",
-        subject="escalations.site1.cam-1",
-        reason="r",
-        data=b"\x00",
-        at=1.0,
-    ),
+    "frame": make_frame(),
+    "result": make_result(),
+    "escalation": make_escalation(messages.PrivacyClass.CROP),
+    "dead_letter": make_dead_letter(),
 }
-ESCALATION_FULL = dataclasses.replace(
-    SEEDS["escalation"], privacy=PrivacyClass.FULL, crops=(), image=_IMAGE
-)
-ESCALATION_EMBEDDING = dataclasses.replace(
-    SEEDS["escalation"],
-    privacy=PrivacyClass.EMBEDDING,
-    crops=(),
-    embedding=np.array([[0.5, -0.25, 1.0], [0.0, 2.0, -1.5]], np.float32),
-)
+ESCALATION_FULL = make_escalation(messages.PrivacyClass.FULL)
+ESCALATION_EMBEDDING = make_escalation(messages.PrivacyClass.EMBEDDING)
 
 
 def _raw(msg: Any) -> dict[str, Any]:
@@ -151,43 +80,7 @@ RAW_ESCALATION_EMBEDDING = _raw(ESCALATION_EMBEDDING)
 
 # ------------------------------------------------------------------ strategies
 
-_SPECIAL_FLOATS = [math.nan, math.inf, -math.inf, -0.0, 0.0, 1.0, 1.0000001, 5e-324, 1e308, -1.0,
-                   MAX_UNIX_TIME, MAX_UNIX_TIME + 1]  # fmt: skip
-_SPECIAL_INTS = [
-    0,
-    1,
-    2,
-    3,
-    4,
-    -1,
-    63,
-    64,
-    65,
-    999,
-    1000,
-    65536,
-    65537,
-    2**63 - 1,
-    2**63,
-    2**64 - 1,
-]
-_SPECIAL_TEXT = [
-    "", "a.b", "*", ">", "a b", "x" * 65, "local_only", "embedding", "crop", "full", "uint8",
-    "float32", "frame", "result", "escalation", "dead_letter", "device", "edge", "cloud",
-    "confident", "unchanged",
-]  # fmt: skip
-
-scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**63), max_value=2**64 - 1),
-    st.sampled_from(_SPECIAL_INTS),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.sampled_from(_SPECIAL_FLOATS),
-    st.text(max_size=12),
-    st.sampled_from(_SPECIAL_TEXT),
-    st.binary(max_size=64),
-)
+scalars = scalar_values()
 nested = st.recursive(
     scalars,
     lambda inner: st.one_of(
@@ -201,17 +94,6 @@ nested = st.recursive(
 def _pack(value: Any) -> bytes:
     out = msgpack.packb(value, use_bin_type=True)
     assert isinstance(out, bytes)
-    return out
-
-
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Every key path in a decoded msgpack document, depth first."""
-    out: list[tuple[Any, ...]] = []
-    items = value.items() if isinstance(value, dict) else enumerate(value)
-    for key, child in items:
-        out.append((*prefix, key))
-        if isinstance(child, dict | list):
-            out.extend(_paths(child, (*prefix, key)))
     return out
 
 
@@ -237,22 +119,18 @@ def _twins(value: Any) -> list[Any]:
 @st.composite
 def mutated(draw: st.DrawFn, seed: dict[str, Any]) -> bytes:
     """``seed`` with the value at one path replaced by anything, or removed."""
-    raw = copy.deepcopy(seed)
-    paths = _paths(seed)
+    paths = key_paths(seed)
     # Half the time a top-level field, so each gets a fair share next to nested ones.
     top = [p for p in paths if len(p) == 1]
     path = draw(st.sampled_from(top if draw(st.booleans()) else paths))
-    parent = raw
-    for key in path[:-1]:
-        parent = parent[key]
     how = draw(st.integers(0, 9))
     if how == 0:
-        del parent[path[-1]]
+        value = DELETE
     elif how <= 4:
-        parent[path[-1]] = draw(st.sampled_from(_twins(parent[path[-1]])))
+        value = draw(st.sampled_from(_twins(value_at(seed, path))))
     else:
-        parent[path[-1]] = draw(nested)
-    return _pack(raw)
+        value = draw(nested)
+    return _pack(replaced(seed, path, value))
 
 
 def dressed(kind: str) -> st.SearchStrategy[bytes]:
@@ -290,17 +168,17 @@ def _is_array(v: Any, dtype: str, ndims: tuple[int, ...] = (2,)) -> bool:
 
 def _is_region(r: Any) -> bool:
     return (
-        type(r) is Region
+        type(r) is messages.Region
         and all(_is_int(v) for v in (r.x, r.y, r.w, r.h))
         and (r.x >= 0 and r.y >= 0 and r.w >= 1 and r.h >= 1)
     )
 
 
 def _is_path(v: Any) -> bool:
-    tiers = list(Source)
+    tiers = list(messages.Source)
     return (
         type(v) is tuple
-        and all(type(t) is Source for t in v)
+        and all(type(t) is messages.Source for t in v)
         and list(v) == sorted(set(v), key=tiers.index)
     )
 
@@ -309,7 +187,7 @@ def _is_time(v: float) -> bool:
     return 0.0 <= v <= MAX_UNIX_TIME
 
 
-def _inside(regions: tuple[Region, ...], image: np.ndarray) -> bool:
+def _inside(regions: tuple[messages.Region, ...], image: np.ndarray) -> bool:
     height, width = image.shape
     return all(r.x + r.w <= width and r.y + r.h <= height for r in regions)
 
@@ -328,9 +206,9 @@ _FIELD_CHECKS: dict[str, Callable[[Any], bool]] = {
     "np.ndarray": lambda v: type(v) is np.ndarray,
     "np.ndarray | None": lambda v: v is None or _is_array(v, "uint8"),
     "tuple[np.ndarray, ...]": lambda v: type(v) is tuple and all(_is_array(c, "uint8") for c in v),
-    "PrivacyClass": lambda v: type(v) is PrivacyClass,
-    "Source": lambda v: type(v) is Source,
-    "Reason": lambda v: type(v) is Reason,
+    "PrivacyClass": lambda v: type(v) is messages.PrivacyClass,
+    "Source": lambda v: type(v) is messages.Source,
+    "Reason": lambda v: type(v) is messages.Reason,
     "tuple[str, ...]": _is_path,
 }
 # Fields whose type alone does not say what they promise.
@@ -344,35 +222,35 @@ def _assert_well_formed(msg: Any) -> None:
         value = getattr(msg, field.name)
         check = _NAMED_CHECKS.get(field.name) or _FIELD_CHECKS[str(field.type)]
         assert check(value), f"{field.name} = {value!r}"
-    if isinstance(msg, Frame | Escalation | InferenceResult):
+    if isinstance(msg, messages.Frame | messages.Escalation | messages.InferenceResult):
         for token in (msg.site, msg.camera):
             assert token and all(c.isascii() and (c.isalnum() or c in "_-") for c in token)
-    if isinstance(msg, Frame):
+    if isinstance(msg, messages.Frame):
         assert _is_array(msg.image, "uint8")
         assert _inside(msg.regions, msg.image)
         assert 1 <= msg.priority <= 3
         assert msg.threshold is None or 0.0 <= msg.threshold <= 1.0
         assert _is_time(msg.captured_at) and _is_time(msg.deadline_at)
         assert 1 <= msg.deadline_ms <= MAX_DEADLINE_S * 1000
-    elif isinstance(msg, InferenceResult):
+    elif isinstance(msg, messages.InferenceResult):
         assert _is_array(msg.scores, "float32")
         assert msg.scores.shape[0] == len(msg.labels)
         assert 0.0 <= msg.confidence <= 1.0
         assert msg.latency_ms >= 0.0
         assert not msg.path or msg.path[-1] is msg.source
-    elif isinstance(msg, Escalation):
-        assert msg.privacy is not PrivacyClass.LOCAL_ONLY
+    elif isinstance(msg, messages.Escalation):
+        assert msg.privacy is not messages.PrivacyClass.LOCAL_ONLY
         assert 1 <= msg.priority <= 3
         assert _is_time(msg.captured_at) and _is_time(msg.deadline_at)
         assert msg.captured_at <= msg.deadline_at <= msg.captured_at + MAX_DEADLINE_S
         assert 0.0 <= msg.edge_confidence <= 1.0
-        if msg.privacy is PrivacyClass.EMBEDDING:
+        if msg.privacy is messages.PrivacyClass.EMBEDDING:
             assert msg.image is None and msg.crops == ()
             assert msg.embedding is not None and msg.embedding.shape[-1] >= 1
             assert msg.embedding.ndim == 1 or msg.embedding.shape[0] == len(msg.regions)
             return
         assert msg.embedding is None
-        if msg.privacy is PrivacyClass.FULL:
+        if msg.privacy is messages.PrivacyClass.FULL:
             assert msg.image is not None and msg.crops == ()
             assert _inside(msg.regions, msg.image)
         else:
@@ -390,7 +268,7 @@ def _check(kind: str, data: bytes) -> None:
         return
     assert type(msg) is cls
     _assert_well_formed(msg)
-    if isinstance(msg, DeadLetter):
+    if isinstance(msg, messages.DeadLetter):
         assert msg.at >= 0.0
     # An accepted message is a valid one: it survives another trip unchanged.
     again = encode(msg)  # type: ignore[arg-type]
@@ -441,9 +319,9 @@ def test_seeds_are_valid() -> None:
 
 
 def test_mutations_reach_nested_fields() -> None:
-    paths = _paths(RAW_SEEDS["escalation"])
+    paths = key_paths(RAW_SEEDS["escalation"])
     assert ("crops", 1, "shape", 0) in paths
     assert ("regions", 0, 2) in paths
-    assert ("image", "data") in _paths(RAW_SEEDS["frame"])
-    assert ("path", 1) in _paths(RAW_SEEDS["result"])
-    assert ("embedding", "shape", 1) in _paths(RAW_ESCALATION_EMBEDDING)
+    assert ("image", "data") in key_paths(RAW_SEEDS["frame"])
+    assert ("path", 1) in key_paths(RAW_SEEDS["result"])
+    assert ("embedding", "shape", 1) in key_paths(RAW_ESCALATION_EMBEDDING)

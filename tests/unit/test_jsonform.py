@@ -1,22 +1,17 @@
-"""schemas.jsonform: the JSON form mirrors msgpack, is checked as strictly, and the
-``Content-Type`` / ``Accept`` headers choose between the two.
+"""schemas.jsonform: the JSON form mirrors msgpack and is checked as strictly.
 
 The strictness claim is tested as a property: a valid message with one field (at any
 depth) replaced by any JSON value, or removed, gets the same verdict from both forms,
-the same ``SchemaError`` message or the same message. The examples of
-docs/wire-format.md are decoded here too, so they cannot go stale.
+the same ``SchemaError`` message or the same message. The ``Content-Type`` and
+``Accept`` headers that choose between the forms are tested in
+test_jsonform_headers.py, the JSON examples of docs/wire-format.md in test_wire_doc.py.
 """
 
 from __future__ import annotations
 
 import base64
-import copy
-import dataclasses
 import math
 import re
-import shlex
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -26,52 +21,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.codec import (
-    DEFAULT_MAX_BYTES,
-    KINDS,
-    SCHEMA_VERSION,
-    Message,
-    decode_dead_letter,
-    decode_escalation,
-    decode_frame,
-    decode_result,
-    encode,
-)
+from schemas.codec import decode, encode
 from schemas.errors import SchemaError
-from schemas.jsonform import (
-    JSON,
-    MSGPACK,
-    decode_frame_message,
-    encode_result_for,
-    from_json,
-    header,
-    to_json,
-)
-from schemas.messages import (
-    DeadLetter,
-    Escalation,
-    Frame,
-    InferenceResult,
-    PrivacyClass,
-    Reason,
-    Source,
-)
-from tests.unit.test_codec import (
-    _assert_same,
-    _shares_received_bytes,
+from schemas.jsonform import from_json, to_json
+from schemas.limits import DEFAULT_MAX_BYTES, SCHEMA_VERSION
+from schemas.messages import KINDS, DeadLetter, Frame, Message, PrivacyClass, Reason, Source
+from tests.unit.wire_samples import (
+    DELETE,
+    assert_same,
     make_dead_letter,
     make_escalation,
     make_frame,
     make_result,
+    shares_received_bytes,
 )
-
-DOC = Path(__file__).resolve().parents[2] / "docs" / "wire-format.md"
-MSGPACK_DECODERS: dict[type[Any], Callable[[bytes], Message]] = {
-    Frame: decode_frame,
-    InferenceResult: decode_result,
-    Escalation: decode_escalation,
-    DeadLetter: decode_dead_letter,
-}
+from tests.unit.wire_strategies import key_paths, replaced, scalar_values
 
 
 def _raw(message: Message) -> dict[str, Any]:
@@ -116,7 +80,7 @@ IDS = ["frame", "frame-empty", "result", "result-empty", "esc-crop", "esc-full",
 @pytest.mark.parametrize("message", MESSAGES, ids=IDS)
 def test_round_trip_keeps_every_field(message: Message) -> None:
     got = from_json(type(message), to_json(message))
-    _assert_same(got, message)
+    assert_same(got, message)
 
 
 @pytest.mark.parametrize("message", MESSAGES, ids=IDS)
@@ -129,7 +93,7 @@ def test_same_keys_in_the_same_order_as_msgpack(message: Message) -> None:
 
 @pytest.mark.parametrize("message", MESSAGES, ids=IDS)
 def test_json_and_msgpack_decode_to_the_same_message(message: Message) -> None:
-    from_msgpack = MSGPACK_DECODERS[type(message)](encode(message))
+    from_msgpack = decode(type(message), encode(message))
     assert encode(from_json(type(message), to_json(message))) == encode(from_msgpack)
 
 
@@ -159,7 +123,7 @@ def test_regions_enums_and_nulls_are_plain_json() -> None:
 def test_arrays_read_from_json_are_read_only_views() -> None:
     frame = from_json(Frame, to_json(make_frame()))
     assert frame.image.flags.writeable is False
-    assert _shares_received_bytes(frame.image)
+    assert shares_received_bytes(frame.image)
 
 
 def test_numpy_scalars_are_written_as_numbers() -> None:
@@ -313,20 +277,7 @@ PARITY = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-_TEXT = ["", "a.b", "*", "x" * 65, "local_only", "embedding", "crop", "full", "uint8",
-         "float32", "frame", "result", "escalation", "dead_letter", "device", "edge", "cloud",
-         "confident", "unchanged"]  # fmt: skip
-_INTS = [0, 1, 2, 3, 4, -1, 63, 64, 65, 999, 1000, 65536, 65537, 2**63 - 1, 2**63, 2**64 - 1]
-json_scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**63), max_value=2**64 - 1),
-    st.sampled_from(_INTS),
-    st.floats(allow_nan=False, allow_infinity=False),
-    st.sampled_from([-0.0, 0.5, 1.0, 1.0000001, 1e308, 5e-324]),
-    st.text(max_size=12),
-    st.sampled_from(_TEXT),
-)
+json_scalars = scalar_values(json=True)
 # No "data" keys: a string under "data" is a binary value in JSON and a type error in
 # msgpack, a difference of form tested above, not a difference in checks.
 json_values = st.recursive(
@@ -353,17 +304,6 @@ SEEDS: list[Message] = [
 ]
 
 
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out: list[tuple[Any, ...]] = []
-    items = value.items() if isinstance(value, dict) else enumerate(value)
-    for key, child in items:
-        if key != "data":  # binary values keep their form; see json_values
-            out.append((*prefix, key))
-        if isinstance(child, dict | list):
-            out.extend(_paths(child, (*prefix, key)))
-    return out
-
-
 def _verdict(decode: Any, data: bytes) -> tuple[str, Any]:
     try:
         return "accepted", encode(decode(data))
@@ -380,24 +320,19 @@ def test_one_field_changed_gets_the_same_verdict_in_both_forms(
     seed: Message, data: st.DataObject
 ) -> None:
     raw = msgpack.unpackb(encode(seed), raw=False)
-    path = data.draw(st.sampled_from(_paths(raw)))
-    changed = copy.deepcopy(raw)
-    parent = changed
-    for key in path[:-1]:
-        parent = parent[key]
-    if data.draw(st.integers(0, 9)) == 0:
-        del parent[path[-1]]
-    else:
-        parent[path[-1]] = data.draw(json_values)
+    # Binary values keep their form; see json_values.
+    path = data.draw(st.sampled_from(key_paths(raw, skip=("data",))))
+    value = DELETE if data.draw(st.integers(0, 9)) == 0 else data.draw(json_values)
+    changed = replaced(raw, path, value)
     packed = msgpack.packb(changed, use_bin_type=True)
     as_json = orjson.dumps(changed, default=lambda b: base64.b64encode(b).decode())
     kind = type(seed)
     assert _verdict(lambda d: from_json(kind, d), as_json) == _verdict(
-        MSGPACK_DECODERS[kind], packed
+        lambda d: decode(kind, d), packed
     )
 
 
-@pytest.mark.parametrize("kind", list(MSGPACK_DECODERS))
+@pytest.mark.parametrize("kind", list(KINDS))
 @settings(PARITY, max_examples=150)
 @given(payload=st.binary(max_size=256) | json_values.map(orjson.dumps))
 def test_any_input_is_a_message_or_a_schema_error(kind: type[Any], payload: bytes) -> None:
@@ -407,209 +342,3 @@ def test_any_input_is_a_message_or_a_schema_error(kind: type[Any], payload: byte
         assert str(exc)
         return
     assert type(message) is kind
-
-
-# ------------------------------------------------------------------ headers
-
-
-def test_header_lookup_ignores_case() -> None:
-    assert header(None, "Accept") is None
-    assert header({}, "Accept") is None
-    assert header({"Accept": JSON}, "Accept") == JSON
-    assert header({"accept": JSON}, "Accept") == JSON
-    assert header({"ACCEPT": JSON}, "accept") == JSON
-    assert header({"Accepted": JSON}, "Accept") is None
-
-
-@pytest.mark.parametrize(
-    "headers",
-    [None, {}, {"Content-Type": MSGPACK}, {"content-type": "Application/MsgPack"}, {"X": "y"}],
-)
-def test_frames_are_msgpack_by_default(headers: dict[str, str] | None) -> None:
-    frame = decode_frame_message(encode(make_frame()), headers, max_bytes=DEFAULT_MAX_BYTES)
-    _assert_same(frame, make_frame())
-
-
-@pytest.mark.parametrize(
-    "content_type", [JSON, "application/json; charset=utf-8", " APPLICATION/JSON "]
-)
-def test_frames_in_json(content_type: str) -> None:
-    data = to_json(make_frame())
-    frame = decode_frame_message(data, {"Content-Type": content_type}, max_bytes=DEFAULT_MAX_BYTES)
-    _assert_same(frame, make_frame())
-
-
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-msgpack", "", "json"])
-def test_unknown_content_type_is_refused_naming_the_header(content_type: str) -> None:
-    with pytest.raises(SchemaError) as info:
-        decode_frame_message(
-            to_json(make_frame()), {"Content-Type": content_type}, max_bytes=DEFAULT_MAX_BYTES
-        )
-    assert f"frame: header Content-Type {content_type!r} is not supported" in str(info.value)
-    assert "application/msgpack (the default) or application/json" in str(info.value)
-
-
-def test_the_header_decides_not_the_bytes() -> None:
-    json_frame, msgpack_frame = to_json(make_frame()), encode(make_frame())
-    with pytest.raises(SchemaError, match="frame: not valid msgpack"):
-        decode_frame_message(json_frame, None, max_bytes=DEFAULT_MAX_BYTES)
-    with pytest.raises(SchemaError, match="frame: not valid JSON"):
-        decode_frame_message(msgpack_frame, {"Content-Type": JSON}, max_bytes=DEFAULT_MAX_BYTES)
-
-
-def test_frame_size_limit_applies_to_json() -> None:
-    data = to_json(make_frame())
-    with pytest.raises(SchemaError, match=f"frame: {len(data)} bytes is over the limit of 99"):
-        decode_frame_message(data, {"Content-Type": JSON}, max_bytes=99)
-
-
-@pytest.mark.parametrize(
-    ("accept", "wanted"),
-    [
-        (None, MSGPACK),
-        ("", MSGPACK),
-        (JSON, JSON),
-        ("application/json; charset=utf-8", JSON),
-        (MSGPACK, MSGPACK),
-        ("text/html", MSGPACK),
-        ("*/*", MSGPACK),
-        ("application/json, application/msgpack", JSON),
-        ("application/msgpack, application/json", MSGPACK),
-        ("application/msgpack;q=0.5, application/json", JSON),
-        ("application/json;q=0, application/msgpack", MSGPACK),
-        ("application/json;q=0", MSGPACK),
-        ("application/json;q=oops, text/plain", MSGPACK),
-        ("text/html, application/json;q=0.1", JSON),
-    ],
-)
-def test_results_in_the_form_accept_asks_for(accept: str | None, wanted: str) -> None:
-    result = make_result()
-    data, headers = encode_result_for(result, accept)
-    assert headers == {"Content-Type": wanted}
-    if wanted == JSON:
-        assert data == to_json(result)
-        _assert_same(from_json(InferenceResult, data), result)
-    else:
-        assert data == encode(result)
-
-
-# ------------------------------------------------------------------ the documented examples
-
-
-def _section(marker: str) -> str:
-    pattern = rf"<!-- {marker}:begin -->\n(.*?)<!-- {marker}:end -->"
-    found = re.findall(pattern, DOC.read_text(), re.S)
-    assert len(found) == 1, f"docs/wire-format.md needs one {marker} section"
-    return str(found[0])
-
-
-def _fenced(section: str, language: str) -> list[str]:
-    blocks = re.findall(rf"```{language}\n(.*?)```", section, re.S)
-    assert blocks, f"no {language} block"
-    return [str(b) for b in blocks]
-
-
-def _nats_commands() -> list[tuple[str, str, dict[str, str], bytes]]:
-    """(verb, subject, headers, body) of each ``nats`` command, templates filled in."""
-    (script,) = _fenced(_section("nats-example"), "sh")
-    out = []
-    for line in script.replace("\\\n", " ").splitlines():
-        if not line.strip():
-            continue
-        argv = shlex.split(line)
-        assert argv[0] == "nats" and argv[1] in ("req", "pub"), line
-        headers: dict[str, str] = {}
-        positional = []
-        words = iter(argv[2:])
-        for word in words:
-            if word in ("--header", "-H"):
-                # As the nats CLI reads K:V: split at the first colon, trim both sides.
-                name, _, value = next(words).partition(":")
-                headers[name.strip()] = value.strip()
-            else:
-                positional.append(word)
-        subject, body = positional
-        # The two templates of the nats CLI the examples use.
-        body = body.replace("{{ID}}", "4XbUvYVOUgqPJ7c8RDmhUE").replace("{{Unix}}", "1700000000")
-        assert "{{" not in body
-        out.append((argv[1], subject, headers, body.encode()))
-    return out
-
-
-def test_documented_json_frame_decodes() -> None:
-    (block,) = _fenced(_section("frame-example"), "json")
-    frame = decode_frame_message(
-        block.encode(), {"Content-Type": JSON}, max_bytes=DEFAULT_MAX_BYTES
-    )
-    assert frame.site == "site1" and frame.image.shape == (8, 8)
-    assert len(frame.regions) == 1 and frame.path == ()
-    # Drawn as the camera draws digits: every pixel is 15 times a value in 0..16.
-    assert np.all(frame.image % 15 == 0) and frame.image.max() <= 240
-
-
-def test_documented_nats_commands_send_valid_frames() -> None:
-    (block,) = _fenced(_section("frame-example"), "json")
-    example = decode_frame_message(block.encode(), {"Content-Type": JSON}, max_bytes=1 << 20)
-    commands = _nats_commands()
-    assert {verb for verb, *_ in commands} == {"req", "pub"}
-    for verb, subject, headers, body in commands:
-        frame = decode_frame_message(body, headers, max_bytes=DEFAULT_MAX_BYTES)
-        assert headers["Content-Type"] == JSON
-        tokens = subject.split(".")
-        assert frame.site == tokens[1]  # what the edge worker checks
-        if verb == "pub":
-            assert tokens[0] == "frames" and frame.camera == tokens[2]
-        else:
-            assert tokens[0] == "infer" and len(tokens) == 2
-            _, reply_headers = encode_result_for(make_result(), header(headers, "Accept"))
-            assert reply_headers == {"Content-Type": JSON}
-        assert np.array_equal(frame.image, example.image)
-        assert frame.regions == example.regions
-
-
-def test_documented_result_decodes_and_answers_the_frame() -> None:
-    (block,) = _fenced(_section("result-example"), "json")
-    result = from_json(InferenceResult, block.encode())
-    assert result.source is Source.EDGE and result.reason is Reason.CONFIDENT
-    assert result.labels == (0,) and result.scores.shape == (1, 10)
-    assert result.path == ("edge",)
-    frame = next(decode_frame_message(b, h, max_bytes=1 << 20) for _, _, h, b in _nats_commands())
-    assert (result.site, result.camera, result.seq) == (frame.site, frame.camera, frame.seq)
-    assert result.frame_id == frame.frame_id
-
-
-def test_documented_frame_is_the_digit_the_result_says() -> None:
-    from pipeline.inference.digits import pixels_to_features
-    from pipeline.inference.model import OnnxModel
-
-    (block,) = _fenced(_section("frame-example"), "json")
-    frame = from_json(Frame, block.encode())
-    probabilities = OnnxModel.load("edge").predict_proba(pixels_to_features(frame.crops()))
-    assert int(probabilities.argmax()) == 0 and float(probabilities.max()) > 0.99
-
-
-def test_every_reason_code_is_documented() -> None:
-    text = DOC.read_text()
-    missing = [r.value for r in Reason if f"| `{r.value}` |" not in text]
-    assert not missing, f"docs/wire-format.md does not list reasons {missing}"
-
-
-def test_every_privacy_class_and_tier_is_documented() -> None:
-    text = DOC.read_text()
-    for value in [*PrivacyClass, *Source]:
-        assert f"`{value.value}`" in text, f"docs/wire-format.md does not name {value.value!r}"
-
-
-def test_the_doc_describes_this_version() -> None:
-    text = DOC.read_text()
-    assert text.startswith(f"# Wire format, schema version {SCHEMA_VERSION}\n")
-    assert f"| `v` | int | schema version, `{SCHEMA_VERSION}` |" in text
-    assert f"## Changes from version {SCHEMA_VERSION - 1}" in text
-
-
-def test_message_field_lists_match_the_doc_tables() -> None:
-    # Every field of every message type is named in the doc (as `name` in a table row).
-    text = DOC.read_text()
-    for cls in (Frame, InferenceResult, Escalation, DeadLetter):
-        for field in dataclasses.fields(cls):
-            assert f"`{field.name}`" in text, f"{cls.__name__}.{field.name} is not documented"

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.inference.digits import DigitsSplit, digit_to_pixels, load_split, pixels_to_features
+from pipeline.inference.digits import DigitsSplit, digit_to_pixels, pixels_to_features
 from pipeline.inference.model import (
     DEFAULT_MANIFEST,
     ModelSpec,
@@ -26,11 +26,6 @@ from pipeline.inference.model import (
     load_spec,
 )
 from schemas.errors import ModelError
-
-
-@pytest.fixture(scope="module")
-def split() -> DigitsSplit:
-    return load_split()
 
 
 @pytest.fixture(scope="module")
@@ -184,21 +179,18 @@ def test_unloadable_file_with_matching_hash(tmp_path: Path) -> None:
         OnnxModel.load("edge", manifest)
 
 
-def test_input_name_mismatch(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("declared", "refusal"),
+    [
+        ({"name": "pixels", "shape": [None, 64]}, "input is named 'input' in the file"),
+        ({"name": "input", "shape": [None, 32]}, r"manifest says float32 \[None, 32\]"),
+    ],
+    ids=["name", "shape"],
+)
+def test_input_mismatch(tmp_path: Path, declared: dict[str, Any], refusal: str) -> None:
     manifest = _copy_models(tmp_path)
-    _edit_manifest(
-        manifest, "edge", input={"name": "pixels", "shape": [None, 64], "dtype": "float32"}
-    )
-    with pytest.raises(ModelError, match="input is named 'input' in the file"):
-        OnnxModel.load("edge", manifest)
-
-
-def test_input_shape_mismatch(tmp_path: Path) -> None:
-    manifest = _copy_models(tmp_path)
-    _edit_manifest(
-        manifest, "edge", input={"name": "input", "shape": [None, 32], "dtype": "float32"}
-    )
-    with pytest.raises(ModelError, match=r"manifest says float32 \[None, 32\]"):
+    _edit_manifest(manifest, "edge", input={**declared, "dtype": "float32"})
+    with pytest.raises(ModelError, match=refusal):
         OnnxModel.load("edge", manifest)
 
 
@@ -296,7 +288,7 @@ def rebuilt(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, A
 
 def _predictions(folder: Path, models: dict[str, Any], role: str, x: np.ndarray) -> np.ndarray:
     """The labels a model in ``folder`` gives held-out digits, through its embedding if any."""
-    from models.build import onnx_embedding, onnx_proba
+    from models.export import onnx_embedding, onnx_proba
 
     source = models[role].get("input_from")
     if source is not None:
@@ -306,6 +298,18 @@ def _predictions(folder: Path, models: dict[str, Any], role: str, x: np.ndarray)
 
 def _classifiers(models: dict[str, Any]) -> list[str]:
     return sorted(role for role, entry in models.items() if "heldout_accuracy" in entry)
+
+
+@pytest.fixture(scope="module")
+def rebuilt_labels(
+    rebuilt: tuple[Path, dict[str, Any]], split: DigitsSplit
+) -> dict[str, np.ndarray]:
+    """The labels each rebuilt classifier gives the held-out digits, by role."""
+    folder, manifest = rebuilt
+    return {
+        role: _predictions(folder, manifest["models"], role, split.x_heldout)
+        for role in _classifiers(_manifest()["models"])
+    }
 
 
 def test_rebuild_describes_the_same_models(rebuilt: tuple[Path, dict[str, Any]]) -> None:
@@ -325,14 +329,13 @@ def test_rebuild_describes_the_same_models(rebuilt: tuple[Path, dict[str, Any]])
 
 
 def test_rebuild_reaches_every_recorded_accuracy(
-    rebuilt: tuple[Path, dict[str, Any]], split: DigitsSplit
+    rebuilt: tuple[Path, dict[str, Any]], rebuilt_labels: dict[str, np.ndarray], split: DigitsSplit
 ) -> None:
     from models.build import BAD_MAX_ACCURACY
 
-    folder, manifest = rebuilt
+    _, manifest = rebuilt
     shipped = _manifest()["models"]
-    for role in _classifiers(shipped):
-        labels = _predictions(folder, manifest["models"], role, split.x_heldout)
+    for role, labels in rebuilt_labels.items():
         accuracy = float(np.mean(labels == split.y_heldout))
         assert manifest["models"][role]["heldout_accuracy"] == round(accuracy, 4), role
         if role == "edge-bad":
@@ -345,15 +348,13 @@ def test_rebuild_reaches_every_recorded_accuracy(
 
 
 def test_rebuild_agrees_with_the_shipped_models(
-    rebuilt: tuple[Path, dict[str, Any]], split: DigitsSplit
+    rebuilt_labels: dict[str, np.ndarray], split: DigitsSplit
 ) -> None:
-    folder, manifest = rebuilt
     shipped = _manifest()["models"]
-    for role in _classifiers(shipped):
+    for role, theirs in rebuilt_labels.items():
         if role == "edge-bad":
             continue
         ours = _predictions(DEFAULT_MANIFEST.parent, shipped, role, split.x_heldout)
-        theirs = _predictions(folder, manifest["models"], role, split.x_heldout)
         agreement = float(np.mean(ours == theirs))
         assert agreement >= MIN_AGREEMENT, (role, agreement)
 
@@ -378,7 +379,7 @@ def test_rebuild_is_calibrated_like_the_shipped_models(
     f"set {BYTE_IDENTICAL_ENV}=1 to check it",
 )
 def test_rebuild_is_byte_identical(rebuilt: tuple[Path, dict[str, Any]]) -> None:
-    from models.build import library_versions
+    from models.manifest import library_versions
 
     folder, manifest = rebuilt
     shipped = _manifest()

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.inference.digits import N_FEATURES, DigitsSplit, load_split
+from pipeline.inference.digits import N_FEATURES, DigitsSplit
 from pipeline.inference.embedding import EmbeddingModel
 from pipeline.inference.model import DEFAULT_MANIFEST, OnnxModel
 from schemas.errors import ConfigError, ModelError
@@ -20,11 +20,6 @@ CLASSIFIER_ROLES = ("edge-v2", "edge-bad", "device", "cloud-embed")
 # Held-out accuracy recomputed here must match the manifest's within half a point.
 ACCURACY_TOLERANCE = 0.005
 CHANCE = 0.1
-
-
-@pytest.fixture(scope="module")
-def split() -> DigitsSplit:
-    return load_split()
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.planning.pipelinefile import load_pipeline
 from pipeline.planning.pipelines import (
     Boundary,
     BoundarySpec,
@@ -22,11 +23,10 @@ from pipeline.planning.pipelines import (
     StageSpec,
     Tier,
     Transform,
-    load_pipeline,
-    manifest_sizes,
-    validate,
     what_crosses,
 )
+from pipeline.planning.roles import manifest_sizes
+from pipeline.planning.validation import validate
 from schemas.errors import ConfigError, ModelError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "pipelines"

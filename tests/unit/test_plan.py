@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 from pipeline.cli.plan import add_plan_command
+from pipeline.planning.assumptions import Fleet, TierCapabilities, Weights
+from pipeline.planning.figures import Figure, Figures
 from pipeline.planning.pipelines import (
     NEEDS,
     Boundary,
@@ -31,15 +33,8 @@ from pipeline.planning.pipelines import (
     may_leave,
     transform_for,
 )
-from pipeline.planning.placement import (
-    Figure,
-    Figures,
-    Fleet,
-    TierCapabilities,
-    Weights,
-    plan,
-    render_plan,
-)
+from pipeline.planning.placement import plan
+from pipeline.planning.scores import render_plan
 from schemas.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import pytest
 
 from schemas import subjects
-from schemas.codec import check_token
 from schemas.errors import SchemaError
+from schemas.subjects import check_token
 
 
 def test_frames() -> None:

@@ -3,40 +3,47 @@
 A client in another language is written from that page, so its tables are checked
 against the code: the key order of every message table against ``to_map``, the float
 fields against the bytes of the golden vectors, and the bounds and size limits against
-the constants the code uses.
+the constants the code uses. Its examples (a JSON frame, ``nats`` commands, a JSON
+result) are decoded here too, so they cannot go stale.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
 import msgpack
+import numpy as np
 import pytest
 
 from pipeline.messaging.natsio import DEAD_LETTER_MAX_DATA
 from pipeline.messaging.server import NatsServer
-from schemas.codec import (
+from schemas.jsonform import JSON, decode_frame_message, encode_result_for, from_json, header
+from schemas.limits import (
     DEFAULT_MAX_BYTES,
-    KINDS,
     MAX_DEADLINE_MS,
     MAX_DEADLINE_S,
     MAX_UNIX_TIME,
-    to_map,
+    SCHEMA_VERSION,
 )
-from schemas.messages import DeadLetter, Escalation, Frame, InferenceResult
+from schemas.messages import KINDS, Frame, InferenceResult, PrivacyClass, Reason, Source
 from schemas.vectors import make
+from schemas.writer import to_map
+from tests.unit.wire_samples import make_result
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "wire-format.md").read_text(encoding="utf-8")
 FLAT = " ".join(DOC.split())  # for phrases that a line break may split
+# The heading of each message's section, by its wire name.
 SECTIONS = {
-    Frame: '### Frame (`type: "frame"`)',
-    InferenceResult: '### Result (`type: "result"`)',
-    Escalation: '### Escalation (`type: "escalation"`)',
-    DeadLetter: '### DeadLetter (`type: "dead_letter"`)',
+    "frame": '### Frame (`type: "frame"`)',
+    "result": '### Result (`type: "result"`)',
+    "escalation": '### Escalation (`type: "escalation"`)',
+    "dead_letter": '### DeadLetter (`type: "dead_letter"`)',
 }
 
 
@@ -63,13 +70,13 @@ def _example(cls: type[Any]) -> Any:
     return next(m for m in make.messages().values() if type(m) is cls)
 
 
-@pytest.mark.parametrize("cls", list(SECTIONS), ids=lambda c: KINDS[c])
+@pytest.mark.parametrize("cls", list(KINDS), ids=lambda c: KINDS[c])
 def test_each_message_table_lists_the_keys_in_the_order_they_are_written(
     cls: type[Any],
 ) -> None:
     written = list(to_map(_example(cls)))
     assert written[:2] == ["v", "type"]
-    assert _keys(_first_table(SECTIONS[cls])) == written[2:]
+    assert _keys(_first_table(SECTIONS[KINDS[cls]])) == written[2:]
 
 
 def test_the_envelope_and_array_tables_are_in_written_order() -> None:
@@ -127,3 +134,121 @@ def test_nats_py_refuses_an_oversized_payload_as_documented() -> None:
     assert "raise errors.MaxPayloadError" in source
     assert str(nats.errors.MaxPayloadError()) == "nats: maximum payload exceeded"
     assert '("nats: maximum payload exceeded")' in FLAT
+
+
+# ------------------------------------------------------------------ the documented examples
+
+
+def _section(marker: str) -> str:
+    pattern = rf"<!-- {marker}:begin -->\n(.*?)<!-- {marker}:end -->"
+    found = re.findall(pattern, DOC, re.S)
+    assert len(found) == 1, f"docs/wire-format.md needs one {marker} section"
+    return str(found[0])
+
+
+def _fenced(section: str, language: str) -> list[str]:
+    blocks = re.findall(rf"```{language}\n(.*?)```", section, re.S)
+    assert blocks, f"no {language} block"
+    return [str(b) for b in blocks]
+
+
+def _nats_commands() -> list[tuple[str, str, dict[str, str], bytes]]:
+    """(verb, subject, headers, body) of each ``nats`` command, templates filled in."""
+    (script,) = _fenced(_section("nats-example"), "sh")
+    out = []
+    for line in script.replace("\\\n", " ").splitlines():
+        if not line.strip():
+            continue
+        argv = shlex.split(line)
+        assert argv[0] == "nats" and argv[1] in ("req", "pub"), line
+        headers: dict[str, str] = {}
+        positional = []
+        words = iter(argv[2:])
+        for word in words:
+            if word in ("--header", "-H"):
+                # As the nats CLI reads K:V: split at the first colon, trim both sides.
+                name, _, value = next(words).partition(":")
+                headers[name.strip()] = value.strip()
+            else:
+                positional.append(word)
+        subject, body = positional
+        # The two templates of the nats CLI the examples use.
+        body = body.replace("{{ID}}", "4XbUvYVOUgqPJ7c8RDmhUE").replace("{{Unix}}", "1700000000")
+        assert "{{" not in body
+        out.append((argv[1], subject, headers, body.encode()))
+    return out
+
+
+def test_documented_json_frame_decodes() -> None:
+    (block,) = _fenced(_section("frame-example"), "json")
+    frame = decode_frame_message(
+        block.encode(), {"Content-Type": JSON}, max_bytes=DEFAULT_MAX_BYTES
+    )
+    assert frame.site == "site1" and frame.image.shape == (8, 8)
+    assert len(frame.regions) == 1 and frame.path == ()
+    # Drawn as the camera draws digits: every pixel is 15 times a value in 0..16.
+    assert np.all(frame.image % 15 == 0) and frame.image.max() <= 240
+
+
+def test_documented_nats_commands_send_valid_frames() -> None:
+    (block,) = _fenced(_section("frame-example"), "json")
+    example = decode_frame_message(block.encode(), {"Content-Type": JSON}, max_bytes=1 << 20)
+    commands = _nats_commands()
+    assert {verb for verb, *_ in commands} == {"req", "pub"}
+    for verb, subject, headers, body in commands:
+        frame = decode_frame_message(body, headers, max_bytes=DEFAULT_MAX_BYTES)
+        assert headers["Content-Type"] == JSON
+        tokens = subject.split(".")
+        assert frame.site == tokens[1]  # what the edge worker checks
+        if verb == "pub":
+            assert tokens[0] == "frames" and frame.camera == tokens[2]
+        else:
+            assert tokens[0] == "infer" and len(tokens) == 2
+            _, reply_headers = encode_result_for(make_result(), header(headers, "Accept"))
+            assert reply_headers == {"Content-Type": JSON}
+        assert np.array_equal(frame.image, example.image)
+        assert frame.regions == example.regions
+
+
+def test_documented_result_decodes_and_answers_the_frame() -> None:
+    (block,) = _fenced(_section("result-example"), "json")
+    result = from_json(InferenceResult, block.encode())
+    assert result.source is Source.EDGE and result.reason is Reason.CONFIDENT
+    assert result.labels == (0,) and result.scores.shape == (1, 10)
+    assert result.path == ("edge",)
+    frame = next(decode_frame_message(b, h, max_bytes=1 << 20) for _, _, h, b in _nats_commands())
+    assert (result.site, result.camera, result.seq) == (frame.site, frame.camera, frame.seq)
+    assert result.frame_id == frame.frame_id
+
+
+def test_documented_frame_is_the_digit_the_result_says() -> None:
+    from pipeline.inference.digits import pixels_to_features
+    from pipeline.inference.model import OnnxModel
+
+    (block,) = _fenced(_section("frame-example"), "json")
+    frame = from_json(Frame, block.encode())
+    probabilities = OnnxModel.load("edge").predict_proba(pixels_to_features(frame.crops()))
+    assert int(probabilities.argmax()) == 0 and float(probabilities.max()) > 0.99
+
+
+def test_every_reason_code_is_documented() -> None:
+    missing = [r.value for r in Reason if f"| `{r.value}` |" not in DOC]
+    assert not missing, f"docs/wire-format.md does not list reasons {missing}"
+
+
+def test_every_privacy_class_and_tier_is_documented() -> None:
+    for value in [*PrivacyClass, *Source]:
+        assert f"`{value.value}`" in DOC, f"docs/wire-format.md does not name {value.value!r}"
+
+
+def test_the_doc_describes_this_version() -> None:
+    assert DOC.startswith(f"# Wire format, schema version {SCHEMA_VERSION}\n")
+    assert f"| `v` | int | schema version, `{SCHEMA_VERSION}` |" in DOC
+    assert f"## Changes from version {SCHEMA_VERSION - 1}" in DOC
+
+
+def test_message_field_lists_match_the_doc_tables() -> None:
+    # Every field of every message type is named in the doc (as `name` in a table row).
+    for cls in KINDS:
+        for field in dataclasses.fields(cls):
+            assert f"`{field.name}`" in DOC, f"{cls.__name__}.{field.name} is not documented"

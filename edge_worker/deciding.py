@@ -1,0 +1,140 @@
+"""The decide loop: each answered frame's facts and the site's state, one decision each.
+
+For every frame of an answered batch (edge_worker/inference.py) the loop gathers what
+the decision table (edge_worker/decision.py) reads: the frame's confidence and time
+left, whether the cloud is reachable, whether the site's budget pays for it, the
+pressure, the shadow sample. A local answer is then published (``finals``); an
+escalation or a shadow sample is sent (``escalations``) by a task of its own, so that
+a slow one (a whole frame being face-blurred) never holds up the next batch's local
+answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import numpy as np
+
+from edge_worker import results
+from edge_worker.budget import Allowance, BudgetLedger, SiteBudget
+from edge_worker.cloudlink import CloudLink
+from edge_worker.decision import Decision, EscalationPolicy, FrameFacts
+from edge_worker.drift import ShadowSampler
+from edge_worker.escalations import Escalations
+from edge_worker.finals import FinalResults
+from edge_worker.inference import AnsweredBatch
+from edge_worker.intake import Request
+from edge_worker.metrics import EdgeMetrics
+from edge_worker.outbound import size_bound
+from edge_worker.telemetry import Telemetry
+from pipeline.config import EdgeSettings
+from pipeline.inference.calibration import frame_confidence
+from pipeline.inference.model import OnnxModel
+from pipeline.planning.costs import CostModel
+from schemas.messages import InferenceResult, PrivacyClass
+
+__all__ = ["Decider"]
+
+# Escalations being built and stored at once; the decide loop waits beyond this.
+_MAX_SENDING = 64
+
+
+class Decider:
+    """Decides every answered frame of one edge worker. ``bind`` it once connected."""
+
+    def __init__(
+        self,
+        cfg: EdgeSettings,
+        *,
+        escalations: Escalations,
+        telemetry: Telemetry,
+        metrics: EdgeMetrics,
+        on_budget_exhausted: Callable[[Allowance], Awaitable[None]],
+    ) -> None:
+        self._cfg = cfg
+        self._site = cfg.site
+        self.policy = EscalationPolicy(cfg.default_threshold, cfg.routing, cfg.threshold_raise)
+        self._sampler = ShadowSampler(cfg.shadow_rate, cfg.shadow_seed)
+        self._budget = SiteBudget(
+            Allowance(cfg.daily_cloud_budget_usd), CostModel(), on_budget_exhausted
+        )
+        self._escalations = escalations
+        self._telemetry = telemetry
+        self._metrics = metrics
+        self._finals: FinalResults | None = None
+        self._link: CloudLink | None = None
+
+    def bind(self, finals: FinalResults, link: CloudLink, ledger: BudgetLedger) -> None:
+        self._finals, self._link = finals, link
+        self._budget.bind(ledger)
+
+    async def run(self, answered: asyncio.Queue[AnsweredBatch | None]) -> None:
+        """Until the batch loop puts None; then nothing more can be escalated."""
+        # The semaphore bounds how many escalations are in hand, and the group waits
+        # for all of them.
+        slots = asyncio.Semaphore(_MAX_SENDING)
+
+        async def send(coro: Coroutine[Any, Any, None]) -> None:
+            try:
+                await coro
+            finally:
+                slots.release()
+
+        assert self._finals is not None
+        async with asyncio.TaskGroup() as sending:
+            while (batch := await answered.get()) is not None:
+                row = 0
+                for request in batch.requests:
+                    rows = slice(row, row + len(request.frame.regions))
+                    row = rows.stop
+                    scores, features = batch.probabilities[rows], batch.features[rows]
+                    result, decision, cost = await self._decide(request, scores, batch.model)
+                    if decision.escalate or decision.shadow:
+                        self._budget.spend(cost)
+                        self._metrics.cloud_spend_usd.labels(self._site).inc(cost)
+                    if decision.escalate:
+                        await slots.acquire()
+                        escalate = self._escalations.escalate(request, result, decision, features)
+                        sending.create_task(send(escalate))
+                    elif decision.shadow:
+                        # Claimed, so that the cloud's answer can never become final.
+                        if await self._finals.publish(request, result, claim=True):
+                            await slots.acquire()
+                            shadow = self._escalations.shadow(request, result, features)
+                            sending.create_task(send(shadow))
+                    else:
+                        await self._finals.publish(request, result)
+        # Nothing more can be escalated: let the deadline loop finish once all is answered.
+        self._escalations.finish()
+
+    async def _decide(
+        self, request: Request, scores: np.ndarray, model: OnnxModel
+    ) -> tuple[InferenceResult, Decision, float]:
+        """Gather the frame's facts and the site's state; the one decision (decision.py)."""
+        frame, cfg = request.frame, self._cfg
+        assert self._link is not None
+        confidence = frame_confidence(scores, cfg.confidence_signal)
+        may_leave = frame.privacy is not PrivacyClass.LOCAL_ONLY and bool(frame.regions)
+        cost = 0.0
+        if may_leave:
+            bound = size_bound(frame, frame.privacy, self._escalations.outbound.embedder.dim)
+            cost = self._budget.cost(len(frame.regions), bound)
+        now = time.time()
+        facts = FrameFacts(
+            priority=frame.priority,
+            confidence=confidence,
+            threshold=self.policy.threshold_for(frame.threshold),
+            privacy=frame.privacy,
+            time_left_s=frame.deadline_at - now,
+            has_regions=bool(frame.regions),
+            link_up=self._link.up,
+            budget_left=not may_leave or await self._budget.affords(cost, now),
+            pressure=self._telemetry.pressure,
+            shadow_sampled=self._sampler.decide(frame.frame_id),
+        )
+        self._metrics.link_up.labels(self._site).set(int(self._link.up))
+        decision = self.policy.decide(facts, self._escalations.round_trips.estimate())
+        return results.decided(frame, scores, confidence, model, decision), decision, cost
