@@ -29,6 +29,7 @@ __all__ = [
     "StreamSettings",
     "WorkerSettings",
     "load_settings",
+    "read_toml",
 ]
 
 ENV_PREFIX = "HYBRIDFLEET_"
@@ -291,19 +292,24 @@ def _check_lists(section: str, settings: Any) -> None:
             )
 
 
+def read_toml(path: Path | str, what: str) -> dict[str, Any]:
+    """The TOML document at ``path``; a ``ConfigError`` saying why not, naming ``what``."""
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} {path} cannot be read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from None
+
+
 def load_settings(path: Path | str | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Read settings from an optional TOML file and ``HYBRIDFLEET_*`` environment variables."""
     env = os.environ if env is None else env
     raw: dict[str, dict[str, Any]] = {}
     if path is not None:
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {path} cannot be read: {exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        data = read_toml(path, "config file")
         for section, values in data.items():
             if not isinstance(values, dict):
                 raise ConfigError(f"{section} must be a [section] table in {path}")

@@ -7,12 +7,11 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
+from pipeline.config import read_toml
 from pipeline.planning.pipelines import PipelineSpec, parse_pipeline
 from pipeline.planning.validation import validate
-from schemas.errors import ConfigError
 
 __all__ = ["load_pipeline"]
 
@@ -22,14 +21,6 @@ def load_pipeline(path: Path | str, manifest: Path | None = None) -> PipelineSpe
 
     Raises :class:`ConfigError` naming the key, stage or boundary at fault.
     """
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"pipeline file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"pipeline file {path} cannot be read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"pipeline file {path} is not valid TOML: {exc}") from None
-    spec = parse_pipeline(data, where=str(path))
+    spec = parse_pipeline(read_toml(path, "pipeline file"), where=str(path))
     validate(spec, manifest)
     return spec
