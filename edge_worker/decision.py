@@ -5,7 +5,7 @@ heat and load, shadow sampling, the cloud round trip); ``EscalationPolicy.decide
 returns one ``Decision`` with one ``Reason``, and the worker acts on it: nothing after
 it overrides it. ``shed_before_model`` is the one rule applied earlier, when a frame
 arrives, so that a frame that could only be answered here is not queued under load.
-docs/architecture.md ("The decision table") lists the rows.
+docs/architecture.md ("Decisions at the edge") lists the rows.
 """
 
 from __future__ import annotations

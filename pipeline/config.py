@@ -64,7 +64,7 @@ class NatsSettings:
 
 @dataclass(frozen=True)
 class StreamSettings:
-    """The streams. Defaults favour not losing an accepted escalation (docs/architecture.md).
+    """The streams. Defaults favour not losing an accepted escalation (docs/topology.md).
 
     A site's escalation stream refuses new escalations when ``max_bytes`` is reached
     (discard ``new``): stored ones are never dropped to make room, and the edge answers

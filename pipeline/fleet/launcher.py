@@ -1,6 +1,6 @@
 """A whole fleet as local processes on loopback: ``hybridfleet fleet up``.
 
-The shape is the real one (docs/architecture.md): a hub of 1 or 3 nats-servers
+The shape is the real one (docs/topology.md): a hub of 1 or 3 nats-servers
 (JetStream domain ``hub``), one nats-server per site as a leaf node of the hub with
 its own JetStream domain, and as separate ``hybridfleet`` processes: K edge workers
 per site, M cloud workers, and one camera simulator per site. Command lines and

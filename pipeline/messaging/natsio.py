@@ -1,6 +1,6 @@
 """The NATS plumbing every worker shares: connecting, declaring streams, dead letters.
 
-Kept in one place so that the durability settings of docs/architecture.md are
+Kept in one place so that the durability settings of docs/topology.md are
 written down once.
 """
 

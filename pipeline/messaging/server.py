@@ -40,7 +40,7 @@ class NatsServer:
     """One nats-server process with JetStream, stopped by its pid.
 
     ``sync_always`` makes JetStream fsync every write (the right choice for a site
-    server that can lose power; see docs/architecture.md). ``tls`` is a ``tls { }``
+    server that can lose power; see docs/topology.md). ``tls`` is a ``tls { }``
     block for the client port (``pipeline.messaging.security.TlsFiles.block``). ``extra_config`` is
     appended to the generated config file verbatim (leaf nodes, clusters, accounts).
     """

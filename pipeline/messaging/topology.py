@@ -3,7 +3,7 @@
 Each site server is a leaf node of the hub with a JetStream domain of its own, so its
 streams live on the site and keep filling while the WAN link is down. The hub runs
 domain ``hub``. Every port is on loopback. Used by ``hybridfleet fleet``, the fault
-tests and the benchmarks. docs/architecture.md explains the settings.
+tests and the benchmarks. docs/topology.md explains the settings.
 ``ask_hub`` and ``wait_for_leaf`` tell whether a site's leaf link reaches the hub.
 """
 
