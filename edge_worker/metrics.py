@@ -38,6 +38,9 @@ class EdgeMetrics(WorkerMetrics):
         "Frames dropped unanswered by the full queue (answered with reason 'shed').",
         name="shed_frames",
     )
+    dropped_frames = counter(
+        "Frames dropped unread because the worker's intake buffer was full, by where.", "place"
+    )
     repeated_frames = counter(
         "Frames whose id was in flight or already answered (edge_worker/repeats.py).", "state"
     )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,6 +28,7 @@ from pathlib import Path
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import SlowConsumerError
 from nats.js import JetStreamContext
 
 from edge_worker import results
@@ -154,6 +156,7 @@ class EdgeWorker(Service):
         self._heartbeats: HeartbeatPublisher | None = None
         self._updater: ModelUpdater | None = None
         self._inputs: list[Subscription] = []
+        self._drop_logged_at = -math.inf  # monotonic: intake drops are logged every 10 s
 
     @classmethod
     def from_settings(cls, settings: Settings, *, model: OnnxModel | None = None) -> EdgeWorker:
@@ -195,7 +198,9 @@ class EdgeWorker(Service):
 
     async def _open(self) -> None:
         cfg = self.settings.edge
-        self._nc = nc = await connect(self.settings.nats, f"hybridfleet-{cfg.worker_id}")
+        self._nc = nc = await connect(
+            self.settings.nats, f"hybridfleet-{cfg.worker_id}", on_slow_consumer=self._dropped
+        )
         self._js = js = nc.jetstream()
         await ensure_site_streams(js, self.site, self.settings.stream)
         self._tags = EscalationTags(self.site, await site_tag_key(js, self.site))
@@ -233,9 +238,17 @@ class EdgeWorker(Service):
         self._link = CloudLink(nc, cfg, self._escalations.on_answer)
         self._decider.bind(self._finals, self._link, BudgetLedger(js, self.site))
         group = subjects.edge_queue_group(self.site)
+        # Bounded intake: a frame the worker cannot read in time is dropped here, and
+        # counted, before the server would cut the worker off (docs/reliability.md).
         self._inputs = [
-            await nc.subscribe(subjects.frames(self.site), queue=group, cb=self._on_frame),
-            await nc.subscribe(subjects.infer(self.site), queue=group, cb=self._on_frame),
+            await nc.subscribe(
+                subject,
+                queue=group,
+                cb=self._on_frame,
+                pending_msgs_limit=cfg.intake_pending_frames,
+                pending_bytes_limit=cfg.intake_pending_bytes,
+            )
+            for subject in (subjects.frames(self.site), subjects.infer(self.site))
         ]
         await nc.flush()
         log.info(
@@ -302,6 +315,8 @@ class EdgeWorker(Service):
         self.metrics.frames_received.labels(self.site).inc()
         self.metrics.received_bytes.labels(self.site).inc(len(msg.data))
         cfg = self.settings.edge
+        if cfg.inject_intake_latency_ms:
+            await asyncio.sleep(cfg.inject_intake_latency_ms / 1000)
         try:
             frame = decode_frame_message(msg.data, msg.headers, max_bytes=cfg.max_message_bytes)
             check_frame(frame, msg.subject, self.site, time.time(), cfg.max_clock_skew_s)
@@ -327,6 +342,19 @@ class EdgeWorker(Service):
             self._count_shed()
             victim = admission.shed.frame
             await self._finals.publish(admission.shed, results.shed(victim, self.model))
+
+    def _dropped(self, exc: SlowConsumerError) -> None:
+        """A frame dropped unread: the intake buffer was full. Counted; logged every 10 s."""
+        self.metrics.dropped_frames.labels(self.site, "intake").inc()
+        now = time.monotonic()
+        if now - self._drop_logged_at >= 10.0:
+            self._drop_logged_at = now
+            log.warning(
+                "edge worker %s cannot read frames as fast as they come (%s): dropping at "
+                "intake, counted in hybridfleet_edge_dropped_frames_total",
+                self.settings.edge.worker_id,
+                exc.subject,
+            )
 
     def _count_shed(self) -> None:
         self.metrics.shed.labels(self.site).inc()

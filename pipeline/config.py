@@ -142,6 +142,14 @@ class EdgeSettings(WorkerSettings):
     threshold_raise: float = _range(0.05, 0.0, 1.0)
     # Blur faces (edge_worker/sanitize.py) in every whole frame that leaves the site.
     face_blur: bool = True
+    # Fault injection for tests: extra time the worker takes to read each frame.
+    inject_intake_latency_ms: float = _range(0.0, 0.0, 60_000.0)
+    # Frames received and not yet read by the worker (its intake buffer, per subject).
+    # Beyond this a frame is dropped and counted (hybridfleet_edge_dropped_frames_total);
+    # below nats-server's 64 MiB max_pending, so the worker, not the server, drops: a
+    # server cuts a slow consumer off and its backlog is lost uncounted.
+    intake_pending_frames: int = _range(8192, 1, 1_000_000)
+    intake_pending_bytes: int = _range(32 << 20, 1 << 20, 60 << 20)
     # A frame captured further than this from the worker's clock, either way, is refused
     # (dead letter): its deadline and latency would mean nothing.
     max_clock_skew_s: float = _range(300.0, 1.0, 86_400.0)

@@ -10,8 +10,10 @@ import contextlib
 import logging
 import ssl
 import time
+from collections.abc import Callable
 
 from nats.aio.client import Client
+from nats.errors import SlowConsumerError
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError
 
@@ -47,10 +49,22 @@ def client_tls(settings: NatsSettings) -> ssl.SSLContext | None:
     return context
 
 
-async def connect(settings: NatsSettings, name: str) -> Client:
-    """Connect and keep reconnecting forever: a worker outlives its server's restarts."""
+async def connect(
+    settings: NatsSettings,
+    name: str,
+    *,
+    on_slow_consumer: Callable[[SlowConsumerError], None] | None = None,
+) -> Client:
+    """Connect and keep reconnecting forever: a worker outlives its server's restarts.
+
+    ``on_slow_consumer`` is called for each message the client drops because a
+    subscription's buffer is full (instead of a warning per message).
+    """
 
     async def on_error(exc: Exception) -> None:
+        if on_slow_consumer is not None and isinstance(exc, SlowConsumerError):
+            on_slow_consumer(exc)
+            return
         log.warning("%s: NATS error: %s", name, exc)
 
     nc = Client()
