@@ -129,7 +129,6 @@ class EdgeWorker(Service):
             counters=lambda: self.telemetry.counters,
             dead_letter=self._dead_letter,
         )
-        self.round_trips = self._escalations.round_trips
         self._decider = Decider(
             cfg,
             escalations=self._escalations,
@@ -137,7 +136,6 @@ class EdgeWorker(Service):
             metrics=self.metrics,
             on_budget_exhausted=self._budget_exhausted,
         )
-        self.policy = self._decider.policy
         self._batches = BatchRunner(
             self._batcher,
             self._executor,

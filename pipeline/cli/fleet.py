@@ -25,13 +25,8 @@ from pipeline.cli.options import options_from
 from pipeline.cli.target import add_target_arguments, target_url
 from pipeline.config import load_settings
 from pipeline.fleet.heartbeat import DEFAULT_INTERVAL_S
-from pipeline.fleet.launcher import (
-    DEFAULT_CONFIG_DIR,
-    DEFAULT_WORKDIR,
-    FLEET_FILE,
-    FleetLauncher,
-    FleetOptions,
-)
+from pipeline.fleet.launcher import FleetLauncher
+from pipeline.fleet.spec import DEFAULT_CONFIG_DIR, DEFAULT_WORKDIR, FLEET_FILE, FleetOptions
 from pipeline.fleet.status import (
     STALE_INTERVALS,
     listen_fleet,

@@ -4,7 +4,7 @@ The shape is the real one (docs/topology.md): a hub of 1 or 3 nats-servers
 (JetStream domain ``hub``), one nats-server per site as a leaf node of the hub with
 its own JetStream domain, and as separate ``hybridfleet`` processes: K edge workers
 per site, M cloud workers, and one camera simulator per site. Command lines and
-options are in ``pipeline.fleet.spec`` (re-exported here).
+options are in ``pipeline.fleet.spec``.
 
 Security is on unless ``FleetOptions.secure`` is False: every process logs in as a
 user of ``pipeline.messaging.security`` (``pipeline.fleet.auth`` keeps them in
@@ -43,8 +43,6 @@ from pipeline.fleet.record import (
     write_atomic,
 )
 from pipeline.fleet.spec import (
-    DEFAULT_CONFIG_DIR,
-    DEFAULT_WORKDIR,
     FLEET_FILE,
     PROMETHEUS_TARGETS_FILE,
     FleetOptions,
@@ -58,19 +56,7 @@ from pipeline.messaging.topology import Hub, free_port, site_server, wait_for_le
 from pipeline.service import Service
 from schemas.errors import HybridfleetError
 
-__all__ = [
-    "DEFAULT_CONFIG_DIR",
-    "DEFAULT_WORKDIR",
-    "FLEET_FILE",
-    "PROMETHEUS_TARGETS_FILE",
-    "FleetLauncher",
-    "FleetMember",
-    "FleetOptions",
-    "camera_command",
-    "site_names",
-    "worker_command",
-    "worker_env",
-]
+__all__ = ["FleetLauncher"]
 
 SUPERVISE_S = 0.5  # how often crashed processes and dead servers are looked for
 

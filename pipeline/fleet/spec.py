@@ -4,7 +4,6 @@ Workers are started with the same command lines as the services of
 ``docker-compose.yml`` (``worker_command``, ``camera_command``), with the settings
 files of ``deploy/fleet/`` and what differs per process in ``HYBRIDFLEET_*``
 variables (``worker_env``). ``tests/unit/test_compose.py`` holds the two together.
-``pipeline.fleet.launcher`` re-exports every name here.
 """
 
 from __future__ import annotations

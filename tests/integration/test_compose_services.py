@@ -31,7 +31,7 @@ import pytest
 from nats.aio.msg import Msg
 from packaging.utils import canonicalize_name
 
-from pipeline.fleet.launcher import DEFAULT_CONFIG_DIR
+from pipeline.fleet.spec import DEFAULT_CONFIG_DIR
 from pipeline.messaging.server import NatsServer
 from schemas import subjects
 from schemas.codec import decode_result, encode

@@ -19,7 +19,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from pipeline.camera.simulator import CameraOptions, CameraSimulator
-from pipeline.fleet.launcher import FLEET_FILE, FleetLauncher, FleetOptions
+from pipeline.fleet.launcher import FleetLauncher
+from pipeline.fleet.spec import FLEET_FILE, FleetOptions
 from schemas import subjects
 from schemas.codec import decode_result, encode
 from tests.helpers import wait_until

@@ -18,7 +18,8 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from pipeline.fleet.launcher import FLEET_FILE, PROMETHEUS_TARGETS_FILE, FleetLauncher, FleetOptions
+from pipeline.fleet.launcher import FleetLauncher
+from pipeline.fleet.spec import FLEET_FILE, PROMETHEUS_TARGETS_FILE, FleetOptions
 from pipeline.fleet.status import listen_fleet, render_table
 from pipeline.fleet.supervisor import RestartPolicy
 from pipeline.tools import probe as ops

@@ -15,7 +15,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from pipeline.config import NatsSettings
-from pipeline.fleet.launcher import FleetLauncher, FleetOptions
+from pipeline.fleet.launcher import FleetLauncher
+from pipeline.fleet.spec import FleetOptions
 from pipeline.messaging.security import Credentials
 from pipeline.messaging.server import NatsServer
 from pipeline.messaging.topology import Hub, site_server

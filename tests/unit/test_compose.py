@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from pipeline.config import load_settings
-from pipeline.fleet.launcher import (
+from pipeline.fleet.spec import (
     DEFAULT_CONFIG_DIR,
     FleetOptions,
     camera_command,
