@@ -181,10 +181,11 @@ def _source_window(max_bytes: int) -> int:
 def _hub_work_queue(name: str, stream: StreamSettings) -> api.StreamConfig:
     """A cloud-side stream that holds each message until one worker has taken it.
 
-    Replicated as the hub's size allows. The dedup window is set explicitly: a stream
-    with sources gets none by default (0 s, nats-server >= 2.10), and without it the
-    frame id in Nats-Msg-Id would never be checked. It holds while the hub's nodes run,
-    not across their restart (docs/reliability.md).
+    Replicated as the hub's size allows. The dedup window is the server's default: for
+    ``REPLIES`` 2 minutes; for ``ESCALATIONS``, which sources the sites, none
+    (nats-server >= 2.10). Setting one there was tried and taken back: a full test run
+    then lost escalations between a site and the hub after a WAN cut
+    (docs/reliability.md, "What is and is not deduplicated across a hub restart").
     """
     return api.StreamConfig(
         name=name,
@@ -193,7 +194,6 @@ def _hub_work_queue(name: str, stream: StreamSettings) -> api.StreamConfig:
         max_age=stream.max_age_s,
         storage=api.StorageType.FILE,
         num_replicas=stream.replicas,
-        duplicate_window=stream.duplicate_window_s,
     )
 
 
