@@ -49,8 +49,12 @@ _sent_ids = itertools.count()
 
 
 def _stamp_id(data: bytes) -> bytes:
-    at = data.index(_ID_PLACEHOLDER)
-    return b"".join((data[:at], b"%016d" % next(_sent_ids), data[at + len(_ID_PLACEHOLDER) :]))
+    """``data`` with the next frame id: one copy of the message, as a camera would make."""
+    at = data.find(_ID_PLACEHOLDER, 0, 256)  # the id is among the first keys
+    if at < 0:
+        raise ValueError("no frame id placeholder in the first 256 bytes of the message")
+    view = memoryview(data)
+    return b"".join((view[:at], b"%016d" % next(_sent_ids), view[at + len(_ID_PLACEHOLDER) :]))
 
 
 def make_frames(count: int, seed: int = 0) -> list[Frame]:

@@ -102,12 +102,14 @@ class Escalations:
     def bind(self, finals: FinalResults, tags: EscalationTags) -> None:
         self._finals, self._tags = finals, tags
 
-    def finish(self, *, drain_by: float | None = None) -> None:
-        """Nothing more will be escalated (or, with ``drain_by``, stop waiting then)."""
-        if drain_by is None:
-            self.all_sent = True
-        else:
-            self.drain_by = drain_by
+    def finish(self) -> None:
+        """Nothing more will be escalated: ``done`` is set once every one is answered."""
+        self.all_sent = True
+        self._changed.set()
+
+    def answer_by(self, at: float) -> None:
+        """Draining: whatever still waits for the cloud at Unix time ``at`` is answered then."""
+        self.drain_by = at
         self._changed.set()
 
     async def escalate(
@@ -139,10 +141,11 @@ class Escalations:
                 failed = results.fallback(edge_result, Reason.ESCALATION_FAILED)
                 await self._finals.publish(request, failed, claim=True)
             return
-        if not stored and await self._finals.stored(frame.frame_id) is not None:
+        final = None if stored else await self._finals.stored(frame.frame_id)
+        if final is not None:
             # Escalated before by another worker or run, and answered: answer with that.
             if self.pending.resolve(frame.frame_id) is not None or not decision.awaits_cloud:
-                await self._finals.publish(request, edge_result, claim=True)  # refused: stored
+                await self._finals.answered_elsewhere(request, final)
             return
         self.metrics.escalations.labels(self.site, decision.send.value).inc()
         self._counters().escalated += 1

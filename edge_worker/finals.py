@@ -71,7 +71,7 @@ class FinalResults:
         data = encode(result)
         if claim and not await self._claim(result.frame_id, data):
             if request is not None:
-                await self._answered_elsewhere(request)
+                await self.answered_elsewhere(request, await self.stored(result.frame_id))
             return False
         await self.nc.publish(subjects.results(self.site, result.camera), data)
         if request is not None and request.reply_to:
@@ -121,11 +121,11 @@ class FinalResults:
             log.debug("no stored final result of %s: %r", frame_id, exc)
             return None
 
-    async def _answered_elsewhere(self, request: Request) -> None:
+    async def answered_elsewhere(self, request: Request, stored: InferenceResult | None) -> None:
         """Another worker of the site, or an earlier run of this one, already gave this
-        frame id its final result: answer with that one."""
+        frame id its final result (``stored``, None when it cannot be read): answer with
+        that one."""
         frame_id = request.frame.frame_id
-        stored = await self.stored(frame_id)
         joiners = self.ids.finish(frame_id, stored) if stored else self.ids.forget(frame_id)
         if request.reply_to:
             joiners.append(Joiner(request.reply_to, request.accept))

@@ -289,7 +289,7 @@ class EdgeWorker(Service):
             len(self._escalations.pending),
             cfg.drain_timeout_s,
         )
-        self._escalations.finish(drain_by=time.time() + cfg.drain_timeout_s)
+        self._escalations.answer_by(time.time() + cfg.drain_timeout_s)
         for sub in self._inputs:
             await sub.drain()  # type: ignore[no-untyped-call]  # nats-py; keeps what it received
         self._batcher.close()
