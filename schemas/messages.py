@@ -18,16 +18,22 @@ from schemas.errors import SchemaError
 
 __all__ = [
     "KINDS",
+    "Colour",
     "DeadLetter",
+    "Detection",
+    "Encoded",
+    "Encoding",
     "Escalation",
     "Frame",
     "InferenceResult",
     "M",
     "Message",
+    "Pixels",
     "PrivacyClass",
     "Reason",
     "Region",
     "Source",
+    "TextLine",
 ]
 
 
@@ -75,9 +81,41 @@ class Reason(StrEnum):
     UNCHANGED = "unchanged"
 
 
+class Encoding(StrEnum):
+    """How an image's bytes are encoded on the wire."""
+
+    JPEG = "jpeg"
+    PNG = "png"
+
+
+class Colour(StrEnum):
+    """The channels of raw pixels: one grey channel (H x W), or three in this order."""
+
+    GRAY = "gray"
+    RGB = "rgb"
+    BGR = "bgr"
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """An encoded image (``jpeg`` or ``png``) as it travels; decoded at the edge.
+
+    Decoded, a colour image is RGB (H x W x 3) and a grey one H x W uint8:
+    ``pipeline.inference.images.decode`` is the one decoder.
+    """
+
+    data: bytes
+    encoding: Encoding
+
+
+# Pixels as a message carries them: a raw uint8 array (H x W grey, or H x W x 3) or an
+# encoded image.
+Pixels = np.ndarray | Encoded
+
+
 @dataclass(frozen=True, slots=True)
 class Region:
-    """A rectangle of interest in a frame, in pixels: left, top, width, height."""
+    """A rectangle in a frame, in pixels: left, top, width, height."""
 
     x: int
     y: int
@@ -89,11 +127,41 @@ class Region:
         return image[self.y : self.y + self.h, self.x : self.x + self.w]
 
 
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """One thing a model found or classified: its box in frame pixels, its label (name
+    and index in the model's labels), its calibrated score and the tier that said so.
+
+    A classifier's answer for a region is a detection whose box is the region; for a
+    whole frame, the frame's box.
+    """
+
+    box: Region
+    label: str
+    label_index: int
+    score: float
+    source: Source
+
+
+@dataclass(frozen=True, slots=True)
+class TextLine:
+    """One line of text read in a frame: its box in frame pixels, the text, the
+    reading's calibrated confidence and the tier that read it."""
+
+    box: Region
+    text: str
+    confidence: float
+    source: Source
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Frame:
     """One camera image and what the camera asks of it.
 
-    ``image`` is a 2-D uint8 grayscale array (rows, columns). ``deadline_ms`` counts
+    ``image`` is the pixels: a raw uint8 array, H x W grey or H x W x 3 in ``colour``
+    order, or an ``Encoded`` JPEG/PNG image (decoded to RGB or grey at the edge).
+    ``regions`` are the rectangles the camera asks about; empty when the model finds
+    its own (a detector) or classifies the whole frame. ``deadline_ms`` counts
     from ``captured_at`` (Unix seconds). ``threshold`` overrides the edge worker's
     confidence threshold for this frame. ``path`` lists the tiers (``Source`` values)
     the frame already passed before this message, in tier order: ``("device",)`` when
@@ -106,13 +174,14 @@ class Frame:
     camera: str
     seq: int
     captured_at: float
-    image: np.ndarray
-    regions: tuple[Region, ...]
+    image: Pixels
+    regions: tuple[Region, ...] = ()
     priority: int = 2
     deadline_ms: int = 250
     threshold: float | None = None
     privacy: PrivacyClass = PrivacyClass.CROP
     path: tuple[str, ...] = ()
+    colour: Colour = Colour.GRAY
 
     @property
     def deadline_at(self) -> float:
@@ -120,15 +189,20 @@ class Frame:
         return self.captured_at + self.deadline_ms / 1000.0
 
     def crops(self) -> list[np.ndarray]:
-        """The pixels of every region of interest, in order."""
+        """The pixels of every region of interest, in order (raw frames only)."""
+        if isinstance(self.image, Encoded):
+            raise SchemaError("frame: an encoded image has no crops until it is decoded")
         return [r.crop(self.image) for r in self.regions]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class InferenceResult:
-    """An answer for one frame: one label per region of interest.
+    """An answer for one frame: what was found or read in it.
 
-    ``scores`` is float32 (regions, classes) of calibrated probabilities;
+    A classifier answers one label per region of interest (``labels``, ``scores``, and
+    a ``detections`` entry per region with the label's name); a detector lists its
+    ``detections``; a text reader its ``lines``. ``scores`` is float32
+    (regions, classes) of calibrated probabilities, empty (0, 0) for other tasks;
     ``confidence`` is the lowest per-region confidence (a frame is as certain as its
     least certain region). ``edge_labels`` carries the edge model's own answer when
     the final answer came from elsewhere, so edge and cloud can be compared.
@@ -152,6 +226,8 @@ class InferenceResult:
     degraded: bool = False
     edge_labels: tuple[int, ...] | None = None
     path: tuple[str, ...] = ()
+    detections: tuple[Detection, ...] = ()
+    lines: tuple[TextLine, ...] = ()
 
     @property
     def label(self) -> int | None:
@@ -163,12 +239,13 @@ class InferenceResult:
 class Escalation:
     """What the edge sends the cloud for one frame, and where the answer goes.
 
-    What is sent depends on ``privacy``: with ``crop`` only ``crops`` (one per
-    region); with ``full`` the whole ``image`` and no crops; with ``embedding`` only
+    What is sent depends on ``privacy``: with ``crop`` only ``crops``, one per entry of
+    ``regions`` (the camera's regions, or the boxes of the detections or text lines the
+    edge was unsure of); with ``full`` the whole ``image`` and no crops; with ``embedding`` only
     ``embedding``, computed at the site, and no pixels at all. ``embedding`` is float32,
     either one vector ``(D,)`` for the frame or one row per region ``(regions, D)``,
     and is None for every other privacy class. ``deadline_at`` is absolute Unix time
-    as the site's clock sees it.
+    as the site's clock sees it. Pixels are raw (grey, or RGB) or ``Encoded``.
     """
 
     frame_id: str
@@ -180,8 +257,8 @@ class Escalation:
     priority: int
     privacy: PrivacyClass
     regions: tuple[Region, ...]
-    crops: tuple[np.ndarray, ...]
-    image: np.ndarray | None
+    crops: tuple[Pixels, ...]
+    image: Pixels | None
     reply_to: str
     edge_labels: tuple[int, ...]
     edge_confidence: float
@@ -232,7 +309,7 @@ class Escalation:
             embedding=embedding,
         )
 
-    def region_pixels(self) -> list[np.ndarray]:
+    def region_pixels(self) -> list[Pixels]:
         """The pixels to classify, one array per region, whichever way they were sent.
 
         Raises ``SchemaError`` for privacy ``embedding``: no pixels left the site, so
@@ -243,8 +320,10 @@ class Escalation:
             raise SchemaError(
                 "escalation: privacy 'embedding' carries no pixels; classify its embedding"
             )
-        if self.image is not None:
+        if isinstance(self.image, np.ndarray):
             return [r.crop(self.image) for r in self.regions]
+        if self.image is not None:
+            raise SchemaError("escalation: decode an encoded image before cutting its regions")
         return list(self.crops)
 
 
