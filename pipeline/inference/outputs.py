@@ -16,14 +16,16 @@ __all__ = ["Boxes", "Classes", "Decoded", "Embedding", "Text"]
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Classes:
-    """A classifier's answer: probabilities over the labels, float32 [C], summing to 1."""
+    """A classifier's answer: probabilities over the labels, float32 [C]; they sum to 1
+    except for a multi-label (``sigmoid``) classifier, whose are independent."""
 
     probabilities: np.ndarray
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Boxes:
-    """What a detector found in one image, best score first.
+    """What a detector found in one image: best score first (a text detector: reading
+    order, top to bottom, then left to right).
 
     ``xyxy`` float32 [K, 4] in source pixels; ``scores`` float32 [K] in [0, 1];
     ``classes`` int64 [K], indexes into the model's labels (0 for a one-class model

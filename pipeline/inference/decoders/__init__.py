@@ -45,3 +45,16 @@ def register(name: str, params: type[Any]) -> Callable[[DecodeFn], DecodeFn]:
         return decode
 
     return add
+
+
+# Importing the decoders registers them; they import ``register`` from here, above.
+from pipeline.inference.decoders import (  # noqa: E402
+    classify,
+    ctc,
+    db,
+    embedding,
+    ssd,
+    yolo,
+)
+
+__all__ += ["classify", "ctc", "db", "embedding", "ssd", "yolo"]
