@@ -6,6 +6,9 @@ finite number, a list of tiers in tier order, an array map, ...) and returns it 
 or raises one ``SchemaError`` that names the field by its path (``frame.image.shape``)
 and says what is wrong. The map may have come in either wire form: binary values are
 read by the ``BinaryReader`` the form supplies.
+
+``check_colour`` and ``check_signature`` are the rules of a frame's colour and of an
+encoded image's first bytes; readers and writers both apply them.
 """
 
 from __future__ import annotations
@@ -18,10 +21,35 @@ from typing import Any, TypeVar
 import numpy as np
 
 from schemas.errors import SchemaError
-from schemas.limits import MAX_CLASSES, MAX_REGIONS
-from schemas.messages import Region, Source
+from schemas.limits import (
+    COLOUR_CHANNELS,
+    MAX_CLASSES,
+    MAX_DETECTIONS,
+    MAX_LABEL_CHARS,
+    MAX_LINES,
+    MAX_REGIONS,
+    MAX_TEXT_CHARS,
+)
+from schemas.messages import (
+    Colour,
+    Detection,
+    Encoded,
+    Encoding,
+    Pixels,
+    Region,
+    Source,
+    TextLine,
+)
 
-__all__ = ["DTYPES", "BinaryReader", "Fields", "bytes_value"]
+__all__ = [
+    "DTYPES",
+    "BinaryReader",
+    "Fields",
+    "bytes_value",
+    "check_colour",
+    "check_inside",
+    "check_signature",
+]
 
 # The array dtypes the wire carries, by their wire name; always little-endian.
 DTYPES: dict[str, np.dtype[Any]] = {"uint8": np.dtype(np.uint8), "float32": np.dtype("<f4")}
@@ -60,10 +88,19 @@ class Fields:
     def fail(self, key: str, problem: str) -> SchemaError:
         return SchemaError(f"{self.path}.{key}: {problem}")
 
-    def text(self, key: str, pattern: re.Pattern[str] | None = None, max_len: int = 1024) -> str:
+    def text(
+        self,
+        key: str,
+        pattern: re.Pattern[str] | None = None,
+        max_len: int = 1024,
+        *,
+        min_len: int = 0,
+    ) -> str:
         value = self._get(key)
         if not isinstance(value, str):
             raise self.fail(key, f"expected a string, got {type(value).__name__}")
+        if len(value) < min_len:
+            raise self.fail(key, f"shorter than {min_len} character{'s' * (min_len != 1)}")
         if len(value) > max_len:
             raise self.fail(key, f"longer than {max_len} characters")
         if pattern is not None and not pattern.fullmatch(value):
@@ -145,10 +182,19 @@ class Fields:
     def array(self, key: str, dtype: str, ndim: int | tuple[int, ...]) -> np.ndarray:
         return self.array_at(self._get(key), f"{self.path}.{key}", dtype, ndim)
 
-    def array_at(self, raw: Any, path: str, dtype: str, ndim: int | tuple[int, ...]) -> np.ndarray:
+    def array_at(
+        self,
+        raw: Any,
+        path: str,
+        dtype: str,
+        ndim: int | tuple[int, ...],
+        *,
+        channels: int | None = None,
+    ) -> np.ndarray:
         """An array map found anywhere in this message (``path`` names it in errors).
 
-        ``ndim`` is the number of dimensions, or a tuple of the numbers allowed.
+        ``ndim`` is the number of dimensions, or a tuple of the numbers allowed;
+        ``channels``, the size a 3-D array's last dimension must have.
         """
         ndims = (ndim,) if isinstance(ndim, int) else ndim
         if not isinstance(raw, dict):
@@ -163,6 +209,11 @@ class Fields:
         ):
             count = " or ".join(str(n) for n in ndims)
             raise SchemaError(f"{path}.shape: {shape} is not {count} sizes in 0..65536")
+        if channels is not None and len(shape) == 3 and shape[2] != channels:
+            raise SchemaError(
+                f"{path}.shape: {shape} has {shape[2]} channel{'s' * (shape[2] != 1)}; a colour "
+                f"image is [rows, columns, {channels}]"
+            )
         data = f.binary("data")
         np_dtype = DTYPES[dtype]
         expected = math.prod(shape) * np_dtype.itemsize
@@ -175,17 +226,121 @@ class Fields:
             raise SchemaError(f"{path}: contains NaN or infinity")
         return array
 
+    def pixels(self, key: str) -> Pixels:
+        return self.pixels_at(self._get(key), f"{self.path}.{key}")
+
+    def pixels_at(self, raw: Any, path: str) -> Pixels:
+        """An image found anywhere in this message: an array map of uint8, 2-D
+        ``[rows, columns]`` or 3-D ``[rows, columns, 3]``, or, when the map has the key
+        ``encoding``, an encoded image ``{encoding, data}``."""
+        if isinstance(raw, dict) and "encoding" in raw:
+            f = Fields(raw, path, self._binary)
+            encoding = f.enum("encoding", Encoding)
+            data = f.binary("data")
+            check_signature(f"{path}.data", data, encoding)
+            return Encoded(data, encoding)
+        if not isinstance(raw, dict):
+            raise SchemaError(
+                f"{path}: expected an array map {{dtype, shape, data}} or an encoded image "
+                "{encoding, data}"
+            )
+        return self.array_at(raw, path, "uint8", (2, 3), channels=COLOUR_CHANNELS)
+
+    def box(self, key: str) -> Region:
+        return _region(self._get(key), f"{self.path}.{key}")
+
     def regions(self, key: str) -> tuple[Region, ...]:
+        items = self.items(key, MAX_REGIONS)
+        return tuple(_region(item, f"{self.path}.{key}[{i}]") for i, item in enumerate(items))
+
+    def _maps(self, key: str, max_len: int) -> list[Fields]:
+        """The list at ``key``, each item a map to read field by field."""
         out = []
-        for i, item in enumerate(self.items(key, MAX_REGIONS)):
-            if (
-                not isinstance(item, list)
-                or len(item) != 4
-                or not all(isinstance(v, int) and not isinstance(v, bool) for v in item)
-            ):
-                raise self.fail(f"{key}[{i}]", "expected [x, y, width, height] integers")
-            x, y, w, h = item
-            if x < 0 or y < 0 or w < 1 or h < 1:
-                raise self.fail(f"{key}[{i}]", f"{item} needs x, y >= 0 and width, height >= 1")
-            out.append(Region(x, y, w, h))
-        return tuple(out)
+        for i, item in enumerate(self.items(key, max_len)):
+            if not isinstance(item, dict):
+                raise self.fail(f"{key}[{i}]", f"expected a map, got {type(item).__name__}")
+            out.append(Fields(item, f"{self.path}.{key}[{i}]", self._binary))
+        return out
+
+    def detections(self, key: str) -> tuple[Detection, ...]:
+        """At most MAX_DETECTIONS maps ``{box, label, label_index, score, source}``."""
+        return tuple(
+            Detection(
+                box=f.box("box"),
+                label=f.text("label", max_len=MAX_LABEL_CHARS, min_len=1),
+                label_index=f.integer("label_index", 0, MAX_CLASSES - 1),
+                score=f.number("score", 0.0, 1.0),
+                source=f.enum("source", Source),
+            )
+            for f in self._maps(key, MAX_DETECTIONS)
+        )
+
+    def lines(self, key: str) -> tuple[TextLine, ...]:
+        """At most MAX_LINES maps ``{box, text, confidence, source}``."""
+        return tuple(
+            TextLine(
+                box=f.box("box"),
+                text=f.text("text", max_len=MAX_TEXT_CHARS),
+                confidence=f.number("confidence", 0.0, 1.0),
+                source=f.enum("source", Source),
+            )
+            for f in self._maps(key, MAX_LINES)
+        )
+
+
+def _region(item: Any, path: str) -> Region:
+    """``[x, y, width, height]``: integers, x and y >= 0, width and height >= 1."""
+    if (
+        not isinstance(item, list)
+        or len(item) != 4
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in item)
+    ):
+        raise SchemaError(f"{path}: expected [x, y, width, height] integers")
+    x, y, w, h = item
+    if x < 0 or y < 0 or w < 1 or h < 1:
+        raise SchemaError(f"{path}: {item} needs x, y >= 0 and width, height >= 1")
+    return Region(x, y, w, h)
+
+
+def check_signature(path: str, data: bytes, encoding: Encoding) -> None:
+    """Refuse encoded image bytes that do not start with their format's signature."""
+    signature = encoding.signature
+    if not data.startswith(signature):
+        got = data[: len(signature)].hex(" ").upper() or "nothing (empty)"
+        raise SchemaError(
+            f"{path}: starts with {got}, not the {encoding.value} signature "
+            f"{signature.hex(' ').upper()}"
+        )
+
+
+def check_colour(path: str, image: Pixels, colour: Colour) -> None:
+    """Refuse a frame's ``colour`` that does not fit its image.
+
+    A 2-D image is ``gray``; a 3-D one ``rgb`` or ``bgr``; an encoded image ``rgb``
+    (its file says what channels it has; the edge decodes it). An array of another
+    number of dimensions is left to the array's own check.
+    """
+    if isinstance(image, Encoded):
+        if colour is not Colour.RGB:
+            raise SchemaError(
+                f"{path}: {colour.value!r} does not fit an encoded image; an encoded image "
+                "is 'rgb' (its file says what it holds)"
+            )
+    elif image.ndim == 2 and colour is not Colour.GRAY:
+        raise SchemaError(
+            f"{path}: {colour.value!r} does not fit a 2-D image [rows, columns]; it is 'gray'"
+        )
+    elif image.ndim == 3 and colour is Colour.GRAY:
+        raise SchemaError(
+            f"{path}: 'gray' does not fit a 3-D image [rows, columns, 3]; it is 'rgb' or 'bgr'"
+        )
+
+
+def check_inside(path: str, regions: tuple[Region, ...], image: np.ndarray) -> None:
+    """Refuse a region that reaches outside a raw ``image``; ``path`` names the list."""
+    height, width = image.shape[:2]
+    for i, r in enumerate(regions):
+        if r.x + r.w > width or r.y + r.h > height:
+            raise SchemaError(
+                f"{path}[{i}]: {[r.x, r.y, r.w, r.h]} reaches outside the {width}x{height} image"
+            )

@@ -6,7 +6,8 @@ A tool such as the ``nats`` CLI can publish a frame as JSON (header
 
 The JSON form is the msgpack map written as a JSON object: the same keys, the same
 ``v`` and ``type``, the same rules. The one difference is binary values (an array's
-``data``, a dead letter's ``data``): JSON has no bytes, so they are base64 text. A
+``data``, an encoded image's ``data``, a dead letter's ``data``): JSON has no bytes, so
+they are base64 text. A
 decoded JSON object goes through ``from_map`` (``schemas.reader``), the checks a
 msgpack message goes through, so both forms are refused for exactly the same faults.
 """

@@ -87,9 +87,21 @@ class Encoding(StrEnum):
     JPEG = "jpeg"
     PNG = "png"
 
+    @property
+    def signature(self) -> bytes:
+        """The bytes every file of this encoding starts with; readers check them."""
+        return _SIGNATURES[self]
+
+
+# JPEG: SOI marker FF D8, then the first byte of the next marker. PNG: its 8-byte
+# signature (PNG specification, section 5.2).
+_SIGNATURES = {Encoding.JPEG: b"\xff\xd8\xff", Encoding.PNG: b"\x89PNG\r\n\x1a\n"}
+
 
 class Colour(StrEnum):
-    """The channels of raw pixels: one grey channel (H x W), or three in this order."""
+    """The channels of a frame's raw pixels: one grey channel (H x W), or three in this
+    order (H x W x 3). An encoded image is ``rgb``: its file says what it holds.
+    """
 
     GRAY = "gray"
     RGB = "rgb"
@@ -100,7 +112,9 @@ class Colour(StrEnum):
 class Encoded:
     """An encoded image (``jpeg`` or ``png``) as it travels; decoded at the edge.
 
-    Decoded, a colour image is RGB (H x W x 3) and a grey one H x W uint8:
+    ``data`` is the whole file and starts with ``encoding.signature``; the wire checks
+    no more than that (nothing in ``schemas`` decodes images). Decoded, a colour image
+    is RGB (H x W x 3) and a grey one H x W uint8:
     ``pipeline.inference.images.decode`` is the one decoder.
     """
 
@@ -160,6 +174,9 @@ class Frame:
 
     ``image`` is the pixels: a raw uint8 array, H x W grey or H x W x 3 in ``colour``
     order, or an ``Encoded`` JPEG/PNG image (decoded to RGB or grey at the edge).
+    ``colour`` must fit the image: ``gray`` for H x W, ``rgb`` or ``bgr`` for
+    H x W x 3, ``rgb`` for an encoded image. The regions of a raw image lie inside it;
+    those of an encoded image are checked by the edge once it has decoded it.
     ``regions`` are the rectangles the camera asks about; empty when the model finds
     its own (a detector) or classifies the whole frame. ``deadline_ms`` counts
     from ``captured_at`` (Unix seconds). ``threshold`` overrides the edge worker's
@@ -190,9 +207,13 @@ class Frame:
 
     def crops(self) -> list[np.ndarray]:
         """The pixels of every region of interest, in order (raw frames only)."""
-        if isinstance(self.image, Encoded):
-            raise SchemaError("frame: an encoded image has no crops until it is decoded")
-        return [r.crop(self.image) for r in self.regions]
+        return _crops(self.image, self.regions)
+
+
+def _crops(image: Pixels, regions: tuple[Region, ...]) -> list[np.ndarray]:
+    if isinstance(image, Encoded):
+        raise SchemaError("frame: an encoded image has no crops until it is decoded")
+    return [r.crop(image) for r in regions]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -245,7 +266,8 @@ class Escalation:
     ``embedding``, computed at the site, and no pixels at all. ``embedding`` is float32,
     either one vector ``(D,)`` for the frame or one row per region ``(regions, D)``,
     and is None for every other privacy class. ``deadline_at`` is absolute Unix time
-    as the site's clock sees it. Pixels are raw (grey, or RGB) or ``Encoded``.
+    as the site's clock sees it. Pixels are raw (H x W grey, or H x W x 3 always in
+    RGB order: ``of_frame`` turns a ``bgr`` frame's pixels around) or ``Encoded``.
     """
 
     frame_id: str
@@ -277,10 +299,12 @@ class Escalation:
     ) -> Escalation:
         """What leaves the site for ``frame`` when privacy ``send`` allows.
 
-        ``crop`` sends the region crops, ``full`` the whole image. ``embedding`` sends
-        the given ``embedding`` and no pixels. Raises ``SchemaError`` for ``local_only``
-        (nothing may leave), for ``embedding`` without an embedding, and for an
-        embedding given with ``crop`` or ``full`` (a message carries one kind of payload).
+        ``crop`` sends the region crops, ``full`` the whole image, raw pixels of a
+        ``bgr`` frame as RGB (a view, no copy). ``embedding`` sends the given
+        ``embedding`` and no pixels. Raises ``SchemaError`` for ``local_only`` (nothing
+        may leave), for ``embedding`` without an embedding, for an embedding given with
+        ``crop`` or ``full`` (a message carries one kind of payload), and for ``crop``
+        of an encoded frame (decode it and build the escalation from its pixels).
         """
         if send is PrivacyClass.LOCAL_ONLY:
             raise SchemaError("escalation.privacy: a local_only frame must never be escalated")
@@ -291,6 +315,9 @@ class Escalation:
             )
         full = send is PrivacyClass.FULL
         pixels = send is not PrivacyClass.EMBEDDING
+        image = frame.image
+        if frame.colour is Colour.BGR and isinstance(image, np.ndarray):
+            image = image[..., ::-1]  # the wire's 3-channel pixels are RGB
         return cls(
             frame_id=frame.frame_id,
             site=frame.site,
@@ -301,8 +328,8 @@ class Escalation:
             priority=frame.priority,
             privacy=send,
             regions=frame.regions,
-            crops=tuple(frame.crops()) if pixels and not full else (),
-            image=frame.image if full else None,
+            crops=tuple(_crops(image, frame.regions)) if pixels and not full else (),
+            image=image if full else None,
             reply_to=reply_to,
             edge_labels=edge_labels,
             edge_confidence=edge_confidence,
@@ -310,11 +337,13 @@ class Escalation:
         )
 
     def region_pixels(self) -> list[Pixels]:
-        """The pixels to classify, one array per region, whichever way they were sent.
+        """The pixels to classify, one per region, whichever way they were sent: crops
+        of a raw image, or the crops as sent (raw, or encoded for the cloud to decode).
 
         Raises ``SchemaError`` for privacy ``embedding``: no pixels left the site, so
         classify ``embedding`` instead. (An empty list would look like a frame with no
-        regions and be answered as one.)
+        regions and be answered as one.) Raises it too for an encoded whole image:
+        decode it, then cut the regions from its pixels.
         """
         if self.privacy is PrivacyClass.EMBEDDING:
             raise SchemaError(

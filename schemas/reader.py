@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 
 from schemas.errors import SchemaError
-from schemas.fields import BinaryReader, Fields, bytes_value
+from schemas.fields import BinaryReader, Fields, bytes_value, check_colour, check_inside
 from schemas.limits import MAX_REGIONS, SCHEMA_VERSION
 from schemas.messages import (
     KINDS,
+    Colour,
     DeadLetter,
     Escalation,
     Frame,
@@ -87,21 +88,20 @@ def _frame_ids(f: Fields) -> dict[str, Any]:
 
 
 def _frame(f: Fields) -> Frame:
-    image = f.array("image", "uint8", 2)
+    image = f.pixels("image")
     regions = f.regions("regions")
-    height, width = image.shape
-    for i, r in enumerate(regions):
-        if r.x + r.w > width or r.y + r.h > height:
-            raise SchemaError(
-                f"frame.regions[{i}]: {[r.x, r.y, r.w, r.h]} reaches outside the "
-                f"{width}x{height} image"
-            )
+    # The regions of an encoded image are checked by the edge once it has decoded it.
+    if isinstance(image, np.ndarray):
+        check_inside("frame.regions", regions, image)
+    colour = f.enum("colour", Colour)
+    check_colour("frame.colour", image, colour)
     return Frame(
         **_frame_ids(f),
         image=image,
         regions=regions,
         privacy=f.enum("privacy", PrivacyClass),
         path=f.tiers("path"),
+        colour=colour,
         **SCALARS[Frame](f),
     )
 
@@ -140,10 +140,10 @@ def _escalation(f: Fields) -> Escalation:
     privacy = f.enum("privacy", PrivacyClass)
     regions = f.regions("regions")
     crops = tuple(
-        f.array_at(c, f"escalation.crops[{i}]", "uint8", 2)
+        f.pixels_at(c, f"escalation.crops[{i}]")
         for i, c in enumerate(f.items("crops", MAX_REGIONS))
     )
-    image = f.optional("image", lambda k: f.array(k, "uint8", 2))
+    image = f.optional("image", f.pixels)
     embedding = f.optional("embedding", lambda k: f.array(k, "float32", (1, 2)))
     if privacy is PrivacyClass.LOCAL_ONLY:
         raise SchemaError("escalation.privacy: a local_only frame must never be escalated")
@@ -159,17 +159,16 @@ def _escalation(f: Fields) -> Escalation:
         )
     if privacy is PrivacyClass.FULL and (image is None or crops):
         raise SchemaError("escalation: privacy 'full' carries the image and no crops")
+    # Raw pixels are checked against the regions here; encoded ones by the cloud, once
+    # it has decoded them.
     for i, (r, crop) in enumerate(zip(regions, crops, strict=False)):
-        if crop.shape != (r.h, r.w):
+        if isinstance(crop, np.ndarray) and crop.shape[:2] != (r.h, r.w):
             raise SchemaError(
                 f"escalation.crops[{i}]: shape {list(crop.shape)} does not match region "
                 f"{[r.x, r.y, r.w, r.h]} ({r.h} rows, {r.w} columns)"
             )
-    if image is not None:
-        height, width = image.shape
-        for i, r in enumerate(regions):
-            if r.x + r.w > width or r.y + r.h > height:
-                raise SchemaError(f"escalation.regions[{i}]: reaches outside the image")
+    if isinstance(image, np.ndarray):
+        check_inside("escalation.regions", regions, image)
     return Escalation(
         **_frame_ids(f),
         privacy=privacy,

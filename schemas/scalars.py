@@ -3,8 +3,10 @@
 ``SCALARS[type]`` reads every number and time of one message type from its wire map
 and checks it: the range of ``seq``, ``priority`` and the confidences, every time a Unix
 time in [0, MAX_UNIX_TIME], a frame due no later than 2100, an escalation due 0 to
-MAX_DEADLINE_S after capture. The decoders build messages from what it returns, and
-``to_map`` runs it on every map it writes, so no writer can send what a reader refuses.
+MAX_DEADLINE_S after capture, and a result's ``detections`` and ``lines`` (small maps of
+boxes, names and scores, cheap to check whole). The decoders build messages from what
+it returns, and ``to_map`` runs it on every map it writes, so no writer can send what a
+reader refuses for them.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ _RULES: dict[str, Callable[[Fields, str], Any]] = {
     "edge_confidence": _share,
     "latency_ms": _not_negative,
     "at": _not_negative,
+    "detections": lambda f, key: f.detections(key),
+    "lines": lambda f, key: f.lines(key),
 }
 
 
@@ -98,7 +102,7 @@ SCALARS: dict[type[Any], Callable[[Fields], dict[str, Any]]] = {
     Frame: _scalars(
         "captured_at", "deadline_ms", _frame_due_by_2100, "seq", "priority", "threshold"
     ),
-    InferenceResult: _scalars("seq", "confidence", "latency_ms"),
+    InferenceResult: _scalars("seq", "confidence", "latency_ms", "detections", "lines"),
     Escalation: _scalars(
         "captured_at", "deadline_at", _escalation_due_in_time, "seq", "priority", "edge_confidence"
     ),

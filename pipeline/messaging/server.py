@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 
 from schemas.errors import ConfigError, HybridfleetError
+from schemas.limits import NATS_MAX_PAYLOAD
 
 __all__ = ["NatsServer", "find_nats_server"]
 
@@ -39,8 +40,11 @@ def find_nats_server() -> Path:
 class NatsServer:
     """One nats-server process with JetStream, stopped by its pid.
 
-    ``sync_always`` makes JetStream fsync every write (the right choice for a site
-    server that can lose power; see docs/topology.md). ``tls`` is a ``tls { }``
+    ``max_payload`` is the largest message the server lets through, headers included:
+    by default ``NATS_MAX_PAYLOAD`` (16 MiB), as in deploy/nats-*.conf, room for a
+    message at the readers' size limit and its headers (docs/wire-format.md, "Size
+    limits"). ``sync_always`` makes JetStream fsync every write (the right choice for a
+    site server that can lose power; see docs/topology.md). ``tls`` is a ``tls { }``
     block for the client port (``pipeline.messaging.security.TlsFiles.block``). ``extra_config`` is
     appended to the generated config file verbatim (leaf nodes, clusters, accounts).
     """
@@ -53,7 +57,7 @@ class NatsServer:
         port: int | None = None,
         jetstream_domain: str | None = None,
         sync_always: bool = True,
-        max_payload: int = 8 << 20,
+        max_payload: int = NATS_MAX_PAYLOAD,
         tls: str = "",
         extra_config: str = "",
     ) -> None:

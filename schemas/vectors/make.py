@@ -9,6 +9,7 @@ scores are fixed, so running this again rewrites the same bytes.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,11 +25,49 @@ __all__ = ["DIRECTORY", "files", "messages", "main"]
 DIRECTORY = Path(__file__).resolve().parent
 CAPTURED_AT = 1_700_000_000.125  # exact in binary, like every time here
 
+# Fixed JPEG files, so the vectors stay byte for byte the same whatever libjpeg is
+# installed. Each is the RGB image ``_colour(8, 16)`` (or the crop of it named), written
+# by OpenCV 4.14 with ``cv2.imencode(".jpg", <as BGR>, [IMWRITE_JPEG_QUALITY, 75,
+# IMWRITE_JPEG_OPTIMIZE, 1, IMWRITE_JPEG_SAMPLING_FACTOR, IMWRITE_JPEG_SAMPLING_FACTOR_444])``.
+# The frame: 16 columns, 8 rows.
+JPEG_FRAME = base64.b64decode(
+    "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAgGBgcGBQgHBwcJCQgKDBQNDAsLDBkSEw8UHRofHh0aHBwgJC4nICIs"
+    "IxwcKDcpLDAxNDQ0Hyc5PTgyPC4zNDL/2wBDAQkJCQwLDBgNDRgyIRwhMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIy"
+    "MjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjL/wAARCAAIABADAREAAhEBAxEB/8QAFQABAQAAAAAAAAAAAAAAAAAA"
+    "AQT/xAAdEAEBAAMAAgMAAAAAAAAAAAABAgMREiIxBCNS/8QAFgEBAQEAAAAAAAAAAAAAAAAAAQAC/8QAIREBAAIB"
+    "AwQDAAAAAAAAAAAAAQIRIQMiMQASMkFhYoL/2gAMAwEAAhEDEQA/AJ8d5WZw4+MRfMzgw4jahzwz62Bzrb+X1mVn"
+    "pmmMpBZ7k/q+EMheAKuu2ERowillzI38RoMmc13S42rYeU9qzqe/qJuFL+RdW2U+kDa+a7Qp72eeWeQlLUcsp08B"
+    "RgyWvtxV/V41HrMtR0dsZEfW3mzJnF7uUUsswQ6//9k="
+)
+# Its region [0, 0, 8, 8]: 8 columns, 8 rows.
+JPEG_CROP_0 = base64.b64decode(
+    "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAgGBgcGBQgHBwcJCQgKDBQNDAsLDBkSEw8UHRofHh0aHBwgJC4nICIs"
+    "IxwcKDcpLDAxNDQ0Hyc5PTgyPC4zNDL/2wBDAQkJCQwLDBgNDRgyIRwhMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIy"
+    "MjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjL/wAARCAAIAAgDAREAAhEBAxEB/8QAFAABAAAAAAAAAAAAAAAAAAAA"
+    "BP/EABoQAAIDAQEAAAAAAAAAAAAAAAEDAhESMVL/xAAVAQEBAAAAAAAAAAAAAAAAAAAAAf/EAB8RAQACAQQDAQAA"
+    "AAAAAAAAAAECESEDEiIxMkFhgv/aAAwDAQACEQMRAD8AOubTGKV4UJ5jFCVCyQM4MeWAM1Z8njibPTNMZSCz3J/V"
+    "9IZC8AVdbYRFGEUsuZG/kaDJnNbpdcVsPKfH/9k="
+)
+# Its region [8, 2, 6, 5]: 6 columns, 5 rows.
+JPEG_CROP_1 = base64.b64decode(
+    "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAgGBgcGBQgHBwcJCQgKDBQNDAsLDBkSEw8UHRofHh0aHBwgJC4nICIs"
+    "IxwcKDcpLDAxNDQ0Hyc5PTgyPC4zNDL/2wBDAQkJCQwLDBgNDRgyIRwhMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIy"
+    "MjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjL/wAARCAAFAAYDAREAAhEBAxEB/8QAFAABAAAAAAAAAAAAAAAAAAAA"
+    "A//EABwQAAMBAAIDAAAAAAAAAAAAAAECAwQREhNRY//EABUBAQEAAAAAAAAAAAAAAAAAAAIE/8QAHxEAAgEEAwEB"
+    "AAAAAAAAAAAAAQIRAwQhMRJBUTJS/9oADAMBAAIRAxEAPwAa6Fy4I76nQ0rKriOe3gIZ2fk9lHz5IAAJb0qgShVu"
+    "Kpt1RfZYF/lUPZH73O+R2xgXqilVZJJKnjM7jHmNazAgdSf/2Q=="
+)
+
 
 def _pixels(rows: int, columns: int) -> np.ndarray:
     """A fixed uint8 image; neighbouring pixels differ, so a transposed reader shows."""
     values = np.arange(rows * columns, dtype=np.uint32) * 37 % 241
     return values.astype(np.uint8).reshape(rows, columns)
+
+
+def _colour(rows: int, columns: int) -> np.ndarray:
+    """A fixed uint8 RGB image (rows, columns, 3): ``_pixels`` read three values a pixel."""
+    return _pixels(rows, columns * 3).reshape(rows, columns, 3)
 
 
 def _scores(*winners: int) -> np.ndarray:
@@ -87,6 +126,31 @@ def messages() -> dict[str, wire.Message]:
         path=("device",),
     )
 
+    # A colour camera sending raw RGB pixels.
+    colour = replace(
+        frame,
+        frame_id="site1-cam-4-run7-5",
+        camera="cam-4",
+        seq=5,
+        image=_colour(4, 6),
+        regions=(wire.Region(1, 1, 4, 2),),
+        threshold=None,
+        privacy=wire.PrivacyClass.FULL,
+        colour=wire.Colour.RGB,
+    )
+    # A camera sending JPEG for a detector: no regions, the model finds its own.
+    jpeg = replace(
+        frame,
+        frame_id="site1-cam-5-run7-3",
+        camera="cam-5",
+        seq=3,
+        image=wire.Encoded(JPEG_FRAME, wire.Encoding.JPEG),
+        regions=(),
+        deadline_ms=500,
+        threshold=None,
+        colour=wire.Colour.RGB,
+    )
+
     def escalated(send: wire.PrivacyClass, embedding: np.ndarray | None = None) -> wire.Escalation:
         """``frame`` as the edge escalates it under ``send``, having answered 3 and 1."""
         return wire.Escalation.of_frame(
@@ -110,11 +174,38 @@ def messages() -> dict[str, wire.Message]:
         edge_labels=None,
         path=("edge",),
     )
+    # A detector's answer for the JPEG frame: no labels or scores, two detections.
+    detected = replace(
+        edge,
+        frame_id=jpeg.frame_id,
+        camera="cam-5",
+        seq=3,
+        labels=(),
+        scores=np.zeros((0, 0), np.float32),
+        confidence=0.625,
+        model="detector-ssd",
+        latency_ms=12.5,
+        detections=(
+            wire.Detection(wire.Region(1, 0, 6, 8), "person", 0, 0.875, wire.Source.EDGE),
+            wire.Detection(wire.Region(9, 3, 5, 4), "car", 2, 0.625, wire.Source.EDGE),
+        ),
+    )
     return {
         "frame_regions": frame,
         "frame_no_regions": bare,
         "frame_forwarded": forwarded,
+        "frame_rgb": colour,
+        "frame_jpeg": jpeg,
         "escalation_crop": escalated(wire.PrivacyClass.CROP),
+        # The JPEG crops of ``frame``'s two regions, cut from its colour twin and encoded
+        # again by the edge.
+        "escalation_jpeg_crops": replace(
+            escalated(wire.PrivacyClass.CROP),
+            crops=(
+                wire.Encoded(JPEG_CROP_0, wire.Encoding.JPEG),
+                wire.Encoded(JPEG_CROP_1, wire.Encoding.JPEG),
+            ),
+        ),
         "escalation_full": escalated(wire.PrivacyClass.FULL),
         "escalation_embedding": escalated(wire.PrivacyClass.EMBEDDING, _embedding(2, 4)),
         "result_edge": edge,
@@ -154,6 +245,19 @@ def messages() -> dict[str, wire.Message]:
             latency_ms=0.75,
             reason=wire.Reason.SHED,
             degraded=True,
+        ),
+        "result_detections": detected,
+        # A text reader's answer: two lines, one of them not ASCII.
+        "result_lines": replace(
+            detected,
+            confidence=0.5,
+            model="reader-crnn",
+            latency_ms=20.25,
+            detections=(),
+            lines=(
+                wire.TextLine(wire.Region(1, 1, 14, 3), "HF-2024", 0.75, wire.Source.EDGE),
+                wire.TextLine(wire.Region(1, 5, 12, 3), "Straße 12", 0.5, wire.Source.EDGE),
+            ),
         ),
         "dead_letter": wire.DeadLetter(
             stage="edge",

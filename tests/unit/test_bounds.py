@@ -1,10 +1,12 @@
 """The bounds on numbers and times: what no reader accepts, no writer can produce.
 
 Every time on the wire is Unix seconds in [0, MAX_UNIX_TIME] (2100-01-01), an
-escalation is due 0 to MAX_DEADLINE_S seconds after capture, and a result's
-``latency_ms`` is finite and >= 0. Each bound is checked four ways: the msgpack and the
-JSON decoder refuse a map that breaks it, and ``encode`` and ``to_json`` refuse a
-message that breaks it, all four with the same words. Values on the bound are accepted.
+escalation is due 0 to MAX_DEADLINE_S seconds after capture, a result's ``latency_ms``
+is finite and >= 0, and its detections' scores and lines' confidences are in [0, 1],
+with their labels, label indexes, texts and counts bounded. Each bound is checked four
+ways: the msgpack and the JSON decoder refuse a map that breaks it, and ``encode`` and
+``to_json`` refuse a message that breaks it, all four with the same words. Values on
+the bound are accepted.
 """
 
 from __future__ import annotations
@@ -24,9 +26,34 @@ import pytest
 from schemas.codec import decode, decode_escalation, decode_frame, decode_result, encode
 from schemas.errors import SchemaError
 from schemas.jsonform import from_json, to_json
-from schemas.limits import MAX_DEADLINE_MS, MAX_DEADLINE_S, MAX_UNIX_TIME
-from schemas.messages import DeadLetter, Escalation, Frame, InferenceResult, Message, PrivacyClass
-from tests.unit.wire_samples import make_dead_letter, make_escalation, make_frame, make_result
+from schemas.limits import (
+    MAX_CLASSES,
+    MAX_DEADLINE_MS,
+    MAX_DEADLINE_S,
+    MAX_DETECTIONS,
+    MAX_LABEL_CHARS,
+    MAX_LINES,
+    MAX_TEXT_CHARS,
+    MAX_UNIX_TIME,
+)
+from schemas.messages import (
+    DeadLetter,
+    Escalation,
+    Frame,
+    InferenceResult,
+    Message,
+    PrivacyClass,
+    Region,
+    Source,
+)
+from tests.unit.wire_samples import (
+    make_dead_letter,
+    make_detection,
+    make_escalation,
+    make_frame,
+    make_line,
+    make_result,
+)
 
 T0 = 1_700_000_000.5  # the captured_at of make_escalation()
 
@@ -48,11 +75,35 @@ def _refused_everywhere(message: Message, fragment: str) -> None:
     wire = _unchecked_map(message)
     with pytest.raises(SchemaError, match=re.escape(fragment)) as by_msgpack:
         decode(kind, msgpack.packb(wire, use_bin_type=True))
-    if all(math.isfinite(v) for v in wire.values() if isinstance(v, float)):  # JSON has no inf
+    if _finite(wire):  # JSON has no NaN or infinity
         with pytest.raises(SchemaError, match=re.escape(fragment)) as by_json:
             from_json(kind, orjson.dumps(wire, default=_base64))
         assert str(by_json.value) == str(by_msgpack.value)
     assert str(by_encode.value) == str(by_to_json.value) == str(by_msgpack.value)
+
+
+def _finite(value: Any) -> bool:
+    """No NaN or infinity anywhere in a wire map."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
+
+
+def _plain(value: Any) -> Any:
+    """A message's value as a wire map holds it, unchecked: detections and lines as maps."""
+    if isinstance(value, Region):
+        return [value.x, value.y, value.w, value.h]
+    if isinstance(value, Source):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _base64(value: Any) -> str:
@@ -67,7 +118,13 @@ def _unchecked_map(message: Message) -> dict[str, Any]:
     """
     fixes: dict[type[Any], dict[str, Any]] = {
         Frame: {"captured_at": 0.0, "deadline_ms": 1, "seq": 0, "priority": 1, "threshold": None},
-        InferenceResult: {"latency_ms": 0.0, "confidence": 0.0, "seq": 0},
+        InferenceResult: {
+            "latency_ms": 0.0,
+            "confidence": 0.0,
+            "seq": 0,
+            "detections": (),
+            "lines": (),
+        },
         Escalation: {
             "captured_at": 0.0,
             "deadline_at": 0.0,
@@ -81,7 +138,7 @@ def _unchecked_map(message: Message) -> dict[str, Any]:
         encode(dataclasses.replace(message, **fixes[type(message)])), raw=False
     )
     for key in fixes[type(message)]:
-        wire[key] = getattr(message, key)
+        wire[key] = _plain(getattr(message, key))
     return wire
 
 
@@ -255,3 +312,81 @@ def test_float_fields_are_written_as_float_64() -> None:
     assert b"\xa9threshold\xcb" + struct.pack(">d", 1.0) in data
     result = encode(make_result(latency_ms=3, confidence=1))
     assert b"\xaalatency_ms\xcb" in result and b"\xaaconfidence\xcb" in result
+
+
+# ------------------------------------------------------------------ detections and lines
+
+
+@pytest.mark.parametrize(
+    ("message", "fragment"),
+    [
+        (
+            make_result(detections=(make_detection(score=1.5),)),
+            "result.detections[0].score: 1.5 is outside 0.0..1.0",
+        ),
+        (
+            make_result(detections=(make_detection(score=-0.0001),)),
+            "result.detections[0].score: -0.0001 is outside 0.0..1.0",
+        ),
+        (
+            make_result(detections=(make_detection(), make_detection(score=math.nan))),
+            "result.detections[1].score: nan is not a finite number",
+        ),
+        (
+            make_result(detections=(make_detection(score=math.inf),)),
+            "result.detections[0].score: inf is not a finite number",
+        ),
+        (
+            make_result(detections=(make_detection(label_index=MAX_CLASSES),)),
+            "result.detections[0].label_index: 1000 is outside 0..999",
+        ),
+        (
+            make_result(detections=(make_detection(label="x" * (MAX_LABEL_CHARS + 1)),)),
+            "result.detections[0].label: longer than 128 characters",
+        ),
+        (
+            make_result(detections=(make_detection(),) * (MAX_DETECTIONS + 1)),
+            "result.detections: 301 items, at most 300 allowed",
+        ),
+        (
+            make_result(lines=(make_line(confidence=1.25),)),
+            "result.lines[0].confidence: 1.25 is outside 0.0..1.0",
+        ),
+        (
+            make_result(lines=(make_line(text="é" * (MAX_TEXT_CHARS + 1)),)),
+            "result.lines[0].text: longer than 256 characters",
+        ),
+        (
+            make_result(lines=(make_line(),) * (MAX_LINES + 1)),
+            "result.lines: 301 items, at most 300 allowed",
+        ),
+    ],
+    ids=[
+        "score-high",
+        "score-negative",
+        "score-nan",
+        "score-inf",
+        "label-index",
+        "label-long",
+        "too-many-detections",
+        "confidence-high",
+        "text-long",
+        "too-many-lines",
+    ],
+)
+def test_detection_and_line_bounds(message: Message, fragment: str) -> None:
+    _refused_everywhere(message, fragment)
+
+
+def test_detections_and_lines_on_the_bounds_are_accepted() -> None:
+    result = make_result(
+        detections=(
+            make_detection(score=0.0, label_index=0, label="x"),
+            make_detection(score=1.0, label_index=MAX_CLASSES - 1, label="y" * MAX_LABEL_CHARS),
+        )
+        * (MAX_DETECTIONS // 2),
+        lines=(make_line(text="", confidence=0.0), make_line(text="z" * MAX_TEXT_CHARS))
+        * (MAX_LINES // 2),
+    )
+    for got in (decode_result(encode(result)), from_json(InferenceResult, to_json(result))):
+        assert got.detections == result.detections and got.lines == result.lines

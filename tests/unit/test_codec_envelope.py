@@ -56,7 +56,9 @@ def test_not_a_map(
 
 
 @pytest.mark.parametrize(("kind", "decode", "make"), DECODERS, ids=DECODER_IDS)
-@pytest.mark.parametrize("version", [1, 3, 0, -2, 2**64 - 1], ids=["v1", "v3", "v0", "neg", "u64"])
+@pytest.mark.parametrize(
+    "version", [1, 2, 4, 0, -2, 2**64 - 1], ids=["v1", "v2", "v4", "v0", "neg", "u64"]
+)
 def test_unknown_schema_version(
     kind: str, decode: Callable[..., Any], make: Callable[[], Message], version: int
 ) -> None:
@@ -89,10 +91,16 @@ def test_schema_version_of_another_type_is_a_type_error(
     assert "not supported" not in str(err)
 
 
-def test_this_is_version_2() -> None:
+def test_this_is_version_3() -> None:
     # A bump is a contract change: docs/wire-format.md and the vectors move with it.
-    assert SCHEMA_VERSION == 2
-    assert msgpack.unpackb(encode(make_frame()))["v"] == 2
+    assert SCHEMA_VERSION == 3
+    assert msgpack.unpackb(encode(make_frame()))["v"] == 3
+
+
+def test_a_version_2_frame_is_refused_saying_so() -> None:
+    # What a version 2 camera sends: no colour key, v 2. The version is read first.
+    v2 = patched(make_frame(), v=2, colour=DELETE)
+    refused(decode_frame, v2, "frame.v: schema version 2 is not supported; this reader speaks 3")
 
 
 @pytest.mark.parametrize(("kind", "decode", "make"), DECODERS, ids=DECODER_IDS)
@@ -118,9 +126,9 @@ def test_oversized_payload(
 
 
 def test_default_frame_size_limit() -> None:
-    image = np.zeros((2048, 2049), np.uint8)  # just over 4 MiB of pixels
+    image = np.zeros((2048, 4097), np.uint8)  # just over 8 MiB of pixels
     data = encode(make_frame(image=image))
-    refused(decode_frame, data, f"frame: {len(data)} bytes is over the limit of 4194304")
+    refused(decode_frame, data, f"frame: {len(data)} bytes is over the limit of 8388608")
 
 
 # ------------------------------------------------------------------ every field, every number
@@ -138,6 +146,7 @@ FRAME_FIELDS = [
     "threshold",
     "privacy",
     "path",
+    "colour",
 ]
 
 

@@ -7,6 +7,7 @@ and the site and camera names that become subject tokens. Each refusal asserts
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -15,16 +16,22 @@ import numpy as np
 import pytest
 
 from schemas.codec import decode_frame, decode_result, encode
+from schemas.errors import SchemaError
+from schemas.jsonform import to_json
 from schemas.limits import MAX_REGIONS
-from schemas.messages import Message, Region
+from schemas.messages import Colour, Encoded, Encoding, Message, Region
 from tests.unit.wire_samples import (
     DECODER_IDS,
     DECODERS,
+    DELETE,
     make_frame,
     make_result,
     patched,
     refused,
+    sample_colour,
     sample_image,
+    sample_jpeg,
+    sample_png,
     with_array,
 )
 
@@ -89,7 +96,7 @@ def test_frame_bool_where_int_required(field: str, value: Any, fragment: str) ->
 
 def test_image_shape_with_bool_refused() -> None:
     data = with_array(make_frame(image=sample_image(1, 1)), "image", shape=[True, True])
-    refused(decode_frame, data, "frame.image.shape: [True, True] is not 2 sizes in 0..65536")
+    refused(decode_frame, data, "frame.image.shape: [True, True] is not 2 or 3 sizes in 0..65536")
 
 
 @pytest.mark.parametrize(
@@ -154,12 +161,13 @@ def test_frame_image_data_not_binary() -> None:
 @pytest.mark.parametrize(
     ("shape", "fragment"),
     [
-        ([48], "frame.image.shape: [48] is not 2 sizes in 0..65536"),
-        ([2, 4, 6], "frame.image.shape: [2, 4, 6] is not 2 sizes"),
-        ([], "frame.image.shape: [] is not 2 sizes"),
-        ([-6, -8], "frame.image.shape: [-6, -8] is not 2 sizes"),
-        ([65537, 0], "frame.image.shape: [65537, 0] is not 2 sizes in 0..65536"),
-        ([6.0, 8], "frame.image.shape: [6.0, 8] is not 2 sizes"),
+        ([48], "frame.image.shape: [48] is not 2 or 3 sizes in 0..65536"),
+        ([2, 4, 6], "frame.image.shape: [2, 4, 6] has 6 channels; a colour image is [rows, "),
+        ([2, 4, 3, 2], "frame.image.shape: [2, 4, 3, 2] is not 2 or 3 sizes"),
+        ([], "frame.image.shape: [] is not 2 or 3 sizes"),
+        ([-6, -8], "frame.image.shape: [-6, -8] is not 2 or 3 sizes"),
+        ([65537, 0], "frame.image.shape: [65537, 0] is not 2 or 3 sizes in 0..65536"),
+        ([6.0, 8], "frame.image.shape: [6.0, 8] is not 2 or 3 sizes"),
         ([1] * 9, "frame.image.shape: 9 items, at most 8 allowed"),
     ],
 )
@@ -204,6 +212,206 @@ def test_too_many_regions() -> None:
         patched(make_frame(), regions=[*at_limit, [0, 0, 1, 1]]),
         f"frame.regions: {MAX_REGIONS + 1} items, at most {MAX_REGIONS} allowed",
     )
+
+
+# ------------------------------------------------------------------ colour and encoded images
+
+JPEG = sample_jpeg().data
+PNG = sample_png().data
+
+
+def _colour_frame(colour: Colour = Colour.RGB) -> bytes:
+    return encode(make_frame(image=sample_colour(), colour=colour))
+
+
+def _jpeg_frame(**changes: Any) -> bytes:
+    return encode(make_frame(image=sample_jpeg(), colour=Colour.RGB, regions=(), **changes))
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (
+            patched(_colour_frame(), colour="gray"),
+            "frame.colour: 'gray' does not fit a 3-D image [rows, columns, 3]; it is 'rgb' or "
+            "'bgr'",
+        ),
+        (
+            patched(make_frame(), colour="rgb"),
+            "frame.colour: 'rgb' does not fit a 2-D image [rows, columns]; it is 'gray'",
+        ),
+        (patched(make_frame(), colour="bgr"), "frame.colour: 'bgr' does not fit a 2-D image"),
+        (
+            patched(_jpeg_frame(), colour="bgr"),
+            "frame.colour: 'bgr' does not fit an encoded image; an encoded image is 'rgb'",
+        ),
+        (patched(_jpeg_frame(), colour="gray"), "frame.colour: 'gray' does not fit an encoded"),
+        (patched(make_frame(), colour="yuv"), "frame.colour: 'yuv' is not one of gray, rgb, bgr"),
+        (patched(_colour_frame(), colour="RGB"), "frame.colour: 'RGB' is not one of gray, rgb"),
+        (patched(make_frame(), colour=None), "frame.colour: None is not one of gray, rgb, bgr"),
+        (patched(make_frame(), colour=DELETE), "frame.colour: missing"),
+    ],
+    ids=["3d-gray", "2d-rgb", "2d-bgr", "jpeg-bgr", "jpeg-gray", "yuv", "upper", "nil", "missing"],
+)
+def test_colour_must_fit_the_image(data: bytes, fragment: str) -> None:
+    refused(decode_frame, data, fragment)
+
+
+@pytest.mark.parametrize(
+    ("shape", "fragment"),
+    [
+        (
+            [6, 8, 4],
+            "frame.image.shape: [6, 8, 4] has 4 channels; a colour image is [rows, columns, 3]",
+        ),
+        ([6, 8, 1], "frame.image.shape: [6, 8, 1] has 1 channel;"),
+        ([6, 8, 0], "frame.image.shape: [6, 8, 0] has 0 channels"),
+        ([6, 8, 3, 1], "frame.image.shape: [6, 8, 3, 1] is not 2 or 3 sizes"),
+    ],
+)
+def test_a_colour_image_has_three_channels(shape: list[int], fragment: str) -> None:
+    refused(
+        decode_frame,
+        with_array(make_frame(image=sample_colour(), colour=Colour.RGB), "image", shape=shape),
+        fragment,
+    )
+
+
+def test_a_four_channel_image_is_refused_as_sent() -> None:
+    # RGBA as a writer would send it: the data fits the shape, the channels do not.
+    rgba = make_frame(image=np.zeros((6, 8, 4), np.uint8), colour=Colour.RGB)
+    refused(decode_frame, encode(rgba), "frame.image.shape: [6, 8, 4] has 4 channels")
+
+
+def test_colour_image_regions_are_checked_against_rows_and_columns() -> None:
+    frame = make_frame(image=sample_colour(), colour=Colour.BGR)
+    refused(
+        decode_frame,
+        patched(frame, regions=[[5, 0, 4, 1]]),
+        "frame.regions[0]: [5, 0, 4, 1] reaches outside the 8x6 image",
+    )
+    assert decode_frame(patched(frame, regions=[[0, 0, 8, 6]])).regions == (Region(0, 0, 8, 6),)
+
+
+def _with_image(frame: bytes, image: Any) -> bytes:
+    return patched(frame, image=image)
+
+
+@pytest.mark.parametrize(
+    ("image", "fragment"),
+    [
+        ({"encoding": "gif", "data": JPEG}, "frame.image.encoding: 'gif' is not one of jpeg, png"),
+        ({"encoding": "JPEG", "data": JPEG}, "frame.image.encoding: 'JPEG' is not one of jpeg"),
+        ({"encoding": None, "data": JPEG}, "frame.image.encoding: None is not one of jpeg, png"),
+        ({"encoding": "jpeg"}, "frame.image.data: missing"),
+        (
+            {"encoding": "jpeg", "data": "/9j/4AAQ"},
+            "frame.image.data: expected binary data, got str",
+        ),
+        (
+            {"encoding": "jpeg", "data": PNG},
+            "frame.image.data: starts with 89 50 4E, not the jpeg signature FF D8 FF",
+        ),
+        (
+            {"encoding": "png", "data": JPEG},
+            "frame.image.data: starts with FF D8 FF E0 00 10 4A 46, not the png signature "
+            "89 50 4E 47 0D 0A 1A 0A",
+        ),
+        (
+            {"encoding": "jpeg", "data": b""},
+            "frame.image.data: starts with nothing (empty), not the jpeg signature FF D8 FF",
+        ),
+        ({"encoding": "jpeg", "data": b"\xff\xd8"}, "frame.image.data: starts with FF D8, not the"),
+        (
+            {"encoding": "png", "data": PNG[:7]},
+            "frame.image.data: starts with 89 50 4E 47 0D 0A 1A,",
+        ),
+        (
+            [JPEG],
+            "frame.image: expected an array map {dtype, shape, data} or an encoded image "
+            "{encoding, data}",
+        ),
+        (JPEG, "frame.image: expected an array map {dtype, shape, data} or an encoded image"),
+    ],
+    ids=[
+        "gif",
+        "upper",
+        "nil",
+        "no-data",
+        "str-data",
+        "png-as-jpeg",
+        "jpeg-as-png",
+        "empty",
+        "short-jpeg",
+        "short-png",
+        "list",
+        "bare-bytes",
+    ],
+)
+def test_encoded_image_refused(image: Any, fragment: str) -> None:
+    refused(decode_frame, _with_image(_jpeg_frame(), image), fragment)
+
+
+def test_an_encoded_map_is_told_apart_by_its_encoding_key() -> None:
+    # An array map that also names an encoding is read as an encoded image.
+    array = msgpack.unpackb(encode(make_frame()))["image"]
+    refused(
+        decode_frame,
+        _with_image(_jpeg_frame(), {**array, "encoding": "png"}),
+        "frame.image.data: starts with 00 07 0E 15 1C 23 2A 31, not the png signature",
+    )
+    # Keys a reader does not know are ignored, in an encoded map as anywhere.
+    extra = {"encoding": "jpeg", "data": JPEG, "quality": 75}
+    assert decode_frame(_with_image(_jpeg_frame(), extra)).image == sample_jpeg()
+
+
+def test_regions_of_an_encoded_image_are_left_to_the_edge() -> None:
+    # Its size is known only once decoded: the edge checks its regions then.
+    far = (Region(0, 0, 16, 8), Region(1000, 2000, 30, 40))
+    for image in (sample_jpeg(), sample_png()):
+        frame = make_frame(image=image, colour=Colour.RGB, regions=far)
+        assert decode_frame(encode(frame)).regions == far
+
+
+def test_writers_refuse_a_colour_that_does_not_fit_with_the_readers_words() -> None:
+    cases = [
+        (make_frame(image=sample_colour()), "frame.colour: 'gray' does not fit a 3-D image"),
+        (make_frame(colour=Colour.RGB), "frame.colour: 'rgb' does not fit a 2-D image"),
+        (
+            make_frame(image=sample_jpeg(), regions=()),
+            "frame.colour: 'gray' does not fit an encoded image; an encoded image is 'rgb'",
+        ),
+    ]
+    for frame, fragment in cases:
+        for write in (encode, to_json):
+            with pytest.raises(SchemaError, match=re.escape(fragment)):
+                write(frame)
+
+
+@pytest.mark.parametrize(
+    ("image", "fragment"),
+    [
+        (Encoded(PNG, Encoding.JPEG), "frame.image.data: starts with 89 50 4E, not the jpeg"),
+        (Encoded(b"", Encoding.PNG), "frame.image.data: starts with nothing (empty), not the png"),
+        (Encoded(JPEG, "gif"), "frame.image.encoding: 'gif' is not one of jpeg, png"),  # type: ignore[arg-type]
+        ([[0, 1]], "frame.image: expected a numpy array or Encoded, got list"),
+    ],
+    ids=["signature", "empty", "encoding", "list"],
+)
+def test_writers_refuse_an_image_readers_would(image: Any, fragment: str) -> None:
+    frame = make_frame(image=image, colour=Colour.RGB, regions=())
+    for write in (encode, to_json):
+        with pytest.raises(SchemaError, match=re.escape(fragment)):
+            write(frame)
+
+
+def test_encoding_and_colour_given_as_plain_strings_are_written() -> None:
+    frame = make_frame(image=Encoded(JPEG, "jpeg"), colour="rgb", regions=())  # type: ignore[arg-type]
+    got = decode_frame(encode(frame))
+    assert got.image == sample_jpeg() and got.colour is Colour.RGB
+    for write in (encode, to_json):
+        with pytest.raises(SchemaError, match=r"frame\.colour: 'yuv' is not one of gray, rgb, bgr"):
+            write(make_frame(colour="yuv"))
 
 
 # ------------------------------------------------------------------ paths (frame and result)

@@ -1,10 +1,13 @@
 """Fuzzing the decoders: whatever the bytes, the outcome is a message or a SchemaError.
 
-Three sources of input for each of the four decoders: (a) arbitrary bytes, (b) any
+Four sources of input for each of the four decoders: (a) arbitrary bytes, (b) any
 msgpack document (and maps dressed with the right ``v`` and ``type`` so they get past
-the envelope), (c) a valid message with one field, at any depth, replaced or removed.
-About 10,600 inputs in all (``EXAMPLES``), sized so the file runs in well under a
-minute on two cores: generating nested msgpack documents is the expensive part.
+the envelope), (c) a valid message with one field, at any depth, replaced or removed,
+(d) valid messages of every version 3 shape drawn by ``wire_strategies`` (raw grey and
+colour pixels, encoded images, detections, text lines, crops of either kind), as they
+are and with one field changed. About 13,000 inputs in all (``EXAMPLES``), sized so
+the file runs in well under a minute on two cores: generating nested msgpack documents
+is the expensive part.
 
 Anything other than ``SchemaError`` escaping a decoder fails the test, and so does an
 accepted message that breaks a promise of the contract (a bool where an int belongs,
@@ -27,18 +30,40 @@ from hypothesis import strategies as st
 from schemas import messages
 from schemas.codec import decode_dead_letter, decode_escalation, decode_frame, decode_result, encode
 from schemas.errors import SchemaError
+from schemas.jsonform import from_json, to_json
 from schemas.limits import MAX_DEADLINE_S, MAX_UNIX_TIME, SCHEMA_VERSION
 from tests.unit.wire_samples import (
     DELETE,
     make_dead_letter,
+    make_detection,
     make_escalation,
     make_frame,
+    make_line,
     make_result,
+    sample_colour,
+    sample_jpeg,
 )
-from tests.unit.wire_strategies import key_paths, replaced, scalar_values, value_at
+from tests.unit.wire_strategies import (
+    escalations,
+    frames,
+    key_paths,
+    replaced,
+    results,
+    scalar_values,
+    value_at,
+)
 
-# Inputs per decoder and source. 4 x (1000 + 550 + 800) + 600 + 600 = 10,600 in all.
-EXAMPLES = {"bytes": 1000, "msgpack": 550, "mutated": 800, "mutated_other": 600}
+# Inputs per decoder and source: 4 x (1000 + 550 + 800) + 2 x 600 + 5 x 200 (the version
+# 3 seeds) + 3 x (200 + 250) (drawn messages) = 12,950 in all.
+EXAMPLES = {
+    "bytes": 1000,
+    "msgpack": 550,
+    "mutated": 800,
+    "mutated_other": 600,
+    "mutated_v3": 200,
+    "drawn": 200,
+    "drawn_mutated": 250,
+}
 FUZZ = settings(
     max_examples=100,
     deadline=None,
@@ -66,6 +91,29 @@ SEEDS: dict[str, Any] = {
 }
 ESCALATION_FULL = make_escalation(messages.PrivacyClass.FULL)
 ESCALATION_EMBEDDING = make_escalation(messages.PrivacyClass.EMBEDDING)
+# The shapes version 3 added, each a seed of its own.
+V3_SEEDS: dict[str, tuple[str, Any]] = {
+    "frame-jpeg": (
+        "frame",
+        make_frame(image=sample_jpeg(), colour=messages.Colour.RGB, regions=()),
+    ),
+    "frame-rgb": ("frame", make_frame(image=sample_colour(), colour=messages.Colour.BGR)),
+    "result-detections-lines": (
+        "result",
+        make_result(
+            detections=(make_detection(), make_detection(label="car", label_index=2)),
+            lines=(make_line(), make_line(text="")),
+        ),
+    ),
+    "escalation-encoded-crops": (
+        "escalation",
+        make_escalation(messages.PrivacyClass.CROP, crops=(sample_jpeg(0), sample_colour(5, 5))),
+    ),
+    "escalation-full-jpeg": (
+        "escalation",
+        make_escalation(messages.PrivacyClass.FULL, image=sample_jpeg()),
+    ),
+}
 
 
 def _raw(msg: Any) -> dict[str, Any]:
@@ -77,6 +125,7 @@ def _raw(msg: Any) -> dict[str, Any]:
 RAW_SEEDS = {kind: _raw(msg) for kind, msg in SEEDS.items()}
 RAW_ESCALATION_FULL = _raw(ESCALATION_FULL)
 RAW_ESCALATION_EMBEDDING = _raw(ESCALATION_EMBEDDING)
+RAW_V3_SEEDS = {name: (kind, _raw(msg)) for name, (kind, msg) in V3_SEEDS.items()}
 
 # ------------------------------------------------------------------ strategies
 
@@ -108,11 +157,11 @@ def _twins(value: Any) -> list[Any]:
     elif type(value) is str:
         out += [value.encode(), value.upper(), value + ".x", value + " ", value * 65, ""]
     elif type(value) is bytes:
-        out += [value[:-1], value + b"\x00", value.decode("latin-1"), b""]
+        out += [value[:-1], value + b"\x00", value.decode("latin-1"), b"", value[1:]]
     elif type(value) is list:
         out += [value[:-1], [*value, *value], value * 40, [], value[::-1]]
     elif type(value) is dict:
-        out += [{}, {**value, "shape": []}, list(value.values())]
+        out += [{}, {**value, "shape": []}, list(value.values()), {**value, "encoding": "png"}]
     return out
 
 
@@ -188,8 +237,47 @@ def _is_time(v: float) -> bool:
 
 
 def _inside(regions: tuple[messages.Region, ...], image: np.ndarray) -> bool:
-    height, width = image.shape
+    height, width = image.shape[:2]
     return all(r.x + r.w <= width and r.y + r.h <= height for r in regions)
+
+
+def _is_pixels(v: Any) -> bool:
+    """uint8 H x W or H x W x 3, or an encoded image that starts with its signature."""
+    if type(v) is messages.Encoded:
+        return (
+            type(v.encoding) is messages.Encoding
+            and type(v.data) is bytes
+            and v.data.startswith(v.encoding.signature)
+        )
+    return _is_array(v, "uint8", (2, 3)) and (v.ndim == 2 or v.shape[2] == 3)
+
+
+def _is_share(v: Any) -> bool:
+    return _is_number(v) and 0.0 <= v <= 1.0
+
+
+def _is_detection(d: Any) -> bool:
+    return (
+        type(d) is messages.Detection
+        and _is_region(d.box)
+        and type(d.label) is str
+        and 1 <= len(d.label) <= 128
+        and _is_int(d.label_index)
+        and 0 <= d.label_index < 1000
+        and _is_share(d.score)
+        and type(d.source) is messages.Source
+    )
+
+
+def _is_line(t: Any) -> bool:
+    return (
+        type(t) is messages.TextLine
+        and _is_region(t.box)
+        and type(t.text) is str
+        and len(t.text) <= 256
+        and _is_share(t.confidence)
+        and type(t.source) is messages.Source
+    )
 
 
 # What an accepted message promises, field by field, whatever the input was.
@@ -204,8 +292,16 @@ _FIELD_CHECKS: dict[str, Callable[[Any], bool]] = {
     "tuple[int, ...] | None": lambda v: v is None or _is_labels(v),
     "tuple[Region, ...]": lambda v: type(v) is tuple and all(_is_region(r) for r in v),
     "np.ndarray": lambda v: type(v) is np.ndarray,
-    "np.ndarray | None": lambda v: v is None or _is_array(v, "uint8"),
-    "tuple[np.ndarray, ...]": lambda v: type(v) is tuple and all(_is_array(c, "uint8") for c in v),
+    "Pixels": _is_pixels,
+    "Pixels | None": lambda v: v is None or _is_pixels(v),
+    "tuple[Pixels, ...]": lambda v: type(v) is tuple and all(_is_pixels(c) for c in v),
+    "tuple[Detection, ...]": lambda v: (
+        type(v) is tuple and len(v) <= 300 and all(_is_detection(d) for d in v)
+    ),
+    "tuple[TextLine, ...]": lambda v: (
+        type(v) is tuple and len(v) <= 300 and all(_is_line(t) for t in v)
+    ),
+    "Colour": lambda v: type(v) is messages.Colour,
     "PrivacyClass": lambda v: type(v) is messages.PrivacyClass,
     "Source": lambda v: type(v) is messages.Source,
     "Reason": lambda v: type(v) is messages.Reason,
@@ -226,8 +322,11 @@ def _assert_well_formed(msg: Any) -> None:
         for token in (msg.site, msg.camera):
             assert token and all(c.isascii() and (c.isalnum() or c in "_-") for c in token)
     if isinstance(msg, messages.Frame):
-        assert _is_array(msg.image, "uint8")
-        assert _inside(msg.regions, msg.image)
+        if isinstance(msg.image, messages.Encoded):
+            assert msg.colour is messages.Colour.RGB  # regions: checked by the edge
+        else:
+            assert (msg.colour is messages.Colour.GRAY) == (msg.image.ndim == 2)
+            assert _inside(msg.regions, msg.image)
         assert 1 <= msg.priority <= 3
         assert msg.threshold is None or 0.0 <= msg.threshold <= 1.0
         assert _is_time(msg.captured_at) and _is_time(msg.deadline_at)
@@ -252,11 +351,16 @@ def _assert_well_formed(msg: Any) -> None:
         assert msg.embedding is None
         if msg.privacy is messages.PrivacyClass.FULL:
             assert msg.image is not None and msg.crops == ()
+            if isinstance(msg.image, messages.Encoded):
+                return  # its regions: checked by the cloud once it has decoded it
             assert _inside(msg.regions, msg.image)
         else:
             assert msg.image is None
-            assert [c.shape for c in msg.crops] == [(r.h, r.w) for r in msg.regions]
-        assert all(p.size > 0 for p in msg.region_pixels())
+            assert len(msg.crops) == len(msg.regions)
+            for crop, r in zip(msg.crops, msg.regions, strict=True):
+                assert isinstance(crop, messages.Encoded) or crop.shape[:2] == (r.h, r.w)
+        pixels = msg.region_pixels()
+        assert all(isinstance(p, messages.Encoded) or p.size > 0 for p in pixels)
 
 
 def _check(kind: str, data: bytes) -> None:
@@ -309,6 +413,41 @@ def test_embedding_escalation_one_field_mutated(data: bytes) -> None:
     _check("escalation", data)
 
 
+@pytest.mark.parametrize("name", list(V3_SEEDS))
+@settings(FUZZ, max_examples=EXAMPLES["mutated_v3"])
+@given(data=st.data())
+def test_v3_seed_one_field_mutated(name: str, data: st.DataObject) -> None:
+    kind, raw = RAW_V3_SEEDS[name]
+    _check(kind, data.draw(mutated(raw)))
+
+
+DRAWN: dict[str, st.SearchStrategy[messages.Message]] = {
+    "frame": frames(),
+    "result": results(),
+    "escalation": escalations(),
+}
+
+
+@pytest.mark.parametrize("kind", list(DRAWN))
+@settings(FUZZ, max_examples=EXAMPLES["drawn"])
+@given(data=st.data())
+def test_drawn_messages_round_trip_in_both_forms(kind: str, data: st.DataObject) -> None:
+    msg = data.draw(DRAWN[kind])
+    decode, cls = DECODERS[kind]
+    packed = encode(msg)
+    got = decode(packed)
+    _assert_well_formed(got)
+    assert encode(got) == packed
+    assert encode(from_json(cls, to_json(msg))) == packed
+
+
+@pytest.mark.parametrize("kind", list(DRAWN))
+@settings(FUZZ, max_examples=EXAMPLES["drawn_mutated"])
+@given(data=st.data())
+def test_drawn_message_one_field_mutated(kind: str, data: st.DataObject) -> None:
+    _check(kind, data.draw(mutated(_raw(data.draw(DRAWN[kind])))))
+
+
 def test_seeds_are_valid() -> None:
     # The mutation tests only mean something if the unmutated seeds decode.
     for kind, raw in RAW_SEEDS.items():
@@ -316,6 +455,9 @@ def test_seeds_are_valid() -> None:
         assert type(decode(_pack(raw))) is cls
     assert decode_escalation(_pack(RAW_ESCALATION_FULL)).image is not None
     assert decode_escalation(_pack(RAW_ESCALATION_EMBEDDING)).embedding is not None
+    for kind, raw in RAW_V3_SEEDS.values():
+        decode, cls = DECODERS[kind]
+        assert type(decode(_pack(raw))) is cls
 
 
 def test_mutations_reach_nested_fields() -> None:
@@ -325,3 +467,10 @@ def test_mutations_reach_nested_fields() -> None:
     assert ("image", "data") in key_paths(RAW_SEEDS["frame"])
     assert ("path", 1) in key_paths(RAW_SEEDS["result"])
     assert ("embedding", "shape", 1) in key_paths(RAW_ESCALATION_EMBEDDING)
+    assert ("image", "encoding") in key_paths(RAW_V3_SEEDS["frame-jpeg"][1])
+    assert ("image", "shape", 2) in key_paths(RAW_V3_SEEDS["frame-rgb"][1])
+    assert ("colour",) in key_paths(RAW_V3_SEEDS["frame-rgb"][1])
+    result = key_paths(RAW_V3_SEEDS["result-detections-lines"][1])
+    assert ("detections", 1, "score") in result and ("lines", 1, "text") in result
+    assert ("detections", 0, "box", 3) in result
+    assert ("crops", 0, "encoding") in key_paths(RAW_V3_SEEDS["escalation-encoded-crops"][1])

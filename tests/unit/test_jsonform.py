@@ -25,14 +25,31 @@ from schemas.codec import decode, encode
 from schemas.errors import SchemaError
 from schemas.jsonform import from_json, to_json
 from schemas.limits import DEFAULT_MAX_BYTES, SCHEMA_VERSION
-from schemas.messages import KINDS, DeadLetter, Frame, Message, PrivacyClass, Reason, Source
+from schemas.messages import (
+    KINDS,
+    Colour,
+    DeadLetter,
+    Frame,
+    InferenceResult,
+    Message,
+    PrivacyClass,
+    Reason,
+    Region,
+    Source,
+)
 from tests.unit.wire_samples import (
     DELETE,
     assert_same,
     make_dead_letter,
+    make_detection,
     make_escalation,
     make_frame,
+    make_line,
     make_result,
+    raw,
+    sample_colour,
+    sample_jpeg,
+    sample_png,
     shares_received_bytes,
 )
 from tests.unit.wire_strategies import key_paths, replaced, scalar_values
@@ -72,9 +89,21 @@ MESSAGES = [
         path=("device",),
     ),
     make_dead_letter(),
+    make_frame(image=sample_colour(), colour=Colour.BGR),
+    make_frame(image=sample_jpeg(), colour=Colour.RGB, regions=()),
+    make_frame(image=sample_png(), colour=Colour.RGB, regions=(Region(0, 0, 3, 2),)),
+    make_result(
+        labels=(),
+        scores=np.zeros((0, 0), np.float32),
+        detections=(make_detection(), make_detection(label="café", source=Source.CLOUD)),
+        lines=(make_line(), make_line(text="Straße 12 🚗", confidence=0.0)),
+    ),
+    make_escalation(PrivacyClass.CROP, crops=(sample_jpeg(0), sample_png())),
+    make_escalation(PrivacyClass.FULL, image=sample_jpeg()),
 ]
 IDS = ["frame", "frame-empty", "result", "result-empty", "esc-crop", "esc-full",
-       "esc-embedding", "result-device", "dead"]  # fmt: skip
+       "esc-embedding", "result-device", "dead", "frame-bgr", "frame-jpeg", "frame-png",
+       "result-detections-lines", "esc-encoded-crops", "esc-full-jpeg"]  # fmt: skip
 
 
 @pytest.mark.parametrize("message", MESSAGES, ids=IDS)
@@ -87,7 +116,7 @@ def test_round_trip_keeps_every_field(message: Message) -> None:
 def test_same_keys_in_the_same_order_as_msgpack(message: Message) -> None:
     packed = msgpack.unpackb(encode(message), raw=False)
     assert list(_raw(message)) == list(packed)
-    assert _raw(message)["v"] == SCHEMA_VERSION == 2
+    assert _raw(message)["v"] == SCHEMA_VERSION == 3
     assert _raw(message)["type"] == KINDS[type(message)]
 
 
@@ -105,8 +134,54 @@ def test_arrays_are_base64_of_raw_little_endian_bytes() -> None:
         "shape": [1, 2],
         "data": base64.b64encode(np.array([0.25, 0.75], "<f4").tobytes()).decode(),
     }
-    image = make_frame().image
+    image = raw(make_frame().image)
     assert _raw(make_frame())["image"]["data"] == base64.b64encode(image.tobytes()).decode()
+
+
+def test_encoded_images_are_base64_of_the_file() -> None:
+    jpeg = sample_jpeg()
+    assert _raw(make_frame(image=jpeg, colour=Colour.RGB))["image"] == {
+        "encoding": "jpeg",
+        "data": base64.b64encode(jpeg.data).decode(),
+    }
+    raw = _raw(make_escalation(PrivacyClass.CROP, crops=(sample_png(), jpeg)))
+    assert [c["encoding"] for c in raw["crops"]] == ["png", "jpeg"]
+    assert base64.b64decode(raw["crops"][0]["data"]) == sample_png().data
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        ("/9j/4A==!", "frame.image.data: not valid base64"),
+        (None, "frame.image.data: expected base64 text, got NoneType"),
+        ("iVBORw0KGgo=", "frame.image.data: starts with 89 50 4E, not the jpeg signature"),
+    ],
+)
+def test_encoded_image_data_must_be_base64_of_a_jpeg(data: Any, fragment: str) -> None:
+    raw = _raw(make_frame(image=sample_jpeg(), colour=Colour.RGB, regions=()))
+    raw["image"]["data"] = data
+    _refused(Frame, _json(raw), fragment)
+
+
+def test_detections_and_lines_are_plain_json() -> None:
+    result = make_result(detections=(make_detection(),), lines=(make_line(text="Straße"),))
+    raw = _raw(result)
+    assert list(raw)[-2:] == ["detections", "lines"]
+    assert raw["detections"] == [
+        {"box": [1, 2, 3, 4], "label": "person", "label_index": 0, "score": 0.875,
+         "source": "edge"}
+    ]  # fmt: skip
+    assert raw["lines"] == [
+        {"box": [0, 1, 8, 2], "text": "Straße", "confidence": 0.75, "source": "edge"}
+    ]
+    assert "Straße".encode() in to_json(result)  # UTF-8, not \u escapes
+    whole = make_detection(score=1)
+    assert b'"score":1.0,' in to_json(make_result(detections=(whole,)))
+    _refused(
+        InferenceResult,
+        to_json(result).replace(b'"score":0.875', b'"score":1.5'),
+        "result.detections[0].score: 1.5 is outside 0.0..1.0",
+    )
 
 
 def test_dead_letter_data_is_base64() -> None:
@@ -122,8 +197,8 @@ def test_regions_enums_and_nulls_are_plain_json() -> None:
 
 def test_arrays_read_from_json_are_read_only_views() -> None:
     frame = from_json(Frame, to_json(make_frame()))
-    assert frame.image.flags.writeable is False
-    assert shares_received_bytes(frame.image)
+    assert raw(frame.image).flags.writeable is False
+    assert shares_received_bytes(raw(frame.image))
 
 
 def test_numpy_scalars_are_written_as_numbers() -> None:
@@ -173,10 +248,14 @@ def test_unknown_dtype_cannot_be_written() -> None:
         (b'{"type": "frame"}', "frame.v: missing; every message carries its schema version"),
         (
             b'{"v": 1, "type": "frame"}',
-            "frame.v: schema version 1 is not supported; this reader speaks 2",
+            "frame.v: schema version 1 is not supported; this reader speaks 3",
         ),
-        (b'{"v": 3, "type": "frame"}', "frame.v: schema version 3 is not supported"),
-        (b'{"v": 2, "type": "result"}', "frame.type: 'result', expected 'frame'"),
+        (
+            b'{"v": 2, "type": "frame"}',
+            "frame.v: schema version 2 is not supported; this reader speaks 3",
+        ),
+        (b'{"v": 4, "type": "frame"}', "frame.v: schema version 4 is not supported"),
+        (b'{"v": 3, "type": "result"}', "frame.type: 'result', expected 'frame'"),
     ],
 )
 def test_envelope_refusals(data: bytes, fragment: str) -> None:
@@ -285,7 +364,7 @@ json_values = st.recursive(
     lambda inner: st.one_of(
         st.lists(inner, max_size=6),
         st.dictionaries(
-            (st.text(max_size=8) | st.sampled_from(["dtype", "shape"])).filter(
+            (st.text(max_size=8) | st.sampled_from(["dtype", "shape", "encoding"])).filter(
                 lambda k: k != "data"
             ),
             inner,
@@ -301,7 +380,13 @@ SEEDS: list[Message] = [
     make_escalation(PrivacyClass.FULL),
     make_escalation(PrivacyClass.EMBEDDING),
     make_dead_letter(data=b"\x01\x02"),
+    make_frame(image=sample_jpeg(), colour=Colour.RGB, regions=(Region(0, 0, 16, 8),)),
+    make_frame(image=sample_colour(), colour=Colour.RGB),
+    make_result(detections=(make_detection(),), lines=(make_line(),)),
+    make_escalation(PrivacyClass.CROP, crops=(sample_jpeg(0), sample_colour(5, 5))),
 ]
+SEED_IDS = ["frame", "result", "esc-crop", "esc-full", "esc-embedding", "dead", "frame-jpeg",
+            "frame-rgb", "result-detections-lines", "esc-mixed-crops"]  # fmt: skip
 
 
 def _verdict(decode: Any, data: bytes) -> tuple[str, Any]:
@@ -311,9 +396,7 @@ def _verdict(decode: Any, data: bytes) -> tuple[str, Any]:
         return "refused", str(exc)
 
 
-@pytest.mark.parametrize(
-    "seed", SEEDS, ids=["frame", "result", "esc-crop", "esc-full", "esc-embedding", "dead"]
-)
+@pytest.mark.parametrize("seed", SEEDS, ids=SEED_IDS)
 @settings(PARITY)
 @given(data=st.data())
 def test_one_field_changed_gets_the_same_verdict_in_both_forms(

@@ -1,15 +1,19 @@
 """Sample wire messages and the helpers the schema tests share.
 
 ``make_frame``, ``make_result``, ``make_escalation`` and ``make_dead_letter`` build a
-valid message, with any field changed; ``patched`` and ``with_array`` give its msgpack
-form with keys replaced or removed, the way a faulty or hostile writer would send it;
-``refused`` asserts a decoder's ``SchemaError`` and a fragment of its message.
+valid message, with any field changed; ``sample_colour``, ``sample_jpeg`` and
+``sample_png`` give the other kinds of pixels, ``make_detection`` and ``make_line`` the
+parts of a result; ``patched`` and ``with_array`` give a message's msgpack form with
+keys replaced or removed, the way a faulty or hostile writer would send it; ``refused``
+asserts a decoder's ``SchemaError`` and a fragment of its message.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import struct
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +24,7 @@ import pytest
 from schemas import messages
 from schemas.codec import decode_dead_letter, decode_escalation, decode_frame, decode_result, encode
 from schemas.errors import SchemaError
+from schemas.vectors.make import JPEG_CROP_0, JPEG_CROP_1, JPEG_FRAME
 
 DELETE = object()  # sentinel for ``patched``: remove the key
 
@@ -28,6 +33,69 @@ DELETE = object()  # sentinel for ``patched``: remove the key
 
 def sample_image(h: int = 6, w: int = 8) -> np.ndarray:
     return (np.arange(h * w, dtype=np.uint16) * 7 % 256).astype(np.uint8).reshape(h, w)
+
+
+def sample_colour(h: int = 6, w: int = 8) -> np.ndarray:
+    """An H x W x 3 uint8 image whose three channels differ."""
+    return sample_image(h, w * 3).reshape(h, w, 3)
+
+
+def sample_jpeg(which: int = -1) -> messages.Encoded:
+    """A real JPEG file: the vectors' 16 x 8 frame, or (``which`` 0 or 1) one of its
+    8 x 8 and 6 x 5 crops."""
+    data = JPEG_FRAME if which < 0 else (JPEG_CROP_0, JPEG_CROP_1)[which]
+    return messages.Encoded(data, messages.Encoding.JPEG)
+
+
+def sample_png(h: int = 2, w: int = 3) -> messages.Encoded:
+    """A real, tiny grey PNG file of ``sample_image(h, w)``."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    rows = b"".join(b"\x00" + row.tobytes() for row in sample_image(h, w))  # filter 0
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+    return messages.Encoded(data, messages.Encoding.PNG)
+
+
+def raw(pixels: messages.Pixels | None) -> np.ndarray:
+    """``pixels`` as the raw array they must be (a test's own narrowing of the type)."""
+    assert isinstance(pixels, np.ndarray), type(pixels).__name__
+    return pixels
+
+
+def raws(pixels: tuple[messages.Pixels, ...] | list[messages.Pixels]) -> list[np.ndarray]:
+    return [raw(p) for p in pixels]
+
+
+def make_detection(**changes: Any) -> messages.Detection:
+    base: dict[str, Any] = {
+        "box": messages.Region(1, 2, 3, 4),
+        "label": "person",
+        "label_index": 0,
+        "score": 0.875,
+        "source": messages.Source.EDGE,
+    }
+    base.update(changes)
+    return messages.Detection(**base)
+
+
+def make_line(**changes: Any) -> messages.TextLine:
+    base: dict[str, Any] = {
+        "box": messages.Region(0, 1, 8, 2),
+        "text": "HF-2024",
+        "confidence": 0.75,
+        "source": messages.Source.EDGE,
+    }
+    base.update(changes)
+    return messages.TextLine(**base)
 
 
 def make_frame(**changes: Any) -> messages.Frame:
@@ -156,10 +224,19 @@ def assert_same(got: messages.Message, want: messages.Message) -> None:
         elif field.name == "crops":
             assert len(a) == len(b)
             for x, y in zip(a, b, strict=True):
-                assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y)
+                assert type(x) is type(y)
+                if isinstance(y, np.ndarray):
+                    assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y)
+                else:
+                    assert x == y and type(x.data) is bytes and type(x.encoding) is type(y.encoding)
         else:
             assert a == b, field.name
             assert type(a) is type(b), field.name
+            for x, y in zip(a, b, strict=True) if isinstance(b, tuple) else ():
+                if dataclasses.is_dataclass(y):  # a region, detection or line: every part typed
+                    assert type(x) is type(y), field.name
+                    for part in dataclasses.fields(y):
+                        assert type(getattr(x, part.name)) is type(getattr(y, part.name))
 
 
 def shares_received_bytes(array: np.ndarray) -> bool:
