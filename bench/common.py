@@ -203,6 +203,8 @@ def build_compute_model(folder: Path, seed: int = 0) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    from pipeline.inference.manifest import MANIFEST_SCHEMA
+
     rng = np.random.default_rng(seed)
     nodes: list[Any] = []
     weights: list[Any] = []
@@ -248,18 +250,21 @@ def build_compute_model(folder: Path, seed: int = 0) -> Path:
         "version": "0.0.0",
         "file": path.name,
         "sha256": hashlib.sha256(data).hexdigest(),
-        "size_bytes": len(data),
-        "input": {"name": "input", "dtype": "float32", "shape": [None, N_FEATURES]},
-        "output": {"name": "probabilities", "classes": 10},
-        "labels": list(range(10)),
-        "temperature": 1.0,
+        "task": "classify",
+        "input": {"name": "input", "preprocess": "digits8x8"},
+        "decoder": {"type": "probabilities", "output": "probabilities"},
+        "labels": [str(label) for label in range(10)],
         "heldout_accuracy": round(accuracy, 4),
-        "heldout_size": len(split.y_heldout),
-        "script": "bench/common.py",
-        "note": f"random weights (seed {seed}), for timing only",
+        "provenance": {
+            "size_bytes": len(data),
+            "heldout_size": len(split.y_heldout),
+            "script": "bench/common.py",
+            "note": f"random weights (seed {seed}), for timing only",
+        },
     }
     manifest = folder / "manifest.json"
-    manifest.write_text(json.dumps({"schema": 1, "models": {"edge": entry}}, indent=2) + "\n")
+    document = {"schema": MANIFEST_SCHEMA, "models": {"edge": entry}}
+    manifest.write_text(json.dumps(document, indent=2) + "\n")
     return manifest
 
 

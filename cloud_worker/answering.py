@@ -19,8 +19,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from dataclasses import KW_ONLY, dataclass, field
+from functools import partial
 
-import numpy as np
 import orjson
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -31,15 +31,14 @@ from cloud_worker.jobs import (
     answer,
     check_addressing,
     check_embedding,
-    embedding_input,
-    pixel_input,
-    rows_per_job,
+    embedding_analyses,
+    pixel_analyses,
     site_of,
 )
 from cloud_worker.metrics import CloudMetrics
 from pipeline.config import CloudSettings
 from pipeline.fleet.heartbeat import ModelCounters
-from pipeline.inference.model import OnnxModel
+from pipeline.inference.analysis import Analyser, Analysis, RegionClassifier
 from pipeline.messaging.natsio import publish_dead_letter
 from schemas import subjects
 from schemas.codec import decode_escalation, encode
@@ -52,23 +51,23 @@ log = logging.getLogger("cloud_worker.worker")
 
 _STAGE = "cloud"
 
-# jobs -> one row of model input per region
-_Input = Callable[[list[Job]], np.ndarray]
+# jobs -> the answer per job (runs in the thread pool)
+_Run = Callable[[list[Job]], list[Analysis]]
 
 
 @dataclass(eq=False)
 class Answering:
     """The escalations one cloud worker fetched, until answered. ``bind`` it once connected.
 
-    ``model`` gives the classifier in use now and ``counters`` its counters: both
-    change when the model is swapped. Escalations that carry only an embedding are
-    answered by ``embedding_model``.
+    ``analyser`` gives the one in use now and ``counters`` its counters: both change
+    when the model is swapped. Escalations that carry only an embedding are answered
+    by ``embedding_model``.
     """
 
     cfg: CloudSettings
     _: KW_ONLY
-    model: Callable[[], OnnxModel]
-    embedding_model: OnnxModel
+    analyser: Callable[[], Analyser]
+    embedding_model: RegionClassifier
     counters: Callable[[], ModelCounters]
     executor: Executor
     metrics: CloudMetrics
@@ -95,7 +94,7 @@ class Answering:
             try:
                 escalation = decode_escalation(msg.data, max_bytes=cfg.max_message_bytes)
                 check_addressing(escalation, msg.subject)
-                check_embedding(escalation, self.embedding_model.spec.n_features)
+                check_embedding(escalation, self.embedding_model.model.spec.n_features)
             except SchemaError as exc:
                 await self._reject(msg, "schema", str(exc))
                 continue
@@ -113,45 +112,44 @@ class Answering:
             jobs.extend(self.parked.take(time.monotonic(), draining=self.stopping.is_set()))
         if not jobs:
             return
-        # One model per group, whatever a swap does meanwhile: pixels go to the
-        # classifier, embeddings (privacy "embedding") to the one trained on them.
+        # One analyser per group, whatever a swap does meanwhile: pixels go to the
+        # tier's analyser, embeddings (privacy "embedding") to the classifier trained
+        # on them.
         pixels = [j for j in jobs if j.escalation.embedding is None]
         embeddings = [j for j in jobs if j.escalation.embedding is not None]
-        groups: list[tuple[OnnxModel, list[Job], _Input]] = [
+        analyser = self.analyser()
+        groups: list[tuple[Analyser, list[Job], _Run]] = [
             group
             for group in (
-                (self.model(), pixels, pixel_input),
-                (self.embedding_model, embeddings, embedding_input),
+                (analyser, pixels, partial(pixel_analyses, analyser)),
+                (
+                    self.embedding_model,
+                    embeddings,
+                    partial(embedding_analyses, self.embedding_model),
+                ),
             )
             if group[1]
         ]
         async with self._keep_alive(jobs):
-            answers = [
-                (model, await self._run_model(group, model, make_input))
-                for model, group, make_input in groups
-            ]
+            answers = [(one, await self._run_model(group, run)) for one, group, run in groups]
             if cfg.inject_latency_ms:
                 await asyncio.sleep(cfg.inject_latency_ms / 1000)
-        for model, answered in answers:
-            await self._reply(answered, model)
+        for one, answered in answers:
+            await self._reply(answered, one)
 
-    async def _run_model(
-        self, jobs: list[Job], model: OnnxModel, make_input: _Input
-    ) -> list[tuple[Job, np.ndarray]]:
-        """Scores per job. A batch that fails is retried job by job, so that a poison
+    async def _run_model(self, jobs: list[Job], run: _Run) -> list[tuple[Job, Analysis]]:
+        """The answer per job. A batch that fails is retried job by job, so that a poison
         escalation is naked (and after max_deliver dead-lettered) without the others."""
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         try:
-            probabilities = await loop.run_in_executor(
-                self.executor, self._infer, model, jobs, make_input
-            )
+            analyses = await loop.run_in_executor(self.executor, self._infer, jobs, run)
         except HybridfleetError as exc:
             if len(jobs) > 1:
                 log.warning("cloud model failed on a batch of %d (%s): one by one", len(jobs), exc)
                 out = []
                 for job in jobs:
-                    out.extend(await self._run_model([job], model, make_input))
+                    out.extend(await self._run_model([job], run))
                 return out
             log.error("cloud model failed on %s: %s", jobs[0].escalation.frame_id, exc)
             self.metrics.model_failures.inc()
@@ -160,22 +158,22 @@ class Answering:
             return []
         self.metrics.batch_size.observe(len(jobs))
         self.metrics.inference_seconds.observe(time.monotonic() - started)
-        return rows_per_job(jobs, probabilities)
+        return list(zip(jobs, analyses, strict=True))
 
-    def _infer(self, model: OnnxModel, jobs: list[Job], make_input: _Input) -> np.ndarray:
-        """Runs in the thread pool: one row of input per region of every job."""
+    def _infer(self, jobs: list[Job], run: _Run) -> list[Analysis]:
+        """Runs in the thread pool: the group's answer, job by job."""
         prefix = self.cfg.inject_failure_prefix
         if prefix and any(job.escalation.frame_id.startswith(prefix) for job in jobs):
             raise ModelError(f"injected failure for frame ids starting with {prefix!r}")
-        return model.predict_proba(make_input(jobs))
+        return run(jobs)
 
-    async def _reply(self, answered: list[tuple[Job, np.ndarray]], model: OnnxModel) -> None:
+    async def _reply(self, answered: list[tuple[Job, Analysis]], analyser: Analyser) -> None:
         """Store every answer in REPLIES, then ack its escalation (never the other way)."""
         assert self.js is not None
         js = self.js
 
-        async def one(job: Job, scores: np.ndarray) -> None:
-            data = encode(answer(job.escalation, scores, model))
+        async def one(job: Job, analysis: Analysis) -> None:
+            data = encode(answer(job.escalation, analysis, analyser))
             # The msg id dedups a repeat answer after a crash between storing it and the
             # ack; the edge's tag goes back with the answer (edge_worker/tags.py).
             headers = {"Nats-Msg-Id": f"answer-{job.escalation.frame_id}"}
@@ -192,7 +190,7 @@ class Answering:
             self.metrics.answered.labels(job.escalation.site).inc()
             self.counters().local += 1
 
-        await asyncio.gather(*(one(job, scores) for job, scores in answered))
+        await asyncio.gather(*(one(job, analysis) for job, analysis in answered))
 
     async def keep_parked_alive(self) -> None:
         """Parked escalations stay this worker's: in progress every ack_wait/3."""

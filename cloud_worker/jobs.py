@@ -2,31 +2,32 @@
 
 Pure, no I/O. An escalation speaks only for the site of its subject, and its answer
 may only go to that site's reply subjects; one that carries an embedding carries one
-row per region, as wide as the embedding model's input. A batch of jobs becomes one
-row of model input per region; the model's rows are handed back job by job.
+row per region, as wide as the embedding model's input. A batch of jobs is looked at
+region by region (each region's pixels on their own); the answers are handed back job
+by job, their boxes in the frame's pixels.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from nats.aio.msg import Msg
 
-from pipeline.inference.digits import pixels_to_features
-from pipeline.inference.model import OnnxModel
+from pipeline.inference.analysis import Analyser, Analysis, Look, RegionClassifier, no_scores
+from pipeline.inference.images import decode
 from schemas.errors import SchemaError
-from schemas.messages import Escalation, InferenceResult, Reason, Source
+from schemas.messages import Escalation, InferenceResult, Reason, Region, Source
 
 __all__ = [
     "Job",
     "answer",
     "check_addressing",
     "check_embedding",
+    "embedding_analyses",
     "embedding_input",
-    "pixel_input",
-    "rows_per_job",
+    "pixel_analyses",
     "site_of",
 ]
 
@@ -82,37 +83,79 @@ def embedding_input(jobs: list[Job]) -> np.ndarray:
     return np.concatenate(rows).astype(np.float32, copy=False)
 
 
-def pixel_input(jobs: list[Job]) -> np.ndarray:
-    """The classifier's input: the features of every region of every job."""
-    return pixels_to_features([crop for job in jobs for crop in job.escalation.region_pixels()])
+def _looks(escalation: Escalation) -> list[Look]:
+    """One look per region: its pixels, decoded, asked about as a whole."""
+    looks = []
+    for pixels in escalation.region_pixels():
+        image = decode(pixels)
+        height, width = image.shape[:2]
+        looks.append(Look(image, (Region(0, 0, width, height),), 0.0))
+    return looks
 
 
-def rows_per_job(jobs: list[Job], probabilities: np.ndarray) -> list[tuple[Job, np.ndarray]]:
-    """The model's rows for a batch, handed back job by job (one row per region)."""
-    out, row = [], 0
-    for job in jobs:
-        n = len(job.escalation.regions)
-        out.append((job, probabilities[row : row + n]))
-        row += n
+def pixel_analyses(analyser: Analyser, jobs: list[Job]) -> list[Analysis]:
+    """The analyser's answer per job: every region's pixels looked at on their own."""
+    looks = [_looks(job.escalation) for job in jobs]
+    answers = analyser.analyse([look for per_job in looks for look in per_job])
+    out, at = [], 0
+    for job, per_job in zip(jobs, looks, strict=True):
+        out.append(_combine(job.escalation.regions, answers[at : at + len(per_job)]))
+        at += len(per_job)
     return out
 
 
-def answer(escalation: Escalation, scores: np.ndarray, model: OnnxModel) -> InferenceResult:
-    """The cloud's answer to ``escalation`` from the model's ``scores`` (a row per region)."""
-    labels = tuple(int(i) for i in scores.argmax(axis=1))
+def embedding_analyses(classifier: RegionClassifier, jobs: list[Job]) -> list[Analysis]:
+    """The embedding classifier's answer per job: one row per region."""
+    probabilities = classifier.model.predict_proba(embedding_input(jobs))
+    out, row = [], 0
+    for job in jobs:
+        regions = job.escalation.regions
+        out.append(classifier.of_rows(regions, probabilities[row : row + len(regions)], None))
+        row += len(regions)
+    return out
+
+
+def _moved(box: Region, to: Region) -> Region:
+    return Region(box.x + to.x, box.y + to.y, box.w, box.h)
+
+
+def _combine(regions: tuple[Region, ...], answers: list[Analysis]) -> Analysis:
+    """Per-region answers (boxes in the region's own pixels) as one, in frame pixels."""
+    rows = [a.scores for a in answers if a.scores.size]
+    return Analysis(
+        confidence=min((a.confidence for a in answers), default=1.0),
+        labels=tuple(label for a in answers for label in a.labels),
+        scores=np.concatenate(rows) if len(rows) == len(answers) and rows else no_scores(),
+        detections=tuple(
+            replace(d, box=_moved(d.box, region))
+            for region, a in zip(regions, answers, strict=True)
+            for d in a.detections
+        ),
+        lines=tuple(
+            replace(line, box=_moved(line.box, region))
+            for region, a in zip(regions, answers, strict=True)
+            for line in a.lines
+        ),
+    )
+
+
+def answer(escalation: Escalation, analysis: Analysis, analyser: Analyser) -> InferenceResult:
+    """The cloud's answer to ``escalation``."""
     return InferenceResult(
         frame_id=escalation.frame_id,
         site=escalation.site,
         camera=escalation.camera,
         seq=escalation.seq,
-        labels=labels,
-        scores=np.ascontiguousarray(scores, dtype=np.float32),
-        confidence=min(1.0, float(scores.max(axis=1).min())) if labels else 1.0,
+        labels=analysis.labels,
+        scores=analysis.scores,
+        confidence=min(1.0, analysis.confidence),
         source=Source.CLOUD,
-        model=model.name,
-        model_version=model.version,
+        model=analyser.name,
+        model_version=analyser.version,
         # Never negative, whatever the clocks of edge and cloud say.
         latency_ms=max(0.0, (time.time() - escalation.captured_at) * 1000),
         reason=Reason.CLOUD_ANSWER,
         edge_labels=escalation.edge_labels,
+        detections=analysis.detections,
+        lines=analysis.lines,
     )

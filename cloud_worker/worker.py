@@ -26,6 +26,9 @@ from cloud_worker.answering import Answering
 from cloud_worker.metrics import CloudMetrics
 from pipeline.config import Settings
 from pipeline.fleet.heartbeat import HeartbeatPublisher, ModelCounters
+from pipeline.inference.analysis import Analyser, RegionClassifier
+from pipeline.inference.calibration import DEFAULT_SIGNAL
+from pipeline.inference.chain import ModelChain
 from pipeline.inference.model import OnnxModel
 from pipeline.messaging.natsio import connect, ensure_cloud_streams
 from pipeline.release.modelswap import ModelUpdater, bundle_cache
@@ -33,6 +36,7 @@ from pipeline.release.signing import parse_trusted_keys
 from pipeline.service import Service
 from schemas import subjects
 from schemas.heartbeat import Health, Heartbeat, TemperatureSource, Tier
+from schemas.messages import Source
 
 __all__ = ["CLOUD_SITE", "CloudWorker"]
 
@@ -52,18 +56,18 @@ class CloudWorker(Service):
         self,
         settings: Settings,
         *,
-        model: OnnxModel,
+        analyser: Analyser,
         embedding_model: OnnxModel,
         metrics: CloudMetrics | None = None,
     ) -> None:
         self.settings = settings
         cfg = settings.cloud
-        self.model = model
+        self.analyser = analyser
         # Escalations that carry only an embedding are answered by the model trained
         # on embeddings (models/manifest.json role "cloud-embed").
-        self.embedding_model = embedding_model
+        self.embedding_model = RegionClassifier(embedding_model, Source.CLOUD, DEFAULT_SIGNAL)
         self.metrics = metrics or CloudMetrics()
-        self.metrics.model.info({"name": self.model.name, "version": self.model.version})
+        self.metrics.model.info({"name": analyser.name, "version": analyser.version})
         self._executor = ThreadPoolExecutor(cfg.inference_threads, thread_name_prefix="cloud-onnx")
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
@@ -73,8 +77,8 @@ class CloudWorker(Service):
         self._heartbeats: HeartbeatPublisher | None = None
         self._answering = Answering(
             cfg,
-            model=lambda: self.model,
-            embedding_model=embedding_model,
+            analyser=lambda: self.analyser,
+            embedding_model=self.embedding_model,
             counters=lambda: self.counters,
             executor=self._executor,
             metrics=self.metrics,
@@ -85,11 +89,19 @@ class CloudWorker(Service):
 
     @classmethod
     def from_settings(cls, settings: Settings, *, model: OnnxModel | None = None) -> CloudWorker:
-        """The worker with its models loaded from the manifest."""
-        manifest = Path(settings.cloud.model_manifest) if settings.cloud.model_manifest else None
+        """The worker with its models loaded from the manifest: ``cloud.models``, or the
+        region classifier of role ``cloud`` (or ``model``)."""
+        cfg = settings.cloud
+        manifest = Path(cfg.model_manifest) if cfg.model_manifest else None
+        analyser: Analyser
+        if cfg.models and model is None:
+            analyser = ModelChain.load(cfg.models, manifest, source=Source.CLOUD)
+        else:
+            model = model or OnnxModel.load("cloud", manifest)
+            analyser = RegionClassifier(model, Source.CLOUD, DEFAULT_SIGNAL)
         return cls(
             settings,
-            model=model or OnnxModel.load("cloud", manifest),
+            analyser=analyser,
             embedding_model=OnnxModel.load("cloud-embed"),
         )
 
@@ -104,7 +116,8 @@ class CloudWorker(Service):
         self._js = self._nc.jetstream()
         await ensure_cloud_streams(self._js, self.settings.stream, cfg)
         self._answering.bind(self._js)
-        if self._trusted_keys:
+        if self._trusted_keys and isinstance(self.analyser, RegionClassifier):
+            # Signed bundles roll out region classifiers (docs/model-bundles.md).
             self._updater = ModelUpdater(
                 self._nc,
                 self._js,
@@ -113,7 +126,7 @@ class CloudWorker(Service):
                 worker=cfg.worker_id,
                 trusted_keys=self._trusted_keys,
                 cache_dir=bundle_cache(cfg.bundle_dir, CLOUD_SITE, cfg.worker_id),
-                base=self.model,
+                base=self.analyser.model,
                 on_swap=self._swap_model,
                 on_refused=lambda _: self.metrics.bundle_refusals.inc(),
             )
@@ -129,8 +142,8 @@ class CloudWorker(Service):
             "cloud worker %s ready: model %s %s (embeddings: %s %s), escalations from stream "
             "%s (consumer %s) for sites %s",
             cfg.worker_id,
-            self.model.name,
-            self.model.version,
+            self.analyser.name,
+            self.analyser.version,
             self.embedding_model.name,
             self.embedding_model.version,
             subjects.ESCALATIONS_STREAM,
@@ -158,8 +171,8 @@ class CloudWorker(Service):
 
     def _swap_model(self, model: OnnxModel) -> None:
         """Answer with ``model`` from the next batch on; its counters start afresh."""
-        log.info("cloud worker %s: %s -> %s", self.settings.cloud.worker_id, self.model, model)
-        self.model = model
+        log.info("cloud worker %s: %s -> %s", self.settings.cloud.worker_id, self.analyser, model)
+        self.analyser = RegionClassifier(model, Source.CLOUD, DEFAULT_SIGNAL)
         self.counters = ModelCounters(since=time.time())
         self.metrics.model.info({"name": model.name, "version": model.version})
         self.metrics.model_swaps.inc()
@@ -170,8 +183,8 @@ class CloudWorker(Service):
             site=CLOUD_SITE,
             worker=self.settings.cloud.worker_id,
             tier=Tier.CLOUD,
-            model=self.model.name,
-            model_version=self.model.version,
+            model=self.analyser.name,
+            model_version=self.analyser.version,
             at=time.time(),
             started_at=self._started_at,
             model_since=c.since,

@@ -16,8 +16,6 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-import numpy as np
-
 from edge_worker import results
 from edge_worker.budget import Allowance, BudgetLedger, SiteBudget
 from edge_worker.cloudlink import CloudLink
@@ -25,14 +23,12 @@ from edge_worker.decision import Decision, EscalationPolicy, FrameFacts
 from edge_worker.drift import ShadowSampler
 from edge_worker.escalations import Escalations
 from edge_worker.finals import FinalResults
-from edge_worker.inference import AnsweredBatch
-from edge_worker.intake import Request
+from edge_worker.inference import Answered, AnsweredBatch
 from edge_worker.metrics import EdgeMetrics
-from edge_worker.outbound import size_bound
+from edge_worker.outbound import can_send, size_bound
 from edge_worker.telemetry import Telemetry
 from pipeline.config import EdgeSettings
-from pipeline.inference.calibration import frame_confidence
-from pipeline.inference.model import OnnxModel
+from pipeline.inference.analysis import Analyser
 from pipeline.planning.costs import CostModel
 from schemas.messages import InferenceResult, PrivacyClass
 
@@ -86,24 +82,21 @@ class Decider:
         assert self._finals is not None
         async with asyncio.TaskGroup() as sending:
             while (batch := await answered.get()) is not None:
-                row = 0
-                for request in batch.requests:
-                    rows = slice(row, row + len(request.frame.regions))
-                    row = rows.stop
-                    scores, features = batch.probabilities[rows], batch.features[rows]
-                    result, decision, cost = await self._decide(request, scores, batch.model)
+                for one in batch.answered:
+                    request = one.request
+                    result, decision, cost = await self._decide(one, batch.analyser)
                     if decision.escalate or decision.shadow:
                         self._budget.spend(cost)
                         self._metrics.cloud_spend_usd.labels(self._site).inc(cost)
                     if decision.escalate:
                         await slots.acquire()
-                        escalate = self._escalations.escalate(request, result, decision, features)
+                        escalate = self._escalations.escalate(one, result, decision)
                         sending.create_task(send(escalate))
                     elif decision.shadow:
                         # Claimed, so that the cloud's answer can never become final.
                         if await self._finals.publish(request, result, claim=True):
                             await slots.acquire()
-                            shadow = self._escalations.shadow(request, result, features)
+                            shadow = self._escalations.shadow(one, result)
                             sending.create_task(send(shadow))
                     else:
                         await self._finals.publish(request, result)
@@ -111,25 +104,27 @@ class Decider:
         self._escalations.finish()
 
     async def _decide(
-        self, request: Request, scores: np.ndarray, model: OnnxModel
+        self, one: Answered, analyser: Analyser
     ) -> tuple[InferenceResult, Decision, float]:
         """Gather the frame's facts and the site's state; the one decision (decision.py)."""
-        frame, cfg = request.frame, self._cfg
+        frame, analysis = one.request.frame, one.analysis
         assert self._link is not None
-        confidence = frame_confidence(scores, cfg.confidence_signal)
-        may_leave = frame.privacy is not PrivacyClass.LOCAL_ONLY and bool(frame.regions)
+        asks = analysis.asks
+        # What cannot be sent in the form the frame's privacy allows stays at the site.
+        privacy = frame.privacy if can_send(one, frame.privacy) else PrivacyClass.LOCAL_ONLY
+        may_leave = privacy is not PrivacyClass.LOCAL_ONLY and bool(asks)
         cost = 0.0
         if may_leave:
-            bound = size_bound(frame, frame.privacy, self._escalations.outbound.embedder.dim)
-            cost = self._budget.cost(len(frame.regions), bound)
+            bound = size_bound(one, privacy, self._escalations.outbound.embedder.dim)
+            cost = self._budget.cost(len(asks), bound)
         now = time.time()
         facts = FrameFacts(
             priority=frame.priority,
-            confidence=confidence,
+            confidence=analysis.confidence,
             threshold=self.policy.threshold_for(frame.threshold),
-            privacy=frame.privacy,
+            privacy=privacy,
             time_left_s=frame.deadline_at - now,
-            has_regions=bool(frame.regions),
+            has_regions=analysis.has_regions,
             link_up=self._link.up,
             budget_left=not may_leave or await self._budget.affords(cost, now),
             pressure=self._telemetry.pressure,
@@ -137,4 +132,4 @@ class Decider:
         )
         self._metrics.link_up.labels(self._site).set(int(self._link.up))
         decision = self.policy.decide(facts, self._escalations.round_trips.estimate())
-        return results.decided(frame, scores, confidence, model, decision), decision, cost
+        return results.decided(frame, analysis, analyser, decision), decision, cost

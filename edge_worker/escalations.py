@@ -19,13 +19,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-import numpy as np
 from nats.aio.msg import Msg
 
 from edge_worker import results
 from edge_worker.decision import Decision
 from edge_worker.drift import DriftMonitor
 from edge_worker.finals import DeadLetterFn, FinalResults
+from edge_worker.inference import Answered
 from edge_worker.intake import Request
 from edge_worker.metrics import EdgeMetrics
 from edge_worker.outbound import Outbound
@@ -113,16 +113,13 @@ class Escalations:
         self._changed.set()
 
     async def escalate(
-        self,
-        request: Request,
-        edge_result: InferenceResult,
-        decision: Decision,
-        features: np.ndarray,
+        self, one: Answered, edge_result: InferenceResult, decision: Decision
     ) -> None:
+        request = one.request
         frame = request.frame
         assert self._finals is not None
         escalation = await self.outbound.build(
-            frame, decision.send, edge_result.labels, edge_result.confidence, features
+            one, decision.send, edge_result.labels, edge_result.confidence
         )
         data = encode(escalation)
         if decision.awaits_cloud:
@@ -156,14 +153,12 @@ class Escalations:
             kept = results.fallback(edge_result, decision.reason)
             await self._finals.publish(request, kept, claim=True)
 
-    async def shadow(
-        self, request: Request, edge_result: InferenceResult, features: np.ndarray
-    ) -> None:
+    async def shadow(self, one: Answered, edge_result: InferenceResult) -> None:
         """Send a kept frame to the cloud only to compare answers (drift monitoring)."""
-        frame = request.frame
+        frame = one.request.frame
         escalation = replace(
             await self.outbound.build(
-                frame, frame.privacy, edge_result.labels, edge_result.confidence, features
+                one, frame.privacy, edge_result.labels, edge_result.confidence
             ),
             priority=_SHADOW_PRIORITY,
             # Not urgent, but within what the wire accepts of this frame's capture time.
@@ -217,17 +212,18 @@ class Escalations:
             return
         waiting = self.pending.resolve(cloud.frame_id)
         request: Request | None = None
-        edge_labels = cloud.edge_labels
+        edge_labels, edge_result = cloud.edge_labels, None
         if waiting is not None:
             self.metrics.pending_escalations.labels(self.site).set(len(self.pending))
             round_trip = time.monotonic() - waiting.sent_at
             self.round_trips.observe(round_trip)
             self.metrics.cloud_round_trip_seconds.labels(self.site).observe(round_trip)
-            request, edge_labels = waiting.request, waiting.edge_result.labels
+            request, edge_result = waiting.request, waiting.edge_result
+            edge_labels = edge_result.labels
             self._compare(edge_labels, waiting.edge_result.confidence, cloud.labels, kept=False)
         # Without ``waiting`` the frame was escalated by an earlier run of this worker,
         # or its deadline passed: the claim decides whether this answer is final.
-        final = results.from_cloud(cloud, edge_labels)
+        final = results.from_cloud(cloud, edge_labels, edge_result)
         if not await self._finals.publish(request, final, claim=True):
             self.metrics.late_replies.labels(self.site).inc()
         await msg.ack()

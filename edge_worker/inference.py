@@ -1,16 +1,18 @@
 """Where batches meet the model: the batch loop, off the event loop.
 
-Batches leave the ``AdaptiveBatcher`` and run in a thread pool (features, then the
-model); each batch runs on the one model it started with, whatever a swap does
-meanwhile. An answered batch goes to the decide loop through a queue of one, so at
-most two batches are in hand: one in the model, one being decided.
+Batches leave the ``AdaptiveBatcher`` and run in a thread pool (decoding, then the
+tier's analyser: preprocessing, the model, decoding its outputs); each batch runs on
+the one analyser it started with, whatever a swap does meanwhile. A frame whose image
+cannot be decoded, or whose regions reach outside it, is refused alone. An answered
+batch goes to the decide loop through a queue of one, so at most two batches are in
+hand: one in the model, one being decided.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import KW_ONLY, dataclass, field
 
@@ -20,41 +22,80 @@ from edge_worker.batcher import AdaptiveBatcher
 from edge_worker.intake import Request
 from edge_worker.metrics import EdgeMetrics
 from edge_worker.telemetry import Telemetry
-from pipeline.inference.digits import pixels_to_features
-from pipeline.inference.model import OnnxModel
-from schemas.errors import HybridfleetError
+from pipeline.inference.analysis import Analyser, Analysis, Look
+from pipeline.inference.images import decode, to_rgb
+from schemas.errors import HybridfleetError, SchemaError
+from schemas.messages import Frame
 
-__all__ = ["AnsweredBatch", "BatchRunner", "infer"]
+__all__ = ["Answered", "AnsweredBatch", "BatchRunner", "infer", "pixels_of"]
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """One frame the analyser answered: its request, decoded pixels and analysis."""
+
+    request: Request
+    image: np.ndarray
+    analysis: Analysis
 
 
 @dataclass(frozen=True, slots=True)
 class AnsweredBatch:
-    """A batch the model answered: per region its features and probabilities."""
+    """A batch the analyser answered, and the frames of it that were refused."""
 
-    requests: list[Request]
-    features: np.ndarray
-    probabilities: np.ndarray
-    model: OnnxModel
+    answered: list[Answered]
+    refused: list[tuple[Request, SchemaError]]
+    analyser: Analyser
 
 
-def infer(model: OnnxModel, requests: list[Request]) -> tuple[np.ndarray, np.ndarray]:
-    """Runs in the thread pool: pixels of every region -> features, probabilities."""
-    features = pixels_to_features([crop for r in requests for crop in r.frame.crops()])
-    return features, model.predict_proba(features)
+def pixels_of(frame: Frame) -> np.ndarray:
+    """``frame``'s image decoded (grey, or RGB), its regions checked against it."""
+    image = decode(frame.image)  # an encoded image decodes to RGB (or grey)
+    if isinstance(frame.image, np.ndarray):
+        image = to_rgb(image, frame.colour)
+    height, width = image.shape[:2]
+    for i, r in enumerate(frame.regions):
+        if r.x + r.w > width or r.y + r.h > height:
+            raise SchemaError(
+                f"frame.regions[{i}]: {[r.x, r.y, r.w, r.h]} reaches outside the "
+                f"{width}x{height} image"
+            )
+    return image
+
+
+def infer(
+    analyser: Analyser, requests: Sequence[Request], thresholds: Sequence[float]
+) -> AnsweredBatch:
+    """Runs in the thread pool: decode each frame, then analyse those that decoded."""
+    decoded: list[tuple[Request, np.ndarray, float]] = []
+    refused: list[tuple[Request, SchemaError]] = []
+    for request, threshold in zip(requests, thresholds, strict=True):
+        try:
+            decoded.append((request, pixels_of(request.frame), threshold))
+        except SchemaError as exc:
+            refused.append((request, exc))
+    looks = [Look(image, r.frame.regions, threshold) for r, image, threshold in decoded]
+    analyses = analyser.analyse(looks) if looks else []
+    answered = [
+        Answered(request, image, analysis)
+        for (request, image, _), analysis in zip(decoded, analyses, strict=True)
+    ]
+    return AnsweredBatch(answered, refused, analyser)
 
 
 @dataclass(eq=False)
 class BatchRunner:
-    """Runs every batch of ``batcher`` through the current model into ``answered``."""
+    """Runs every batch of ``batcher`` through the current analyser into ``answered``."""
 
     batcher: AdaptiveBatcher[Request]
     executor: Executor
-    model: Callable[[], OnnxModel]
+    analyser: Callable[[], Analyser]
+    threshold: Callable[[Request], float]
     telemetry: Telemetry
     metrics: EdgeMetrics
     site: str
     _: KW_ONLY
-    on_failure: Callable[[list[Request], HybridfleetError], Awaitable[None]]
+    on_failure: Callable[[list[Request], HybridfleetError, str], Awaitable[None]]
     inject_latency_s: float = 0.0
     answered: asyncio.Queue[AnsweredBatch | None] = field(
         default_factory=lambda: asyncio.Queue(1), init=False
@@ -66,14 +107,15 @@ class BatchRunner:
         while batch := await self.batcher.next_batch():
             self.metrics.queue_depth.labels(self.site).set(len(self.batcher))
             started = time.monotonic()
-            model = self.model()  # one model per batch, whatever a swap does meanwhile
+            analyser = self.analyser()  # one per batch, whatever a swap does meanwhile
+            thresholds = [self.threshold(request) for request in batch]
             try:
-                features, probabilities = await loop.run_in_executor(
-                    self.executor, infer, model, batch
-                )
+                done = await loop.run_in_executor(self.executor, infer, analyser, batch, thresholds)
             except HybridfleetError as exc:
-                await self.on_failure(batch, exc)
+                await self.on_failure(batch, exc, "model")
                 continue
+            for request, refusal in done.refused:
+                await self.on_failure([request], refusal, "schema")
             if self.inject_latency_s:
                 await asyncio.sleep(self.inject_latency_s)
             elapsed = time.monotonic() - started
@@ -82,5 +124,5 @@ class BatchRunner:
             self.batcher.record_batch(len(batch), elapsed)
             self.metrics.batch_size.labels(self.site).observe(len(batch))
             self.metrics.inference_seconds.labels(self.site).observe(elapsed)
-            await self.answered.put(AnsweredBatch(batch, features, probabilities, model))
+            await self.answered.put(done)
         await self.answered.put(None)

@@ -12,11 +12,9 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-import numpy as np
-
 from edge_worker.decision import Decision
 from edge_worker.intake import Request
-from pipeline.inference.model import OnnxModel
+from pipeline.inference.analysis import Analyser, Analysis, no_scores
 from schemas.messages import Frame, InferenceResult, Reason, Source
 
 __all__ = ["decided", "fallback", "final", "from_cloud", "shed"]
@@ -26,7 +24,7 @@ _EDGE_THEN_CLOUD = (Source.EDGE.value, Source.CLOUD.value)
 
 
 def decided(
-    frame: Frame, scores: np.ndarray, confidence: float, model: OnnxModel, decision: Decision
+    frame: Frame, analysis: Analysis, analyser: Analyser, decision: Decision
 ) -> InferenceResult:
     """The edge's answer to ``frame``, with the reason its decision gave."""
     return InferenceResult(
@@ -34,19 +32,21 @@ def decided(
         site=frame.site,
         camera=frame.camera,
         seq=frame.seq,
-        labels=tuple(int(i) for i in scores.argmax(axis=1)),
-        scores=np.ascontiguousarray(scores, dtype=np.float32),
-        confidence=confidence,
+        labels=analysis.labels,
+        scores=analysis.scores,
+        confidence=analysis.confidence,
         source=Source.EDGE,
-        model=model.name,
-        model_version=model.version,
+        model=analyser.name,
+        model_version=analyser.version,
         latency_ms=0.0,  # set by ``final``
         reason=decision.reason,
         degraded=decision.degraded,
+        detections=analysis.detections,
+        lines=analysis.lines,
     )
 
 
-def shed(frame: Frame, model: OnnxModel) -> InferenceResult:
+def shed(frame: Frame, analyser: Analyser) -> InferenceResult:
     """No answer: the edge was too hot or too full to look at ``frame``."""
     return InferenceResult(
         frame_id=frame.frame_id,
@@ -54,11 +54,11 @@ def shed(frame: Frame, model: OnnxModel) -> InferenceResult:
         camera=frame.camera,
         seq=frame.seq,
         labels=(),
-        scores=np.zeros((0, model.n_classes), dtype=np.float32),
+        scores=no_scores(),
         confidence=0.0,
         source=Source.EDGE,
-        model=model.name,
-        model_version=model.version,
+        model=analyser.name,
+        model_version=analyser.version,
         latency_ms=0.0,
         reason=Reason.SHED,
         degraded=True,
@@ -70,9 +70,32 @@ def fallback(edge_result: InferenceResult, reason: Reason) -> InferenceResult:
     return replace(edge_result, reason=reason, degraded=True, edge_labels=edge_result.labels)
 
 
-def from_cloud(cloud: InferenceResult, edge_labels: tuple[int, ...] | None) -> InferenceResult:
-    """The cloud's answer as the final result."""
-    return replace(cloud, reason=Reason.CLOUD_ANSWER, degraded=False, edge_labels=edge_labels)
+def from_cloud(
+    cloud: InferenceResult,
+    edge_labels: tuple[int, ...] | None,
+    edge: InferenceResult | None = None,
+) -> InferenceResult:
+    """The cloud's answer as the final result.
+
+    A region classifier's escalation sent every region, so the cloud's answer is the
+    whole answer. A detector's or reader's sent only what the edge was unsure of: the
+    cloud's detections and lines then take the place of the edge's with the same box,
+    and the edge's others stay (its answer, ``edge``, when this worker still has it).
+    """
+    final = replace(cloud, reason=Reason.CLOUD_ANSWER, degraded=False, edge_labels=edge_labels)
+    if edge is None or edge.labels or not (edge.detections or edge.lines):
+        return final
+    found = {d.box: d for d in cloud.detections}
+    read = {line.box: line for line in cloud.lines}
+    detections = tuple(found.pop(d.box, d) for d in edge.detections) + tuple(found.values())
+    lines = tuple(read.pop(line.box, line) for line in edge.lines) + tuple(read.values())
+    certainties = [d.score for d in detections] + [line.confidence for line in lines]
+    return replace(
+        final,
+        detections=detections,
+        lines=lines,
+        confidence=min(certainties, default=cloud.confidence),
+    )
 
 
 def final(result: InferenceResult, request: Request | None) -> InferenceResult:

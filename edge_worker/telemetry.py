@@ -26,7 +26,7 @@ from edge_worker.metrics import EdgeMetrics
 from edge_worker.thermal import OffloadPressure, SimulatedThermal, ThermalSensor
 from pipeline.config import EdgeSettings
 from pipeline.fleet.heartbeat import HeartbeatPublisher, LatencyWindow, ModelCounters
-from pipeline.inference.model import OnnxModel
+from pipeline.inference.analysis import Analyser
 from schemas import subjects
 from schemas.heartbeat import Health, Heartbeat, Tier
 from schemas.messages import InferenceResult, Reason, Source
@@ -66,7 +66,7 @@ class Telemetry:
         if result.source is Source.EDGE and result.reason is not Reason.SHED:
             self.counters.local += 1
 
-    def heartbeat(self, model: OnnxModel, pending: int, *, link_up: bool) -> Heartbeat:
+    def heartbeat(self, model: Analyser, pending: int, *, link_up: bool) -> Heartbeat:
         """What the worker says about itself every heartbeat interval."""
         c = self.counters
         return Heartbeat(

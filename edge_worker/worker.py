@@ -52,6 +52,8 @@ from edge_worker.telemetry import Telemetry
 from edge_worker.thermal import ThermalSensor, thermal_sensor
 from pipeline.config import Settings
 from pipeline.fleet.heartbeat import HeartbeatPublisher, ModelCounters
+from pipeline.inference.analysis import Analyser, RegionClassifier
+from pipeline.inference.chain import ModelChain
 from pipeline.inference.embedding import EmbeddingModel
 from pipeline.inference.model import OnnxModel
 from pipeline.messaging.natsio import connect, ensure_site_streams, publish_dead_letter
@@ -63,7 +65,7 @@ from schemas.codec import encode
 from schemas.errors import HybridfleetError, SchemaError
 from schemas.heartbeat import Heartbeat
 from schemas.jsonform import decode_frame_message, header
-from schemas.messages import InferenceResult
+from schemas.messages import InferenceResult, Source
 
 __all__ = ["EdgeWorker"]
 
@@ -84,7 +86,7 @@ class EdgeWorker(Service):
         self,
         settings: Settings,
         *,
-        model: OnnxModel,
+        analyser: Analyser,
         embedder: EmbeddingModel,
         thermal: ThermalSensor,
         face_blur: FaceBlur | None,
@@ -93,9 +95,9 @@ class EdgeWorker(Service):
         self.settings = settings
         cfg = settings.edge
         self.site = cfg.site
-        self.model = model
+        self.analyser = analyser
         self.metrics = metrics or EdgeMetrics()
-        self.metrics.model.info({"name": model.name, "version": model.version})
+        self.metrics.model.info({"name": analyser.name, "version": analyser.version})
         self._batcher: AdaptiveBatcher[Request] = AdaptiveBatcher(
             BatchPolicy(
                 max_batch_size=cfg.max_batch_size,
@@ -123,6 +125,7 @@ class EdgeWorker(Service):
                 sanitizer=self._sanitizer,
                 executor=self._executor,
                 metrics=self.metrics,
+                jpeg_quality=cfg.crop_jpeg_quality,
             ),
             drift=self.drift,
             metrics=self.metrics,
@@ -139,7 +142,8 @@ class EdgeWorker(Service):
         self._batches = BatchRunner(
             self._batcher,
             self._executor,
-            lambda: self.model,
+            lambda: self.analyser,
+            lambda request: self._decider.policy.threshold_for(request.frame.threshold),
             self.telemetry,
             self.metrics,
             self.site,
@@ -158,12 +162,22 @@ class EdgeWorker(Service):
 
     @classmethod
     def from_settings(cls, settings: Settings, *, model: OnnxModel | None = None) -> EdgeWorker:
-        """The worker with its real parts: models from the manifest, the thermal sensor."""
+        """The worker with its real parts: models from the manifest, the thermal sensor.
+
+        ``edge.models`` names the manifest roles the edge runs (docs/models.md); by
+        default it is the region classifier of role ``edge`` (or ``model``).
+        """
         cfg = settings.edge
         manifest = Path(cfg.model_manifest) if cfg.model_manifest else None
+        analyser: Analyser
+        if cfg.models and model is None:
+            analyser = ModelChain.load(cfg.models, manifest, source=Source.EDGE)
+        else:
+            model = model or OnnxModel.load("edge", manifest)
+            analyser = RegionClassifier(model, Source.EDGE, cfg.confidence_signal)
         return cls(
             settings,
-            model=model or OnnxModel.load("edge", manifest),
+            analyser=analyser,
             embedder=EmbeddingModel.load(),
             thermal=thermal_sensor(prefer_sysfs=cfg.thermal == "auto"),
             face_blur=FaceBlur(FaceBlurOptions(detect_scale=0.5)) if cfg.face_blur else None,
@@ -189,7 +203,7 @@ class EdgeWorker(Service):
     def _heartbeat(self) -> Heartbeat:
         assert self._link is not None
         return self.telemetry.heartbeat(
-            self.model, len(self._escalations.pending), link_up=self._link.up
+            self.analyser, len(self._escalations.pending), link_up=self._link.up
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -214,7 +228,8 @@ class EdgeWorker(Service):
             on_final=self.telemetry.on_final,
         )
         self._escalations.bind(self._finals, self._tags)
-        if self._trusted_keys:
+        if self._trusted_keys and isinstance(self.analyser, RegionClassifier):
+            # Signed bundles roll out region classifiers (docs/model-bundles.md).
             self._updater = ModelUpdater(
                 nc,
                 # Model bundles live where the fleet is run: the hub, if any.
@@ -224,7 +239,7 @@ class EdgeWorker(Service):
                 worker=cfg.worker_id,
                 trusted_keys=self._trusted_keys,
                 cache_dir=bundle_cache(cfg.bundle_dir, self.site, cfg.worker_id),
-                base=self.model,
+                base=self.analyser.model,
                 on_swap=self._swap_model,
                 on_refused=lambda _: self.metrics.bundle_refusals.labels(self.site).inc(),
             )
@@ -254,8 +269,8 @@ class EdgeWorker(Service):
             "%s), answers on %s, cloud %s",
             cfg.worker_id,
             self.site,
-            self.model.name,
-            self.model.version,
+            self.analyser.name,
+            self.analyser.version,
             subjects.frames(self.site),
             subjects.infer(self.site),
             group,
@@ -330,7 +345,7 @@ class EdgeWorker(Service):
         self.counters.frames += 1
         if shed_before_model(frame.priority, frame.privacy, self.pressure):
             self._count_shed()
-            await self._finals.publish(request, results.shed(frame, self.model))
+            await self._finals.publish(request, results.shed(frame, self.analyser))
             return
         # The batcher works in monotonic time; it also caps this at the latency target.
         due = time.monotonic() + max(0.0, frame.deadline_at - time.time())
@@ -339,7 +354,7 @@ class EdgeWorker(Service):
         if admission.shed is not None:
             self._count_shed()
             victim = admission.shed.frame
-            await self._finals.publish(admission.shed, results.shed(victim, self.model))
+            await self._finals.publish(admission.shed, results.shed(victim, self.analyser))
 
     def _dropped(self, exc: SlowConsumerError) -> None:
         """A frame dropped unread: the intake buffer was full. Counted; logged every 10 s."""
@@ -371,22 +386,22 @@ class EdgeWorker(Service):
 
     def _swap_model(self, model: OnnxModel) -> None:
         """Run ``model`` from the next batch on; its counters and drift start afresh."""
-        log.info("edge worker %s: %s -> %s", self.settings.edge.worker_id, self.model, model)
-        self.model = model
+        log.info("edge worker %s: %s -> %s", self.settings.edge.worker_id, self.analyser, model)
+        self.analyser = RegionClassifier(model, Source.EDGE, self.settings.edge.confidence_signal)
         self.telemetry.counters = ModelCounters(since=time.time())
         self.drift.reset()
         self.metrics.model.info({"name": model.name, "version": model.version})
         self.metrics.model_swaps.labels(self.site).inc()
 
-    async def _model_failed(self, batch: list[Request], exc: HybridfleetError) -> None:
+    async def _model_failed(self, batch: list[Request], exc: HybridfleetError, kind: str) -> None:
+        """Frames refused after intake: a batch the model failed on (``model``), or a
+        frame whose image did not decode (``schema``)."""
         self.counters.errors += 1
+        why = f"edge model failed on the batch: {exc}" if kind == "model" else str(exc)
         for request in batch:
             self._ids.forget(request.frame.frame_id)
             await self._dead_letter(
-                subjects.frames(self.site, request.frame.camera),
-                encode(request.frame),
-                "model",
-                f"edge model failed on the batch: {exc}",
+                subjects.frames(self.site, request.frame.camera), encode(request.frame), kind, why
             )
 
     # ------------------------------------------------------------------ telemetry

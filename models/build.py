@@ -97,10 +97,15 @@ def build_one(recipe: ModelRecipe, model: Any, split: DigitsSplit, out: Path) ->
     return manifest_entry(recipe, path, accuracy, split)
 
 
+def _size(entry: dict[str, Any]) -> int:
+    size: int = entry["provenance"]["size_bytes"]
+    return size
+
+
 def check_tiers(edge: dict[str, Any], cloud: dict[str, Any]) -> None:
     """The point of the hybrid: the edge model is smaller, the cloud model more accurate."""
-    if edge["size_bytes"] >= cloud["size_bytes"]:
-        raise BuildError(f"edge file ({edge['size_bytes']} B) is not smaller than cloud's")
+    if _size(edge) >= _size(cloud):
+        raise BuildError(f"edge file ({_size(edge)} B) is not smaller than cloud's")
     if edge["heldout_accuracy"] >= cloud["heldout_accuracy"]:
         raise BuildError(
             f"cloud held-out accuracy {cloud['heldout_accuracy']} does not beat "
@@ -115,7 +120,7 @@ def check_new_models(models: dict[str, dict[str, Any]]) -> None:
         raise BuildError(
             f"edge-bad held-out accuracy {bad} is not near chance (must be < {BAD_MAX_ACCURACY})"
         )
-    device, edge = models[DEVICE.role]["size_bytes"], models[EDGE.role]["size_bytes"]
+    device, edge = _size(models[DEVICE.role]), _size(models[EDGE.role])
     if device >= edge:
         raise BuildError(f"device file ({device} B) is not smaller than edge's ({edge} B)")
 
@@ -154,7 +159,8 @@ def _calibrated(
     out_of_fold = cross_validated_proba(train, split)
     heldout = onnx_proba(out / entry["file"], split.x_heldout)
     calibration = calibrate(out_of_fold, heldout, split)
-    entry.update(temperature=calibration["temperature"], calibration=calibration)
+    entry["decoder"]["temperature"] = calibration["temperature"]
+    entry["provenance"]["calibration"] = calibration
 
 
 def _ignore_svc_probability_deprecation() -> None:
@@ -185,7 +191,7 @@ def build(out: Path) -> dict[str, Any]:
         # Expected: random labels cannot be fitted; see train_edge_shuffled.
         warnings.filterwarnings("ignore", category=ConvergenceWarning)
         edge_bad = build_one(EDGE_BAD, train_edge_shuffled(split), split, out)
-        edge_bad["trained_on"] = (
+        edge_bad["provenance"]["trained_on"] = (
             f"training digits with their labels randomly permuted (numpy default_rng, "
             f"seed {SHUFFLE_SEED}); deliberately bad, uncalibrated (temperature 1.0)"
         )
@@ -194,7 +200,7 @@ def build(out: Path) -> dict[str, Any]:
         embed, embedded = build_embedding(EMBED, train_embed(split), split, out)
         cloud_embed = build_one(CLOUD_EMBED, train_cloud(embedded), embedded, out)
     cloud_embed["input_from"] = {key: embed[key] for key in ("name", "version", "sha256")}
-    cloud_embed["input_from"]["role"] = EMBED.role
+    cloud_embed["input_from"].update(role=EMBED.role, width=int(embedded.x_train.shape[1]))
     models = {
         EDGE.role: edge,
         CLOUD.role: cloud,
@@ -224,19 +230,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"models.build: {exc}", file=sys.stderr)
         return 1
     for role, entry in manifest["models"].items():
+        made = entry["provenance"]
         if "heldout_accuracy" in entry:
             measured = f"held-out accuracy {entry['heldout_accuracy']:.4f}"
         else:
-            measured = f"{entry['output']['shape'][1]} floats, {entry['explained_variance']:.2%} "
+            measured = f"{made['components']} floats, {made['explained_variance']:.2%} "
             measured += "of the training variance"
         print(
             f"{role}: {entry['name']} {entry['version']} -> {args.out / entry['file']} "
-            f"({entry['size_bytes']} B, {measured})"
+            f"({made['size_bytes']} B, {measured})"
         )
     for role, entry in manifest["models"].items():
-        if "calibration" not in entry:
+        if "calibration" not in entry["provenance"]:
             continue
-        cal = entry["calibration"]
+        cal = entry["provenance"]["calibration"]
         print(
             f"{role} calibration: temperature {cal['temperature']} fitted on "
             f"{cal['split']['folds']}-fold out-of-fold predictions of the "

@@ -2,8 +2,11 @@
 
 Sources, later wins: defaults (enough for the embedded stack), a TOML file, then
 environment variables ``HYBRIDFLEET_<SECTION>_<KEY>`` (e.g.
-``HYBRIDFLEET_EDGE_MAX_BATCH_SIZE=16``). An unknown key, a wrong type or a value out
-of range is a ``ConfigError`` that names the key and the allowed range.
+``HYBRIDFLEET_EDGE_MAX_BATCH_SIZE=16``). Each section is built by
+:func:`pipeline.declared.build`, as model manifests are: an unknown key, a wrong type
+or a value out of range is a ``ConfigError`` that names the key and what would be
+right (the allowed keys and the closest, the type, the range or the choices); a string
+is read as the number or the true/false it spells, as environment variables are.
 """
 
 from __future__ import annotations
@@ -12,11 +15,11 @@ import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from schemas.checks import require_number
+from pipeline.declared import build, checked, one_of, ranged
 from schemas.errors import ConfigError, SchemaError
 from schemas.limits import DEFAULT_MAX_BYTES
 from schemas.subjects import check_token
@@ -36,16 +39,24 @@ ENV_PREFIX = "HYBRIDFLEET_"
 
 
 def _range(default: Any, lo: float, hi: float) -> Any:
-    return field(default=default, metadata={"lo": lo, "hi": hi})
+    return ranged(default, lo=lo, hi=hi)
 
 
 def _choice(default: str, *choices: str) -> Any:
-    return field(default=default, metadata={"choices": choices})
+    return one_of(default, *choices)
+
+
+def _not_a_token(value: str) -> str | None:
+    try:
+        check_token(value, "name")
+    except SchemaError:
+        return f"must be 1-64 letters, digits, '_' or '-', got {value!r}"
+    return None
 
 
 def _token(default: str) -> Any:
     # Becomes part of subject names: validated like a site or camera name.
-    return field(default=default, metadata={"token": True})
+    return checked(_not_a_token, default)
 
 
 @dataclass(frozen=True)
@@ -159,6 +170,11 @@ class EdgeSettings(WorkerSettings):
     # On drain, escalated frames still waiting for the cloud get their edge answer
     # (degraded, cloud_timeout) after at most this long.
     drain_timeout_s: float = _range(10.0, 0.0, 3600.0)
+    # The manifest roles this edge runs, in order (docs/models.md), e.g.
+    # "shop-detect" or "text-det,text-rec"; empty: the region classifier of role "edge".
+    models: str = ""
+    # JPEG quality of the crops and whole frames an encoded (JPEG/PNG) frame escalates.
+    crop_jpeg_quality: int = _range(90, 1, 100)
 
 
 @dataclass(frozen=True)
@@ -193,6 +209,9 @@ class CloudSettings(WorkerSettings):
     # max_ack_pending.
     defer_batch: int = _range(0, 0, 100_000)
     defer_max_s: float = _range(60.0, 0.01, 86_400.0)
+    # The manifest roles the cloud runs on what it is sent, in order (docs/models.md),
+    # e.g. "shop-classify"; empty: the region classifier of role "cloud".
+    models: str = ""
 
     @property
     def site_list(self) -> list[str]:
@@ -216,60 +235,9 @@ class Settings:
 T = TypeVar("T")
 
 
-def _coerce(key: str, kind: Any, value: Any) -> Any:
-    """Turn ``value`` (from TOML or an env string) into ``kind`` or say why not."""
-    from_env = isinstance(value, str) and kind is not str
-    try:
-        if kind is bool:
-            if isinstance(value, bool):
-                return value
-            if from_env and value.lower() in {"1", "true", "yes", "0", "false", "no"}:
-                return value.lower() in {"1", "true", "yes"}
-            raise ValueError
-        if kind is int:
-            if isinstance(value, bool | float):
-                raise ValueError
-            return int(value)
-        if kind is float:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if kind is str:
-            if not isinstance(value, str):
-                raise ValueError
-            return value
-    except (TypeError, ValueError):
-        pass
-    wanted = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
-    raise ConfigError(f"{key} must be {wanted[kind]}, got {value!r}")
-
-
 def _build(cls: type[T], section: str, values: Mapping[str, Any]) -> T:
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ConfigError(
-            f"unknown key {section}.{unknown[0]}; known keys of [{section}]: "
-            + ", ".join(sorted(fields))
-        )
-    kwargs: dict[str, Any] = {}
-    hints = {"int": int, "float": float, "str": str, "bool": bool}
-    for name, value in values.items():
-        f = fields[name]
-        key = f"{section}.{name}"
-        coerced = _coerce(key, hints[str(f.type)], value)
-        if "lo" in f.metadata:
-            require_number(key, coerced, f.metadata["lo"], f.metadata["hi"])
-        choices = f.metadata.get("choices")
-        if choices and coerced not in choices:
-            raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {coerced!r}")
-        if f.metadata.get("token"):
-            try:
-                check_token(coerced, key)
-            except SchemaError as exc:
-                raise ConfigError(str(exc)) from None
-        kwargs[name] = coerced
-    built = cls(**kwargs)
+    """Section ``section`` from its values (TOML values and environment strings)."""
+    built = build(cls, values, "", path=section, error=ConfigError, strings=True)
     _check_lists(section, built)
     return built
 

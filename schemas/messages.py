@@ -205,6 +205,13 @@ class Frame:
         """The Unix time by which the final result is due."""
         return self.captured_at + self.deadline_ms / 1000.0
 
+    @property
+    def raw_image(self) -> np.ndarray:
+        """The raw pixels of a raw frame; ``SchemaError`` for an encoded one."""
+        if isinstance(self.image, Encoded):
+            raise SchemaError("frame: an encoded image has no raw pixels until it is decoded")
+        return self.image
+
     def crops(self) -> list[np.ndarray]:
         """The pixels of every region of interest, in order (raw frames only)."""
         return _crops(self.image, self.regions)

@@ -34,10 +34,12 @@ def edge_bundle(
         out,
         "edge",
         model.path,
-        model.spec,
+        model.declaration,
         version=version,
         default_threshold=threshold,
-        heldout={"accuracy": model.spec.heldout_accuracy} if heldout is None else heldout,
+        heldout={"accuracy": model.declaration.heldout_accuracy or 0.0}
+        if heldout is None
+        else heldout,
         trained_by="models/build.py",
         commit=commit,
         signing_key=private_key,

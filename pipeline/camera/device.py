@@ -152,7 +152,7 @@ class FrameSkipper(Generic[R]):
             return False
         delta = self._config.pixel_delta
         return all(
-            crop_difference(old, region.crop(frame.image), delta) < threshold
+            crop_difference(old, region.crop(frame.raw_image), delta) < threshold
             for region, old in zip(frame.regions, ref.crops, strict=True)
         )
 

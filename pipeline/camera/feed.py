@@ -28,10 +28,10 @@ from prometheus_client import Counter
 from pipeline.camera.sources.base import DecodedFrame, SourceError, VideoSource, redact
 from pipeline.camera.sources.config import VideoCamera
 from pipeline.camera.sources.image import resize
-from pipeline.inference.images import encode_jpeg
 from pipeline.camera.sources.metrics import CameraMetrics
 from pipeline.camera.sources.pacing import Pacer
 from pipeline.camera.sources.registry import open_source
+from pipeline.inference.images import encode_jpeg
 
 __all__ = ["Backoff", "CameraImage", "Feed", "FeedCounts", "Opener"]
 

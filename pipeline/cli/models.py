@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Final
@@ -19,7 +19,7 @@ from typing import Any, Final
 import orjson
 
 from pipeline.config import EdgeSettings, load_settings
-from pipeline.inference.manifest import DEFAULT_MANIFEST, manifest_entry
+from pipeline.inference.manifest import DEFAULT_MANIFEST
 from pipeline.inference.model import OnnxModel
 from pipeline.messaging.natsio import connect
 from pipeline.release.bundle import make_bundle
@@ -103,12 +103,17 @@ def bundle(args: argparse.Namespace) -> int:
     """Bundle the model of one manifest entry, checked against the manifest; print the path."""
     manifest = Path(args.manifest) if args.manifest else DEFAULT_MANIFEST
     model = OnnxModel.load(args.role, manifest)  # the file must match manifest.json
-    entry, _ = manifest_entry(args.role, manifest)
-    heldout: dict[str, float] = {"accuracy": model.spec.heldout_accuracy}
-    if isinstance(entry.get("heldout_size"), int):
-        heldout["size"] = entry["heldout_size"]
-    calibration = entry.get("calibration")
-    if isinstance(calibration, dict) and "heldout_ece_after" in calibration:
+    declaration = model.declaration
+    if declaration.heldout_accuracy is None:
+        raise BundleError(
+            f"{manifest}: models.{args.role}.heldout_accuracy is not recorded; a bundle needs it"
+        )
+    made = declaration.provenance
+    heldout: dict[str, float] = {"accuracy": declaration.heldout_accuracy}
+    if isinstance(made.get("heldout_size"), int):
+        heldout["size"] = made["heldout_size"]
+    calibration = made.get("calibration")
+    if isinstance(calibration, Mapping) and "heldout_ece_after" in calibration:
         heldout["ece"] = calibration["heldout_ece_after"]
     try:
         signing_key = Path(args.key).read_text(encoding="utf-8")
@@ -118,11 +123,11 @@ def bundle(args: argparse.Namespace) -> int:
         Path(args.out),
         args.tier,
         model.path,
-        model.spec,
+        declaration,
         version=args.version,
         default_threshold=args.threshold,
         heldout=heldout,
-        trained_by=str(entry.get("script") or "unknown"),
+        trained_by=str(made.get("script") or "unknown"),
         commit=args.commit,
         signing_key=signing_key,
     )

@@ -160,8 +160,8 @@ async def _run(
     return summarize(
         published,
         collector,
-        edge_model=edge.model,
-        cloud_model=cloud.model,
+        edge_model=edge.analyser,
+        cloud_model=cloud.analyser,
         escalated_bytes=edge.metrics.value(
             "hybridfleet_edge_escalated_bytes_total", site=edge.site
         ),

@@ -21,8 +21,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from pipeline.camera.simulator import PublishedFrame
+from pipeline.inference.analysis import Analyser, RegionClassifier
 from pipeline.inference.digits import pixels_to_features
-from pipeline.inference.model import OnnxModel
 from pipeline.planning.costs import CostModel, Mode
 from schemas import subjects
 from schemas.codec import decode_result
@@ -80,12 +80,13 @@ def _accuracy(correct: int, total: int) -> float | None:
     return None if total == 0 else round(correct / total, 4)
 
 
-def _offline_accuracy(model: OnnxModel, published: Sequence[PublishedFrame]) -> float | None:
+def _offline_accuracy(analyser: Analyser, published: Sequence[PublishedFrame]) -> float | None:
+    """A region classifier's accuracy on every published region (None for other tiers)."""
     crops = [c for p in published for c in p.crops]
     truth = np.array([t for p in published for t in p.truth])
-    if not crops:
+    if not crops or not isinstance(analyser, RegionClassifier):
         return None
-    predicted = model.predict_proba(pixels_to_features(crops)).argmax(axis=1)
+    predicted = analyser.model.predict_proba(pixels_to_features(crops)).argmax(axis=1)
     return _accuracy(int((predicted == truth).sum()), len(truth))
 
 
@@ -100,8 +101,8 @@ def summarize(
     published: Sequence[PublishedFrame],
     collector: ResultCollector,
     *,
-    edge_model: OnnxModel,
-    cloud_model: OnnxModel,
+    edge_model: Analyser,
+    cloud_model: Analyser,
     escalated_bytes: float,
     escalations: float,
     dead_letters: float,

@@ -157,4 +157,4 @@ async def _run_workers(
 
 
 def _model(worker: Any) -> str:
-    return f"{worker.model.name} {worker.model.version}"
+    return f"{worker.analyser.name} {worker.analyser.version}"

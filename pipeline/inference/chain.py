@@ -152,7 +152,9 @@ class ModelChain:
                 score = stage.confidence_of(answer)
                 out.append(_Item(target.frame, target.box, target.quad, label, score))
             elif isinstance(answer, Text):
-                out.append(_Read(target.frame, target.box, answer.text, stage.confidence_of(answer)))
+                out.append(
+                    _Read(target.frame, target.box, answer.text, stage.confidence_of(answer))
+                )
             else:
                 raise ModelError(f"model {stage.name!r}: a {stage.task} model cannot follow here")
         return out
@@ -164,7 +166,9 @@ class ModelChain:
             if isinstance(i, _Item)
         )
         lines = tuple(
-            TextLine(r.box, r.text, r.confidence, self.source) for r in items if isinstance(r, _Read)
+            TextLine(r.box, r.text, r.confidence, self.source)
+            for r in items
+            if isinstance(r, _Read)
         )
         certainty = [d.score for d in detections] + [line.confidence for line in lines]
         asks = tuple(d.box for d in detections if d.score < look.threshold) + tuple(

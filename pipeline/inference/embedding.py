@@ -6,71 +6,74 @@ so a site can send an embedding instead of the digit. An embedding keeps less th
 the pixels but is a linear projection, not a privacy mechanism.
 
 As for the classifiers in :mod:`pipeline.inference.model`, the file is only loaded through its
-manifest entry: its SHA-256, input and output must match what the manifest says.
+manifest declaration: its SHA-256, input and output must match it; the embedding's
+length is the width of the declared output (``decoder.output``) in the file.
 The ``cloud-embed`` classifier itself is an ordinary classifier entry and loads with
 ``OnnxModel.load("cloud-embed")``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import numpy as np
 import onnxruntime as ort
 
-from pipeline.inference.manifest import DEFAULT_MANIFEST, EntryReader, manifest_entry
-from pipeline.inference.session import Signature, VerifiedModel, read_verified
+from pipeline.inference.declaration import ModelDeclaration
+from pipeline.inference.manifest import DEFAULT_MANIFEST, load_declaration
+from pipeline.inference.model import feature_width
+from pipeline.inference.session import Signature, VerifiedModel, read_verified, tensor_name
 from schemas.errors import ModelError
 
 __all__ = ["EMBED_ROLE", "EmbeddingModel", "EmbeddingSpec"]
 
 EMBED_ROLE: Final = "embed"
-_DTYPE: Final = "float32"
 _ORT_FLOAT: Final = "tensor(float)"
 
 
 @dataclass(frozen=True, slots=True)
 class EmbeddingSpec:
-    """What the manifest promises about the embedding file.
+    """An embedding's declaration (task ``embed``, decoder ``embedding``) with what only
+    its file tells: the input and output tensors' names and the embedding's length.
 
-    ``file`` is relative to the manifest's folder; input is float32 [N, n_features],
-    output float32 [N, dim].
+    Input is float32 [N, n_features], output float32 [N, dim].
     """
 
-    name: str
-    version: str
-    file: str
-    sha256: str
+    declaration: ModelDeclaration
     input_name: str
-    n_features: int
     output_name: str
     dim: int
 
     @property
+    def name(self) -> str:
+        """Model name, e.g. ``digits-pca16``."""
+        return self.declaration.name
+
+    @property
+    def version(self) -> str:
+        """Model version."""
+        return self.declaration.version
+
+    @property
+    def n_features(self) -> int:
+        """Number of input columns per row."""
+        return feature_width(self.declaration, self.name)
+
+    @property
+    def normalize(self) -> bool:
+        """Whether each embedding is scaled to unit L2 norm (``decoder.normalize``)."""
+        return bool(self.declaration.decoder.params.normalize)
+
+    @property
     def signature(self) -> Signature:
         """What the session is run by: [N, n_features] in, [N, dim] out."""
-        return Signature(self.input_name, _DTYPE, self.n_features, self.output_name, self.dim)
-
-    @classmethod
-    def from_manifest(cls, entry: Mapping[str, Any], *, where: str) -> EmbeddingSpec:
-        """Build a spec from a ``models.embed`` entry; ModelError names the bad key."""
-        fields = EntryReader(entry, where)
-        for key in ("input.dtype", "output.dtype"):
-            fields.choice(key, (_DTYPE,))
-        return cls(
-            **fields.file_fields(),
-            input_name=fields.text("input.name"),
-            n_features=fields.width("input.shape", "width"),
-            output_name=fields.text("output.name"),
-            dim=fields.width("output.shape", "width"),
-        )
+        return Signature(self.input_name, "float32", self.n_features, self.output_name, self.dim)
 
 
 class EmbeddingModel(VerifiedModel[EmbeddingSpec]):
-    """The verified embedding model on onnxruntime's CPU provider.
+    """The verified embedding model, on its declared providers.
 
     Create with :meth:`load`. :meth:`embed` is thread-safe (onnxruntime allows
     concurrent ``run`` calls on one session), so callers may run it in an executor.
@@ -78,19 +81,43 @@ class EmbeddingModel(VerifiedModel[EmbeddingSpec]):
 
     @classmethod
     def load(
-        cls, manifest: Path | None = None, *, role: str = EMBED_ROLE, intra_op_threads: int = 1
+        cls,
+        manifest: Path | None = None,
+        *,
+        role: str = EMBED_ROLE,
+        intra_op_threads: int | None = None,
     ) -> EmbeddingModel:
         """Load the ``embed`` model from ``manifest`` (default: the shipped manifest).
 
         The file is resolved relative to the manifest's folder and must have the
-        manifest's SHA-256, input and output; otherwise :class:`ModelError` says what
-        differs.
+        declared SHA-256, input and output; otherwise :class:`ModelError` says what
+        differs. ``intra_op_threads``, if given, replaces the entry's.
         """
         manifest_path = DEFAULT_MANIFEST if manifest is None else Path(manifest)
-        entry, where = manifest_entry(role, manifest_path)
-        spec = EmbeddingSpec.from_manifest(entry, where=where)
-        path = manifest_path.parent / spec.file
-        return cls._open(spec, read_verified(path, spec.sha256), path, intra_op_threads)
+        declaration, where = load_declaration(role, manifest_path)
+        path = manifest_path.parent / declaration.file
+        data = read_verified(path, declaration.sha256)
+        return cls._open(declaration, data, path, where, intra_op_threads)
+
+    @staticmethod
+    def _spec_of(
+        declaration: ModelDeclaration, session: ort.InferenceSession, path: Path, where: str
+    ) -> EmbeddingSpec:
+        """The spec: an ``embed`` model over features whose declared output has a fixed width."""
+        if (declaration.task, declaration.decoder.type) != ("embed", "embedding"):
+            raise ModelError(f"{where}: an embedding declares task 'embed', decoder 'embedding'")
+        feature_width(declaration, where)
+        outputs = session.get_outputs()
+        output_name = tensor_name(declaration.decoder.params.output, outputs)
+        shapes = {o.name: o.shape for o in outputs}
+        width = shapes.get(output_name, [None])[-1]
+        if not isinstance(width, int):
+            raise ModelError(
+                f"{where}: decoder.output {output_name!r} is not an output of fixed width in "
+                f"the file; its outputs are {shapes}"
+            )
+        input_name = tensor_name(declaration.input.name, session.get_inputs())
+        return EmbeddingSpec(declaration, input_name, output_name, width)
 
     @staticmethod
     def _check_session(session: ort.InferenceSession, spec: EmbeddingSpec, where: str) -> None:
@@ -111,12 +138,17 @@ class EmbeddingModel(VerifiedModel[EmbeddingSpec]):
         return self._spec.dim
 
     def embed(self, features: np.ndarray) -> np.ndarray:
-        """Embeddings for a batch: float32 [N, dim].
+        """Embeddings for a batch: float32 [N, dim], scaled to unit length if the
+        declaration says ``normalize``.
 
-        ``features`` must be a float32 numpy array [N, 64] of finite values (see
+        ``features`` must be a float32 numpy array [N, n_features] of finite values (see
         :func:`pipeline.inference.digits.pixels_to_features`). N == 0 returns an empty array.
         """
-        return self._run(features)
+        vectors = self._run(features)
+        if not self._spec.normalize:
+            return vectors
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return np.asarray(vectors / np.where(norms > 0.0, norms, 1.0), dtype=np.float32)
 
     def __repr__(self) -> str:
         spec = self._spec

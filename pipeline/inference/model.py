@@ -1,32 +1,41 @@
-"""The classifiers named in ``models/manifest.json``: their spec, verified loading, inference.
+"""The [N, features] classifiers of ``models/manifest.json``: spec, verified loading, inference.
 
-A model is only ever loaded through its manifest entry (pipeline/inference/manifest.py):
-the file's SHA-256, input name and shape must match what the manifest says, so a
-worker never silently serves a stale or corrupt file. ``python -m models.build``
-writes both the files and the manifest. The session itself is shared with the
-embedding model (pipeline/inference/session.py); what is the classifiers' own is the
-spec, the check of the file's input and output, and temperature scaling.
+A model is only ever loaded through its manifest declaration
+(pipeline/inference/declaration.py): the file's SHA-256, input and output must match
+what it declares, so a worker never silently serves a stale or corrupt file.
+``python -m models.build`` writes both the files and the manifest. The session itself is
+shared with the embedding model (pipeline/inference/session.py); what is the
+classifiers' own is the spec (task ``classify`` with decoder ``probabilities`` over
+features: preprocess ``digits8x8``, or the output of the ``input_from`` model), the
+check of the file's input and output, and temperature scaling.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import numpy as np
 import onnxruntime as ort
 
+from pipeline.inference.declaration import ModelDeclaration
+from pipeline.inference.digits import N_FEATURES
 from pipeline.inference.manifest import (
     DEFAULT_MANIFEST,
     MANIFEST_SCHEMA,
-    EntryReader,
     display_path,
-    manifest_entry,
+    load_declaration,
 )
-from pipeline.inference.session import Signature, VerifiedModel, check_digest, read_verified
+from pipeline.inference.session import (
+    Signature,
+    VerifiedModel,
+    check_digest,
+    read_verified,
+    tensor_name,
+)
 from schemas.errors import ModelError
 
 __all__ = [
@@ -35,6 +44,7 @@ __all__ = [
     "ModelSpec",
     "OnnxModel",
     "apply_temperature",
+    "feature_width",
     "load_spec",
 ]
 
@@ -42,28 +52,90 @@ _ORT_TYPES: Final = {"float32": "tensor(float)"}
 # Smallest normal float32: a probability of exactly 0 stays the least likely class
 # under temperature scaling instead of producing log(0) = -inf and NaNs.
 _PROBA_FLOOR: Final = float(np.finfo(np.float32).tiny)
+_FEATURES: Final = "digits8x8"
+
+
+def feature_width(declaration: ModelDeclaration, where: str) -> int:
+    """The number of features per row a [N, features] model takes: ``input_from.width``
+    for a model fed by another, else the ``digits8x8`` preprocessor's 64; ModelError
+    for a model whose input is an image."""
+    if declaration.input_from is not None:
+        return declaration.input_from.width
+    if declaration.input.preprocess != _FEATURES:
+        raise ModelError(
+            f"{where}: input.preprocess is {declaration.input.preprocess!r}; a [N, features] "
+            f"model takes {_FEATURES!r} or declares input_from"
+        )
+    return N_FEATURES
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What the manifest promises about one model file.
+    """A classifier's declaration with what only its file tells: the label of each output
+    column and the input and output tensors' names (the declared ones, or the file's
+    first where the declaration says "")."""
 
-    ``file`` is relative to the manifest's folder. ``input_shape`` uses None for the
-    batch dimension. ``temperature`` scales the model's log-probabilities (1.0 means
-    uncalibrated); ``heldout_accuracy`` is the build's measurement on the held-out split.
-    """
-
-    name: str
-    version: str
-    file: str
-    sha256: str
+    declaration: ModelDeclaration
+    labels: tuple[str, ...]
     input_name: str
-    input_shape: tuple[int | None, ...]
-    input_dtype: str
     output_name: str
-    labels: tuple[int, ...]
-    temperature: float
-    heldout_accuracy: float
+
+    @classmethod
+    def of(
+        cls,
+        declaration: ModelDeclaration,
+        labels: tuple[str, ...],
+        *,
+        input_name: str = "",
+        output_name: str = "",
+        where: str = "model declaration",
+    ) -> ModelSpec:
+        """The spec, or ModelError (prefixed by ``where``) if ``declaration`` is not an
+        [N, features] classifier whose output is probabilities."""
+        kind = (declaration.task, declaration.decoder.type)
+        if kind != ("classify", "probabilities"):
+            raise ModelError(
+                f"{where}: task {kind[0]!r} with decoder {kind[1]!r}; a [N, features] "
+                "classifier declares task 'classify' and decoder 'probabilities'"
+            )
+        feature_width(declaration, where)
+        names = (input_name or declaration.input.name, output_name or _output(declaration))
+        return cls(declaration, labels, *names)
+
+    @property
+    def name(self) -> str:
+        """Model name, e.g. ``digits-mlp32``."""
+        return self.declaration.name
+
+    @property
+    def version(self) -> str:
+        """Model version, e.g. ``1.0.0``."""
+        return self.declaration.version
+
+    @property
+    def file(self) -> str:
+        """The model file, relative to the manifest's folder."""
+        return self.declaration.file
+
+    @property
+    def sha256(self) -> str:
+        """The file's SHA-256 (hex)."""
+        return self.declaration.sha256
+
+    @property
+    def input_dtype(self) -> str:
+        """The input tensor's element type, e.g. ``float32``."""
+        return self.declaration.input.dtype
+
+    @property
+    def n_features(self) -> int:
+        """Number of input columns per row."""
+        return feature_width(self.declaration, self.name)
+
+    @property
+    def input_shape(self) -> tuple[int | None, ...]:
+        """[None (any batch), n_features]."""
+        return (None, self.n_features)
 
     @property
     def n_classes(self) -> int:
@@ -71,11 +143,14 @@ class ModelSpec:
         return len(self.labels)
 
     @property
-    def n_features(self) -> int:
-        """Number of input columns per row."""
-        last = self.input_shape[-1]
-        assert last is not None  # from_manifest guarantees a fixed feature dimension
-        return last
+    def temperature(self) -> float:
+        """The temperature that scales the model's log-probabilities (1.0: uncalibrated)."""
+        return float(self.declaration.decoder.params.temperature)
+
+    @property
+    def heldout_accuracy(self) -> float | None:
+        """The build's accuracy on the held-out split, if recorded."""
+        return self.declaration.heldout_accuracy
 
     @property
     def signature(self) -> Signature:
@@ -84,38 +159,23 @@ class ModelSpec:
             self.input_name, self.input_dtype, self.n_features, self.output_name, self.n_classes
         )
 
-    @classmethod
-    def from_manifest(cls, entry: Mapping[str, Any], *, where: str = "manifest entry") -> ModelSpec:
-        """Build a spec from one ``models.<role>`` entry of manifest.json.
 
-        Raises :class:`ModelError` naming the missing or bad key, prefixed by ``where``.
-        """
-        fields = EntryReader(entry, where)
-        labels = fields.int_list("labels")
-        classes = fields.integer("output.classes")
-        if classes != len(labels):
-            fields.fail("output.classes", f"is {classes} but there are {len(labels)} labels")
-        return cls(
-            **fields.file_fields(),
-            input_name=fields.text("input.name"),
-            input_shape=(None, fields.width("input.shape", "features")),
-            input_dtype=fields.choice("input.dtype", tuple(_ORT_TYPES)),
-            output_name=fields.text("output.name"),
-            labels=tuple(labels),
-            temperature=fields.number("temperature", low=0.0, low_open=True),
-            heldout_accuracy=fields.number("heldout_accuracy", low=0.0, high=1.0),
-        )
+def _output(declaration: ModelDeclaration) -> str:
+    output: str = declaration.decoder.params.output
+    return output
 
 
 def load_spec(role: str, manifest: Path | None = None) -> ModelSpec:
-    """The spec of the model serving ``role`` ("edge" or "cloud") in ``manifest``.
+    """The spec of the classifier serving ``role`` (e.g. "edge") in ``manifest``, without
+    loading its file: its labels must be declared in the entry or a labels file.
 
     ``manifest`` defaults to :data:`DEFAULT_MANIFEST`. Raises :class:`ModelError` for an
     unreadable manifest, an unknown role (listing the roles present) or a bad entry.
     """
     path = DEFAULT_MANIFEST if manifest is None else Path(manifest)
-    entry, where = manifest_entry(role, path)
-    return ModelSpec.from_manifest(entry, where=where)
+    declaration, where = load_declaration(role, path)
+    labels = declaration.resolve_labels(path.parent, {}, where)
+    return ModelSpec.of(declaration, labels, where=where)
 
 
 def apply_temperature(proba: np.ndarray, temperature: float) -> np.ndarray:
@@ -148,7 +208,7 @@ def _dims_match(expected: Sequence[int | None], actual: Sequence[object]) -> boo
 
 
 class OnnxModel(VerifiedModel[ModelSpec]):
-    """One verified ONNX classifier on onnxruntime's CPU provider.
+    """One verified ONNX classifier of [N, features] rows, on its declared providers.
 
     Create with :meth:`load`. :meth:`predict_proba` is thread-safe (onnxruntime allows
     concurrent ``run`` calls on one session), so workers call it from an executor.
@@ -156,31 +216,54 @@ class OnnxModel(VerifiedModel[ModelSpec]):
 
     @classmethod
     def load(
-        cls, role: str, manifest: Path | None = None, *, intra_op_threads: int = 1
+        cls, role: str, manifest: Path | None = None, *, intra_op_threads: int | None = None
     ) -> OnnxModel:
         """Load the model for ``role`` from ``manifest`` (default :data:`DEFAULT_MANIFEST`).
 
         The file is resolved relative to the manifest's folder and must have the
-        manifest's SHA-256, input name, dtype and shape; otherwise :class:`ModelError`
-        says what differs and how to fix it.
+        declared SHA-256, input and output; otherwise :class:`ModelError` says what
+        differs and how to fix it. ``intra_op_threads``, if given, replaces the entry's
+        ``runtime.intra_op_threads``.
         """
         manifest_path = DEFAULT_MANIFEST if manifest is None else Path(manifest)
-        spec = load_spec(role, manifest_path)
-        path = manifest_path.parent / spec.file
-        return cls._open(spec, read_verified(path, spec.sha256), path, intra_op_threads)
+        declaration, where = load_declaration(role, manifest_path)
+        path = manifest_path.parent / declaration.file
+        data = read_verified(path, declaration.sha256)
+        return cls._open(declaration, data, path, where, intra_op_threads)
 
     @classmethod
     def from_bytes(
-        cls, spec: ModelSpec, data: bytes, path: Path, *, intra_op_threads: int = 1
+        cls,
+        declaration: ModelDeclaration,
+        data: bytes,
+        path: Path,
+        *,
+        intra_op_threads: int | None = None,
     ) -> OnnxModel:
-        """Load ONNX ``data`` described by ``spec`` (e.g. a model bundle's file).
+        """Load ONNX ``data`` that ``declaration`` describes (e.g. a model bundle's file).
 
-        ``path`` is where the bytes came from, for messages and :attr:`path`. The bytes
-        must have ``spec.sha256`` and the spec's input name, dtype and shape and output;
-        otherwise :class:`ModelError` says what differs.
+        ``path`` is where the bytes came from, for messages and :attr:`path` (a labels
+        file is looked for next to it). The bytes must have ``declaration.sha256`` and
+        the declared input and output; otherwise :class:`ModelError` says what differs.
         """
-        check_digest(data, spec.sha256, display_path(path), "")
-        return cls._open(spec, data, path, intra_op_threads)
+        where = display_path(path)
+        check_digest(data, declaration.sha256, where, "")
+        return cls._open(declaration, data, path, where, intra_op_threads)
+
+    @staticmethod
+    def _spec_of(
+        declaration: ModelDeclaration, session: ort.InferenceSession, path: Path, where: str
+    ) -> ModelSpec:
+        """The classifier's spec: labels resolved (from the file's metadata if declared so)."""
+        metadata = session.get_modelmeta().custom_metadata_map
+        labels = declaration.resolve_labels(path.parent, metadata, where)
+        return ModelSpec.of(
+            declaration,
+            labels,
+            input_name=tensor_name(declaration.input.name, session.get_inputs()),
+            output_name=tensor_name(_output(declaration), session.get_outputs()),
+            where=where,
+        )
 
     @staticmethod
     def _check_session(session: ort.InferenceSession, spec: ModelSpec, where: str) -> None:
@@ -190,7 +273,7 @@ class OnnxModel(VerifiedModel[ModelSpec]):
             names = [i.name for i in inputs]
             raise ModelError(f"{where}: expected one input, the file has {names}")
         got = inputs[0]
-        want_type = _ORT_TYPES[spec.input_dtype]
+        want_type = _ORT_TYPES.get(spec.input_dtype)
         if got.name != spec.input_name:
             raise ModelError(
                 f"{where}: input is named {got.name!r} in the file, "
@@ -211,7 +294,7 @@ class OnnxModel(VerifiedModel[ModelSpec]):
         if not _dims_match((None, spec.n_classes), output.shape) or output.type != "tensor(float)":
             raise ModelError(
                 f"{where}: output {output.name!r} is {output.type} {output.shape} in the file, "
-                f"expected float32 [None, {spec.n_classes}]"
+                f"expected float32 [None, {spec.n_classes}] ({spec.n_classes} labels)"
             )
 
     @property
@@ -229,12 +312,22 @@ class OnnxModel(VerifiedModel[ModelSpec]):
         """Number of probability columns."""
         return self._spec.n_classes
 
+    @property
+    def declaration(self) -> ModelDeclaration:
+        """The manifest declaration this model was verified against."""
+        return self._spec.declaration
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        """The name of each probability column (the declaration's labels)."""
+        return self._spec.labels
+
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         """Class probabilities for a batch: float32 [N, n_classes], rows sum to 1.
 
-        ``features`` must be float32 [N, 64] (see
-        :func:`pipeline.inference.digits.pixels_to_features`).
-        The manifest's temperature is applied. N == 0 returns an empty array without
+        ``features`` must be float32 [N, n_features] (for ``digits8x8``, see
+        :func:`pipeline.inference.digits.pixels_to_features`). The declared temperature
+        (``decoder.temperature``) is applied. N == 0 returns an empty array without
         running the session.
         """
         return apply_temperature(self._run(features), self._spec.temperature)

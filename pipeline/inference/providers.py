@@ -104,7 +104,9 @@ def _options(runtime: Runtime) -> ort.SessionOptions:
     return options
 
 
-def session_for(data_or_path: bytes | Path | str, runtime: Runtime, where: str) -> ort.InferenceSession:
+def session_for(
+    data_or_path: bytes | Path | str, runtime: Runtime, where: str
+) -> ort.InferenceSession:
     """An onnxruntime session over the model (bytes already checked against their
     digest, or a file), on the providers of ``runtime`` that are available.
 

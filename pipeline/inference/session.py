@@ -1,7 +1,8 @@
-"""One verified ONNX file on onnxruntime's CPU provider: what every model here shares.
+"""One verified ONNX file in an onnxruntime session: what every [N, features] model shares.
 
 The file's bytes are read once and checked against the SHA-256 its manifest entry
-names, and the session is made from those very bytes, so the file cannot change
+names, and the session is made from those very bytes (on the providers its entry's
+``runtime`` asks for, pipeline/inference/providers.py), so the file cannot change
 between check and load. ``run`` checks a batch of features, runs the session and
 checks the output's shape; onnxruntime allows concurrent ``run`` calls on one session,
 so workers call it from an executor. ``VerifiedModel`` is the base of the classifiers
@@ -19,18 +20,20 @@ from typing import Final, Generic, Protocol, Self, TypeVar
 import numpy as np
 import onnxruntime as ort
 
+from pipeline.inference.declaration import ModelDeclaration
 from pipeline.inference.manifest import display_path
-from schemas.errors import ConfigError, ModelError
+from pipeline.inference.providers import session_for, with_threads
+from schemas.errors import ModelError
 
 __all__ = [
     "REBUILD_HINT",
     "Signature",
     "VerifiedModel",
     "check_digest",
-    "open_session",
     "read_model_file",
     "read_verified",
     "run",
+    "tensor_name",
 ]
 
 REBUILD_HINT: Final = "rebuild with `python -m models.build` or restore the file"
@@ -67,6 +70,11 @@ def read_verified(path: Path, sha256: str) -> bytes:
     return data
 
 
+def tensor_name(declared: str, tensors: list[ort.NodeArg]) -> str:
+    """The declared tensor name; "" means the file's first (its only, for an input)."""
+    return declared or (tensors[0].name if tensors else "")
+
+
 def check_digest(data: bytes, sha256: str, where: str, hint: str) -> None:
     """ModelError (ending in ``hint``) unless ``data`` has the manifest's SHA-256."""
     digest = hashlib.sha256(data).hexdigest()
@@ -75,28 +83,6 @@ def check_digest(data: bytes, sha256: str, where: str, hint: str) -> None:
             f"{where}: SHA-256 is {digest[:_HASH_CHARS]}..., manifest says "
             f"{sha256[:_HASH_CHARS]}...{hint}"
         )
-
-
-def _session_options(intra_op_threads: int) -> ort.SessionOptions:
-    if isinstance(intra_op_threads, bool) or not isinstance(intra_op_threads, int):
-        raise ConfigError(f"intra_op_threads must be an integer >= 1, got {intra_op_threads!r}")
-    if intra_op_threads < 1:
-        raise ConfigError(f"intra_op_threads must be >= 1, got {intra_op_threads}")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = intra_op_threads
-    # Workers parallelise across requests with their own executor; one inter-op thread
-    # per session keeps the number of OS threads predictable.
-    options.inter_op_num_threads = 1
-    return options
-
-
-def open_session(data: bytes, where: str, intra_op_threads: int) -> ort.InferenceSession:
-    """A CPU session over ``data`` (already checked against its digest)."""
-    options = _session_options(intra_op_threads)
-    try:
-        return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own pybind exception types
-        raise ModelError(f"{where}: onnxruntime cannot load it: {exc}") from exc
 
 
 def _check_batch(features: np.ndarray, dtype: str, width: int, name: str) -> np.ndarray:
@@ -158,9 +144,11 @@ S = TypeVar("S", bound=_Spec)
 
 
 class VerifiedModel(abc.ABC, Generic[S]):
-    """A model file verified against its manifest ``spec``, on a CPU session of its own.
+    """A model file verified against its manifest declaration, in a session of its own.
 
-    Subclasses say what the file's input and output must be (``_check_session``).
+    Subclasses say what their ``spec`` is (``_spec_of``: the declaration with what only
+    the file can tell, e.g. labels from its metadata) and what the file's input and
+    output must be (``_check_session``).
     """
 
     def __init__(self, spec: S, session: ort.InferenceSession, path: Path) -> None:
@@ -170,12 +158,33 @@ class VerifiedModel(abc.ABC, Generic[S]):
         self._path = path
 
     @classmethod
-    def _open(cls, spec: S, data: bytes, path: Path, intra_op_threads: int) -> Self:
-        """The model over ``data`` (already checked against its digest), from ``path``."""
-        where = display_path(path)
-        session = open_session(data, where, intra_op_threads)
-        cls._check_session(session, spec, where)
+    def _open(
+        cls,
+        declaration: ModelDeclaration,
+        data: bytes,
+        path: Path,
+        where: str,
+        intra_op_threads: int | None,
+    ) -> Self:
+        """The model over ``data`` (already checked against its digest), from ``path``.
+
+        ``where`` names the entry; ``intra_op_threads``, if given, replaces the entry's
+        (a worker's setting).
+        """
+        shown = display_path(path)
+        runtime = with_threads(declaration.runtime, intra_op_threads)
+        session = session_for(data, runtime, shown)
+        spec = cls._spec_of(declaration, session, path, where)
+        cls._check_session(session, spec, shown)
         return cls(spec, session, path)
+
+    @staticmethod
+    @abc.abstractmethod
+    def _spec_of(
+        declaration: ModelDeclaration, session: ort.InferenceSession, path: Path, where: str
+    ) -> S:
+        """The spec of ``declaration``'s model in ``session`` (loaded from ``path``);
+        ModelError, prefixed by ``where``, if the declaration does not suit the class."""
 
     @staticmethod
     @abc.abstractmethod
@@ -184,7 +193,7 @@ class VerifiedModel(abc.ABC, Generic[S]):
 
     @property
     def spec(self) -> S:
-        """The manifest entry this model was verified against."""
+        """What this model was verified against."""
         return self._spec
 
     @property

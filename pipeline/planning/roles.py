@@ -1,6 +1,7 @@
 """The model roles a pipeline's stages may name: those of ``models/manifest.json``.
 
-:func:`manifest_sizes` lists every role with its ``size_bytes``: the roles are what
+:func:`manifest_sizes` lists every role with its file's size (``provenance.size_bytes``,
+where recorded): the roles are what
 :func:`pipeline.planning.validation.validate` accepts, the sizes what placement checks
 against each tier's capacity.
 """
@@ -16,7 +17,8 @@ __all__ = ["manifest_sizes"]
 
 
 def manifest_sizes(manifest: Path | None = None) -> dict[str, int | None]:
-    """Every model role in the manifest and its ``size_bytes`` (None where not recorded)."""
+    """Every model role in the manifest and its ``provenance.size_bytes`` (None where not
+    recorded)."""
     if manifest is None:
         from pipeline.inference.manifest import DEFAULT_MANIFEST
 
@@ -32,7 +34,8 @@ def manifest_sizes(manifest: Path | None = None) -> dict[str, int | None]:
         raise ModelError(f"{manifest}: key 'models' is missing or not an object")
     sizes: dict[str, int | None] = {}
     for role, entry in models.items():
-        size = entry.get("size_bytes") if isinstance(entry, dict) else None
+        made = entry.get("provenance") if isinstance(entry, dict) else None
+        size = made.get("size_bytes") if isinstance(made, dict) else None
         ok = isinstance(size, int) and not isinstance(size, bool) and size >= 0
         sizes[role] = size if ok else None
     return sizes

@@ -21,8 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-from pipeline.inference.model import ModelSpec, OnnxModel
-from pipeline.release.manifest import MANIFEST_FILE, SIGNATURE_FILE, BundleManifest, spec_fields
+from pipeline.inference.declaration import ModelDeclaration
+from pipeline.inference.model import OnnxModel
+from pipeline.release.manifest import MANIFEST_FILE, SIGNATURE_FILE, BundleManifest
 from pipeline.release.signing import SIGNATURE_BYTES, sign, verify
 from schemas.errors import BundleError, ModelError
 
@@ -45,7 +46,7 @@ def make_bundle(
     out_dir: Path,
     tier: str,
     model_file: Path,
-    spec: ModelSpec,
+    declaration: ModelDeclaration,
     *,
     version: str,
     default_threshold: float,
@@ -57,11 +58,12 @@ def make_bundle(
 ) -> Path:
     """Write a signed bundle of ``model_file`` to ``out_dir/<tier>/<version>/``; its path.
 
-    ``spec`` gives the model's name, input, output, labels and temperature (its
-    ``version``, ``file`` and ``sha256`` are replaced by the bundle's). The model is
-    loaded and checked against the manifest before anything is signed, and the folder
-    appears complete or not at all. Raises :class:`BundleError` if the folder exists,
-    a field is invalid, or the model does not match the spec.
+    ``declaration`` is the model's manifest entry (its ``version``, ``file``, ``sha256``
+    and ``heldout_accuracy`` are replaced by the bundle's); a labels file it declares is
+    taken from next to ``model_file`` into the bundle. The model is loaded and checked
+    against the declaration before anything is signed, and the folder appears complete
+    or not at all. Raises :class:`BundleError` if the folder exists, a field is invalid,
+    or the model does not match its declaration.
     """
     target = Path(out_dir) / tier / version
     if target.exists():
@@ -69,17 +71,21 @@ def make_bundle(
     data = _read(Path(model_file))
     name = Path(model_file).name
     digest = hashlib.sha256(data).hexdigest()
+    contents = {name: data}
+    labels = declaration.labels
+    if labels is not None and labels.file:
+        contents[labels.file] = _read(Path(model_file).parent / labels.file)
     model = replace(
-        spec,
+        declaration,
         version=version,
         file=name,
         sha256=digest,
-        heldout_accuracy=heldout.get("accuracy", spec.heldout_accuracy),
+        heldout_accuracy=heldout.get("accuracy", declaration.heldout_accuracy),
     )
     manifest = BundleManifest(
-        **spec_fields(model),
+        model=model,
         tier=tier,
-        files={name: digest},
+        files={file: hashlib.sha256(content).hexdigest() for file, content in contents.items()},
         default_threshold=default_threshold,
         heldout=dict(heldout),
         trained_by=trained_by,
@@ -89,9 +95,9 @@ def make_bundle(
     text = manifest.to_json()
     # One code path decides what a valid bundle is: the one that reads them.
     checked = BundleManifest.from_json(text, where=f"{target / MANIFEST_FILE}")
-    _load_model(checked, data, Path(model_file), intra_op_threads=1)
+    _load_model(checked, data, Path(model_file), intra_op_threads=None)
     signature = sign(text, signing_key)
-    write_folder(target, {checked.model_file: data, MANIFEST_FILE: text, SIGNATURE_FILE: signature})
+    write_folder(target, {**contents, MANIFEST_FILE: text, SIGNATURE_FILE: signature})
     return target
 
 
@@ -149,7 +155,7 @@ def load_bundle(
     *,
     tier: str | None = None,
     version: str | None = None,
-    intra_op_threads: int = 1,
+    intra_op_threads: int | None = None,
 ) -> VerifiedBundle:
     """Verify the bundle in folder ``path`` and load its model.
 
@@ -223,12 +229,10 @@ def _checked_files(folder: Path, manifest: BundleManifest) -> dict[str, bytes]:
 
 
 def _load_model(
-    manifest: BundleManifest, data: bytes, path: Path, *, intra_op_threads: int
+    manifest: BundleManifest, data: bytes, path: Path, *, intra_op_threads: int | None
 ) -> OnnxModel:
     try:
-        return OnnxModel.from_bytes(
-            manifest.model_spec(), data, path, intra_op_threads=intra_op_threads
-        )
+        return OnnxModel.from_bytes(manifest.model, data, path, intra_op_threads=intra_op_threads)
     except BundleError:
         raise
     except ModelError as exc:

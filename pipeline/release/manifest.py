@@ -2,9 +2,10 @@
 
 A bundle is a folder (docs/model-bundles.md): ``bundle.json`` describes the model and
 lists every file with its SHA-256, ``bundle.sig`` is the signature over the exact bytes
-of ``bundle.json`` (pipeline/release/signing.py), and the ONNX file(s) sit next to them.
-The manifest is the model's spec, as a ``models/manifest.json`` entry has it and
-checked by the same code, plus what the bundle adds: its tier, its files, the default
+of ``bundle.json`` (pipeline/release/signing.py), and the ONNX file (with a labels file,
+if the model declares one) sits next to them. ``bundle.json`` (schema 2) carries the
+model's declaration exactly as a ``models/manifest.json`` entry has it (``model``,
+read by the same code), plus what the bundle adds: its tier, its files, the default
 threshold and how the model was made. Reading checks the shape only; whether to trust
 a manifest is the signature's job (:func:`pipeline.release.bundle.load_bundle`).
 """
@@ -14,15 +15,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
-from types import MappingProxyType
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 
-from pipeline.inference.manifest import EntryReader
-from pipeline.inference.model import ModelSpec
-from schemas.checks import is_number
-from schemas.errors import BundleError, ModelError
+from pipeline.declared import build, checked, dump, ranged
+from pipeline.inference.declaration import ModelDeclaration
+from schemas.errors import BundleError
 from schemas.heartbeat import Tier
 
 __all__ = [
@@ -33,7 +32,7 @@ __all__ = [
     "BundleManifest",
 ]
 
-BUNDLE_SCHEMA: Final = 1
+BUNDLE_SCHEMA: Final = 2
 MANIFEST_FILE: Final = "bundle.json"
 SIGNATURE_FILE: Final = "bundle.sig"
 TIERS: Final = tuple(tier.value for tier in Tier)
@@ -41,60 +40,93 @@ TIERS: Final = tuple(tier.value for tier in Tier)
 # Versions and file names become object names (<tier>/<version>/<file>) and local
 # folder names: no '/', no leading '.', so a manifest cannot point outside its folder.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_HEX = re.compile(r"[0-9a-f]+")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-@dataclass(frozen=True)
-class BundleManifest(ModelSpec):
-    """The contents of ``bundle.json``: the model's spec and what the bundle holds.
+def _files(files: Mapping[str, str]) -> str | None:
+    if not files:
+        return "must list the bundle's files {file name: sha256}"
+    for name, digest in files.items():
+        if not _NAME.fullmatch(name) or name in (MANIFEST_FILE, SIGNATURE_FILE):
+            return f"lists {name!r}, not a plain file name of the bundle folder"
+        if not _SHA256.fullmatch(digest):
+            return f"has {digest!r} for {name!r}, not a lowercase hex SHA-256"
+    return None
 
-    The spec's ``file`` (also ``model_file``) is the ONNX file among ``files``, which
-    maps every file of the bundle except ``bundle.json`` and ``bundle.sig`` to its hex
-    SHA-256. ``heldout`` holds the build's held-out measurements and always has
-    ``accuracy``. ``trained_by`` is the training script's path and ``commit`` the git
-    commit it was run from (``"unknown"`` allowed). ``created_at`` is ISO 8601 UTC.
+
+def _heldout(heldout: Mapping[str, float]) -> str | None:
+    accuracy = heldout.get("accuracy")
+    ok = accuracy is not None and 0.0 <= accuracy <= 1.0
+    return None if ok else f"must have 'accuracy' in [0, 1], got {accuracy!r}"
+
+
+def _tier(value: str) -> str | None:
+    return None if value in TIERS else f"must be one of {', '.join(TIERS)}, got {value!r}"
+
+
+def _text(value: str) -> str | None:
+    return None if value else "must be a non-empty string"
+
+
+def _timestamp(value: str) -> str | None:
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return f"is not an ISO 8601 time: {value!r}"
+    return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BundleManifest:
+    """The contents of ``bundle.json``: the model's declaration and what the bundle holds.
+
+    ``model.file`` (also ``model_file``) is the ONNX file among ``files``, which maps
+    every file of the bundle except ``bundle.json`` and ``bundle.sig`` to its hex
+    SHA-256; ``model.version`` is the bundle's version. ``heldout`` holds the build's
+    held-out measurements and always has ``accuracy``. ``trained_by`` is the training
+    script's path and ``commit`` the git commit it was run from (``"unknown"``
+    allowed). ``created_at`` is ISO 8601 UTC.
     """
 
-    tier: str
-    files: Mapping[str, str]
-    default_threshold: float
-    heldout: Mapping[str, float]
-    trained_by: str
-    commit: str
-    created_at: str
+    tier: str = checked(_tier)
+    files: Mapping[str, str] = checked(_files)
+    default_threshold: float = ranged(lo=0.0, hi=1.0)
+    heldout: Mapping[str, float] = checked(_heldout)
+    trained_by: str = checked(_text)
+    commit: str = checked(_text)
+    created_at: str = checked(_timestamp)
+    model: ModelDeclaration
+
+    def __post_init__(self) -> None:
+        if not _NAME.fullmatch(self.version):
+            raise BundleError(
+                f"model.version is {self.version!r}; use letters, digits, '.', '_', '-' "
+                "(no leading '.')"
+            )
+        if self.files.get(self.model.file) != self.model.sha256:
+            raise BundleError(
+                f"model.file {self.model.file!r} with model.sha256 "
+                f"{self.model.sha256[:12]}... is not listed in 'files'"
+            )
+
+    @property
+    def name(self) -> str:
+        """The model's name, e.g. ``digits-mlp32``."""
+        return self.model.name
+
+    @property
+    def version(self) -> str:
+        """The bundle's version: what the desired state names and heartbeats report."""
+        return self.model.version
 
     @property
     def model_file(self) -> str:
         """The bundle's ONNX file."""
-        return self.file
-
-    def model_spec(self) -> ModelSpec:
-        """The model file's spec, as :class:`~pipeline.inference.model.OnnxModel` checks it."""
-        return ModelSpec(**spec_fields(self))
+        return self.model.file
 
     def to_json(self) -> bytes:
         """The bytes of ``bundle.json`` (sorted keys, indented, UTF-8, final newline)."""
-        document = {
-            "schema": BUNDLE_SCHEMA,
-            "name": self.name,
-            "version": self.version,
-            "tier": self.tier,
-            "model_file": self.file,
-            "files": dict(self.files),
-            "input": {
-                "name": self.input_name,
-                "shape": list(self.input_shape),
-                "dtype": self.input_dtype,
-            },
-            "output": {"name": self.output_name, "classes": len(self.labels)},
-            "labels": list(self.labels),
-            "temperature": self.temperature,
-            "default_threshold": self.default_threshold,
-            "heldout": dict(self.heldout),
-            "trained_by": self.trained_by,
-            "commit": self.commit,
-            "created_at": self.created_at,
-        }
+        document: dict[str, Any] = {"schema": BUNDLE_SCHEMA, **dump(self)}
         return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
 
     @classmethod
@@ -110,86 +142,7 @@ class BundleManifest(ModelSpec):
             raise BundleError(f"{where}: not valid UTF-8 JSON: {exc}") from None
         if not isinstance(document, dict):
             raise BundleError(f"{where}: must be a JSON object")
-        read = _Reader(document, where)
-        if document.get("schema") != BUNDLE_SCHEMA:
-            read.fail("schema", f"is {document.get('schema')!r}, this code reads {BUNDLE_SCHEMA}")
-        files = read.files("files")
-        model_file = read.text("model_file")
-        if model_file not in files:
-            read.fail("model_file", f"is {model_file!r}, which is not listed in 'files'")
-        heldout = read.metrics("heldout")
-        # The model part has the same layout as a models/manifest.json entry: checked by
-        # the same code, so a bundle and the manifest cannot disagree on what is valid.
-        entry = {
-            **document,
-            "file": model_file,
-            "sha256": files[model_file],
-            "heldout_accuracy": heldout["accuracy"],
-        }
-        try:
-            spec = ModelSpec.from_manifest(entry, where=where)
-        except ModelError as exc:
-            raise BundleError(str(exc)) from None
-        read.name_token("version")
-        return cls(
-            **spec_fields(spec),
-            tier=read.choice("tier", TIERS),
-            files=files,
-            default_threshold=read.unit("default_threshold"),
-            heldout=heldout,
-            trained_by=read.text("trained_by"),
-            commit=read.text("commit"),
-            created_at=read.timestamp("created_at"),
-        )
-
-
-def spec_fields(spec: ModelSpec) -> dict[str, Any]:
-    """The fields of ``spec`` that make a :class:`ModelSpec`, by name."""
-    return {f.name: getattr(spec, f.name) for f in fields(ModelSpec)}
-
-
-class _Reader(EntryReader):
-    """Typed access to bundle.json's own keys; a fault is a ``BundleError``."""
-
-    def fail(self, key: str, problem: str) -> NoReturn:
-        raise BundleError(f"{self._where}: key {key!r} {problem}")
-
-    def name_token(self, key: str) -> str:
-        value = self.text(key)
-        if not _NAME.fullmatch(value):
-            self.fail(key, f"is {value!r}; use letters, digits, '.', '_', '-' (no leading '.')")
-        return value
-
-    def unit(self, key: str) -> float:
-        value = self.get(key)
-        if not is_number(value) or not 0.0 <= value <= 1.0:
-            self.fail(key, f"must be a number in [0, 1], got {value!r}")
-        return float(value)
-
-    def timestamp(self, key: str) -> str:
-        value = self.text(key)
-        try:
-            datetime.fromisoformat(value)
-        except ValueError:
-            self.fail(key, f"is not an ISO 8601 time: {value!r}")
-        return value
-
-    def files(self, key: str) -> Mapping[str, str]:
-        value = self.get(key)
-        if not isinstance(value, dict) or not value:
-            self.fail(key, "must be a non-empty object {file name: sha256}")
-        for name, digest in value.items():
-            if not _NAME.fullmatch(name) or name in (MANIFEST_FILE, SIGNATURE_FILE):
-                self.fail(key, f"lists {name!r}, not a plain file name of the bundle folder")
-            if not isinstance(digest, str) or len(digest) != 64 or not _HEX.fullmatch(digest):
-                self.fail(key, f"has {digest!r} for {name!r}, not a lowercase hex SHA-256")
-        return MappingProxyType(dict(value))
-
-    def metrics(self, key: str) -> Mapping[str, float]:
-        value = self.get(key)
-        if not isinstance(value, dict) or not all(is_number(v) for v in value.values()):
-            self.fail(key, f"must be an object of finite numbers, got {value!r}")
-        accuracy: Any = value.get("accuracy")
-        if not (is_number(accuracy) and 0.0 <= accuracy <= 1.0):
-            self.fail(key, f"must have 'accuracy' in [0, 1], got {accuracy!r}")
-        return MappingProxyType(dict(value))
+        schema = document.pop("schema", None)
+        if schema != BUNDLE_SCHEMA:
+            raise BundleError(f"{where}: schema is {schema!r}, this code reads {BUNDLE_SCHEMA}")
+        return build(cls, document, where, error=BundleError)

@@ -73,4 +73,4 @@ async def test_scraped_counters_match_what_was_sent(settings: Settings, nc: Clie
     assert metrics[("hybridfleet_edge_batch_size_count", site)] >= 1
     assert metrics[("hybridfleet_edge_batch_size_sum", site)] == len(frames)
     info = next(k for k in metrics if k[0] == "hybridfleet_edge_model_info")
-    assert ("version", worker.model.version) in info[1]
+    assert ("version", worker.analyser.version) in info[1]

@@ -118,12 +118,12 @@ async def test_swap_under_traffic_loses_nothing(
         async with flowing(nc) as traffic:
             await wait_until(lambda: traffic.versions[BASE] >= 100, 30, "results of the base model")
             await registry.set_desired("edge", "site1", "1.1.0")
-            await wait_until(lambda: worker.model.version == "1.1.0", 30, "the swap")
+            await wait_until(lambda: worker.analyser.version == "1.1.0", 30, "the swap")
             swapped_at = len(traffic.sent)
             await wait_until(lambda: traffic.versions["1.1.0"] >= 100, 30, "results of 1.1.0")
             # Back to the shipped model when nothing is desired any more.
             await registry.clear_desired("edge", "site1")
-            await wait_until(lambda: worker.model.version == BASE, 30, "the swap back")
+            await wait_until(lambda: worker.analyser.version == BASE, 30, "the swap back")
         await wait_until(lambda: len(traffic.results) >= len(traffic.sent), 30, "every result")
         assert (
             worker.counters.since > 0
@@ -155,7 +155,7 @@ async def test_bad_signature_and_bad_checksum_are_refused(
         await wait_until(lambda: len(events) >= 1, 30, "the first refusal")
         await registry.set_desired("edge", "site1", "3.0.0")
         await wait_until(lambda: len(events) >= 2, 30, "the second refusal")
-        assert worker.model.version == BASE, "the running model is kept"
+        assert worker.analyser.version == BASE, "the running model is kept"
         refusals = worker.metrics.value("hybridfleet_edge_bundle_refusals_total", site="site1")
     assert refusals == 2
     assert [e["kind"] for e in events] == ["bundle_refused", "bundle_refused"]
@@ -210,6 +210,6 @@ async def test_bad_canary_is_rolled_back_while_the_stack_answers(
     )
     _exactly_once(traffic)
     assert traffic.versions["1.1.0-bad"] > 0, "the canary served traffic before its rollback"
-    assert all(w.model.version == BASE for w in workers), "every worker is back on the base"
+    assert all(w.analyser.version == BASE for w in workers), "every worker is back on the base"
     kinds = [e["kind"] for e in events]
     assert "promoted" not in kinds and "rollout_completed" not in kinds

@@ -60,7 +60,7 @@ async def test_every_frame_gets_exactly_one_final_result(settings: Settings, nc:
             assert (result.source, result.reason) == (Source.EDGE, Reason.PRIVACY_LOCAL_ONLY)
         else:
             assert (result.source, result.reason) == (Source.CLOUD, Reason.CLOUD_ANSWER)
-            assert result.model == cloud.model.name
+            assert result.model == cloud.analyser.name
             assert result.edge_labels is not None and len(result.edge_labels) == 1
             assert not result.degraded
     cloud_ids = {r.frame_id for r in results if r.source is Source.CLOUD}

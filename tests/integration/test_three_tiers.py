@@ -7,6 +7,7 @@ the model that produced it and the path the frame took.
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import pytest
 from nats.aio.client import Client
@@ -55,10 +56,10 @@ async def test_every_frame_one_result_naming_its_tier_and_path(
     assert max(by_frame.values()) == 1, "exactly one final result per frame"
 
     assert camera.device_model is not None
-    models = {
+    models: dict[Source, Any] = {
         Source.DEVICE: camera.device_model,
-        Source.EDGE: edge.model,
-        Source.CLOUD: cloud.model,
+        Source.EDGE: edge.analyser,
+        Source.CLOUD: cloud.analyser,
     }
     tiers = Counter(r.source for r in results)
     assert tiers[Source.DEVICE] > 0 and tiers[Source.EDGE] > 0

@@ -29,8 +29,8 @@ from nats.aio.msg import Msg
 from pipeline.camera.feed import Backoff, CameraImage, Feed
 from pipeline.camera.sources import VideoCamera, open_source
 from pipeline.camera.sources.cameras import run_cameras
-from pipeline.inference.images import encode_jpeg
 from pipeline.camera.sources.testpattern import number_of, pattern, write_video
+from pipeline.inference.images import encode_jpeg
 from schemas import subjects
 from schemas.codec import decode_frame, encode
 from schemas.errors import SchemaError

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from pipeline.inference.digits import load_split
+from pipeline.inference.labels import Labels
 from pipeline.inference.model import OnnxModel
 from pipeline.release.bundle import load_bundle, make_bundle, read_unverified
 from pipeline.release.manifest import MANIFEST_FILE, SIGNATURE_FILE, BundleManifest
@@ -35,6 +36,7 @@ def keys() -> tuple[str, str]:
 
 
 def _make(out: Path, edge: OnnxModel, private: str, *, version: str = "1.1.0") -> Path:
+    assert edge.spec.heldout_accuracy is not None
     heldout = {"accuracy": edge.spec.heldout_accuracy, "size": 540}
     return edge_bundle(
         out, edge, private, version, threshold=0.85, heldout=heldout, commit="0123abcd"
@@ -62,9 +64,14 @@ def test_round_trip(tmp_path: Path, edge: OnnxModel, keys: tuple[str, str]) -> N
     m = bundle.manifest
     assert (m.name, m.version, m.tier, m.model_file) == ("digits-mlp32", "1.1.0", "edge", EDGE_FILE)
     assert m.files == {EDGE_FILE: edge.spec.sha256}
-    assert (m.input_name, m.input_shape, m.input_dtype) == ("input", (None, 64), "float32")
-    assert m.labels == tuple(range(10))
-    assert m.temperature == edge.spec.temperature
+    assert m.model == replace(
+        edge.declaration,
+        version="1.1.0",
+        heldout_accuracy=edge.spec.heldout_accuracy,
+    )
+    assert (m.model.input.name, m.model.input.preprocess) == ("input", "digits8x8")
+    assert m.model.labels is not None and m.model.labels.names == tuple("0123456789")
+    assert m.model.decoder.params.temperature == edge.spec.temperature
     assert m.default_threshold == 0.85
     assert m.heldout == {"accuracy": edge.spec.heldout_accuracy, "size": 540}
     assert (m.trained_by, m.commit) == ("models/build.py", "0123abcd")
@@ -121,13 +128,13 @@ def test_signature_is_checked_before_the_manifest_is_read(
         load_bundle(path, [keys[1]])
 
 
-def test_wrong_input_shape_is_refused_even_when_signed(
+def test_wrong_labels_are_refused_even_when_signed(
     tmp_path: Path, edge: OnnxModel, keys: tuple[str, str]
 ) -> None:
     private, public = keys
     path = _make(tmp_path, edge, private)
-    _edit(path, lambda d: d["input"].update(shape=[None, 32]), key=private)
-    with pytest.raises(BundleError, match=r"float32 \[None, 32\]") as caught:
+    _edit(path, lambda d: d["model"].update(labels=["a", "b", "c"]), key=private)
+    with pytest.raises(BundleError, match=r"expected float32 \[None, 3\]") as caught:
         load_bundle(path, [public])
     assert isinstance(caught.value, ModelError)  # callers catching ModelError see it too
 
@@ -135,13 +142,13 @@ def test_wrong_input_shape_is_refused_even_when_signed(
 def test_make_bundle_refuses_a_spec_the_model_does_not_match(
     tmp_path: Path, edge: OnnxModel, keys: tuple[str, str]
 ) -> None:
-    spec = replace(edge.spec, input_name="pixels")
+    declaration = replace(edge.declaration, input=replace(edge.declaration.input, name="pixels"))
     with pytest.raises(BundleError, match="input is named 'input' in the file"):
         make_bundle(
             tmp_path,
             "edge",
             edge.path,
-            spec,
+            declaration,
             version="2.0.0",
             default_threshold=0.9,
             heldout={"accuracy": 0.9},
@@ -176,12 +183,13 @@ def test_asked_for_version_must_match_the_signed_one(
     ("change", "message"),
     [
         (lambda d: d.update(files={"../escape.onnx": "0" * 64}), "not a plain file name"),
-        (lambda d: d.update(version="../1"), "key 'version'"),
-        (lambda d: d.update(tier="phone"), "key 'tier' is 'phone'"),
-        (lambda d: d.update(model_file="other.onnx"), "not listed in 'files'"),
+        (lambda d: d["model"].update(version="../1"), "model.version is '../1'"),
+        (lambda d: d.update(tier="phone"), "tier must be one of edge, cloud, device, got 'phone'"),
+        (lambda d: d["model"].update(file="other.onnx"), "not listed in 'files'"),
         (lambda d: d.update(heldout={"size": 3}), "'accuracy' in \\[0, 1\\]"),
-        (lambda d: d.update(schema=2), "key 'schema' is 2"),
-        (lambda d: d.pop("input"), "key 'input.name' is missing"),
+        (lambda d: d.update(schema=3), "schema is 3, this code reads 2"),
+        (lambda d: d["model"].pop("input"), "model.input: required key is missing"),
+        (lambda d: d["model"]["input"].update(nmae="x"), "did you mean 'name'"),
     ],
 )
 def test_signed_but_invalid_manifest_names_the_key(
@@ -255,3 +263,35 @@ def test_cli_keygen_and_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert bundle.manifest.commit == "abc123"
     assert bundle.manifest.trained_by == "models/build.py"
     assert set(bundle.manifest.heldout) == {"accuracy", "size", "ece"}
+
+
+def test_a_labels_file_travels_in_the_bundle(
+    tmp_path: Path, edge: OnnxModel, keys: tuple[str, str]
+) -> None:
+    private, public = keys
+    source = tmp_path / "models"
+    source.mkdir()
+    (source / EDGE_FILE).write_bytes(edge.path.read_bytes())
+    (source / "digits.txt").write_text("".join(f"digit {i}\n" for i in range(10)))
+    labels = Labels(file="digits.txt")
+    declaration = replace(edge.declaration, labels=labels)
+    path = make_bundle(
+        tmp_path / "out",
+        "edge",
+        source / EDGE_FILE,
+        declaration,
+        version="3.0.0",
+        default_threshold=0.9,
+        heldout={"accuracy": 0.97},
+        trained_by="models/build.py",
+        commit="unknown",
+        signing_key=private,
+    )
+    assert sorted(p.name for p in path.iterdir()) == sorted(
+        [MANIFEST_FILE, SIGNATURE_FILE, EDGE_FILE, "digits.txt"]
+    )
+    model = load_bundle(path, [public]).load_model()
+    assert model.spec.labels[3] == "digit 3"
+    (path / "digits.txt").write_text("changed\n")
+    with pytest.raises(BundleError, match=r"digits\.txt: SHA-256 is"):
+        load_bundle(path, [public])

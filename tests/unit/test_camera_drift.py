@@ -31,7 +31,7 @@ def frames(
     out = []
     for i in range(n):
         frame, truth = sim.make_frame(sim.camera_names[i % cameras], i // cameras, 0.0)
-        out.append((frame.image, truth, frame))
+        out.append((frame.raw_image, truth, frame))
     return out
 
 

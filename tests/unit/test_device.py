@@ -130,10 +130,10 @@ def test_noise_below_threshold_is_skipped_a_new_digit_is_not(
     rng = np.random.default_rng(0)
     device.process([make_frame([digits[3]], seq=0)])
     noisy = make_frame([digits[3]], seq=1)
-    sensor = rng.normal(0.0, 2.0, noisy.image.shape)
-    noisy_image = np.clip(noisy.image + sensor, 0, 255).astype(np.uint8)
+    sensor = rng.normal(0.0, 2.0, noisy.raw_image.shape)
+    noisy_image = np.clip(noisy.raw_image + sensor, 0, 255).astype(np.uint8)
     noisy = replace(noisy, image=noisy_image)
-    assert not np.array_equal(noisy_image, make_frame([digits[3]]).image)
+    assert not np.array_equal(noisy_image, make_frame([digits[3]]).raw_image)
     (skipped,) = device.process([noisy])
     (fresh,) = device.process([make_frame([digits[8]], seq=2)])
     assert skipped.action is DeviceAction.SKIP
@@ -405,7 +405,7 @@ def test_static_scene_keeps_boxes_and_digits_for_runs(split: DigitsSplit) -> Non
     differences: list[float] = []
     changed: list[float] = []
     for (a, ta), (b, tb) in itertools.pairwise(pairs):
-        assert not np.array_equal(a.image, b.image)  # fresh sensor noise on every frame
+        assert not np.array_equal(a.raw_image, b.raw_image)  # fresh sensor noise on every frame
         worst = max(crop_difference(x, y, 8) for x, y in zip(a.crops(), b.crops(), strict=True))
         differences.append(worst)
         if ta != tb:

@@ -41,7 +41,7 @@ def _accuracy(model: OnnxModel, x: np.ndarray, y: np.ndarray) -> float:
 def test_file_hash_and_size_match_manifest(role: str, manifest: dict[str, Any]) -> None:
     data = (DEFAULT_MANIFEST.parent / manifest[role]["file"]).read_bytes()
     assert hashlib.sha256(data).hexdigest() == manifest[role]["sha256"]
-    assert len(data) == manifest[role]["size_bytes"]
+    assert len(data) == manifest[role]["provenance"]["size_bytes"]
 
 
 @pytest.mark.parametrize("role", ["edge-v2", "edge-bad", "device"])
@@ -51,7 +51,7 @@ def test_digit_model_accuracy_matches_manifest(
     model = OnnxModel.load(role)
     accuracy = _accuracy(model, split.x_heldout, split.y_heldout)
     assert accuracy == pytest.approx(manifest[role]["heldout_accuracy"], abs=ACCURACY_TOLERANCE)
-    assert len(split.y_heldout) == manifest[role]["heldout_size"]
+    assert len(split.y_heldout) == manifest[role]["provenance"]["heldout_size"]
 
 
 @pytest.mark.parametrize("role", ["edge-v2", "edge-bad", "device"])
@@ -72,7 +72,7 @@ def test_bad_model_is_near_chance_and_named_as_bad(
     assert abs(_accuracy(bad, split.x_heldout, split.y_heldout) - CHANCE) < 0.05
     assert "shuffled" in bad.name
     assert bad.version.endswith("-bad")
-    assert "permuted" in manifest["edge-bad"]["trained_on"]
+    assert "permuted" in manifest["edge-bad"]["provenance"]["trained_on"]
 
 
 def test_edge_v2_is_a_calibrated_new_version_of_edge(
@@ -80,18 +80,20 @@ def test_edge_v2_is_a_calibrated_new_version_of_edge(
 ) -> None:
     edge, v2 = OnnxModel.load("edge"), OnnxModel.load("edge-v2")
     assert (v2.name, v2.version) == (edge.name, "1.1.0")
-    assert v2.spec.temperature == manifest["edge-v2"]["calibration"]["temperature"]
+    assert v2.spec.temperature == manifest["edge-v2"]["provenance"]["calibration"]["temperature"]
     assert v2.spec.temperature != 1.0
     assert _accuracy(v2, split.x_heldout, split.y_heldout) > 0.95
     assert manifest["edge-v2"]["sha256"] != manifest["edge"]["sha256"]
 
 
 def test_device_model_is_smaller_than_edge_and_calibrated(manifest: dict[str, Any]) -> None:
-    assert manifest["device"]["size_bytes"] < manifest["edge"]["size_bytes"]
+    device, edge = manifest["device"]["provenance"], manifest["edge"]["provenance"]
+    assert device["size_bytes"] < edge["size_bytes"]
     device_file = DEFAULT_MANIFEST.parent / manifest["device"]["file"]
     edge_file = DEFAULT_MANIFEST.parent / manifest["edge"]["file"]
     assert device_file.stat().st_size < edge_file.stat().st_size
-    assert manifest["device"]["temperature"] == manifest["device"]["calibration"]["temperature"]
+    temperature = manifest["device"]["decoder"]["temperature"]
+    assert temperature == device["calibration"]["temperature"] != 1.0
 
 
 def test_embedding_shape_and_dtype(embedder: EmbeddingModel, split: DigitsSplit) -> None:
@@ -118,6 +120,7 @@ def test_cloud_embed_names_the_embedding_it_was_trained_on(manifest: dict[str, A
     assert source["role"] == "embed"
     assert source["sha256"] == manifest["embed"]["sha256"]
     assert source["version"] == manifest["embed"]["version"]
+    assert source["width"] == EmbeddingModel.load().dim
 
 
 @pytest.mark.parametrize(
@@ -156,9 +159,9 @@ def test_embed_refuses_a_manifest_that_misdescribes_the_output(
 ) -> None:
     copy = _copy_embed(tmp_path, manifest)
     document = json.loads(copy.read_text(encoding="utf-8"))
-    document["models"]["embed"]["output"]["shape"] = [None, 8]
+    document["models"]["embed"]["decoder"]["output"] = "embeddings"
     copy.write_text(json.dumps(document), encoding="utf-8")
-    with pytest.raises(ModelError, match="file outputs are"):
+    with pytest.raises(ModelError, match=r"decoder\.output 'embeddings' is not an output"):
         EmbeddingModel.load(copy)
 
 
@@ -167,9 +170,9 @@ def test_embed_errors_name_missing_roles_and_keys(tmp_path: Path, manifest: dict
         EmbeddingModel.load(role="nope")
     copy = _copy_embed(tmp_path, manifest)
     document = json.loads(copy.read_text(encoding="utf-8"))
-    del document["models"]["embed"]["output"]["name"]
+    del document["models"]["embed"]["decoder"]["type"]
     copy.write_text(json.dumps(document), encoding="utf-8")
-    with pytest.raises(ModelError, match=r"key 'output\.name' is missing"):
+    with pytest.raises(ModelError, match=r"models\.embed\.decoder\.type: required key is missing"):
         EmbeddingModel.load(copy)
     with pytest.raises(ConfigError, match="intra_op_threads"):
         EmbeddingModel.load(intra_op_threads=0)

@@ -37,8 +37,11 @@ ROLES: dict[str, int | None] = {
 
 def write_manifest(folder: Path, roles: dict[str, int | None]) -> Path:
     path = folder / "manifest.json"
-    models = {r: ({} if size is None else {"size_bytes": size}) for r, size in roles.items()}
-    path.write_text(json.dumps({"schema": 1, "models": models}))
+    models = {
+        r: ({} if size is None else {"provenance": {"size_bytes": size}})
+        for r, size in roles.items()
+    }
+    path.write_text(json.dumps({"schema": 2, "models": models}))
     return path
 
 

@@ -170,7 +170,7 @@ def test_reasons_cite_measured_figures_and_their_files(tmp_path: Path) -> None:
     }}))
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "manifest.json").write_text(
-        json.dumps({"schema": 1, "models": {"edge": {"size_bytes": 11395}}})
+        json.dumps({"schema": 2, "models": {"edge": {"provenance": {"size_bytes": 11395}}}})
     )
     f = Figures.load(tmp_path)
     assert f.throughput_fps[Tier.EDGE] == Figure(

@@ -330,7 +330,7 @@ def _report() -> None:  # pragma: no cover - prints the measurements of docs/pri
         for camera in simulator.camera_names:
             frame, _ = simulator.make_frame(camera, seq, 0.0)
             start = time.perf_counter()
-            boxes += len(blur.sanitize(frame.image).faces)
+            boxes += len(blur.sanitize(frame.raw_image).faces)
             seconds.append(time.perf_counter() - start)
     print(
         f"{len(seconds)} simulator frames (640x480, 3 digits each): {boxes} boxes; "

@@ -10,8 +10,8 @@ import pytest
 
 from pipeline.camera.sources import open_source
 from pipeline.camera.sources.image import resize
-from pipeline.inference.images import encode_jpeg
 from pipeline.camera.sources.testpattern import BITS, number_of, pattern, write_video
+from pipeline.inference.images import encode_jpeg
 
 
 def decode(jpeg: bytes) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Random-weight models in the layouts common trainers export (see build.py)."""
