@@ -89,7 +89,7 @@ def _looks(escalation: Escalation) -> list[Look]:
     for pixels in escalation.region_pixels():
         image = decode(pixels)
         height, width = image.shape[:2]
-        looks.append(Look(image, (Region(0, 0, width, height),), 0.0))
+        looks.append(Look(image, (Region(0, 0, width, height),)))
     return looks
 
 

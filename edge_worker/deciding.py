@@ -121,14 +121,19 @@ class Decider:
         facts = FrameFacts(
             priority=frame.priority,
             confidence=analysis.confidence,
-            threshold=self.policy.threshold_for(frame.threshold),
+            threshold=(
+                self.policy.threshold_for(frame.threshold)
+                if analysis.threshold is None
+                else analysis.threshold
+            ),
             privacy=privacy,
             time_left_s=frame.deadline_at - now,
             has_regions=analysis.has_regions,
             link_up=self._link.up,
             budget_left=not may_leave or await self._budget.affords(cost, now),
             pressure=self._telemetry.pressure,
-            shadow_sampled=self._sampler.decide(frame.frame_id),
+            # A shadow sample asks the cloud about the same items as an escalation.
+            shadow_sampled=bool(asks) and self._sampler.decide(frame.frame_id),
         )
         self._metrics.link_up.labels(self._site).set(int(self._link.up))
         decision = self.policy.decide(facts, self._escalations.round_trips.estimate())

@@ -147,6 +147,7 @@ class Escalations:
         self.metrics.escalations.labels(self.site, decision.send.value).inc()
         self._counters().escalated += 1
         self.metrics.escalated_bytes.labels(self.site).inc(len(data))
+        self.metrics.escalated_crops.labels(self.site).inc(len(escalation.crops))
         self.metrics.pending_escalations.labels(self.site).set(len(self.pending))
         if not decision.awaits_cloud:
             # Stored for the cloud to answer after the link returns; the edge answers now.

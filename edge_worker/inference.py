@@ -63,22 +63,20 @@ def pixels_of(frame: Frame) -> np.ndarray:
     return image
 
 
-def infer(
-    analyser: Analyser, requests: Sequence[Request], thresholds: Sequence[float]
-) -> AnsweredBatch:
+def infer(analyser: Analyser, requests: Sequence[Request]) -> AnsweredBatch:
     """Runs in the thread pool: decode each frame, then analyse those that decoded."""
-    decoded: list[tuple[Request, np.ndarray, float]] = []
+    decoded: list[tuple[Request, np.ndarray]] = []
     refused: list[tuple[Request, SchemaError]] = []
-    for request, threshold in zip(requests, thresholds, strict=True):
+    for request in requests:
         try:
-            decoded.append((request, pixels_of(request.frame), threshold))
+            decoded.append((request, pixels_of(request.frame)))
         except SchemaError as exc:
             refused.append((request, exc))
-    looks = [Look(image, r.frame.regions, threshold) for r, image, threshold in decoded]
+    looks = [Look(image, r.frame.regions, r.frame.threshold) for r, image in decoded]
     analyses = analyser.analyse(looks) if looks else []
     answered = [
         Answered(request, image, analysis)
-        for (request, image, _), analysis in zip(decoded, analyses, strict=True)
+        for (request, image), analysis in zip(decoded, analyses, strict=True)
     ]
     return AnsweredBatch(answered, refused, analyser)
 
@@ -90,7 +88,6 @@ class BatchRunner:
     batcher: AdaptiveBatcher[Request]
     executor: Executor
     analyser: Callable[[], Analyser]
-    threshold: Callable[[Request], float]
     telemetry: Telemetry
     metrics: EdgeMetrics
     site: str
@@ -108,9 +105,8 @@ class BatchRunner:
             self.metrics.queue_depth.labels(self.site).set(len(self.batcher))
             started = time.monotonic()
             analyser = self.analyser()  # one per batch, whatever a swap does meanwhile
-            thresholds = [self.threshold(request) for request in batch]
             try:
-                done = await loop.run_in_executor(self.executor, infer, analyser, batch, thresholds)
+                done = await loop.run_in_executor(self.executor, infer, analyser, batch)
             except HybridfleetError as exc:
                 await self.on_failure(batch, exc, "model")
                 continue

@@ -21,6 +21,10 @@ class EdgeMetrics(WorkerMetrics):
         "Frames stored in the escalation stream, by what left the site.", "privacy"
     )
     escalated_bytes = counter("Bytes of escalation messages sent towards the cloud.")
+    escalated_crops = counter(
+        "Crops sent towards the cloud in escalations: the regions, detections or text "
+        "lines the edge was unsure of."
+    )
     answer_bytes = counter("Bytes of cloud answers received.")
     received_bytes = counter(
         "Bytes of frame messages received: what sending every frame would cost."

@@ -143,7 +143,6 @@ class EdgeWorker(Service):
             self._batcher,
             self._executor,
             lambda: self.analyser,
-            lambda request: self._decider.policy.threshold_for(request.frame.threshold),
             self.telemetry,
             self.metrics,
             self.site,

@@ -44,8 +44,8 @@ def yolo_random(size: int = 320, classes: int = 3, seed: int = 0) -> onnx.ModelP
     cells = size // 32
     anchors = cells * cells
     # Per cell: 1x1 conv of the cell's mean colour to 2 size and `classes` score logits.
-    weight = rng.normal(0.0, 4.0, (2 + classes, 3, 1, 1)).astype(np.float32)
-    bias = rng.normal(-1.0, 1.0, (2 + classes,)).astype(np.float32)
+    weight = rng.normal(0.0, 2.0, (2 + classes, 3, 1, 1)).astype(np.float32)
+    bias = rng.normal(-1.5, 1.0, (2 + classes,)).astype(np.float32)
     ys, xs = np.meshgrid(np.arange(cells), np.arange(cells), indexing="ij")
     centres = np.stack([(xs.ravel() + 0.5) * 32, (ys.ravel() + 0.5) * 32]).astype(np.float32)
     # Box sides 16..112 px, from the sigmoid of the conv's first two channels.

@@ -32,6 +32,7 @@ from pipeline.cli.ops import add_ops_commands
 from pipeline.cli.options import options_from
 from pipeline.cli.plan import add_plan_command
 from pipeline.cli.rollout import add_rollout_commands
+from pipeline.cli.video import add_video_command, apply_models, video_cameras, with_video
 from pipeline.config import Settings, load_settings
 from schemas.errors import HybridfleetError
 
@@ -108,21 +109,35 @@ async def _cloud(args: argparse.Namespace) -> int:
 async def _camera(args: argparse.Namespace) -> int:
     import nats
 
+    from pipeline.camera.sigterm import stopped_by_sigterm
     from pipeline.camera.simulator import CameraSimulator
+    from pipeline.camera.sources.cameras import run_cameras
 
     settings = _settings(args)
+    video = video_cameras(args)
     nc = await nats.connect(settings.nats.url, name="hybridfleet-camera")
     try:
-        published = await CameraSimulator(_camera_options(args)).run(nc)
+        if video:
+            stop = asyncio.Event()
+            with stopped_by_sigterm(stop):
+                counts = await run_cameras(nc, video, args.site, stop=stop)
+            report = {
+                "frames_published": counts.published,
+                "frames_dropped": counts.dropped,
+                "reconnects": counts.reconnects,
+            }
+        else:
+            report = {"frames_published": len(await CameraSimulator(_camera_options(args)).run(nc))}
     finally:
         await nc.close()
-    print(orjson.dumps({"frames_published": len(published)}).decode())
+    print(orjson.dumps(report).decode())
     return 0
 
 
 async def _stack(args: argparse.Namespace) -> int:
     from pipeline.demo.stack import StackOptions, run_stack
     from pipeline.demo.summary import format_summary
+    from pipeline.demo.video import format_video_summary
 
     settings = load_settings(args.config)
     if args.routing:
@@ -130,12 +145,18 @@ async def _stack(args: argparse.Namespace) -> int:
     camera = _camera_options(args)
     if args.pipeline:
         camera, settings = _apply_pipeline(Path(args.pipeline), camera, settings)
-    options = StackOptions(camera=camera, settings=settings, wan_delay_ms=args.wan_delay_ms)
-    summary = await run_stack(options, progress=sys.stderr)
+    video = video_cameras(args)
+    options = StackOptions(
+        camera=camera,
+        settings=apply_models(args, settings),
+        wan_delay_ms=args.wan_delay_ms,
+        video=video,
+    )
+    summary = await run_stack(options, progress=None if video else sys.stderr)
     if args.json:
         print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
     else:
-        print(format_summary(summary))
+        print(format_video_summary(summary) if video else format_summary(summary))
     return 0 if summary["every_frame_one_result"] else 1
 
 
@@ -259,6 +280,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=("hybrid", "edge_only", "cloud_only"),
         help="override edge.routing (baselines)",
     )
+    with_video(p)
     p.set_defaults(run=lambda a: _run(_stack(a)))
 
     for name, fn, doc in (
@@ -276,9 +298,10 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.set_defaults(run=lambda a, fn=fn: _run(fn(a)))
 
-    p = sub.add_parser("camera", help="publish simulated camera frames")
+    p = sub.add_parser("camera", help="publish camera frames: video (--source) or simulated")
     with_config(p)
     with_camera(p)
+    with_video(p)
     p.add_argument("--url", help="NATS URL (overrides the config)")
     p.set_defaults(run=lambda a: _run(_camera(a)))
 
@@ -316,6 +339,7 @@ def _parser() -> argparse.ArgumentParser:
     add_fleet_up_command(fleet)
     add_fleet_restart_command(fleet)
     add_fleet_status_command(fleet)
+    add_video_command(sub)
     add_ops_commands(sub)
     add_rollout_commands(sub)
     add_plan_command(sub)

@@ -1,5 +1,6 @@
 """The embedded local stack: a nats-server, a cloud worker, an edge worker and the
-camera simulator in one process, then a summary of what happened.
+camera simulator (or video cameras, pipeline/demo/video.py) in one process, then a
+summary of what happened.
 
 Everything it starts it stops, on success, on error and on Ctrl-C.
 """
@@ -19,8 +20,11 @@ import nats
 from cloud_worker.worker import CloudWorker
 from edge_worker.worker import EdgeWorker
 from pipeline.camera.simulator import CameraOptions, CameraSimulator
+from pipeline.camera.sources.cameras import run_cameras
+from pipeline.camera.sources.config import VideoCamera
 from pipeline.config import Settings
 from pipeline.demo.summary import ResultCollector, summarize
+from pipeline.demo.video import summarize_video
 from pipeline.messaging.server import NatsServer
 from pipeline.messaging.topology import HUB_DOMAIN, Hub, site_server, wait_for_leaf
 from pipeline.messaging.wanproxy import WanProxy
@@ -41,6 +45,8 @@ class StackOptions:
     wan_delay_ms: float | None = None
     # Put every end-to-end latency into the summary (for plots).
     keep_latencies: bool = False
+    # Video cameras instead of the simulator (their site is the simulator's).
+    video: tuple[VideoCamera, ...] = ()
 
 
 async def _progress(
@@ -122,6 +128,8 @@ async def _run(
 ) -> dict[str, Any]:
     cloud = CloudWorker.from_settings(cloud_settings)
     edge = EdgeWorker.from_settings(edge_settings)
+    if options.video:
+        return await _run_video(options, cloud, edge)
     nc = await nats.connect(edge_settings.nats.url, name="hybridfleet-stack")
     collector = ResultCollector()
     camera = CameraSimulator(options.camera)
@@ -176,4 +184,53 @@ async def _run(
         seconds=seconds,
         answer_bytes=edge.metrics.value("hybridfleet_edge_answer_bytes_total", site=edge.site),
         keep_latencies=options.keep_latencies,
+    )
+
+
+async def _run_video(options: StackOptions, cloud: CloudWorker, edge: EdgeWorker) -> dict[str, Any]:
+    """The stack on ``options.video``'s cameras until their sources end."""
+    site = options.camera.site
+    nc = await nats.connect(edge.settings.nats.url, name="hybridfleet-stack")
+    collector = ResultCollector()
+    started = time.monotonic()
+    try:
+        await cloud.start()
+        await edge.start()
+        await collector.start(nc, site)
+        counts = await run_cameras(nc, options.video, site)
+        deadline_s = max(c.deadline_ms for c in options.video) / 1000
+        await collector.wait_for(counts.published, deadline_s + options.settle_s)
+        seconds = time.monotonic() - started
+        await edge.drain()
+        await cloud.drain()
+        await nc.flush()
+        await collector.stop()
+    finally:
+        await edge.close()
+        await cloud.close()
+        await nc.close()
+
+    def edge_total(name: str, **labels: str) -> float:
+        return edge.metrics.value(name, site=edge.site, **labels)
+
+    return summarize_video(
+        counts,
+        collector,
+        models={
+            "edge": f"{edge.analyser.name} {edge.analyser.version}",
+            "cloud": f"{cloud.analyser.name} {cloud.analyser.version}",
+        },
+        frame_bytes=int(edge_total("hybridfleet_edge_received_bytes_total")),
+        escalations=int(
+            sum(
+                edge_total("hybridfleet_edge_escalations_total", privacy=p)
+                for p in ("embedding", "crop", "full")
+            )
+        ),
+        escalated_bytes=edge_total("hybridfleet_edge_escalated_bytes_total"),
+        crops=int(edge_total("hybridfleet_edge_escalated_crops_total")),
+        dead_letters=sum(
+            edge_total("hybridfleet_edge_dead_letters_total", kind=k) for k in ("schema", "model")
+        ),
+        seconds=seconds,
     )

@@ -39,13 +39,13 @@ class Look:
     """One frame as an analyser is asked about it.
 
     ``image`` is decoded (H x W grey or H x W x 3 RGB, uint8); ``regions`` are the
-    camera's (may be empty); an item whose confidence is below ``threshold`` is one
-    the tier is unsure of.
+    camera's (may be empty); ``threshold`` is the frame's own confidence threshold,
+    None when it set none.
     """
 
     image: np.ndarray
     regions: tuple[Region, ...]
-    threshold: float
+    threshold: float | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -59,11 +59,14 @@ class Analysis:
     look at (all regions for a region classifier). ``features``: the model input per
     region, for privacy ``embedding`` (region classifiers only). ``has_regions``:
     false only for a region classifier given a frame without regions (nothing to
-    answer: reason ``no_regions``).
+    answer: reason ``no_regions``). ``threshold``: the one the analyser judged its
+    items by (a declared model's), which the frame's decision then uses; None: the
+    edge's own (``edge.default_threshold``).
     """
 
     confidence: float
     has_regions: bool = True
+    threshold: float | None = None
     labels: tuple[int, ...] = ()
     scores: np.ndarray = field(default_factory=no_scores)
     detections: tuple[Detection, ...] = ()

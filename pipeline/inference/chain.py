@@ -9,9 +9,14 @@ order on each frame. What a stage looks at follows from the task of the stage be
 * after a ``text_detect`` stage, a ``text_recognize`` stage reads each text box
   (its quadrilateral warped to a horizontal strip).
 
-Each item found gets a confidence (the model's declared signal); one below the
-frame's threshold is one the tier is unsure of, and its box is what the next tier is
-asked to look at (``Analysis.asks``). Pure apart from running the models; blocking.
+Each item found gets a confidence (the last model's declared signal). The model's
+``confidence.uncertain_band`` [low, high] says which it is unsure of: an item with
+low <= confidence < high (high: the frame's own threshold when it sets one). Their
+boxes are what the next tier is asked to look at (``Analysis.asks``); an item below
+low is reported but not worth asking about. The frame's confidence is the lowest of
+its items at or above low (1.0 with none), judged by the same high: so a frame is
+escalated exactly when the tier is unsure of one of its items. Pure apart from running
+the models; blocking.
 """
 
 from __future__ import annotations
@@ -170,12 +175,16 @@ class ModelChain:
             for r in items
             if isinstance(r, _Read)
         )
-        certainty = [d.score for d in detections] + [line.confidence for line in lines]
-        asks = tuple(d.box for d in detections if d.score < look.threshold) + tuple(
-            line.box for line in lines if line.confidence < look.threshold
-        )
+        low, high = stage.declaration.confidence.uncertain_band
+        if look.threshold is not None:
+            high = look.threshold
+        scored = [(d.box, d.score) for d in detections] + [(x.box, x.confidence) for x in lines]
         return Analysis(
-            confidence=min(certainty, default=1.0), detections=detections, lines=lines, asks=asks
+            confidence=min((c for _, c in scored if c >= low), default=1.0),
+            detections=detections,
+            lines=lines,
+            asks=tuple(box for box, c in scored if low <= c < high),
+            threshold=high,
         )
 
 

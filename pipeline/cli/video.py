@@ -1,0 +1,92 @@
+"""Video on the command line: cameras from ``--source`` URLs or a cameras file, the
+declared models a run uses, and ``hybridfleet video write`` (a colour test video)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+from pipeline.camera.sources.config import VideoCamera, load_cameras
+from pipeline.config import Settings
+from schemas.messages import PrivacyClass
+
+__all__ = ["add_video_command", "apply_models", "video_cameras", "with_video"]
+
+
+def with_video(p: argparse.ArgumentParser) -> None:
+    """The options of a command that can read video cameras."""
+    g = p.add_argument_group("video cameras (docs/cameras.md)")
+    g.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        help="a camera's video: rtsp://, http(s)://, a file or /dev/videoN (repeat for more)",
+    )
+    g.add_argument("--cameras-file", help="a TOML file of [[cameras]] tables")
+    g.add_argument("--video-rate", type=float, default=10.0, help="frames/s per --source camera")
+    g.add_argument("--video-quality", type=int, default=80, help="JPEG quality of --source frames")
+    g.add_argument("--video-width", type=int, help="resize every --source camera's frames")
+    g.add_argument(
+        "--video-loop", action="store_true", help="play --source files again at their end"
+    )
+    g = p.add_argument_group("declared models (docs/models.md)")
+    g.add_argument("--manifest", help="the model manifest (default: the shipped one)")
+    g.add_argument("--edge-models", help="manifest roles the edge runs, e.g. detect")
+    g.add_argument("--cloud-models", help="manifest roles the cloud runs, e.g. classify")
+
+
+def video_cameras(args: argparse.Namespace) -> tuple[VideoCamera, ...]:
+    """The cameras of ``--cameras-file`` and ``--source`` (cam1, cam2, ...)."""
+    cameras = list(load_cameras(Path(args.cameras_file))) if args.cameras_file else []
+    privacy = PrivacyClass(args.privacy) if getattr(args, "privacy", None) else PrivacyClass.CROP
+    cameras += [
+        VideoCamera(
+            name=f"cam{i + 1}",
+            source=url,
+            rate_hz=args.video_rate,
+            width=args.video_width,
+            jpeg_quality=args.video_quality,
+            privacy=privacy,
+            deadline_ms=args.deadline_ms,
+            loop=args.video_loop,
+        )
+        for i, url in enumerate(args.source)
+    ]
+    return tuple(cameras)
+
+
+def apply_models(args: argparse.Namespace, settings: Settings) -> Settings:
+    """``settings`` with the manifest and model roles the options name."""
+    edge, cloud = settings.edge, settings.cloud
+    if args.manifest:
+        edge = replace(edge, model_manifest=args.manifest)
+        cloud = replace(cloud, model_manifest=args.manifest)
+    if args.edge_models:
+        edge = replace(edge, models=args.edge_models)
+    if args.cloud_models:
+        cloud = replace(cloud, models=args.cloud_models)
+    return replace(settings, edge=edge, cloud=cloud)
+
+
+def _write(args: argparse.Namespace) -> int:
+    from pipeline.camera.sources.photos import write_photo_video
+
+    frames = round(args.seconds * args.fps)
+    write_photo_video(args.out, frames, width=args.width, height=args.height, fps=args.fps)
+    print(f"wrote {frames} frames ({args.width}x{args.height}, {args.fps} fps) to {args.out}")
+    return 0
+
+
+def add_video_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``hybridfleet video write``."""
+    video = sub.add_parser("video", help="test video").add_subparsers(
+        dest="video_command", required=True
+    )
+    p = video.add_parser("write", help="write a colour test video (a pan across photographs)")
+    p.add_argument("out", help="the file to write (.mp4, .mkv, .ts)")
+    p.add_argument("--seconds", type=float, default=4.0)
+    p.add_argument("--fps", type=int, default=25)
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--height", type=int, default=360)
+    p.set_defaults(run=_write)
