@@ -138,20 +138,28 @@ def text_agreement(
     return score / (len(a) + len(b) - len(matched))
 
 
-def _looked_at(edge: Sequence[T], cloud: Sequence[T]) -> list[T]:
+def _asked(box: Region, cloud: Sequence[Region]) -> bool:
+    """Whether ``box`` is one of the ``cloud`` boxes: equal, or IoU >= ``SAME_BOX_IOU``."""
+    return any(iou(box, c) >= SAME_BOX_IOU for c in cloud)
+
+
+def _looked_at(edge: Sequence[T], cloud: Sequence[T]) -> Sequence[T]:
     """The items of ``edge`` the cloud was asked about (see ``agreement``)."""
     if not cloud or len(cloud) >= len(edge):
-        return list(edge)
-    return [e for e in edge if any(iou(e.box, c.box) >= SAME_BOX_IOU for c in cloud)]
+        return edge
+    boxes = [c.box for c in cloud]
+    return [e for e in edge if _asked(e.box, boxes)]
 
 
 def _looked_at_labels(edge: InferenceResult, cloud: InferenceResult) -> tuple[int, ...]:
     """The edge's labels for the regions the cloud was asked about (see ``agreement``);
-    a label's region is the box of the detection at its position."""
-    if len(edge.detections) != len(edge.labels):
+    a label's region is the box of the edge's detection at its position."""
+    aligned = len(edge.detections) == len(edge.labels)
+    if not cloud.detections or len(cloud.labels) >= len(edge.labels) or not aligned:
         return edge.labels
-    kept = {id(d) for d in _looked_at(edge.detections, cloud.detections)}
-    return tuple(n for n, d in zip(edge.labels, edge.detections, strict=True) if id(d) in kept)
+    boxes = [c.box for c in cloud.detections]
+    pairs = zip(edge.labels, edge.detections, strict=True)
+    return tuple(label for label, d in pairs if _asked(d.box, boxes))
 
 
 def agreement(edge: InferenceResult, cloud: InferenceResult) -> float:
@@ -172,10 +180,7 @@ def agreement(edge: InferenceResult, cloud: InferenceResult) -> float:
     if edge.lines or cloud.lines:
         return text_agreement(_looked_at(edge.lines, cloud.lines), cloud.lines)
     if edge.labels and cloud.labels:
-        labels = edge.labels
-        if len(cloud.labels) < len(edge.labels) and cloud.detections:
-            labels = _looked_at_labels(edge, cloud)
-        return label_agreement(labels, cloud.labels)
+        return label_agreement(_looked_at_labels(edge, cloud), cloud.labels)
     return detection_f1(_looked_at(edge.detections, cloud.detections), cloud.detections)
 
 

@@ -1,0 +1,108 @@
+"""Models declared only by a manifest entry, on JPEG colour frames from a video file.
+
+The edge runs a random-weight detector in the Ultralytics v8 layout, the cloud a
+random-weight 224x224 RGB classifier (models/random/); no worker code knows either.
+Camera frames come from a generated H.264 file through a video camera. Every frame is
+answered exactly once; the detections the edge is unsure of leave as JPEG crops, and
+the cloud's labels take their place in the final result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from cloud_worker.worker import CloudWorker
+from edge_worker.worker import EdgeWorker
+from models.random.build import HERE as RANDOM_MODELS
+from pipeline.camera.sources.cameras import run_cameras
+from pipeline.camera.sources.config import VideoCamera
+from pipeline.camera.sources.photos import write_photo_video
+from pipeline.config import Settings
+from pipeline.inference.images import decode
+from pipeline.inference.runtime import DeclaredModel
+from schemas import subjects
+from schemas.codec import decode_escalation
+from schemas.messages import Encoded, Escalation, Source
+from tests.helpers import wait_until
+from tests.integration.feeds import collect
+
+pytestmark = pytest.mark.integration
+
+MANIFEST = RANDOM_MODELS / "manifest.json"
+
+
+def _settings(settings: Settings) -> Settings:
+    edge = replace(settings.edge, model_manifest=str(MANIFEST), models="detect", shadow_rate=0.0)
+    cloud = replace(settings.cloud, model_manifest=str(MANIFEST), models="classify")
+    return replace(settings, edge=edge, cloud=cloud)
+
+
+async def test_detector_and_classifier_declared_by_manifest_answer_video(
+    settings: Settings, nc: Client, tmp_path: Path
+) -> None:
+    video = tmp_path / "pan.mp4"
+    write_photo_video(video, 40, width=480, height=272)
+    camera = VideoCamera(
+        "shelf", str(video), rate_hz=25.0, realtime=False, deadline_ms=5_000, jpeg_quality=85
+    )
+    settings = _settings(settings)
+    results = await collect(nc, subjects.results("site1"))
+    escalations: list[Escalation] = []
+
+    async def on_escalation(msg: Msg) -> None:
+        escalations.append(decode_escalation(msg.data))
+
+    await nc.subscribe(subjects.escalations("site1"), cb=on_escalation)
+    async with (
+        CloudWorker.from_settings(settings) as cloud,
+        EdgeWorker.from_settings(settings) as edge,
+    ):
+        counts = await run_cameras(nc, [camera], "site1")
+        await wait_until(lambda: len(results) >= counts.published, 60, "a result per frame")
+        await wait_until(
+            lambda: edge.metrics.value("hybridfleet_edge_pending_escalations", site="site1") == 0,
+            30,
+            "the cloud's answers",
+        )
+    await nc.flush()
+    await asyncio.sleep(0.2)  # a duplicate would have arrived by now
+
+    assert counts.published > 0
+    by_id = {r.frame_id: r for r in results}
+    assert len(results) == len(by_id) == counts.published, "exactly one final result per frame"
+    assert (edge.analyser.name, cloud.analyser.name) == ("yolo-random", "classifier224-random")
+
+    detector = DeclaredModel.load("detect", MANIFEST)
+    low, high = detector.declaration.confidence.uncertain_band
+    classes = set(DeclaredModel.load("classify", MANIFEST).labels)
+    assert escalations, "some detections were uncertain"
+    for escalation in escalations:
+        # Only the uncertain boxes leave, each as a JPEG crop of its own size.
+        assert escalation.regions and escalation.image is None
+        assert len(escalation.crops) == len(escalation.regions)
+        for box, crop in zip(escalation.regions, escalation.crops, strict=True):
+            assert isinstance(crop, Encoded)
+            assert decode(crop).shape == (box.h, box.w, 3)
+        final = by_id[escalation.frame_id]
+        assert final.source is Source.CLOUD
+        cloud_boxes = {d.box for d in final.detections if d.source is Source.CLOUD}
+        assert cloud_boxes == set(escalation.regions)
+        for d in final.detections:
+            if d.source is Source.CLOUD:
+                assert d.label in classes
+            else:  # what the edge kept was certain (or too weak to ask about)
+                assert d.score >= high or d.score < low
+    for result in results:
+        if result.source is Source.EDGE:
+            assert all(d.score >= high or d.score < low for d in result.detections)
+            assert result.detections and all(
+                d.label in detector.labels for d in result.detections
+            )
+    assert np.isfinite([r.confidence for r in results]).all()
