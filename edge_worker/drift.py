@@ -181,7 +181,18 @@ class DriftMonitor:
         edge, cloud = tuple(edge_labels), tuple(cloud_labels)
         if not edge and not cloud:
             return
-        sample = _Sample(float(now), float(edge_confidence), edge == cloud, bool(kept))
+        self.observe_agreement(edge == cloud, edge_confidence, kept, now)
+
+    def observe_agreement(
+        self, agree: bool, edge_confidence: float, kept: bool, now: float
+    ) -> None:
+        """Record one frame whose answers were compared (``agree``: the measure of
+        ``pipeline.inference.agreement`` said they agree); as ``observe``."""
+        if not is_number(edge_confidence) or not 0.0 <= edge_confidence <= 1.0:
+            raise ValueError(f"edge_confidence must be a number in [0, 1], got {edge_confidence!r}")
+        if not is_number(now):
+            raise ValueError(f"now must be a finite number, got {now!r}")
+        sample = _Sample(float(now), float(edge_confidence), bool(agree), bool(kept))
         self._observed_total += 1
         self._compared.append(sample)
         if sample.kept:

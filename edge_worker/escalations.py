@@ -34,6 +34,7 @@ from edge_worker.roundtrip import RoundTripEstimator
 from edge_worker.tags import TAG_HEADER, EscalationTags
 from pipeline.config import EdgeSettings
 from pipeline.fleet.heartbeat import ModelCounters
+from pipeline.inference.agreement import agrees
 from schemas.codec import decode_result, encode
 from schemas.errors import SchemaError
 from schemas.jsonform import header
@@ -50,14 +51,6 @@ _MAX_SHADOWS = 10_000
 # A shadow sample is not urgent: the cloud may answer it long after the frame's deadline.
 _SHADOW_DEADLINE_S = 300.0
 _SHADOW_PRIORITY = 3
-
-
-@dataclass(frozen=True, slots=True)
-class _Shadow:
-    """What the edge answered for a shadow-sampled frame, to compare with the cloud."""
-
-    labels: tuple[int, ...]
-    confidence: float
 
 
 @dataclass(slots=True)
@@ -91,7 +84,8 @@ class Escalations:
         self._dead_letter = dead_letter
         self.round_trips = RoundTripEstimator(prior_s=cfg.cloud_round_trip_prior_ms / 1000)
         self.pending: PendingEscalations[_Waiting] = PendingEscalations()
-        self._shadows: dict[str, _Shadow] = {}  # insertion-ordered: oldest first
+        # The edge's answer of each shadow sample; insertion-ordered: oldest first.
+        self._shadows: dict[str, InferenceResult] = {}
         self._changed = asyncio.Event()
         self._finals: FinalResults | None = None
         self._tags: EscalationTags | None = None
@@ -170,7 +164,7 @@ class Escalations:
             ),
         )
         data = encode(escalation)
-        self._shadows[frame.frame_id] = _Shadow(edge_result.labels, edge_result.confidence)
+        self._shadows[frame.frame_id] = edge_result
         while len(self._shadows) > _MAX_SHADOWS:
             del self._shadows[next(iter(self._shadows))]
         try:
@@ -208,7 +202,7 @@ class Escalations:
         shadow = self._shadows.pop(cloud.frame_id, None)
         if shadow is not None:
             # Its final result is the edge's, claimed when it was published.
-            self._compare(shadow.labels, shadow.confidence, cloud.labels, kept=True)
+            self._compare(shadow, cloud, kept=True)
             await msg.ack()
             return
         waiting = self.pending.resolve(cloud.frame_id)
@@ -221,7 +215,7 @@ class Escalations:
             self.metrics.cloud_round_trip_seconds.labels(self.site).observe(round_trip)
             request, edge_result = waiting.request, waiting.edge_result
             edge_labels = edge_result.labels
-            self._compare(edge_labels, waiting.edge_result.confidence, cloud.labels, kept=False)
+            self._compare(edge_result, cloud, kept=False)
         # Without ``waiting`` the frame was escalated by an earlier run of this worker,
         # or its deadline passed: the claim decides whether this answer is final.
         final = results.from_cloud(cloud, edge_labels, edge_result)
@@ -229,22 +223,21 @@ class Escalations:
             self.metrics.late_replies.labels(self.site).inc()
         await msg.ack()
 
-    def _compare(
-        self,
-        edge_labels: tuple[int, ...],
-        edge_confidence: float,
-        cloud_labels: tuple[int, ...],
-        *,
-        kept: bool,
-    ) -> None:
+    def _compare(self, edge: InferenceResult, cloud: InferenceResult, *, kept: bool) -> None:
+        """Count whether the edge's answer agrees with the cloud's (labels, boxes or
+        text: ``pipeline.inference.agreement``), for drift and the canary's tallies."""
         # A NaN confidence (a broken model output) is not a comparison the monitor takes.
-        if not 0.0 <= edge_confidence <= 1.0:
+        if not 0.0 <= edge.confidence <= 1.0:
             return
-        self.drift.observe(edge_labels, edge_confidence, cloud_labels, kept, time.time())
+        if not (edge.labels or cloud.labels or edge.detections or cloud.detections):
+            if not (edge.lines or cloud.lines):
+                return  # nothing on either side: no comparison
+        agreed = agrees(edge, cloud)
+        self.drift.observe_agreement(agreed, edge.confidence, kept, time.time())
         kind = "shadow" if kept else "escalated"
         self.metrics.compared.labels(self.site, kind).inc()
         self._counters().compared += 1
-        if edge_labels == cloud_labels:
+        if agreed:
             self.metrics.agreed.labels(self.site, kind).inc()
             self._counters().agreed += 1
 

@@ -127,14 +127,14 @@ class ModelChain:
     def _found(self, stage: DeclaredModel, n: int, found: object) -> list[_Item | _Read]:
         if not isinstance(found, Boxes):
             raise ModelError(f"model {stage.name!r}: a {stage.task} model must give boxes")
-        quads = found.polygons
+        quads, scores = found.polygons, stage.calibrated(found.scores)
         return [
             _Item(
                 n,
                 _box(found.xyxy[k]),
                 None if quads is None else quads[k],
                 int(found.classes[k]),
-                float(found.scores[k]),
+                float(scores[k]),
             )
             for k in range(len(found))
         ]

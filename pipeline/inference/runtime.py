@@ -110,13 +110,22 @@ class DeclaredModel:
             p = answer.probabilities
             return float(confidence(p[None], signal)[0]) if p.size else 0.0
         if isinstance(answer, Text):
-            chars = answer.char_probabilities
+            chars = self.calibrated(answer.char_probabilities)
             if not chars.size:
                 return 0.0
             return float(chars.min() if signal == "min_char" else chars.mean())
         if isinstance(answer, Boxes):
-            return float(answer.scores.min()) if len(answer) else 1.0
+            return float(self.calibrated(answer.scores).min()) if len(answer) else 1.0
         return 1.0
+
+    def calibrated(self, p: np.ndarray) -> np.ndarray:
+        """Scores or character probabilities with the declared ``confidence.temperature``
+        applied, ``sigmoid(logit(p) / T)`` (``p`` itself without one)."""
+        temperature = self.declaration.confidence.temperature
+        if temperature is None or not p.size:
+            return p
+        q = np.clip(p.astype(np.float64), 1e-12, 1.0 - 1e-12)
+        return 1.0 / (1.0 + np.exp(-np.log(q / (1.0 - q)) / temperature))
 
     def __repr__(self) -> str:
         return f"DeclaredModel({self.name!r}, version={self.version!r}, task={self.task!r})"

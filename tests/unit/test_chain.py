@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -36,8 +38,8 @@ def test_a_detector_reports_boxes_and_asks_about_those_in_its_band(
         height, width = look.image.shape[:2]
         for d in analysis.detections:
             assert d.source is Source.EDGE and d.label in chain.stages[0].labels
-            assert 0 <= d.box.x and d.box.x + d.box.w <= width + 1
-            assert 0 <= d.box.y and d.box.y + d.box.h <= height + 1
+            assert d.box.x >= 0 and d.box.x + d.box.w <= width + 1
+            assert d.box.y >= 0 and d.box.y + d.box.h <= height + 1
 
 
 def test_a_frames_own_threshold_replaces_the_bands_upper_end(frames: list[np.ndarray]) -> None:
@@ -80,3 +82,16 @@ def test_a_chain_refuses_stages_that_cannot_follow_each_other() -> None:
         ModelChain((classifier, detector), Source.EDGE)
     with pytest.raises(ModelError, match="at least one"):
         ModelChain((), Source.EDGE)
+
+
+def test_a_declared_temperature_calibrates_box_scores(frames: list[np.ndarray]) -> None:
+    raw = DeclaredModel.load("detect", MANIFEST)
+    warm = DeclaredModel.load("detect", MANIFEST)
+    confidence = replace(warm.declaration.confidence, temperature=2.0)
+    object.__setattr__(warm, "declaration", replace(warm.declaration, confidence=confidence))
+    (plain,) = ModelChain((raw,), Source.EDGE).analyse([Look(frames[3], ())])
+    (softened,) = ModelChain((warm,), Source.EDGE).analyse([Look(frames[3], ())])
+    for a, b in zip(plain.detections, softened.detections, strict=True):
+        logit = np.log(a.score / (1 - a.score))
+        assert b.score == pytest.approx(1 / (1 + np.exp(-logit / 2)), rel=1e-5)
+        assert abs(b.score - 0.5) < abs(a.score - 0.5)
