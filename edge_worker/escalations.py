@@ -229,9 +229,9 @@ class Escalations:
         # A NaN confidence (a broken model output) is not a comparison the monitor takes.
         if not 0.0 <= edge.confidence <= 1.0:
             return
-        if not (edge.labels or cloud.labels or edge.detections or cloud.detections):
-            if not (edge.lines or cloud.lines):
-                return  # nothing on either side: no comparison
+        answers = (edge.labels, cloud.labels, edge.detections, cloud.detections, edge.lines)
+        if not any(answers) and not cloud.lines:
+            return  # nothing on either side: no comparison
         agreed = agrees(edge, cloud)
         self.drift.observe_agreement(agreed, edge.confidence, kept, time.time())
         kind = "shadow" if kept else "escalated"

@@ -1,8 +1,9 @@
 """Declarations: frozen dataclasses built from mappings (TOML, JSON), checked on the way.
 
 A declared type is a frozen dataclass whose annotations say what each key may hold:
-``bool``, ``int``, ``float``, ``str``, ``Literal[...]``, ``X | None``, ``tuple[X, ...]``
-or ``tuple[X, Y]`` (from lists), a nested declared dataclass (from a table),
+``bool``, ``int``, ``float``, ``str``, ``Literal[...]``, an ``Enum`` (from a member's
+value, e.g. a ``StrEnum``'s string), ``X | None``, ``tuple[X, ...]`` or
+``tuple[X, Y]`` (from lists), a nested declared dataclass (from a table),
 ``Mapping[str, X]`` (a table of X; ``Mapping[str, Any]`` is taken as it is), and
 :class:`Variant` (a table whose ``type`` key picks a dataclass from a registry). Field
 metadata made by :func:`ranged`, :func:`one_of`, :func:`checked` (fields) and
@@ -16,12 +17,17 @@ out of range or not among the choices. The caller chooses the exception class
 (``ModelError`` for manifests, ``ConfigError`` for settings). An error raised by a
 dataclass's own ``__post_init__`` (``ValueError`` or any ``HybridfleetError``) comes out
 as that class too, prefixed with the table's path. :func:`dump` is the inverse.
+
+The field metadata are the one statement of a value's rules: :func:`validate` checks a
+dataclass made in code (not built) against the same ranges, choices and checks, for a
+``__post_init__`` to call; its types are the type checker's to check.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import math
 import re
 import types
@@ -41,6 +47,7 @@ __all__ = [
     "one_of",
     "ranged",
     "shorthand",
+    "validate",
     "variant",
 ]
 
@@ -49,7 +56,7 @@ T = TypeVar("T")
 Check = Callable[[Any], str | None]
 Registry = Mapping[str, type[Any]]
 
-_LO, _HI, _CHOICES, _CHECK = "lo", "hi", "choices", "check"
+_LO, _HI, _LO_OPEN, _CHOICES, _CHECK = "lo", "hi", "lo_open", "choices", "check"
 _VARIANTS, _KEY, _SHORTHAND = "variants", "variant_key", "shorthand"
 _WORDS: Final = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 _TRUE, _FALSE = frozenset({"1", "true", "yes"}), frozenset({"0", "false", "no"})
@@ -65,9 +72,12 @@ class Variant:
     params: Any
 
 
-def ranged(default: Any = dataclasses.MISSING, *, lo: float, hi: float) -> Any:
-    """A number (or every number of a tuple) in [lo, hi]; no default: required."""
-    return dataclasses.field(default=default, metadata={_LO: lo, _HI: hi})
+def ranged(
+    default: Any = dataclasses.MISSING, *, lo: float, hi: float = math.inf, lo_open: bool = False
+) -> Any:
+    """A finite number (or every number of a tuple) in [lo, hi], or (lo, hi] with
+    ``lo_open``; no ``hi``: no upper bound; no default: required."""
+    return dataclasses.field(default=default, metadata={_LO: lo, _HI: hi, _LO_OPEN: lo_open})
 
 
 def one_of(default: Any, *choices: str) -> Any:
@@ -124,6 +134,24 @@ def build_variant(
     return _Builder(where, error, False).variant(registry, key, raw, path)
 
 
+def validate(
+    value: Any,
+    where: str = "",
+    *,
+    path: str = "",
+    error: type[HybridfleetError] = ModelError,
+) -> None:
+    """Check the fields of ``value``, a declared dataclass made in code, against their
+    metadata (ranges, choices, checks) as :func:`build` does; ``error`` as it words it.
+
+    For a ``__post_init__``; the types are not checked (that is the type checker's work).
+    """
+    builder = _Builder(where, error, False)
+    prefix = f"{path}." if path else ""
+    for f in dataclasses.fields(value):
+        builder.rules(f.metadata, getattr(value, f.name), f"{prefix}{f.name}")
+
+
 def dump(value: Any) -> Any:
     """A declared value as JSON-ready data that :func:`build` reads back to an equal value.
 
@@ -131,6 +159,8 @@ def dump(value: Any) -> Any:
     """
     if isinstance(value, Variant):
         raise TypeError("dump a Variant through the dataclass that holds it")
+    if isinstance(value, enum.Enum):
+        return value.value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         out: dict[str, Any] = {}
         for f in dataclasses.fields(value):
@@ -167,6 +197,15 @@ def _shown(value: Any) -> str:
 def _bound(number: float) -> str:
     """A bound as people write it: 4096, 0.5."""
     return str(int(number)) if float(number).is_integer() else repr(float(number))
+
+
+def _interval(lo: float, hi: float, lo_open: bool, value: Any) -> str:
+    """What a ranged number must be: "a number in [0, 1]", "(0, 1]", "a number >= 1",
+    "a finite number > 0" (finite said for a float when there is no upper bound)."""
+    if math.isinf(hi):
+        kind = "a finite number" if isinstance(value, float) else "a number"
+        return f"{kind} {'>' if lo_open else '>='} {_bound(lo)}"
+    return f"a number in {'(' if lo_open else '['}{_bound(lo)}, {_bound(hi)}]"
 
 
 def _suggest(word: object, allowed: Any) -> str:
@@ -224,15 +263,19 @@ class _Builder:
         if _SHORTHAND in meta and isinstance(value, list | tuple):
             value = {meta[_SHORTHAND]: value}
         built = self.value(hint, value, path)
-        items = built if isinstance(built, tuple) else (built,)
+        self.rules(meta, built, path)
+        return built
+
+    def rules(self, meta: Mapping[str, Any], value: Any, path: str) -> None:
+        """The field's metadata, for a value of its type: the range and choices of the
+        value (or of each item of a tuple), then the check."""
+        items = value if isinstance(value, tuple) else (value,)
         for index, item in enumerate(items):
-            at = f"{path}[{index}]" if isinstance(built, tuple) else path
-            self.limits(meta, item, at)
+            self.limits(meta, item, f"{path}[{index}]" if isinstance(value, tuple) else path)
         if _CHECK in meta:
-            problem = meta[_CHECK](built)
+            problem = meta[_CHECK](value)
             if problem is not None:
                 self.fail(path, f" {problem}")
-        return built
 
     def limits(self, meta: Mapping[str, Any], value: Any, path: str) -> None:
         """The range and the choices of the field's metadata, for one value; a float is
@@ -240,9 +283,12 @@ class _Builder:
         if value is None:
             return
         if _LO in meta:
-            lo, hi = meta[_LO], meta[_HI]
-            if not (isinstance(value, int | float) and lo <= value <= hi):
-                self.fail(path, f" must be a number in [{_bound(lo)}, {_bound(hi)}], got {value!r}")
+            lo, hi, lo_open = meta[_LO], meta[_HI], meta.get(_LO_OPEN, False)
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not (number and math.isfinite(value) and lo <= value <= hi) or (
+                lo_open and value == lo
+            ):
+                self.fail(path, f" must be {_interval(lo, hi, lo_open, value)}, got {value!r}")
         elif isinstance(value, float) and not math.isfinite(value):
             self.fail(path, f" must be a finite number, got {value!r}")
         choices = meta.get(_CHOICES)
@@ -286,9 +332,22 @@ class _Builder:
             return self.mapping(typing.get_args(hint)[1], value, path)
         if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             return self.dataclass(hint, value, path)
+        if isinstance(hint, type) and issubclass(hint, enum.Enum):
+            return self.enum(hint, value, path)
         if hint in _WORDS:
             return self.scalar(hint, value, path)
         raise TypeError(f"{path}: {hint!r} is not a declarable type")
+
+    def enum(self, kind: type[enum.Enum], value: Any, path: str) -> enum.Enum:
+        """The member of ``kind`` whose value ``value`` is (or the member itself)."""
+        if isinstance(value, kind):
+            return value
+        for member in kind:
+            if type(member.value) is type(value) and member.value == value:
+                return member
+        allowed = [member.value for member in kind]
+        listed = ", ".join(str(a) for a in allowed)
+        self.fail(path, f" must be one of {listed}, got {value!r}{_suggest(value, allowed)}")
 
     def tuple(self, args: tuple[Any, ...], value: Any, path: str) -> tuple[Any, ...]:
         """A tuple from a list: ``tuple[X, ...]`` any length, ``tuple[X, Y]`` exactly two."""

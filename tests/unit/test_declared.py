@@ -6,6 +6,7 @@ import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Literal
 
 import pytest
@@ -19,9 +20,17 @@ from pipeline.declared import (
     one_of,
     ranged,
     shorthand,
+    validate,
     variant,
 )
 from schemas.errors import ConfigError, ModelError
+
+
+class Level(StrEnum):
+    """An enum read from its value."""
+
+    LOW = "low"
+    HIGH = "high"
 
 
 def _even(value: int) -> str | None:
@@ -72,7 +81,10 @@ class Thing:
     name: str
     count: int = checked(_even, default=2)
     ratio: float = ranged(0.5, lo=0.0, hi=1.0)
+    rate: float = ranged(1.0, lo=0.0, lo_open=True)
+    limit: int = ranged(1, lo=1)
     scale: float = 1.0
+    level: Level = Level.LOW
     on: bool = False
     mode: str = one_of("fast", "fast", "slow")
     maybe: float | None = None
@@ -101,6 +113,7 @@ def test_every_kind_of_field() -> None:
         ratio=1,
         on=True,
         mode="slow",
+        level="high",
         maybe=3,
         band=[0.1, 0.9],
         tags=["a", "b"],
@@ -112,6 +125,7 @@ def test_every_kind_of_field() -> None:
     )
     assert thing.count == 4 and thing.ratio == 1.0 and type(thing.ratio) is float
     assert (thing.on, thing.mode, thing.maybe) == (True, "slow", 3.0)
+    assert thing.level is Level.HIGH
     assert thing.band == (0.1, 0.9) and thing.tags == ("a", "b")
     assert thing.inner == Inner(8, "green")
     assert thing.facts == {"nested": {"kept": [1, 2]}}
@@ -180,6 +194,14 @@ def test_long_values_are_shortened_in_messages() -> None:
         ({"band": [0.1, 2]}, "things.a.band[1] must be a number in [0, 1], got 2.0"),
         ({"inner": {"size": 0}}, "things.a.inner.size must be a number in [1, 8], got 0"),
         ({"scale": float("inf")}, "things.a.scale must be a finite number, got inf"),
+        ({"rate": 0}, "things.a.rate must be a finite number > 0, got 0.0"),
+        ({"rate": float("inf")}, "things.a.rate must be a finite number > 0, got inf"),
+        ({"limit": 0}, "things.a.limit must be a number >= 1, got 0"),
+        (
+            {"level": "hgh"},
+            "things.a.level must be one of low, high, got 'hgh'; did you mean 'high'?",
+        ),
+        ({"level": 1}, "things.a.level must be one of low, high, got 1"),
         (
             {"mode": "slw"},
             "things.a.mode must be one of fast, slow, got 'slw'; did you mean 'slow'?",
@@ -282,6 +304,7 @@ def test_strings_that_do_not_parse(raw: dict[str, Any], fragment: str) -> None:
 def test_dump_leaves_out_defaults_and_reads_back_equal() -> None:
     thing = _thing(
         count=6,
+        level="high",
         band=[0.0, 1.0],
         inner={"size": 5},
         facts={"a": [1]},
@@ -292,12 +315,14 @@ def test_dump_leaves_out_defaults_and_reads_back_equal() -> None:
     assert data == {
         "name": "t",
         "count": 6,
+        "level": "high",
         "band": [0.0, 1.0],
         "inner": {"size": 5},
         "facts": {"a": [1]},
         "shape": {"type": "circle", "radius": 2.5},
         "names": {"names": ["x"]},
     }
+    assert type(data["level"]) is str
     assert build(Thing, data, "") == thing
 
 
@@ -308,3 +333,46 @@ def test_only_optional_unions_are_declarable() -> None:
 
     with pytest.raises(TypeError, match=re.escape("only `X | None` unions")):
         build(Odd, {"value": 1}, "")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Made:
+    """A declared dataclass that checks itself when made in code."""
+
+    ratio: float = ranged(0.5, lo=0.0, hi=1.0)
+    rate: float = ranged(1.0, lo=0.0, lo_open=True)
+    band: tuple[float, ...] = ranged((0.5,), lo=0.0, hi=1.0)
+    mode: str = one_of("fast", "fast", "slow")
+    count: int = checked(_even, default=2)
+    level: Level = Level.LOW
+
+    def __post_init__(self) -> None:
+        validate(self, "made.toml", path="made", error=ConfigError)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"ratio": 1.5}, "made.toml: made.ratio must be a number in [0, 1], got 1.5"),
+        ({"rate": 0.0}, "made.toml: made.rate must be a finite number > 0, got 0.0"),
+        ({"rate": float("nan")}, "made.toml: made.rate must be a finite number > 0, got nan"),
+        ({"band": (0.5, -1.0)}, "made.toml: made.band[1] must be a number in [0, 1], got -1.0"),
+        (
+            {"mode": "slw"},
+            "made.toml: made.mode must be one of fast, slow, got 'slw'; did you mean 'slow'?",
+        ),
+        ({"count": 3}, "made.toml: made.count must be even, got 3"),
+    ],
+)
+def test_validate_holds_a_dataclass_made_in_code_to_its_metadata(
+    fields: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        Made(**fields)
+
+
+def test_validate_passes_what_fits_and_build_reports_first() -> None:
+    made = Made(ratio=1, rate=2.0, band=(0.0, 1.0), mode="slow", count=4, level=Level.HIGH)
+    assert build(Made, dump(made), "") == made
+    with pytest.raises(ModelError, match=r"^f: m\.ratio must be a number in \[0, 1\], got 2\.0$"):
+        build(Made, {"ratio": 2}, "f", path="m")

@@ -1,5 +1,5 @@
-"""The decoders' registry, their parameters' validation, and the errors that name what
-to fix when a model's outputs do not match its manifest."""
+"""The decoders' registry, their parameters' validation (by pipeline.declared), and
+the errors that name what to fix when a model's outputs do not match its manifest."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pipeline.declared import build_variant
 from pipeline.inference.decoders import DECODERS
 from pipeline.inference.decoders.classify import SoftmaxParams
 from pipeline.inference.decoders.ctc import CtcParams
@@ -39,38 +40,70 @@ def test_every_decoder_is_registered_with_defaults_that_validate() -> None:
         kind.params()
 
 
+def _built(name: str, fields: dict[str, Any]) -> Any:
+    """Parameters as the manifest path builds them (``ModelDeclaration.decoder``)."""
+    registry = {n: kind.params for n, kind in DECODERS.items()}
+    table = {"type": name, **fields}
+    return build_variant(registry, table, "manifest.json", path="models.m.decoder").params
+
+
 def test_json_values_are_converted() -> None:
-    params = YoloV8Params(score_threshold=1, iou_threshold=0)
+    params = _built("yolov8", {"score_threshold": 1, "iou_threshold": 0})
+    assert params == YoloV8Params(score_threshold=1.0, iou_threshold=0.0)
     assert isinstance(params.score_threshold, float)
     assert isinstance(params.iou_threshold, float)
-    assert CtcParams(labels=["a", "b"]).labels == ("a", "b")  # type: ignore[arg-type]
+    assert _built("ctc", {"labels": ["a", "b"]}).labels == ("a", "b")
+
+
+@pytest.mark.parametrize(
+    ("name", "fields", "message"),
+    [
+        ("yolov8", {"score_threshold": "0.3"}, r"score_threshold must be a number, got '0.3'"),
+        ("yolov8", {"iou_threshold": 1.5}, r"iou_threshold must be a number in \[0, 1\], got 1.5"),
+        ("yolov8", {"score_threshold": float("nan")}, r"score_threshold must be a number in"),
+        ("yolov8", {"max_detections": 0}, "max_detections must be a number >= 1, got 0"),
+        ("yolov8", {"max_detections": True}, "max_detections must be an integer, got True"),
+        ("yolov8", {"max_detections": 10.0}, "max_detections must be an integer, got 10.0"),
+        ("yolov8", {"class_agnostic": 1}, "class_agnostic must be true or false, got 1"),
+        ("yolov8", {"output": None}, "output must be a string, got None"),
+        ("yolov8", {"ouptut": "x"}, "ouptut: unknown key; did you mean 'output'"),
+        ("softmax", {"temperature": 0}, "temperature must be a finite number > 0, got 0.0"),
+        ("softmax", {"temperature": 1e999}, "temperature must be a finite number > 0, got inf"),
+        ("ssd", {"box_format": "cxcywh"}, "box_format must be one of xyxy, yxyx, got 'cxcywh'"),
+        ("ssd", {"class_offset": -1}, "class_offset must be a number >= 0, got -1"),
+        ("ctc", {"labels": "abc"}, "labels must be a list, got 'abc'"),
+        ("ctc", {"labels": ["a", 1]}, r"labels\[1\] must be a string, got 1"),
+        ("db", {"min_size": 0}, "min_size must be a number >= 1, got 0"),
+        ("db", {"unclip_ratio": -0.5}, "unclip_ratio must be a finite number >= 0, got -0.5"),
+    ],
+)
+def test_bad_parameters_in_a_manifest_name_the_key(
+    name: str, fields: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ModelError, match=message) as caught:
+        _built(name, fields)
+    assert str(caught.value).startswith(f"manifest.json: models.m.decoder.{next(iter(fields))}")
 
 
 @pytest.mark.parametrize(
     ("params", "fields", "message"),
     [
-        (YoloV8Params, {"score_threshold": "0.3"}, "score_threshold must be a number"),
-        (YoloV8Params, {"iou_threshold": 1.5}, r"iou_threshold must be a number >= 0.0 and <= 1"),
-        (YoloV8Params, {"score_threshold": float("nan")}, "score_threshold"),
-        (YoloV8Params, {"max_detections": 0}, "max_detections must be an integer >= 1"),
-        (YoloV8Params, {"max_detections": True}, "max_detections must be an integer"),
-        (YoloV8Params, {"max_detections": 10.0}, "max_detections must be an integer"),
-        (YoloV8Params, {"class_agnostic": 1}, "class_agnostic must be a bool"),
-        (YoloV8Params, {"output": None}, "output must be a str"),
-        (SoftmaxParams, {"temperature": 0.0}, "temperature must be a number > 0"),
-        (SsdParams, {"box_format": "cxcywh"}, r"box_format must be one of \['xyxy', 'yxyx'\]"),
-        (CtcParams, {"labels": "abc"}, "labels must be a list of strings"),
-        (CtcParams, {"labels": ["a", 1]}, "labels must be a list of strings"),
-        (DbParams, {"min_size": 0}, "min_size must be an integer >= 1"),
+        (YoloV8Params, {"iou_threshold": 1.5}, r"iou_threshold must be a number in \[0, 1\]"),
+        (YoloV8Params, {"score_threshold": float("nan")}, "score_threshold must be a number in"),
+        (YoloV8Params, {"max_detections": 0}, "max_detections must be a number >= 1, got 0"),
+        (SoftmaxParams, {"temperature": 0.0}, "temperature must be a finite number > 0"),
+        (SsdParams, {"input_width": -1}, "input_width must be a number >= 0, got -1"),
+        (CtcParams, {"blank": -1}, "blank must be a number >= 0, got -1"),
+        (DbParams, {"min_size": 0}, "min_size must be a number >= 1, got 0"),
     ],
 )
-def test_bad_parameters_name_the_key(
+def test_parameters_made_in_code_are_held_to_the_same_ranges(
     params: type[Any], fields: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(ModelError, match=message) as caught:
         params(**fields)
     assert f"decoder.{next(iter(fields))}" in str(caught.value)
-    assert f"decoder {params.decoder!r}" in str(caught.value)
+    assert str(caught.value).startswith(f"decoder {params.decoder!r}: ")
 
 
 def test_parameters_are_keyword_only_and_frozen() -> None:

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.inference.decoders._common import Params, count, number
+from pipeline.declared import ranged
+from pipeline.inference.decoders._common import Params
 from pipeline.inference.decoders.nms import nms
 from pipeline.inference.geometry import Geometry
 from pipeline.inference.outputs import Boxes
@@ -24,9 +25,9 @@ class DetectParams(Params):
     boxes per image. ``output``: the tensor to read; "" means the model's first.
     """
 
-    score_threshold: float = number(0.25, low=0.0, high=1.0)
-    iou_threshold: float = number(0.45, low=0.0, high=1.0)
-    max_detections: int = count(100, low=1)
+    score_threshold: float = ranged(0.25, lo=0.0, hi=1.0)
+    iou_threshold: float = ranged(0.45, lo=0.0, hi=1.0)
+    max_detections: int = ranged(100, lo=1)
     class_agnostic: bool = False
     output: str = ""
 

@@ -19,11 +19,11 @@ from typing import ClassVar
 
 import numpy as np
 
+from pipeline.declared import ranged
 from pipeline.inference.decoders import register
 from pipeline.inference.decoders._common import (
     Params,
     batch_of,
-    number,
     pick_output,
     require_finite,
 )
@@ -46,7 +46,7 @@ class ClassifyParams(Params):
     """``output``: the tensor to read, "" for the model's first; ``temperature`` > 0."""
 
     output: str = ""
-    temperature: float = number(1.0, above=0.0)
+    temperature: float = ranged(1.0, lo=0.0, lo_open=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

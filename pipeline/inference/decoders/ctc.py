@@ -20,11 +20,11 @@ from typing import ClassVar
 
 import numpy as np
 
+from pipeline.declared import ranged
 from pipeline.inference.decoders import register
 from pipeline.inference.decoders._common import (
     Params,
     batch_of,
-    count,
     fail,
     pick_output,
     require_finite,
@@ -43,7 +43,7 @@ class CtcParams(Params):
 
     decoder: ClassVar[str] = "ctc"
     output: str = ""
-    blank: int = count(0)
+    blank: int = ranged(0, lo=0)
     logits: bool = False
     labels: tuple[str, ...] = ()
 

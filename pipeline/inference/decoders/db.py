@@ -26,12 +26,11 @@ from typing import ClassVar
 import cv2
 import numpy as np
 
+from pipeline.declared import ranged
 from pipeline.inference.decoders import register
 from pipeline.inference.decoders._common import (
     Params,
     batch_of,
-    count,
-    number,
     pick_output,
     shape_error,
 )
@@ -51,12 +50,12 @@ class DbParams(Params):
 
     decoder: ClassVar[str] = "db"
     output: str = ""
-    bitmap_threshold: float = number(0.3, low=0.0, high=1.0)
-    box_threshold: float = number(0.6, low=0.0, high=1.0)
-    unclip_ratio: float = number(1.5, low=0.0)
-    max_candidates: int = count(1000, low=1)
-    min_size: int = count(3, low=1)
-    line_tolerance: float = number(10.0, low=0.0)
+    bitmap_threshold: float = ranged(0.3, lo=0.0, hi=1.0)
+    box_threshold: float = ranged(0.6, lo=0.0, hi=1.0)
+    unclip_ratio: float = ranged(1.5, lo=0.0)
+    max_candidates: int = ranged(1000, lo=1)
+    min_size: int = ranged(3, lo=1)
+    line_tolerance: float = ranged(10.0, lo=0.0)
 
 
 def _corners(rect: _Rect) -> np.ndarray:

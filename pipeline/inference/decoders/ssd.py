@@ -20,11 +20,11 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
+from pipeline.declared import ranged
 from pipeline.inference.decoders import register
 from pipeline.inference.decoders._boxes import DetectParams, finish
 from pipeline.inference.decoders._common import (
     batch_of,
-    count,
     input_size,
     pick_output,
     shape_error,
@@ -53,10 +53,10 @@ class SsdParams(DetectParams):
     count_output: str = ""
     box_format: Literal["xyxy", "yxyx"] = "yxyx"
     normalized: bool = True
-    input_width: int = count(0)
-    input_height: int = count(0)
+    input_width: int = ranged(0, lo=0)
+    input_height: int = ranged(0, lo=0)
     nms: bool = False
-    class_offset: int = count(0)
+    class_offset: int = ranged(0, lo=0)
 
 
 def _tensors(
