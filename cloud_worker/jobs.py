@@ -18,7 +18,7 @@ from nats.aio.msg import Msg
 from pipeline.inference.analysis import Analyser, Analysis, Look, RegionClassifier, no_scores
 from pipeline.inference.images import decode
 from schemas.errors import SchemaError
-from schemas.messages import Escalation, InferenceResult, Reason, Region, Source
+from schemas.messages import Encoded, Escalation, InferenceResult, Reason, Region, Source
 
 __all__ = [
     "Job",
@@ -83,11 +83,29 @@ def embedding_input(jobs: list[Job]) -> np.ndarray:
     return np.concatenate(rows).astype(np.float32, copy=False)
 
 
+def _region_images(escalation: Escalation) -> list[np.ndarray]:
+    """The pixels of every region, decoded: its crop, or cut from the whole image.
+
+    SchemaError for a region reaching outside an encoded whole image (a raw one's
+    regions are checked when the message is read).
+    """
+    if not isinstance(escalation.image, Encoded):
+        return [decode(pixels) for pixels in escalation.region_pixels()]
+    whole = decode(escalation.image)
+    height, width = whole.shape[:2]
+    for i, r in enumerate(escalation.regions):
+        if r.x + r.w > width or r.y + r.h > height:
+            raise SchemaError(
+                f"escalation.regions[{i}]: {[r.x, r.y, r.w, r.h]} reaches outside the "
+                f"{width}x{height} image"
+            )
+    return [r.crop(whole) for r in escalation.regions]
+
+
 def _looks(escalation: Escalation) -> list[Look]:
     """One look per region: its pixels, decoded, asked about as a whole."""
     looks = []
-    for pixels in escalation.region_pixels():
-        image = decode(pixels)
+    for image in _region_images(escalation):
         height, width = image.shape[:2]
         looks.append(Look(image, (Region(0, 0, width, height),)))
     return looks

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import replace
 from typing import Any
 
 from edge_worker import results
@@ -82,7 +83,8 @@ class Decider:
         assert self._finals is not None
         async with asyncio.TaskGroup() as sending:
             while (batch := await answered.get()) is not None:
-                for one in batch.answered:
+                for answered_one in batch.answered:
+                    one = self._asking(answered_one)
                     request = one.request
                     result, decision, cost = await self._decide(one, batch.analyser)
                     if decision.escalate or decision.shadow:
@@ -103,6 +105,15 @@ class Decider:
         # Nothing more can be escalated: let the deadline loop finish once all is answered.
         self._escalations.finish()
 
+    def _asking(self, one: Answered) -> Answered:
+        """What a declared chain's frame asks the cloud about: what it is unsure of, or,
+        with routing ``cloud_only`` (the baseline), every item it found."""
+        analysis = one.analysis
+        if analysis.threshold is None or self.policy.routing != "cloud_only":
+            return one
+        every = tuple(d.box for d in analysis.detections) + tuple(x.box for x in analysis.lines)
+        return replace(one, analysis=replace(analysis, asks=every, has_regions=bool(every)))
+
     async def _decide(
         self, one: Answered, analyser: Analyser
     ) -> tuple[InferenceResult, Decision, float]:
@@ -118,14 +129,14 @@ class Decider:
             bound = size_bound(one, privacy, self._escalations.outbound.embedder.dim)
             cost = self._budget.cost(len(asks), bound)
         now = time.time()
+        # A declared chain judged its items itself: with nothing to ask about, a frame
+        # is certain, whatever a raised threshold says (pressure does not widen a band).
+        own = analysis.threshold
+        chain = own is not None
         facts = FrameFacts(
             priority=frame.priority,
-            confidence=analysis.confidence,
-            threshold=(
-                self.policy.threshold_for(frame.threshold)
-                if analysis.threshold is None
-                else analysis.threshold
-            ),
+            confidence=1.0 if chain and not asks else analysis.confidence,
+            threshold=self.policy.threshold_for(frame.threshold) if own is None else own,
             privacy=privacy,
             time_left_s=frame.deadline_at - now,
             has_regions=analysis.has_regions,

@@ -136,6 +136,11 @@ class EscalationPolicy:
         """The confidence threshold for frames without their own."""
         return self._default_threshold
 
+    @property
+    def routing(self) -> str:
+        """``hybrid``, ``edge_only`` or ``cloud_only`` (``edge.routing``)."""
+        return self._routing
+
     def threshold_for(self, frame_threshold: float | None) -> float:
         """The threshold that applies to a frame: its own if set, else the default."""
         if frame_threshold is None:

@@ -32,7 +32,13 @@ from pipeline.cli.ops import add_ops_commands
 from pipeline.cli.options import options_from
 from pipeline.cli.plan import add_plan_command
 from pipeline.cli.rollout import add_rollout_commands
-from pipeline.cli.video import add_video_command, apply_models, video_cameras, with_video
+from pipeline.cli.video import (
+    add_video_command,
+    apply_models,
+    tune_band,
+    video_cameras,
+    with_video,
+)
 from pipeline.config import Settings, load_settings
 from schemas.errors import HybridfleetError
 
@@ -186,6 +192,9 @@ def _apply_pipeline(
 def _tune(args: argparse.Namespace) -> int:
     from pipeline.planning import curves, retrain, sizes, tomledit, tune
 
+    if args.band_for:
+        return tune_band(args)
+
     targets = [
         curves.Target(kind, value)
         for kind, value in (
@@ -323,6 +332,11 @@ def _parser() -> argparse.ArgumentParser:
         help="what an escalation sends, for a cost target (default: crop)",
     )
     p.add_argument("--config", help="TOML file: set [edge] default_threshold there")
+    g = p.add_argument_group("a declared model's uncertainty band (docs/models.md)")
+    g.add_argument("--band-for", help="manifest roles of a chain, e.g. detect: tune its band")
+    g.add_argument("--manifest", help="the model manifest (default: the shipped one)")
+    g.add_argument("--source", action="append", default=[], help="a video to tune on")
+    g.add_argument("--frames", type=int, default=200, help="frames of the video to use")
     p.set_defaults(run=_tune)
 
     models = sub.add_parser("models", help="model files").add_subparsers(

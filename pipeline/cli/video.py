@@ -1,5 +1,6 @@
 """Video on the command line: cameras from ``--source`` URLs or a cameras file, the
-declared models a run uses, and ``hybridfleet video write`` (a colour test video)."""
+declared models a run uses, ``hybridfleet video write`` (a colour test video) and the
+tuning of a declared model's uncertainty band on a video (``tune --band-for``)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.camera.sources.config import VideoCamera, load_cameras
 from pipeline.config import Settings
+from pipeline.planning.bands import escalated_share
+from schemas.errors import ConfigError
 from schemas.messages import PrivacyClass
 
-__all__ = ["add_video_command", "apply_models", "video_cameras", "with_video"]
+__all__ = ["add_video_command", "apply_models", "tune_band", "video_cameras", "with_video"]
 
 
 def with_video(p: argparse.ArgumentParser) -> None:
@@ -90,3 +95,40 @@ def add_video_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=360)
     p.set_defaults(run=_write)
+
+
+def tune_band(args: argparse.Namespace) -> int:
+    """``hybridfleet tune --band-for ROLES --source VIDEO --max-escalation SHARE``: the
+    upper end of the last model's uncertainty band that escalates at most that share
+    of the video's frames (pipeline/planning/bands.py)."""
+    from pipeline.camera.sources.registry import open_source
+    from pipeline.inference.analysis import Look
+    from pipeline.inference.chain import ModelChain
+    from pipeline.planning.bands import choose_high
+    from schemas.messages import Source
+
+    if args.max_escalation is None or not args.source:
+        raise ConfigError("--band-for needs --max-escalation and --source (a video to tune on)")
+    manifest = Path(args.manifest) if args.manifest else None
+    chain = ModelChain.load(args.band_for, manifest, source=Source.EDGE)
+    last = chain.stages[-1]
+    low, high = last.declaration.confidence.uncertain_band
+    source = open_source(args.source[0])
+    frame_scores = []
+    try:
+        for n, frame in enumerate(source.frames()):
+            if n >= args.frames:
+                break
+            (analysis,) = chain.analyse([Look(frame.image, ())])
+            confidences = [d.score for d in analysis.detections]
+            frame_scores.append(np.array(confidences + [x.confidence for x in analysis.lines]))
+    finally:
+        source.close()
+    choice = choose_high(frame_scores, low, args.max_escalation)
+    print(
+        f"band [{choice.low}, {choice.high}) of {last.name} escalates {100 * choice.share:.1f}% "
+        f"of {choice.frames} frames (now [{low}, {high}): "
+        f"{100 * escalated_share(frame_scores, low, high):.1f}%)"
+    )
+    print(f"set confidence.uncertain_band = [{choice.low}, {choice.high}] in its manifest entry")
+    return 0

@@ -29,7 +29,7 @@ from pipeline.inference.images import decode
 from pipeline.inference.runtime import DeclaredModel
 from schemas import subjects
 from schemas.codec import decode_escalation
-from schemas.messages import Encoded, Escalation, Source
+from schemas.messages import Encoded, Escalation, PrivacyClass, Reason, Source
 from tests.helpers import wait_until
 from tests.integration.feeds import collect
 
@@ -50,7 +50,7 @@ async def test_detector_and_classifier_declared_by_manifest_answer_video(
     video = tmp_path / "pan.mp4"
     write_photo_video(video, 40, width=480, height=272)
     camera = VideoCamera(
-        "shelf", str(video), rate_hz=25.0, realtime=False, deadline_ms=5_000, jpeg_quality=85
+        "shelf", str(video), rate_hz=25.0, realtime=False, deadline_ms=30_000, jpeg_quality=85
     )
     settings = _settings(settings)
     results = await collect(nc, subjects.results("site1"))
@@ -102,7 +102,46 @@ async def test_detector_and_classifier_declared_by_manifest_answer_video(
     for result in results:
         if result.source is Source.EDGE:
             assert all(d.score >= high or d.score < low for d in result.detections)
-            assert result.detections and all(
-                d.label in detector.labels for d in result.detections
-            )
+            assert result.detections and all(d.label in detector.labels for d in result.detections)
     assert np.isfinite([r.confidence for r in results]).all()
+
+
+async def test_a_whole_jpeg_frame_leaves_and_the_cloud_labels_the_boxes_asked_about(
+    settings: Settings, nc: Client, tmp_path: Path
+) -> None:
+    video = tmp_path / "pan.mp4"
+    write_photo_video(video, 12, width=480, height=272)
+    camera = VideoCamera(
+        "door",
+        str(video),
+        rate_hz=25.0,
+        realtime=False,
+        deadline_ms=30_000,
+        privacy=PrivacyClass.FULL,
+    )
+    settings = _settings(settings)
+    results = await collect(nc, subjects.results("site1"))
+    escalations: list[Escalation] = []
+
+    async def on_escalation(msg: Msg) -> None:
+        escalations.append(decode_escalation(msg.data))
+
+    await nc.subscribe(subjects.escalations("site1"), cb=on_escalation)
+    async with CloudWorker.from_settings(settings), EdgeWorker.from_settings(settings) as edge:
+        counts = await run_cameras(nc, [camera], "site1")
+        await wait_until(lambda: len(results) >= counts.published, 60, "a result per frame")
+        await wait_until(
+            lambda: edge.metrics.value("hybridfleet_edge_pending_escalations", site="site1") == 0,
+            30,
+            "the cloud's answers",
+        )
+    by_id = {r.frame_id: r for r in results}
+    assert escalations and len(by_id) == counts.published
+    for escalation in escalations:
+        assert isinstance(escalation.image, Encoded) and not escalation.crops
+        assert decode(escalation.image).shape == (272, 480, 3)
+        final = by_id[escalation.frame_id]
+        assert (final.source, final.reason) == (Source.CLOUD, Reason.CLOUD_ANSWER)
+        assert {d.box for d in final.detections if d.source is Source.CLOUD} == set(
+            escalation.regions
+        )
