@@ -173,12 +173,21 @@ def _apply_pipeline(
 
     The declaration is validated first (``hybridfleet plan`` explains it). Its privacy
     class goes to every frame, a device stage turns on the device tier, and the
-    sanitising transform of the edge-to-cloud boundary sets the face blur.
+    sanitising transform of the edge-to-cloud boundary sets the face blur. A pipeline
+    that names a model manifest runs its edge and cloud stages as declared chains.
     """
-    from pipeline.planning.pipelinefile import load_pipeline
+    from pipeline.planning.pipelinefile import load_pipeline, manifest_of
     from pipeline.planning.pipelines import Sanitize, Tier
 
     spec = load_pipeline(path)
+    manifest = manifest_of(spec, path)
+    if manifest is not None:
+        edge, cloud = settings.edge, settings.cloud
+        settings = replace(
+            settings,
+            edge=replace(edge, model_manifest=str(manifest), models=spec.chain(Tier.EDGE)),
+            cloud=replace(cloud, model_manifest=str(manifest), models=spec.chain(Tier.CLOUD)),
+        )
     privacy = {"none": "local_only", "embedding": "embedding", "crop": "crop", "frame": "full"}
     camera = replace(
         camera,

@@ -39,7 +39,7 @@ def run_plan(args: argparse.Namespace) -> int:
     from pipeline.planning.scores import render_plan
 
     settings = load_settings(args.config)
-    spec = load_pipeline(args.pipeline_file, manifest=REPO_ROOT / "models" / "manifest.json")
+    spec = load_pipeline(args.pipeline_file)
     figures = Figures.load(REPO_ROOT, settings.edge.cloud_round_trip_prior_ms)
     result = plan(spec, figures)
     if args.json:

@@ -157,13 +157,27 @@ class BoundarySpec:
 
 @dataclass(frozen=True, slots=True)
 class PipelineSpec:
-    """A declared pipeline: its privacy class, its stages in order, its two boundaries."""
+    """A declared pipeline: its privacy class, its stages in order, its two boundaries.
+
+    ``manifest``: the model manifest whose roles the stages name, relative to the
+    pipeline file's folder; its models run as each tier's declared chain (docs/models.md).
+    Empty: the shipped manifest, whose region classifiers run as they always do.
+    """
 
     name: str
     privacy: Privacy
     stages: tuple[StageSpec, ...]
     device_to_edge: BoundarySpec
     edge_to_cloud: BoundarySpec
+    manifest: str = ""
+
+    def chain(self, tier: Tier) -> str:
+        """The model roles of ``tier``'s stages in order, comma-separated (``edge.models``)."""
+        roles: list[str] = []
+        for stage in self.stages:
+            if stage.tier is tier and stage.model not in roles:
+                roles.append(stage.model)
+        return ",".join(roles)
 
     @property
     def boundaries(self) -> tuple[BoundarySpec, BoundarySpec]:
@@ -197,7 +211,7 @@ def what_crosses(spec: PipelineSpec) -> dict[Boundary, Transform]:
 _NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 E = TypeVar("E", bound=StrEnum)
 
-_TOP_KEYS: Final = ("name", "privacy", "stages", "boundaries")
+_TOP_KEYS: Final = ("name", "privacy", "manifest", "stages", "boundaries")
 _STAGE_KEYS: Final = (
     "name",
     "model",
@@ -225,12 +239,16 @@ def parse_pipeline(data: Mapping[str, Any], where: str = "pipeline") -> Pipeline
             f"required; each says what crosses (transform = ...)"
         )
     _known(boundaries, tuple(b.key for b in Boundary), f"{where}: boundaries")
+    manifest = data.get("manifest", "")
+    if not isinstance(manifest, str):
+        raise ConfigError(f"{where}: manifest must be a path, got {manifest!r}")
     return PipelineSpec(
         name=name,
         privacy=_choice(data, "privacy", Privacy, where),
         stages=stages,
         device_to_edge=_boundary(boundaries, Boundary.DEVICE_TO_EDGE, where),
         edge_to_cloud=_boundary(boundaries, Boundary.EDGE_TO_CLOUD, where),
+        manifest=manifest,
     )
 
 

@@ -304,3 +304,29 @@ def test_manifest_sizes(tmp_path: Path) -> None:
     assert manifest_sizes(write_manifest(tmp_path, {"a": 5, "b": None})) == {"a": 5, "b": None}
     with pytest.raises(ModelError, match="not found"):
         manifest_sizes(tmp_path / "nothing.json")
+
+
+def test_a_pipeline_naming_a_manifest_runs_its_stages_as_declared_chains() -> None:
+    from pipeline.camera.simulator import CameraOptions
+    from pipeline.cli.main import _apply_pipeline
+    from pipeline.config import Settings
+    from pipeline.planning.pipelinefile import manifest_of
+    from pipeline.planning.pipelines import Tier
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "pipelines" / "shop-detect.toml"
+    spec = load_pipeline(path)  # validated against the manifest it names
+    manifest = manifest_of(spec, path)
+    assert manifest is not None and manifest.resolve() == (
+        path.parents[2] / "models" / "random" / "manifest.json"
+    )
+    assert (spec.chain(Tier.EDGE), spec.chain(Tier.CLOUD), spec.chain(Tier.DEVICE)) == (
+        "detect",
+        "classify",
+        "",
+    )
+    with pytest.raises(ConfigError, match="not in the model manifest"):
+        validate(spec)  # the shipped manifest has no role 'detect'
+    _, settings = _apply_pipeline(path, CameraOptions(), Settings())
+    assert (settings.edge.models, settings.cloud.models) == ("detect", "classify")
+    assert settings.edge.model_manifest == settings.cloud.model_manifest == str(manifest)
+    assert settings.edge.face_blur
