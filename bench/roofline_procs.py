@@ -1,0 +1,310 @@
+"""The processes of ``bench.roofline``: the edge worker and a bare subscriber, each alone.
+
+* ``worker_main``: an ``EdgeWorker`` built by ``EdgeWorker.from_settings`` from
+  ``EdgeSettings`` with the given overrides (``models``, ``model_manifest``,
+  ``inference_threads``; everything else the defaults ``hybridfleet edge`` runs with),
+  answering the parent over a pipe: ``ready`` once serving, a metrics ``snapshot``
+  (intake drops and shed frames included) when asked, ``stopped`` after draining.
+* ``subscriber_main``: a bare nats-py subscriber on the same frames subject, with the
+  worker's intake limits, that only counts what arrives: the messaging limit.
+
+``Child`` is the parent's end of either: start, ask, stop by pid (also on error).
+The protocol helpers (``receive``, ``ask``, ``stop_process``) are those of
+``bench.worker_process``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing as mp
+import time
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from types import TracebackType
+from typing import Any, Final
+
+import uvloop
+
+from bench.worker_process import SITE, BenchError, ask, receive, stop_process
+from pipeline.config import EdgeSettings, NatsSettings, Settings
+from schemas import subjects
+from schemas.messages import Reason
+
+__all__ = ["SITE", "Child", "subscriber_main", "worker_main"]
+
+# The pool's frames were captured when the run started; frames carry a far deadline.
+_SKEW_S: Final = 86_400.0
+
+
+class _WarningLog(logging.Handler):
+    """Counts warnings in the child's process and keeps the first few."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+        self.first: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+        if len(self.first) < 5:
+            self.first.append(f"{record.name}: {record.getMessage()}"[:300])
+
+
+def _run_child(
+    conn: Connection, what: str, body: Callable[[_WarningLog], Any], *, quiet: tuple[str, ...]
+) -> None:
+    """Run the coroutine ``body(warnings)`` under uvloop; report a failure over ``conn``."""
+    warnings_log = _WarningLog()
+    logging.basicConfig(
+        level=logging.WARNING, format=f"[{what}] %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger().addHandler(warnings_log)
+    for name in quiet:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        uvloop.run(body(warnings_log))
+    except BaseException:
+        with contextlib.suppress(OSError, ValueError):
+            conn.send(("error", traceback.format_exc()))
+        raise
+    finally:
+        conn.close()
+
+
+async def _serve(
+    conn: Connection, answer: Callable[[], dict[str, Any]], done: asyncio.Task[Any]
+) -> None:
+    """Answer ``snapshot`` until ``stop`` (return) or until ``done`` ends (BenchError)."""
+    while True:
+        command = asyncio.create_task(asyncio.to_thread(conn.recv))
+        await asyncio.wait({command, done}, return_when=asyncio.FIRST_COMPLETED)
+        if done.done():
+            done.result()
+            raise BenchError("the child's service stopped by itself")
+        what = command.result()
+        if what == "snapshot":
+            conn.send(("snapshot", answer()))
+        elif what == "stop":
+            return
+
+
+# ---------------------------------------------------------------- the edge worker
+
+
+def worker_main(conn: Connection, url: str, overrides: dict[str, Any]) -> None:
+    """Entry point of the worker's process: run an EdgeWorker until told to stop."""
+
+    async def body(warnings_log: _WarningLog) -> None:
+        await _worker(conn, url, overrides, warnings_log)
+
+    # The worker has no cloud here: its 'link is down' warnings are expected noise.
+    _run_child(conn, "edge worker process", body, quiet=())
+
+
+def _worker_snapshot(worker: Any, warnings_log: _WarningLog) -> dict[str, Any]:
+    m = worker.metrics
+    site = worker.site
+
+    def value(name: str, **labels: str) -> float:
+        return float(m.value(name, site=site, **labels))
+
+    return {
+        "at": time.monotonic(),
+        "cpu_s": time.process_time(),
+        "frames_received": value("hybridfleet_edge_frames_received_total"),
+        "batch_size_sum": value("hybridfleet_edge_batch_size_sum"),
+        "batch_size_count": value("hybridfleet_edge_batch_size_count"),
+        "inference_seconds_sum": value("hybridfleet_edge_inference_seconds_sum"),
+        "decisions": {
+            r.value: value("hybridfleet_edge_decisions_total", reason=r.value) for r in Reason
+        },
+        "shed": value("hybridfleet_edge_shed_frames_total"),
+        "dropped": value("hybridfleet_edge_dropped_frames_total", place="intake"),
+        "dead_letters": sum(
+            value("hybridfleet_edge_dead_letters_total", kind=k) for k in ("schema", "model")
+        ),
+        "warnings": warnings_log.count,
+        "first_warnings": list(warnings_log.first),
+    }
+
+
+async def _worker(
+    conn: Connection, url: str, overrides: dict[str, Any], warnings_log: _WarningLog
+) -> None:
+    from edge_worker.worker import EdgeWorker
+
+    settings = Settings(
+        nats=NatsSettings(url=url),
+        edge=EdgeSettings(
+            site=SITE, worker_id="roofline-edge", max_clock_skew_s=_SKEW_S, **overrides
+        ),
+    )
+    worker = EdgeWorker.from_settings(settings)
+    await worker.start()
+    try:
+        edge = settings.edge
+        conn.send(
+            (
+                "ready",
+                {
+                    "analyser": worker.analyser.name,
+                    "analyser_version": worker.analyser.version,
+                    "models": edge.models,
+                    "model_manifest": edge.model_manifest,
+                    "max_batch_size": edge.max_batch_size,
+                    "latency_target_ms": edge.latency_target_ms,
+                    "queue_capacity": edge.queue_capacity,
+                    "inference_threads": edge.inference_threads,
+                    "intake_pending_frames": edge.intake_pending_frames,
+                    "intake_pending_bytes": edge.intake_pending_bytes,
+                },
+            )
+        )
+        stopped = asyncio.create_task(worker.wait())
+        await _serve(conn, lambda: _worker_snapshot(worker, warnings_log), stopped)
+        started = time.monotonic()
+        drained = True
+        try:
+            await asyncio.wait_for(worker.drain(), 30.0)
+        except TimeoutError:
+            drained = False
+        snapshot = _worker_snapshot(worker, warnings_log)
+        snapshot["drained"] = drained
+        snapshot["drain_s"] = time.monotonic() - started
+        conn.send(("stopped", snapshot))
+    finally:
+        await worker.close()
+
+
+# ---------------------------------------------------------------- the bare subscriber
+
+
+def subscriber_main(conn: Connection, url: str) -> None:
+    """Entry point of the bare subscriber's process: count frames until told to stop."""
+
+    async def body(warnings_log: _WarningLog) -> None:
+        del warnings_log
+        await _subscriber(conn, url)
+
+    _run_child(conn, "bare subscriber process", body, quiet=("nats", "nats.aio.client"))
+
+
+async def _subscriber(conn: Connection, url: str) -> None:
+    import nats
+    from nats.aio.msg import Msg
+    from nats.errors import SlowConsumerError
+
+    edge = EdgeSettings()
+    counts = {"received": 0, "bytes": 0, "dropped": 0, "errors": 0}
+    times = {"first": 0.0, "last": 0.0}
+
+    async def on_error(exc: Exception) -> None:
+        if isinstance(exc, SlowConsumerError):
+            counts["dropped"] += 1
+        else:
+            counts["errors"] += 1
+
+    async def on_msg(msg: Msg) -> None:
+        now = time.perf_counter()
+        if not counts["received"]:
+            times["first"] = now
+        times["last"] = now
+        counts["received"] += 1
+        counts["bytes"] += len(msg.data)
+
+    def snapshot() -> dict[str, Any]:
+        return {
+            **counts,
+            "first_at": times["first"],
+            "last_at": times["last"],
+            "cpu_s": time.process_time(),
+            "at": time.monotonic(),
+        }
+
+    nc = await nats.connect(url, name="roofline-bare-subscriber", error_cb=on_error)
+    try:
+        # The worker's intake limits (EdgeSettings.intake_pending_*): past them frames
+        # are dropped by the client and counted, not cut off by the server.
+        await nc.subscribe(
+            subjects.frames(SITE),
+            cb=on_msg,
+            pending_msgs_limit=edge.intake_pending_frames,
+            pending_bytes_limit=edge.intake_pending_bytes,
+        )
+        await nc.flush()
+        conn.send(("ready", {"subject": subjects.frames(SITE)}))
+        forever = asyncio.create_task(asyncio.Event().wait())
+        try:
+            await _serve(conn, snapshot, forever)
+        finally:
+            forever.cancel()
+        conn.send(("stopped", snapshot()))
+    finally:
+        await nc.close()
+
+
+# ---------------------------------------------------------------- the parent's end
+
+
+class Child:
+    """A child process of this module, started on ``__aenter__``, stopped on exit."""
+
+    def __init__(self, target: Callable[..., None], name: str, *args: Any) -> None:
+        self._target = target
+        self._name = name
+        self._args = args
+        self._proc: BaseProcess | None = None
+        self._conn: Connection | None = None
+        self.ready: dict[str, Any] = {}
+        self.stopped: dict[str, Any] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    async def __aenter__(self) -> Child:
+        context = mp.get_context("spawn")
+        conn, child_conn = context.Pipe()
+        proc = context.Process(
+            target=self._target, args=(child_conn, *self._args), name=self._name, daemon=True
+        )
+        proc.start()
+        child_conn.close()
+        self._proc, self._conn = proc, conn
+        try:
+            self.ready = await asyncio.to_thread(receive, conn, proc, "ready", 120.0)
+        except BaseException:
+            await self._close(2.0)
+            raise
+        return self
+
+    async def snapshot(self) -> dict[str, Any]:
+        assert self._conn is not None and self._proc is not None
+        result: dict[str, Any] = await ask(self._conn, self._proc, "snapshot", "snapshot")
+        return result
+
+    async def stop(self) -> dict[str, Any]:
+        """Ask the child to stop (a worker drains first); its last snapshot."""
+        assert self._conn is not None and self._proc is not None
+        self.stopped = await ask(self._conn, self._proc, "stop", "stopped")
+        return self.stopped
+
+    async def _close(self, grace_s: float) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        if self._proc is not None:
+            await asyncio.to_thread(stop_process, self._proc, grace_s)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # After "stopped" the child exits by itself; otherwise it is terminated by its
+        # pid after a short grace, then killed.
+        await self._close(15.0 if self.stopped is not None else 2.0)
