@@ -68,7 +68,7 @@ class CloudWorker(Service):
         self.embedding_model = RegionClassifier(embedding_model, Source.CLOUD, DEFAULT_SIGNAL)
         self.metrics = metrics or CloudMetrics()
         self.metrics.model.info({"name": analyser.name, "version": analyser.version})
-        self._executor = ThreadPoolExecutor(cfg.inference_threads, thread_name_prefix="cloud-onnx")
+        self._executor = ThreadPoolExecutor(cfg.threads, thread_name_prefix="cloud-onnx")
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._stopping = asyncio.Event()

@@ -1,11 +1,11 @@
 """Where batches meet the model: the batch loop, off the event loop.
 
 Batches leave the ``AdaptiveBatcher`` and run in a thread pool (decoding, then the
-tier's analyser: preprocessing, the model, decoding its outputs); each batch runs on
-the one analyser it started with, whatever a swap does meanwhile. A frame whose image
-cannot be decoded, or whose regions reach outside it, is refused alone. An answered
-batch goes to the decide loop through a queue of one, so at most two batches are in
-hand: one in the model, one being decided.
+tier's analyser: preprocessing, the model, decoding its outputs), up to
+``edge.inference_threads`` at once; each batch runs on the one analyser it started
+with, whatever a swap does meanwhile. A frame whose image cannot be decoded, or whose
+regions reach outside it, is refused alone. An answered batch goes to the decide loop
+through a queue of one, so a batch in the model waits there for the one being decided.
 """
 
 from __future__ import annotations
@@ -94,14 +94,31 @@ class BatchRunner:
     _: KW_ONLY
     on_failure: Callable[[list[Request], HybridfleetError, str], Awaitable[None]]
     inject_latency_s: float = 0.0
+    concurrency: int = 1
     answered: asyncio.Queue[AnsweredBatch | None] = field(
         default_factory=lambda: asyncio.Queue(1), init=False
     )
 
     async def run(self) -> None:
-        """Until the batcher is closed and empty; then put None."""
-        loop = asyncio.get_running_loop()
-        while batch := await self.batcher.next_batch():
+        """Until the batcher is closed and empty; then put None.
+
+        Up to ``concurrency`` batches run at once (``edge.inference_threads``): while
+        one decodes its JPEGs or runs the model, the next can, on another core.
+        """
+        slots = asyncio.Semaphore(self.concurrency)
+        async with asyncio.TaskGroup() as running:
+            while True:
+                await slots.acquire()
+                batch = await self.batcher.next_batch()
+                if not batch:
+                    slots.release()
+                    break
+                running.create_task(self._run_one(batch, slots))
+        await self.answered.put(None)
+
+    async def _run_one(self, batch: list[Request], slots: asyncio.Semaphore) -> None:
+        try:
+            loop = asyncio.get_running_loop()
             self.metrics.queue_depth.labels(self.site).set(len(self.batcher))
             started = time.monotonic()
             analyser = self.analyser()  # one per batch, whatever a swap does meanwhile
@@ -109,16 +126,17 @@ class BatchRunner:
                 done = await loop.run_in_executor(self.executor, infer, analyser, batch)
             except HybridfleetError as exc:
                 await self.on_failure(batch, exc, "model")
-                continue
+                return
             for request, refusal in done.refused:
                 await self.on_failure([request], refusal, "schema")
             if self.inject_latency_s:
                 await asyncio.sleep(self.inject_latency_s)
             elapsed = time.monotonic() - started
-            self.telemetry.busy_s += elapsed
+            self.telemetry.busy_s += elapsed / self.concurrency
             self.telemetry.update_pressure()
             self.batcher.record_batch(len(batch), elapsed)
             self.metrics.batch_size.labels(self.site).observe(len(batch))
             self.metrics.inference_seconds.labels(self.site).observe(elapsed)
             await self.answered.put(done)
-        await self.answered.put(None)
+        finally:
+            slots.release()

@@ -112,7 +112,7 @@ class EdgeWorker(Service):
         self._trusted_keys = parse_trusted_keys(cfg.trusted_keys)  # refused now, not later
         # Threads start on first use; the model's pool and, for face detection on frames
         # that leave whole (slow, docs/privacy.md), one of its own.
-        self._executor = ThreadPoolExecutor(cfg.inference_threads, thread_name_prefix="edge-onnx")
+        self._executor = ThreadPoolExecutor(cfg.threads, thread_name_prefix="edge-onnx")
         self._sanitizer = ThreadPoolExecutor(1, thread_name_prefix="edge-sanitize")
         self._reply_subject = subjects.replies(self.site, cfg.worker_id)
         self._escalations = Escalations(
@@ -148,6 +148,7 @@ class EdgeWorker(Service):
             self.site,
             on_failure=self._model_failed,
             inject_latency_s=cfg.inject_latency_ms / 1000,
+            concurrency=cfg.threads,
         )
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None

@@ -95,8 +95,15 @@ class StreamSettings:
 class WorkerSettings:
     """What every worker has, edge or cloud."""
 
+    @property
+    def threads(self) -> int:
+        """``inference_threads``, 0 (auto) resolved to this machine's cores, at most 8."""
+        return self.inference_threads or min(os.cpu_count() or 1, 8)
+
     max_message_bytes: int = _range(DEFAULT_MAX_BYTES, 1024, 64 << 20)
-    inference_threads: int = _range(1, 1, 64)
+    # Batches in the model at once (the edge) and threads of the model's pool; 0: one
+    # per core of this machine, at most 8 (``threads``).
+    inference_threads: int = _range(0, 0, 64)
     model_manifest: str = ""  # empty: the manifest shipped in models/
     # Heartbeats on fleet.heartbeat.<site>.<worker> and in KV HF_FLEET
     # (pipeline/fleet/heartbeat.py).

@@ -23,6 +23,7 @@ import numpy as np
 
 from pipeline.inference.calibration import frame_confidence
 from pipeline.inference.digits import pixels_to_features
+from pipeline.inference.images import convert
 from pipeline.inference.model import OnnxModel
 from schemas.messages import Detection, Region, Source, TextLine
 
@@ -91,7 +92,7 @@ class Analyser(Protocol):
 
 @dataclass(frozen=True, eq=False)
 class RegionClassifier:
-    """A classifier of camera-named regions (8x8 features of each region's pixels)."""
+    """A classifier of camera-named regions (8x8 features of each region's grey pixels)."""
 
     model: OnnxModel
     source: Source
@@ -106,7 +107,8 @@ class RegionClassifier:
         return self.model.version
 
     def analyse(self, looks: Sequence[Look]) -> list[Analysis]:
-        features = pixels_to_features([r.crop(look.image) for look in looks for r in look.regions])
+        crops = [convert(r.crop(look.image), "gray") for look in looks for r in look.regions]
+        features = pixels_to_features(crops)
         probabilities = self.model.predict_proba(features)
         out, row = [], 0
         for look in looks:
