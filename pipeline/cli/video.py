@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.camera.shelf.cli import add_arguments as add_shelf_arguments
+from pipeline.camera.shelf.cli import run as write_shelf
 from pipeline.camera.sources.config import VideoCamera, load_cameras
 from pipeline.config import Settings
 from pipeline.planning.bands import escalated_share
@@ -84,7 +86,7 @@ def _write(args: argparse.Namespace) -> int:
 
 
 def add_video_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``hybridfleet video write``."""
+    """``hybridfleet video write`` and ``hybridfleet video shelf``."""
     video = sub.add_parser("video", help="test video").add_subparsers(
         dest="video_command", required=True
     )
@@ -95,6 +97,11 @@ def add_video_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=360)
     p.set_defaults(run=_write)
+    p = video.add_parser(
+        "shelf", help="write a shelf of price labels, with ground truth per frame (.jsonl)"
+    )
+    add_shelf_arguments(p)
+    p.set_defaults(run=write_shelf)
 
 
 def tune_band(args: argparse.Namespace) -> int:
