@@ -81,7 +81,7 @@ async def test_a_burst_beyond_the_intake_is_dropped_and_counted(
 async def test_jpeg_frames_at_a_multiple_of_capacity_are_all_accounted_for(
     settings: Settings, nc: Client, overload: int
 ) -> None:
-    """1080p colour JPEG frames, paced at ``overload`` times what the worker can answer.
+    """720p colour JPEG frames, paced at ``overload`` times what the worker can answer.
 
     The worker answers at most ``max_batch_size`` frames per ``inject_latency_ms``
     (its model is slowed down to that), so the rate is at least ``overload`` times its
@@ -90,7 +90,7 @@ async def test_jpeg_frames_at_a_multiple_of_capacity_are_all_accounted_for(
     """
     batch, latency_s = 4, 0.05
     capacity = batch / latency_s  # frames/s, an upper bound
-    rate, seconds = overload * capacity, 2.0
+    rate, seconds = overload * capacity, 1.5
     settings = replace(
         settings,
         edge=replace(
@@ -101,7 +101,9 @@ async def test_jpeg_frames_at_a_multiple_of_capacity_are_all_accounted_for(
             inject_latency_ms=latency_s * 1000,
         ),
     )
-    pictures = photo_frames(4, 1920, 1080)
+    # 720p, not more: a test machine's event loop must keep reading the socket, or the
+    # server cuts the worker off and frames vanish uncounted (docs/reliability.md).
+    pictures = photo_frames(4, 1280, 720)
     jpegs = [encode_jpeg(p, 80) for p in pictures]
     count = int(rate * seconds)
     frames = [
@@ -134,12 +136,12 @@ async def test_jpeg_frames_at_a_multiple_of_capacity_are_all_accounted_for(
                 "hybridfleet_edge_dropped_frames_total", site="site1", place="intake"
             )
 
-        await wait_until(lambda: len(results) + dropped() >= count, 60, "every frame counted")
+        await wait_until(lambda: len(results) + dropped() >= count, 120, "every frame counted")
         await asyncio.sleep(0.5)  # a late or second result would arrive by now
         shed = edge.metrics.value("hybridfleet_edge_shed_frames_total", site="site1")
         lost, answered = dropped(), {r.frame_id for r in results}
     print(
-        f"\n{overload}x capacity ({rate:.0f} frames/s of 1080p JPEG): published {count}, "
+        f"\n{overload}x capacity ({rate:.0f} frames/s of 720p JPEG): published {count}, "
         f"results {len(results)} (shed {shed:.0f}), dropped at intake {lost:.0f}"
     )
     assert len(answered) == len(results), "one final result per frame"
