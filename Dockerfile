@@ -11,7 +11,8 @@ WORKDIR /app
 # A virtual environment: the same on python:3.11-slim and on Debian's own python3
 # (which refuses a system-wide pip install). The `models` extra brings scikit-learn:
 # the camera simulator draws its digits from it (pipeline/inference/digits.py), and `hybridfleet
-# models build` and `tune` need it too. tests/unit/test_compose.py checks that every
+# models build` and `tune` need it too; `scenes` the shelf scene generator's Pillow and
+# scikit-image (`hybridfleet video shelf`). tests/unit/test_compose.py checks that every
 # third-party module the image's packages import is installed by this line.
 # The dependencies go in first, against empty packages, so that a change of the code
 # does not download them again; the editable install then finds the code copied below.
@@ -19,7 +20,7 @@ COPY pyproject.toml README.md ./
 RUN python3 -m venv /opt/hybridfleet \
     && for p in schemas pipeline edge_worker cloud_worker models; do \
          mkdir -p "$p" && touch "$p/__init__.py"; done \
-    && /opt/hybridfleet/bin/pip install --no-cache-dir -e '.[models]' \
+    && /opt/hybridfleet/bin/pip install --no-cache-dir -e '.[models,scenes]' \
     && useradd --system --uid 1000 --create-home --home-dir /home/hybridfleet hybridfleet \
     && mkdir /data && chown hybridfleet /data
 COPY schemas ./schemas
