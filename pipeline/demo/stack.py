@@ -8,14 +8,17 @@ Everything it starts it stops, on success, on error and on Ctrl-C.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
 import nats
+from nats.aio.client import Client
 
 from cloud_worker.worker import CloudWorker
 from edge_worker.worker import EdgeWorker
@@ -120,6 +123,29 @@ async def run_stack(options: StackOptions, progress: TextIO | None = sys.stderr)
                 await proxy.close()
 
 
+@contextlib.asynccontextmanager
+async def _running(
+    cloud: CloudWorker, edge: EdgeWorker, site: str
+) -> AsyncIterator[tuple[Client, ResultCollector]]:
+    """Both workers started and a collector of the site's final results; on leaving,
+    the workers drain (or, on an error, close)."""
+    nc = await nats.connect(edge.settings.nats.url, name="hybridfleet-stack")
+    collector = ResultCollector()
+    try:
+        await cloud.start()
+        await edge.start()
+        await collector.start(nc, site)
+        yield nc, collector
+        await edge.drain()
+        await cloud.drain()
+        await nc.flush()
+        await collector.stop()
+    finally:
+        await edge.close()
+        await cloud.close()
+        await nc.close()
+
+
 async def _run(
     options: StackOptions,
     edge_settings: Settings,
@@ -130,15 +156,10 @@ async def _run(
     edge = EdgeWorker.from_settings(edge_settings)
     if options.video:
         return await _run_video(options, cloud, edge)
-    nc = await nats.connect(edge_settings.nats.url, name="hybridfleet-stack")
-    collector = ResultCollector()
     camera = CameraSimulator(options.camera)
     published: list[Any] = []
     started = time.monotonic()
-    try:
-        await cloud.start()
-        await edge.start()
-        await collector.start(nc, options.camera.site)
+    async with _running(cloud, edge, options.camera.site) as (nc, collector):
         async with asyncio.TaskGroup() as tasks:
             reporter = (
                 tasks.create_task(
@@ -157,14 +178,6 @@ async def _run(
             if reporter is not None:
                 reporter.cancel()
         seconds = time.monotonic() - started
-        await edge.drain()
-        await cloud.drain()
-        await nc.flush()
-        await collector.stop()
-    finally:
-        await edge.close()
-        await cloud.close()
-        await nc.close()
     return summarize(
         published,
         collector,
@@ -190,25 +203,12 @@ async def _run(
 async def _run_video(options: StackOptions, cloud: CloudWorker, edge: EdgeWorker) -> dict[str, Any]:
     """The stack on ``options.video``'s cameras until their sources end."""
     site = options.camera.site
-    nc = await nats.connect(edge.settings.nats.url, name="hybridfleet-stack")
-    collector = ResultCollector()
     started = time.monotonic()
-    try:
-        await cloud.start()
-        await edge.start()
-        await collector.start(nc, site)
+    async with _running(cloud, edge, site) as (nc, collector):
         counts = await run_cameras(nc, options.video, site)
         deadline_s = max(c.deadline_ms for c in options.video) / 1000
         await collector.wait_for(counts.published, deadline_s + options.settle_s)
         seconds = time.monotonic() - started
-        await edge.drain()
-        await cloud.drain()
-        await nc.flush()
-        await collector.stop()
-    finally:
-        await edge.close()
-        await cloud.close()
-        await nc.close()
 
     def edge_total(name: str, **labels: str) -> float:
         return edge.metrics.value(name, site=edge.site, **labels)
