@@ -28,7 +28,7 @@ from pipeline.config import Settings
 from pipeline.fleet.heartbeat import HeartbeatPublisher, ModelCounters
 from pipeline.inference.analysis import Analyser, RegionClassifier
 from pipeline.inference.calibration import DEFAULT_SIGNAL
-from pipeline.inference.chain import ModelChain
+from pipeline.inference.chain import tier_analyser
 from pipeline.inference.model import OnnxModel
 from pipeline.messaging.natsio import connect, ensure_cloud_streams
 from pipeline.release.modelswap import ModelUpdater, bundle_cache
@@ -93,15 +93,11 @@ class CloudWorker(Service):
         region classifier of role ``cloud`` (or ``model``)."""
         cfg = settings.cloud
         manifest = Path(cfg.model_manifest) if cfg.model_manifest else None
-        analyser: Analyser
-        if cfg.models and model is None:
-            analyser = ModelChain.load(cfg.models, manifest, source=Source.CLOUD)
-        else:
-            model = model or OnnxModel.load("cloud", manifest)
-            analyser = RegionClassifier(model, Source.CLOUD, DEFAULT_SIGNAL)
         return cls(
             settings,
-            analyser=analyser,
+            analyser=tier_analyser(
+                cfg.models, manifest, source=Source.CLOUD, signal=DEFAULT_SIGNAL, model=model
+            ),
             embedding_model=OnnxModel.load("cloud-embed"),
         )
 

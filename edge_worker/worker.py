@@ -53,7 +53,7 @@ from edge_worker.thermal import ThermalSensor, thermal_sensor
 from pipeline.config import Settings
 from pipeline.fleet.heartbeat import HeartbeatPublisher, ModelCounters
 from pipeline.inference.analysis import Analyser, RegionClassifier
-from pipeline.inference.chain import ModelChain
+from pipeline.inference.chain import tier_analyser
 from pipeline.inference.embedding import EmbeddingModel
 from pipeline.inference.model import OnnxModel
 from pipeline.messaging.natsio import connect, ensure_site_streams, publish_dead_letter
@@ -169,15 +169,12 @@ class EdgeWorker(Service):
         """
         cfg = settings.edge
         manifest = Path(cfg.model_manifest) if cfg.model_manifest else None
-        analyser: Analyser
-        if cfg.models and model is None:
-            analyser = ModelChain.load(cfg.models, manifest, source=Source.EDGE)
-        else:
-            model = model or OnnxModel.load("edge", manifest)
-            analyser = RegionClassifier(model, Source.EDGE, cfg.confidence_signal)
+        signal = cfg.confidence_signal
         return cls(
             settings,
-            analyser=analyser,
+            analyser=tier_analyser(
+                cfg.models, manifest, source=Source.EDGE, signal=signal, model=model
+            ),
             embedder=EmbeddingModel.load(),
             thermal=thermal_sensor(prefer_sysfs=cfg.thermal == "auto"),
             face_blur=FaceBlur(FaceBlurOptions(detect_scale=0.5)) if cfg.face_blur else None,

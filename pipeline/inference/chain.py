@@ -27,14 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.inference.analysis import Analysis, Look
+from pipeline.inference.analysis import Analyser, Analysis, Look, RegionClassifier
 from pipeline.inference.images import crop, crop_quad
+from pipeline.inference.model import OnnxModel
 from pipeline.inference.outputs import Boxes, Classes, Text
 from pipeline.inference.runtime import DeclaredModel
 from schemas.errors import ModelError
 from schemas.messages import Detection, Region, Source, TextLine
 
-__all__ = ["ModelChain"]
+__all__ = ["ModelChain", "tier_analyser"]
 
 # Which task may follow which (the first stage may be any).
 _FOLLOWS = {"detect": ("classify",), "text_detect": ("text_recognize",)}
@@ -196,3 +197,19 @@ class _Read:
     box: Region
     text: str
     confidence: float
+
+
+def tier_analyser(
+    models: str,
+    manifest: Path | None,
+    *,
+    source: Source,
+    signal: str,
+    model: OnnxModel | None = None,
+) -> Analyser:
+    """What a worker of tier ``source`` runs: the declared chain of ``models`` (manifest
+    roles, comma-separated), else the region classifier ``model`` or, without one, that
+    of the tier's own role (``edge``, ``cloud``)."""
+    if models and model is None:
+        return ModelChain.load(models, manifest, source=source)
+    return RegionClassifier(model or OnnxModel.load(source.value, manifest), source, signal)
