@@ -1,12 +1,16 @@
 """Face blurring on real photographs shipped by scikit-image (docs/privacy.md).
 
+Most tests run twice, with each detector: MTCNN (the default) and the Haar cascade
+(``FaceBlurOptions(detector="haar")``); tests/unit/test_faces.py has MTCNN's own.
+
 The blur measure, per face box (the detected box, compared on grayscale):
   (a) ``laplacian_ratio``: variance of the Laplacian after / before, the share of
       high-frequency energy left; below LAPLACIAN_MAX;
   (b) the detector itself finds no face in the sanitized image;
   (c) ``ssim``: structural similarity of the box, original vs sanitized; below SSIM_MAX.
 
-``python -m tests.unit.test_sanitize`` prints the values docs/privacy.md reports.
+``python -m tests.unit.test_sanitize`` prints the values docs/privacy.md reports, for
+both detectors.
 """
 
 from __future__ import annotations
@@ -23,7 +27,14 @@ import pytest
 from skimage import data
 from skimage.metrics import structural_similarity as _structural_similarity
 
-from edge_worker.sanitize import Box, FaceBlur, FaceBlurOptions, SanitizeReport
+from edge_worker.sanitize import (
+    DETECTORS,
+    Box,
+    Detector,
+    FaceBlur,
+    FaceBlurOptions,
+    SanitizeReport,
+)
 from pipeline.camera.simulator import CameraOptions, CameraSimulator
 from schemas.errors import ConfigError, ModelError, SchemaError
 
@@ -97,9 +108,9 @@ def lfw_canvases() -> tuple[list[np.ndarray], list[np.ndarray]]:
     return canvases[:100], canvases[100:]
 
 
-@pytest.fixture(scope="module")
-def blur() -> FaceBlur:
-    return FaceBlur()
+@pytest.fixture(scope="module", params=["mtcnn", "haar"])
+def blur(request: pytest.FixtureRequest) -> FaceBlur:
+    return FaceBlur(FaceBlurOptions(detector=request.param))
 
 
 @pytest.fixture(scope="module")
@@ -147,9 +158,10 @@ def test_a_permissive_detector_finds_no_face_where_the_blur_was(
     blur: FaceBlur, astronaut: np.ndarray
 ) -> None:
     report = blur.sanitize(astronaut)
-    eager = FaceBlur(FaceBlurOptions(min_neighbors=1, equalize=False))
+    eager = FaceBlur(FaceBlurOptions(detector="haar", min_neighbors=1, equalize=False))
     (face,) = report.faces
     # At min_neighbors=1 a box appears on the suit beside the blur; none on the face.
+    # (A permissive MTCNN: tests/unit/test_faces.py.)
     assert [f for f in eager.detect(report.image) if iou(f, face) > 0] == []
 
 
@@ -244,7 +256,9 @@ def test_one_instance_is_safe_from_many_threads(blur: FaceBlur, astronaut: np.nd
         ("scale_factor", float("nan")),
         ("min_neighbors", 0),
         ("min_neighbors", 2.5),
-        ("min_size", 20),
+        ("min_size", 11),
+        ("detector", "yunet"),
+        ("thresholds", (0.6, 0.7)),
         ("margin", -0.1),
         ("cells", 9),
         ("cells", True),
@@ -258,24 +272,37 @@ def test_options_out_of_range_name_the_key(key: str, value: object) -> None:
 
 
 def test_a_missing_cascade_file_is_a_model_error(tmp_path: Path) -> None:
+    haar = FaceBlurOptions(detector="haar")
     with pytest.raises(ModelError, match="missing"):
-        FaceBlur(cascade_path=tmp_path / "missing.xml")
+        FaceBlur(haar, cascade_path=tmp_path / "missing.xml")
     junk = tmp_path / "junk.xml"
     junk.write_text("<opencv_storage></opencv_storage>")
     with pytest.raises(ModelError, match="could not be loaded"):
-        FaceBlur(cascade_path=junk)
+        FaceBlur(haar, cascade_path=junk)
+    with pytest.raises(ModelError, match="could not be loaded"):
+        FaceBlur(FaceBlurOptions(detector="both"), cascade_path=junk)
+
+
+def test_a_file_for_a_detector_not_in_use_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cascade_path"):
+        FaceBlur(cascade_path=tmp_path / "any.xml")  # the default detector is MTCNN
+    with pytest.raises(ConfigError, match="models_dir"):
+        FaceBlur(FaceBlurOptions(detector="haar"), models_dir=tmp_path)
 
 
 def test_an_opencv_without_haar_cascades_is_a_model_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delattr(cv2, "data")
-    with pytest.raises(ModelError, match="OpenCV 5"):
-        FaceBlur()
+    cascades: tuple[Detector, ...] = ("haar", "both")
+    for detector in cascades:
+        with pytest.raises(ModelError, match="OpenCV 5"):
+            FaceBlur(FaceBlurOptions(detector=detector))
+    FaceBlur()  # MTCNN needs no cascade
 
 
-def _report() -> None:  # pragma: no cover - prints the measurements of docs/privacy.md
-    blur = FaceBlur()
+def _report(detector: Detector) -> None:  # pragma: no cover - docs/privacy.md's figures
+    blur = FaceBlur(FaceBlurOptions(detector=detector))
     print("options", blur.options)
     astronaut = shipped("astronaut")
     for name, image in (("astronaut rgb", astronaut), ("astronaut gray", gray(astronaut))):
@@ -298,8 +325,11 @@ def _report() -> None:  # pragma: no cover - prints the measurements of docs/pri
         f"{np.median(lap):.3f} max {max(lap):.3f}; ssim median {np.median(sim):.3f} "
         f"max {max(sim):.3f}"
     )
-    plain = FaceBlur(FaceBlurOptions(equalize=False))
-    for name in ("camera", "coins", "chelsea", "immunohistochemistry", "page", "coffee", "cell"):
+    plain = FaceBlur(FaceBlurOptions(detector=detector, equalize=False))
+    for name in (
+        "camera", "coins", "chelsea", "immunohistochemistry", "page", "coffee", "cell", "retina",
+        "rocket", "text", "hubble_deep_field",
+    ):  # fmt: skip
         image = shipped(name)
         print(f"{name}: {len(blur.detect(image))} boxes ({len(plain.detect(image))} unequalised)")
     g = gray(astronaut)
@@ -339,7 +369,9 @@ def _report() -> None:  # pragma: no cover - prints the measurements of docs/pri
 
 
 if __name__ == "__main__":
-    _report()
+    for name in DETECTORS:
+        if name != "both":
+            _report(name)
 
 
 def test_detecting_at_half_scale_still_finds_and_blurs_the_astronauts_face(
