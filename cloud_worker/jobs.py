@@ -18,6 +18,7 @@ from nats.aio.msg import Msg
 from pipeline.inference.analysis import Analyser, Analysis, Look, RegionClassifier, no_scores
 from pipeline.inference.images import decode
 from schemas.errors import SchemaError
+from schemas.fields import check_inside
 from schemas.messages import Encoded, Escalation, InferenceResult, Reason, Region, Source
 
 __all__ = [
@@ -92,13 +93,7 @@ def _region_images(escalation: Escalation) -> list[np.ndarray]:
     if not isinstance(escalation.image, Encoded):
         return [decode(pixels) for pixels in escalation.region_pixels()]
     whole = decode(escalation.image)
-    height, width = whole.shape[:2]
-    for i, r in enumerate(escalation.regions):
-        if r.x + r.w > width or r.y + r.h > height:
-            raise SchemaError(
-                f"escalation.regions[{i}]: {[r.x, r.y, r.w, r.h]} reaches outside the "
-                f"{width}x{height} image"
-            )
+    check_inside("escalation.regions", escalation.regions, whole)
     return [r.crop(whole) for r in escalation.regions]
 
 

@@ -25,6 +25,7 @@ from edge_worker.telemetry import Telemetry
 from pipeline.inference.analysis import Analyser, Analysis, Look
 from pipeline.inference.images import decode, to_rgb
 from schemas.errors import HybridfleetError, SchemaError
+from schemas.fields import check_inside
 from schemas.messages import Frame
 
 __all__ = ["Answered", "AnsweredBatch", "BatchRunner", "infer", "pixels_of"]
@@ -53,13 +54,7 @@ def pixels_of(frame: Frame) -> np.ndarray:
     image = decode(frame.image)  # an encoded image decodes to RGB (or grey)
     if isinstance(frame.image, np.ndarray):
         image = to_rgb(image, frame.colour)
-    height, width = image.shape[:2]
-    for i, r in enumerate(frame.regions):
-        if r.x + r.w > width or r.y + r.h > height:
-            raise SchemaError(
-                f"frame.regions[{i}]: {[r.x, r.y, r.w, r.h]} reaches outside the "
-                f"{width}x{height} image"
-            )
+    check_inside("frame.regions", frame.regions, image)
     return image
 
 

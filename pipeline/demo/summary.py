@@ -29,7 +29,7 @@ from schemas.codec import decode_result
 from schemas.errors import SchemaError
 from schemas.messages import InferenceResult, Source
 
-__all__ = ["ResultCollector", "format_summary", "summarize"]
+__all__ = ["ResultCollector", "format_summary", "percentiles", "summarize"]
 
 
 @dataclass
@@ -90,7 +90,7 @@ def _offline_accuracy(analyser: Analyser, published: Sequence[PublishedFrame]) -
     return _accuracy(int((predicted == truth).sum()), len(truth))
 
 
-def _percentiles(values: Sequence[float]) -> dict[str, float | None]:
+def percentiles(values: Sequence[float]) -> dict[str, float | None]:
     if not values:
         return {"p50": None, "p95": None, "p99": None}
     p50, p95, p99 = np.percentile(np.asarray(values), [50, 95, 99])
@@ -164,7 +164,7 @@ def summarize(
             "every_frame": all_frames_bytes,
             "share": _accuracy(int(escalated_bytes), all_frames_bytes),
         },
-        "latency_ms": _percentiles(latencies),
+        "latency_ms": percentiles(latencies),
         "models": {
             "edge": f"{edge_model.name} {edge_model.version}",
             "cloud": f"{cloud_model.name} {cloud_model.version}",

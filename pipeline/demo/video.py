@@ -10,22 +10,12 @@ carried, bytes to the cloud against sending every frame, latency.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from pipeline.camera.sources.cameras import CameraCounts
-from pipeline.demo.summary import ResultCollector
+from pipeline.demo.summary import ResultCollector, percentiles
 
 __all__ = ["format_video_summary", "summarize_video"]
-
-
-def _percentiles(values: Sequence[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50": None, "p95": None, "p99": None}
-    p50, p95, p99 = np.percentile(np.asarray(values), [50, 95, 99])
-    return {"p50": round(float(p50), 2), "p95": round(float(p95), 2), "p99": round(float(p99), 2)}
 
 
 def summarize_video(
@@ -64,7 +54,7 @@ def summarize_video(
             "every_frame": frame_bytes,
             "share": round(escalated_bytes / frame_bytes, 4) if frame_bytes else None,
         },
-        "latency_ms": _percentiles([r.latency_ms for r in results]),
+        "latency_ms": percentiles([r.latency_ms for r in results]),
         "dead_letters": int(dead_letters),
         "seconds": round(seconds, 2),
         "models": models,
