@@ -6,7 +6,11 @@
   and ``bench.batching`` measure (``compute-mlp-4096x1024x1024x10-random``, random
   weights, about 11 MFLOP an image), ``flops_per_image`` counts its work;
 * ``echo`` prints a line at once (a long run shows its progress as it goes),
-  ``echo_header`` a run's title, command line and machine, ``save_figure`` a plot;
+  ``begin_run`` readies a benchmark's process and prints its header,
+  ``echo_header`` a run's title, command line and machine, ``save_figure`` a plot,
+  ``write_figures`` a run's figures as JSON;
+* ``timed_run`` runs a benchmark's coroutine in a temporary folder, with the load
+  average before and after (``RunTime``);
 * ``number_list`` and ``choice_list`` read the comma-separated options.
 """
 
@@ -18,17 +22,23 @@ import hashlib
 import importlib.metadata
 import itertools
 import json
+import logging
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import tempfile
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import numpy as np
 import onnxruntime as ort
+import uvloop
 
 from pipeline.inference.digits import MAX_VALUE, N_FEATURES, load_split
 from pipeline.messaging.server import find_nats_server
@@ -37,6 +47,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "begin_run",
     "COMPUTE_MODEL_NAME",
     "COMPUTE_WIDTHS",
     "build_compute_model",
@@ -48,10 +59,14 @@ __all__ = [
     "machine_info",
     "machine_line",
     "number_list",
+    "RunTime",
     "save_figure",
+    "timed_run",
+    "write_figures",
 ]
 
 N = TypeVar("N", int, float)
+T = TypeVar("T")
 
 COMPUTE_MODEL_NAME: Final = "compute-mlp-4096x1024x1024x10-random"
 COMPUTE_WIDTHS: Final = (N_FEATURES, 4096, 1024, 1024, 10)
@@ -75,6 +90,20 @@ def echo_header(
     return command
 
 
+def begin_run(title: str, module: str, argv: Sequence[str] | None) -> tuple[dict[str, Any], str]:
+    """Ready a benchmark's process and print its header (``echo_header``); the machine
+    (``machine_info``) and the command line.
+
+    SIGTERM stops the run as Ctrl-C does (KeyboardInterrupt), so the finally blocks stop
+    what the run started (child processes, the nats-server) by their pids; warnings
+    and errors are logged.
+    """
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    machine = machine_info()
+    return machine, echo_header(title, module, argv, machine)
+
+
 def save_figure(fig: Figure, path: Path, dpi: int = 110) -> None:
     """Lay out ``fig``, write it to ``path`` (making its folder) and close it."""
     import matplotlib.pyplot as plt
@@ -83,6 +112,67 @@ def save_figure(fig: Figure, path: Path, dpi: int = 110) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
+
+
+def write_figures(path: Path, document: Mapping[str, Any]) -> None:
+    """Write ``document`` to ``path`` (making its folder) as indented JSON, NaN and
+    infinities as null and numpy scalars as numbers, and say so."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(_finite(document), indent=2, default=_json_default, allow_nan=False)
+    path.write_text(text + "\n")
+    echo(f"figures written to {path}")
+
+
+def _finite(value: Any) -> Any:
+    """The same structure with NaN and infinities as None (JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+@dataclass(frozen=True)
+class RunTime:
+    """How long a run took, and the machine's load average (1/5/15 min) around it."""
+
+    seconds: float
+    load_before: tuple[float, float, float]
+    load_after: tuple[float, float, float]
+
+    def line(self) -> str:
+        """The run time and the load average after, for the end of a report."""
+        return f"total run time {self.seconds:.0f} s; load average after: " + " ".join(
+            f"{x:.2f}" for x in self.load_after
+        )
+
+
+def timed_run(
+    body: Callable[[Path], Coroutine[Any, Any, T]], prefix: str, note: str
+) -> tuple[T, RunTime] | None:
+    """Print the load average (and ``note``), then run ``body(folder)`` under uvloop
+    in a temporary folder named ``prefix...``; its result and the run's time, or None
+    (said on stderr) if it was interrupted (Ctrl-C; SIGTERM where the caller made it
+    raise KeyboardInterrupt), after its finally blocks ran."""
+    load_before = os.getloadavg()
+    echo("load average before (1/5/15 min): " + " ".join(f"{x:.2f}" for x in load_before) + note)
+    started = time.monotonic()
+    try:
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+            result = uvloop.run(body(Path(tmp)))
+    except KeyboardInterrupt:
+        print("interrupted: no figures", file=sys.stderr)
+        return None
+    total = time.monotonic() - started
+    return result, RunTime(total, load_before, os.getloadavg())
 
 
 # ---------------------------------------------------------------- command lines

@@ -31,31 +31,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
-import math
-import os
-import signal
 import sys
-import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import numpy as np
-import uvloop
-
 from bench.common import (
     COMPUTE_WIDTHS,
+    begin_run,
     build_compute_model,
     choice_list,
     echo,
-    echo_header,
     flops_per_image,
-    machine_info,
     number_list,
+    timed_run,
+    write_figures,
 )
 from bench.raw_onnx import measure_raw
 from bench.worker_harness import DEADLINE_MS, make_frames, measure_worker
@@ -263,10 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options, json_path = _parse(argv)
     # SIGTERM stops the run like Ctrl-C does, so the finally blocks stop the worker
     # process and the nats-server (which runs in a session of its own).
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    machine = machine_info()
-    echo_header("hybridfleet edge throughput benchmark", "bench.edge_throughput", argv, machine)
+    machine, _ = begin_run("hybridfleet edge throughput benchmark", "bench.edge_throughput", argv)
     echo(
         "frames: 640x480 uint8, one 32x32 digit region each, priority 1 and privacy "
         "local_only, so the worker answers every one on the edge (reason priority_local) "
@@ -278,22 +267,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(at most {options.time_limit_s:.0f} s of publishing); frames/s = results / "
         "(last result - first publish)"
     )
-    load_before = os.getloadavg()
-    echo(
-        "load average before (1/5/15 min): "
-        + " ".join(f"{x:.2f}" for x in load_before)
-        + " (anything else running on the machine takes cores from the processes measured)"
+    timed = timed_run(
+        lambda tmp: _run(options, tmp),
+        "hybridfleet-bench-",
+        " (anything else running on the machine takes cores from the processes measured)",
     )
-    started = time.monotonic()
-    try:
-        with tempfile.TemporaryDirectory(prefix="hybridfleet-bench-") as tmp:
-            report = uvloop.run(_run(options, Path(tmp)))
-    except KeyboardInterrupt:
+    if timed is None:
         # By now the finally blocks have stopped the worker process and the nats-server.
-        print("interrupted: no figures", file=sys.stderr)
         return 130
-    total = time.monotonic() - started
-    load_after = os.getloadavg()
+    report, times = timed
     echo()
     echo(_table(report, options))
     echo(
@@ -303,10 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "there; cores used = CPU seconds per wall second of the worker process / "
         "nats-server / this process (publisher + subscriber)"
     )
-    echo(
-        f"total run time {total:.0f} s; load average after: "
-        + " ".join(f"{x:.2f}" for x in load_after)
-    )
+    echo(times.line())
     if json_path is not None:
         document = {
             "benchmark": "edge_throughput",
@@ -327,33 +306,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "privacy": "local_only",
                 "deadline_ms": DEADLINE_MS,
             },
-            "total_seconds": total,
-            "load_average_before": list(load_before),
-            "load_average_after": list(load_after),
+            "total_seconds": times.seconds,
+            "load_average_before": list(times.load_before),
+            "load_average_after": list(times.load_after),
             **report,
         }
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(_finite(document), indent=2, default=_json_default, allow_nan=False)
-        json_path.write_text(text + "\n")
-        echo(f"figures written to {json_path}")
+        write_figures(json_path, document)
     return 0
-
-
-def _finite(value: Any) -> Any:
-    """The same structure with NaN and infinities as None (JSON has no NaN)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _json_default(value: object) -> object:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
 if __name__ == "__main__":

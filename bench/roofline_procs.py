@@ -9,87 +9,39 @@
   worker's intake limits, that only counts what arrives: the messaging limit.
 
 ``Child`` is the parent's end of either: start, ask, stop by pid (also on error).
-The protocol helpers (``receive``, ``ask``, ``stop_process``) are those of
+The protocol helpers (``receive``, ``ask``, ``stop_process``) and the child's side
+(``run_child``, ``serve``, ``serve_worker``, ``worker_snapshot``) are those of
 ``bench.worker_process``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import multiprocessing as mp
 import time
-import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import Any, Final
 
-import uvloop
-
-from bench.worker_process import SITE, BenchError, ask, receive, stop_process
+from bench.worker_process import (
+    SITE,
+    WarningLog,
+    ask,
+    receive,
+    run_child,
+    serve,
+    serve_worker,
+    stop_process,
+)
 from pipeline.config import EdgeSettings, NatsSettings, Settings
 from schemas import subjects
-from schemas.messages import Reason
 
 __all__ = ["SITE", "Child", "subscriber_main", "worker_main"]
 
 # The pool's frames were captured when the run started; frames carry a far deadline.
 _SKEW_S: Final = 86_400.0
-
-
-class _WarningLog(logging.Handler):
-    """Counts warnings in the child's process and keeps the first few."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.count = 0
-        self.first: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.count += 1
-        if len(self.first) < 5:
-            self.first.append(f"{record.name}: {record.getMessage()}"[:300])
-
-
-def _run_child(
-    conn: Connection, what: str, body: Callable[[_WarningLog], Any], *, quiet: tuple[str, ...]
-) -> None:
-    """Run the coroutine ``body(warnings)`` under uvloop; report a failure over ``conn``."""
-    warnings_log = _WarningLog()
-    logging.basicConfig(
-        level=logging.WARNING, format=f"[{what}] %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger().addHandler(warnings_log)
-    for name in quiet:
-        logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        uvloop.run(body(warnings_log))
-    except BaseException:
-        with contextlib.suppress(OSError, ValueError):
-            conn.send(("error", traceback.format_exc()))
-        raise
-    finally:
-        conn.close()
-
-
-async def _serve(
-    conn: Connection, answer: Callable[[], dict[str, Any]], done: asyncio.Task[Any]
-) -> None:
-    """Answer ``snapshot`` until ``stop`` (return) or until ``done`` ends (BenchError)."""
-    while True:
-        command = asyncio.create_task(asyncio.to_thread(conn.recv))
-        await asyncio.wait({command, done}, return_when=asyncio.FIRST_COMPLETED)
-        if done.done():
-            done.result()
-            raise BenchError("the child's service stopped by itself")
-        what = command.result()
-        if what == "snapshot":
-            conn.send(("snapshot", answer()))
-        elif what == "stop":
-            return
 
 
 # ---------------------------------------------------------------- the edge worker
@@ -98,42 +50,15 @@ async def _serve(
 def worker_main(conn: Connection, url: str, overrides: dict[str, Any]) -> None:
     """Entry point of the worker's process: run an EdgeWorker until told to stop."""
 
-    async def body(warnings_log: _WarningLog) -> None:
+    async def body(warnings_log: WarningLog) -> None:
         await _worker(conn, url, overrides, warnings_log)
 
     # The worker has no cloud here: its 'link is down' warnings are expected noise.
-    _run_child(conn, "edge worker process", body, quiet=())
-
-
-def _worker_snapshot(worker: Any, warnings_log: _WarningLog) -> dict[str, Any]:
-    m = worker.metrics
-    site = worker.site
-
-    def value(name: str, **labels: str) -> float:
-        return float(m.value(name, site=site, **labels))
-
-    return {
-        "at": time.monotonic(),
-        "cpu_s": time.process_time(),
-        "frames_received": value("hybridfleet_edge_frames_received_total"),
-        "batch_size_sum": value("hybridfleet_edge_batch_size_sum"),
-        "batch_size_count": value("hybridfleet_edge_batch_size_count"),
-        "inference_seconds_sum": value("hybridfleet_edge_inference_seconds_sum"),
-        "decisions": {
-            r.value: value("hybridfleet_edge_decisions_total", reason=r.value) for r in Reason
-        },
-        "shed": value("hybridfleet_edge_shed_frames_total"),
-        "dropped": value("hybridfleet_edge_dropped_frames_total", place="intake"),
-        "dead_letters": sum(
-            value("hybridfleet_edge_dead_letters_total", kind=k) for k in ("schema", "model")
-        ),
-        "warnings": warnings_log.count,
-        "first_warnings": list(warnings_log.first),
-    }
+    run_child(conn, "edge worker process", body, quiet=())
 
 
 async def _worker(
-    conn: Connection, url: str, overrides: dict[str, Any], warnings_log: _WarningLog
+    conn: Connection, url: str, overrides: dict[str, Any], warnings_log: WarningLog
 ) -> None:
     from edge_worker.worker import EdgeWorker
 
@@ -144,40 +69,23 @@ async def _worker(
         ),
     )
     worker = EdgeWorker.from_settings(settings)
-    await worker.start()
-    try:
-        edge = settings.edge
-        conn.send(
-            (
-                "ready",
-                {
-                    "analyser": worker.analyser.name,
-                    "analyser_version": worker.analyser.version,
-                    "models": edge.models,
-                    "model_manifest": edge.model_manifest,
-                    "max_batch_size": edge.max_batch_size,
-                    "latency_target_ms": edge.latency_target_ms,
-                    "queue_capacity": edge.queue_capacity,
-                    "inference_threads": edge.inference_threads,
-                    "intake_pending_frames": edge.intake_pending_frames,
-                    "intake_pending_bytes": edge.intake_pending_bytes,
-                },
-            )
-        )
-        stopped = asyncio.create_task(worker.wait())
-        await _serve(conn, lambda: _worker_snapshot(worker, warnings_log), stopped)
-        started = time.monotonic()
-        drained = True
-        try:
-            await asyncio.wait_for(worker.drain(), 30.0)
-        except TimeoutError:
-            drained = False
-        snapshot = _worker_snapshot(worker, warnings_log)
-        snapshot["drained"] = drained
-        snapshot["drain_s"] = time.monotonic() - started
-        conn.send(("stopped", snapshot))
-    finally:
-        await worker.close()
+    edge = settings.edge
+
+    def ready() -> dict[str, Any]:
+        return {
+            "analyser": worker.analyser.name,
+            "analyser_version": worker.analyser.version,
+            "models": edge.models,
+            "model_manifest": edge.model_manifest,
+            "max_batch_size": edge.max_batch_size,
+            "latency_target_ms": edge.latency_target_ms,
+            "queue_capacity": edge.queue_capacity,
+            "inference_threads": edge.inference_threads,
+            "intake_pending_frames": edge.intake_pending_frames,
+            "intake_pending_bytes": edge.intake_pending_bytes,
+        }
+
+    await serve_worker(conn, worker, ready, warnings_log, "the child's service")
 
 
 # ---------------------------------------------------------------- the bare subscriber
@@ -186,11 +94,11 @@ async def _worker(
 def subscriber_main(conn: Connection, url: str) -> None:
     """Entry point of the bare subscriber's process: count frames until told to stop."""
 
-    async def body(warnings_log: _WarningLog) -> None:
+    async def body(warnings_log: WarningLog) -> None:
         del warnings_log
         await _subscriber(conn, url)
 
-    _run_child(conn, "bare subscriber process", body, quiet=("nats", "nats.aio.client"))
+    run_child(conn, "bare subscriber process", body, quiet=("nats", "nats.aio.client"))
 
 
 async def _subscriber(conn: Connection, url: str) -> None:
@@ -239,7 +147,7 @@ async def _subscriber(conn: Connection, url: str) -> None:
         conn.send(("ready", {"subject": subjects.frames(SITE)}))
         forever = asyncio.create_task(asyncio.Event().wait())
         try:
-            await _serve(conn, snapshot, forever)
+            await serve(conn, snapshot, forever, "the child's service")
         finally:
             forever.cancel()
         conn.send(("stopped", snapshot()))

@@ -5,6 +5,11 @@
 parent over a pipe: ``ready`` once serving, a metrics ``snapshot`` when asked, and
 ``stopped`` after draining on ``stop``. ``receive``, ``ask`` and ``stop_process`` are
 the parent's end (bench/worker_harness.py).
+
+The child's side is shared with ``bench.roofline_procs``: ``run_child`` runs a
+child's coroutine and reports a failure, ``WarningLog`` counts its warnings,
+``serve_worker`` runs an ``EdgeWorker`` until told to stop (``serve`` answers the
+parent's ``snapshot``; ``worker_snapshot`` is the worker's metrics).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import contextlib
 import logging
 import time
 import traceback
+from collections.abc import Callable, Coroutine
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -25,7 +31,19 @@ from pipeline.config import EdgeSettings, NatsSettings, Settings
 from pipeline.inference.model import OnnxModel
 from schemas.messages import PrivacyClass, Reason
 
-__all__ = ["SITE", "BenchError", "ask", "child_main", "receive", "stop_process"]
+__all__ = [
+    "SITE",
+    "BenchError",
+    "WarningLog",
+    "ask",
+    "child_main",
+    "receive",
+    "run_child",
+    "serve",
+    "serve_worker",
+    "stop_process",
+    "worker_snapshot",
+]
 
 SITE: Final = "bench"
 
@@ -34,8 +52,8 @@ class BenchError(RuntimeError):
     """The benchmark could not measure (a process died, a step timed out)."""
 
 
-class _WarningLog(logging.Handler):
-    """Counts warnings in the worker's process and keeps the first few."""
+class WarningLog(logging.Handler):
+    """Counts warnings in the child's process and keeps the first few."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
@@ -48,15 +66,26 @@ class _WarningLog(logging.Handler):
             self.first.append(f"{record.name}: {record.getMessage()}"[:300])
 
 
-def child_main(conn: Connection, url: str, batch: int, manifest: str | None) -> None:
-    """Entry point of the worker's process: run an EdgeWorker until told to stop."""
-    warnings_log = _WarningLog()
+def run_child(
+    conn: Connection,
+    what: str,
+    body: Callable[[WarningLog], Coroutine[Any, Any, None]],
+    *,
+    quiet: tuple[str, ...] = (),
+) -> None:
+    """Run the coroutine ``body(warnings)`` under uvloop; report a failure over ``conn``.
+
+    ``what`` names the process in its log lines; the loggers in ``quiet`` log errors only.
+    """
+    warnings_log = WarningLog()
     logging.basicConfig(
-        level=logging.WARNING, format="[edge worker process] %(levelname)s %(name)s: %(message)s"
+        level=logging.WARNING, format=f"[{what}] %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger().addHandler(warnings_log)
+    for name in quiet:
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
-        uvloop.run(_child(conn, url, batch, manifest, warnings_log))
+        uvloop.run(body(warnings_log))
     except BaseException:
         with contextlib.suppress(OSError, ValueError):
             conn.send(("error", traceback.format_exc()))
@@ -65,7 +94,17 @@ def child_main(conn: Connection, url: str, batch: int, manifest: str | None) -> 
         conn.close()
 
 
-def _worker_snapshot(worker: Any, warnings_log: _WarningLog) -> dict[str, Any]:
+def child_main(conn: Connection, url: str, batch: int, manifest: str | None) -> None:
+    """Entry point of the worker's process: run an EdgeWorker until told to stop."""
+
+    async def body(warnings_log: WarningLog) -> None:
+        await _child(conn, url, batch, manifest, warnings_log)
+
+    run_child(conn, "edge worker process", body)
+
+
+def worker_snapshot(worker: Any, warnings_log: WarningLog) -> dict[str, Any]:
+    """The worker's metrics (intake drops, shed frames, dead letters...) and warnings."""
     m = worker.metrics
     site = worker.site
 
@@ -86,6 +125,7 @@ def _worker_snapshot(worker: Any, warnings_log: _WarningLog) -> dict[str, Any]:
             value("hybridfleet_edge_escalations_total", privacy=p.value) for p in PrivacyClass
         ),
         "shed": value("hybridfleet_edge_shed_frames_total"),
+        "dropped": value("hybridfleet_edge_dropped_frames_total", place="intake"),
         "dead_letters": sum(
             value("hybridfleet_edge_dead_letters_total", kind=k) for k in ("schema", "model")
         ),
@@ -95,7 +135,7 @@ def _worker_snapshot(worker: Any, warnings_log: _WarningLog) -> dict[str, Any]:
 
 
 async def _child(
-    conn: Connection, url: str, batch: int, manifest: str | None, warnings_log: _WarningLog
+    conn: Connection, url: str, batch: int, manifest: str | None, warnings_log: WarningLog
 ) -> None:
     from edge_worker.worker import EdgeWorker
 
@@ -112,41 +152,60 @@ async def _child(
         ),
     )
     worker = EdgeWorker.from_settings(settings, model=model)
+    edge = settings.edge
+
+    def ready() -> dict[str, Any]:
+        return {
+            "model": model.name,
+            "model_version": model.version,
+            "max_batch_size": edge.max_batch_size,
+            "latency_target_ms": edge.latency_target_ms,
+            "queue_capacity": edge.queue_capacity,
+            "inference_threads": edge.inference_threads,
+        }
+
+    await serve_worker(conn, worker, ready, warnings_log, "the edge worker")
+
+
+async def serve(
+    conn: Connection, answer: Callable[[], dict[str, Any]], done: asyncio.Task[Any], name: str
+) -> None:
+    """Answer ``snapshot`` until ``stop`` (return) or until ``done`` ends (BenchError,
+    "``name`` stopped by itself", unless ``done`` raised)."""
+    while True:
+        command = asyncio.create_task(asyncio.to_thread(conn.recv))
+        await asyncio.wait({command, done}, return_when=asyncio.FIRST_COMPLETED)
+        if done.done():
+            done.result()  # re-raises what stopped it
+            raise BenchError(f"{name} stopped by itself")
+        what = command.result()
+        if what == "snapshot":
+            conn.send(("snapshot", answer()))
+        elif what == "stop":
+            return
+
+
+async def serve_worker(
+    conn: Connection,
+    worker: Any,
+    ready: Callable[[], dict[str, Any]],
+    warnings_log: WarningLog,
+    name: str,
+) -> None:
+    """Start ``worker``, send ``ready()``, answer snapshots until ``stop``, then drain
+    (30 s at most), send ``stopped`` with its last snapshot, and close it."""
     await worker.start()
     try:
-        edge = settings.edge
-        conn.send(
-            (
-                "ready",
-                {
-                    "model": model.name,
-                    "model_version": model.version,
-                    "max_batch_size": edge.max_batch_size,
-                    "latency_target_ms": edge.latency_target_ms,
-                    "queue_capacity": edge.queue_capacity,
-                    "inference_threads": edge.inference_threads,
-                },
-            )
-        )
+        conn.send(("ready", ready()))
         stopped = asyncio.create_task(worker.wait())
-        while True:
-            command = asyncio.create_task(asyncio.to_thread(conn.recv))
-            await asyncio.wait({command, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            if stopped.done():
-                stopped.result()  # re-raises what stopped it
-                raise BenchError("the edge worker stopped by itself")
-            what = command.result()
-            if what == "snapshot":
-                conn.send(("snapshot", _worker_snapshot(worker, warnings_log)))
-            elif what == "stop":
-                break
+        await serve(conn, lambda: worker_snapshot(worker, warnings_log), stopped, name)
         started = time.monotonic()
         drained = True
         try:
             await asyncio.wait_for(worker.drain(), 30.0)
         except TimeoutError:
             drained = False
-        snapshot = _worker_snapshot(worker, warnings_log)
+        snapshot = worker_snapshot(worker, warnings_log)
         snapshot["drained"] = drained
         snapshot["drain_s"] = time.monotonic() - started
         conn.send(("stopped", snapshot))
