@@ -1,4 +1,4 @@
-"""Poisson load on one batcher, the way ``EdgeWorker`` runs it, and what came of it.
+"""Poisson load on one batcher, run as ``EdgeWorker`` runs it with one inference thread.
 
 Everything runs in this process: an asyncio loop offers frames to a batcher, one
 batch loop awaits ``next_batch()``, runs ``pixels_to_features`` and the model in a
@@ -70,7 +70,7 @@ class Infer:
 async def _serve(
     batcher: Batcher[_Job], executor: ThreadPoolExecutor, infer: Infer, batches: _Batches
 ) -> None:
-    """The worker's batch loop: one batch in the model at a time."""
+    """The batch loop with ``inference_threads = 1``: one batch in the model at a time."""
     loop = asyncio.get_running_loop()
     while batch := await batcher.next_batch():
         started = time.monotonic()

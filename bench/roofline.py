@@ -96,15 +96,16 @@ def _parse(argv: Sequence[str] | None) -> tuple[Options, Path]:
         "--inference-threads",
         type=int,
         default=1,
-        help="the worker's edge.inference_threads (default 1, the shipped default)",
+        help="the worker's edge.inference_threads (default 1; the shipped default 0 is "
+        "one per core)",
     )
     args = parser.parse_args(argv)
     keys = tuple(k.strip() for k in args.workloads.split(",") if k.strip())
     known = {w.key for w in WORKLOADS}
     if not keys or any(k not in known for k in keys):
         parser.error(f"--workloads: choose from {', '.join(sorted(known))}")
-    if not 1 <= args.inference_threads <= 64:
-        parser.error("--inference-threads must be in 1..64")
+    if not 0 <= args.inference_threads <= 64:
+        parser.error("--inference-threads must be in 0..64 (0: one per core)")
     quick = args.quick
     options = Options(
         workloads=keys,

@@ -42,7 +42,7 @@ from pipeline.inference.analysis import Analyser, Analysis, RegionClassifier
 from pipeline.messaging.natsio import publish_dead_letter
 from schemas import subjects
 from schemas.codec import decode_escalation, encode
-from schemas.errors import HybridfleetError, ModelError, SchemaError
+from schemas.errors import ModelError, SchemaError
 
 __all__ = ["Answering"]
 
@@ -144,7 +144,7 @@ class Answering:
         started = time.monotonic()
         try:
             analyses = await loop.run_in_executor(self.executor, self._infer, jobs, run)
-        except HybridfleetError as exc:
+        except Exception as exc:  # a model error, or a bug in its path: the worker stays up
             if len(jobs) > 1:
                 log.warning("cloud model failed on a batch of %d (%s): one by one", len(jobs), exc)
                 out = []
@@ -173,7 +173,11 @@ class Answering:
         js = self.js
 
         async def one(job: Job, analysis: Analysis) -> None:
-            data = encode(answer(job.escalation, analysis, analyser))
+            try:
+                data = encode(answer(job.escalation, analysis, analyser))
+            except SchemaError as exc:  # e.g. more items than a result may carry
+                await self._reject(job.msg, "model", f"the cloud's answer cannot be sent: {exc}")
+                return
             # The msg id dedups a repeat answer after a crash between storing it and the
             # ack; the edge's tag goes back with the answer (edge_worker/tags.py).
             headers = {"Nats-Msg-Id": f"answer-{job.escalation.frame_id}"}

@@ -112,10 +112,17 @@ class Escalations:
         request = one.request
         frame = request.frame
         assert self._finals is not None
-        escalation = await self.outbound.build(
-            one, decision.send, edge_result.labels, edge_result.confidence
-        )
-        data = encode(escalation)
+        try:
+            escalation = await self.outbound.build(
+                one, decision.send, edge_result.labels, edge_result.confidence
+            )
+            data = encode(escalation)
+        except Exception as exc:  # never stored: the edge's answer is final
+            log.warning("could not build the escalation of %s: %s", frame.frame_id, exc)
+            self.metrics.escalation_failures.labels(self.site).inc()
+            failed = results.fallback(edge_result, Reason.ESCALATION_FAILED)
+            await self._finals.publish(request, failed, claim=True)
+            return
         if decision.awaits_cloud:
             # Registered before publishing: the cloud's answer can overtake our PubAck.
             self.pending.add(
@@ -232,6 +239,9 @@ class Escalations:
         answers = (edge.labels, cloud.labels, edge.detections, cloud.detections, edge.lines)
         if not any(answers) and not cloud.lines:
             return  # nothing on either side: no comparison
+        names = {d.label for d in edge.detections}, {d.label for d in cloud.detections}
+        if all(names) and not names[0] & names[1]:
+            return  # two label sets (a detector's, the cloud classifier's): not comparable
         agreed = agrees(edge, cloud)
         self.drift.observe_agreement(agreed, edge.confidence, kept, time.time())
         kind = "shadow" if kept else "escalated"

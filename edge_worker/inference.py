@@ -11,6 +11,7 @@ through a queue of one, so a batch in the model waits there for the one being de
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
@@ -24,11 +25,13 @@ from edge_worker.metrics import EdgeMetrics
 from edge_worker.telemetry import Telemetry
 from pipeline.inference.analysis import Analyser, Analysis, Look
 from pipeline.inference.images import decode, to_rgb
-from schemas.errors import HybridfleetError, SchemaError
+from schemas.errors import HybridfleetError, ModelError, SchemaError
 from schemas.fields import check_inside
 from schemas.messages import Frame
 
 __all__ = ["Answered", "AnsweredBatch", "BatchRunner", "infer", "pixels_of"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +124,10 @@ class BatchRunner:
                 done = await loop.run_in_executor(self.executor, infer, analyser, batch)
             except HybridfleetError as exc:
                 await self.on_failure(batch, exc, "model")
+                return
+            except Exception as exc:  # a bug in a model's code path: the worker stays up
+                log.exception("edge analyser %s failed on a batch", analyser.name)
+                await self.on_failure(batch, ModelError(f"{type(exc).__name__}: {exc}"), "model")
                 return
             for request, refusal in done.refused:
                 await self.on_failure([request], refusal, "schema")

@@ -1,10 +1,10 @@
 """What leaves the site for an escalated frame: only what its privacy class allows.
 
 * ``crop``: the pixels of what the edge asks about (the camera's regions, or the
-  detections and text lines it is unsure of); ``full``: the whole frame, faces blurred first
-  (edge_worker/sanitize.py, in a thread of its own: it is slow and must never hold up
-  the model); ``embedding``: the site's embedding of each region, never a pixel (a
-  region classifier's frames only: ``can_send``).
+  detections and text lines it is unsure of); ``full``: the whole frame. Either way
+  faces are blurred first (edge_worker/sanitize.py, in a thread of its own: it is slow
+  and must never hold up the model); ``embedding``: the site's embedding of each
+  region, never a pixel (a region classifier's frames only: ``can_send``).
 * Every escalation is stored in the site's stream with its frame id as
   ``Nats-Msg-Id`` (a repeat within the dedup window is not stored twice) and the
   site's tag (edge_worker/tags.py) that the cloud's answer must carry back.
@@ -30,7 +30,7 @@ from pipeline.inference.embedding import EmbeddingModel
 from pipeline.inference.images import encode_jpeg
 from schemas import subjects
 from schemas.errors import SchemaError
-from schemas.messages import Escalation, Frame, Pixels, PrivacyClass
+from schemas.messages import Escalation, Frame, Pixels, PrivacyClass, Region
 
 __all__ = ["Outbound", "can_send", "size_bound"]
 
@@ -103,16 +103,18 @@ class Outbound:
         image: Pixels | None = None
         crops: tuple[Pixels, ...] = ()
         embedding = None
-        if send is PrivacyClass.FULL:
+        if send in (PrivacyClass.FULL, PrivacyClass.CROP):
             pixels = one.image
             if self.face_blur is not None:
-                # People must not leave the site: blur faces in a whole frame that does.
+                # People must not leave the site: blur the faces of the frame first (found
+                # in the whole frame, so a face cut by a crop's edge is found too).
                 report = await loop.run_in_executor(self.sanitizer, self.face_blur.sanitize, pixels)
                 self.metrics.faces_blurred.labels(frame.site).inc(len(report.faces))
                 pixels = report.image
-            image = await loop.run_in_executor(self.executor, self._pixels, frame, pixels)
-        elif send is PrivacyClass.CROP:
-            crops = await loop.run_in_executor(self.executor, self._crops, one)
+            if send is PrivacyClass.FULL:
+                image = await loop.run_in_executor(self.executor, self._pixels, frame, pixels)
+            else:
+                crops = await loop.run_in_executor(self.executor, self._crops, frame, pixels, asks)
         else:
             assert one.analysis.features is not None, "can_send() first"
             embedding = await loop.run_in_executor(
@@ -142,9 +144,10 @@ class Outbound:
             return pixels
         return encode_jpeg(pixels, self.jpeg_quality)
 
-    def _crops(self, one: Answered) -> tuple[Pixels, ...]:
-        frame = one.request.frame
-        return tuple(self._pixels(frame, box.crop(one.image)) for box in one.analysis.asks)
+    def _crops(
+        self, frame: Frame, pixels: np.ndarray, asks: tuple[Region, ...]
+    ) -> tuple[Pixels, ...]:
+        return tuple(self._pixels(frame, box.crop(pixels)) for box in asks)
 
     async def store(self, frame: Frame, data: bytes) -> bool:
         """Store an escalation in the site's stream; raises if it was not stored.

@@ -112,7 +112,9 @@ class EdgeWorker(Service):
         self._trusted_keys = parse_trusted_keys(cfg.trusted_keys)  # refused now, not later
         # Threads start on first use; the model's pool and, for face detection on frames
         # that leave whole (slow, docs/privacy.md), one of its own.
-        self._executor = ThreadPoolExecutor(cfg.threads, thread_name_prefix="edge-onnx")
+        # One thread per batch in flight, and one so that escalations' crops are cut and
+        # encoded while every batch is in the model.
+        self._executor = ThreadPoolExecutor(cfg.threads + 1, thread_name_prefix="edge-onnx")
         self._sanitizer = ThreadPoolExecutor(1, thread_name_prefix="edge-sanitize")
         self._reply_subject = subjects.replies(self.site, cfg.worker_id)
         self._escalations = Escalations(

@@ -231,8 +231,9 @@ class InferenceResult:
     a ``detections`` entry per region with the label's name); a detector lists its
     ``detections``; a text reader its ``lines``. ``scores`` is float32
     (regions, classes) of calibrated probabilities, empty (0, 0) for other tasks;
-    ``confidence`` is the lowest per-region confidence (a frame is as certain as its
-    least certain region). ``edge_labels`` carries the edge model's own answer when
+    ``confidence`` is how sure the answer is: for a classifier the lowest per-region
+    confidence, for a declared detector or reader the lowest of its items at or above
+    its band's lower end (docs/models.md). ``edge_labels`` carries the edge model's own answer when
     the final answer came from elsewhere, so edge and cloud can be compared.
     ``path`` lists the tiers (``Source`` values) the frame passed through, in tier
     order, ending with ``source``, the tier that answered: ``("device", "edge")`` for

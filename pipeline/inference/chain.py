@@ -21,9 +21,10 @@ the models; blocking.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -33,19 +34,34 @@ from pipeline.inference.model import OnnxModel
 from pipeline.inference.outputs import Boxes, Classes, Text
 from pipeline.inference.runtime import DeclaredModel
 from schemas.errors import ModelError
+from schemas.limits import MAX_DETECTIONS, MAX_LINES, MAX_REGIONS
 from schemas.messages import Detection, Region, Source, TextLine
 
 __all__ = ["ModelChain", "tier_analyser"]
+
+T = TypeVar("T")
 
 # Which task may follow which (the first stage may be any).
 _FOLLOWS = {"detect": ("classify",), "text_detect": ("text_recognize",)}
 
 
-def _box(xyxy: np.ndarray) -> Region:
-    """A float box (x1, y1, x2, y2) as whole pixels, at least 1 x 1."""
-    x1, y1 = int(np.floor(xyxy[0])), int(np.floor(xyxy[1]))
-    x2, y2 = int(np.ceil(xyxy[2])), int(np.ceil(xyxy[3]))
-    return Region(x1, y1, max(1, x2 - x1), max(1, y2 - y1))
+def _box(xyxy: np.ndarray, image: np.ndarray) -> Region | None:
+    """A float box (x1, y1, x2, y2) as whole pixels inside ``image``; None for a box
+    with nothing of the image in it."""
+    height, width = image.shape[:2]
+    x1, y1 = max(0, int(np.floor(xyxy[0]))), max(0, int(np.floor(xyxy[1])))
+    x2, y2 = min(width, int(np.ceil(xyxy[2]))), min(height, int(np.ceil(xyxy[3])))
+    if x2 <= x1 or y2 <= y1:
+        return None
+    return Region(x1, y1, x2 - x1, y2 - y1)
+
+
+def _most(items: Sequence[T], limit: int, rank: Callable[[T], float]) -> tuple[T, ...]:
+    """The ``limit`` items that rank first (lowest ``rank``), in their own order."""
+    if len(items) <= limit:
+        return tuple(items)
+    chosen = set(sorted(range(len(items)), key=lambda i: rank(items[i]))[:limit])
+    return tuple(item for i, item in enumerate(items) if i in chosen)
 
 
 def _whole(image: np.ndarray) -> Region:
@@ -110,7 +126,9 @@ class ModelChain:
         if stage.task in ("detect", "text_detect"):
             answers = stage.run([look.image for look in looks])
             return [
-                item for n, found in enumerate(answers) for item in self._found(stage, n, found)
+                item
+                for n, found in enumerate(answers)
+                for item in self._found(stage, n, found, looks[n].image)
             ]
         targets = [
             _Item(n, box)
@@ -125,20 +143,19 @@ class ModelChain:
         targets = [item for item in items if isinstance(item, _Item)]
         return self._label(stage, looks, targets)
 
-    def _found(self, stage: DeclaredModel, n: int, found: object) -> list[_Item | _Read]:
+    def _found(
+        self, stage: DeclaredModel, n: int, found: object, image: np.ndarray
+    ) -> list[_Item | _Read]:
         if not isinstance(found, Boxes):
             raise ModelError(f"model {stage.name!r}: a {stage.task} model must give boxes")
         quads, scores = found.polygons, stage.calibrated(found.scores)
-        return [
-            _Item(
-                n,
-                _box(found.xyxy[k]),
-                None if quads is None else quads[k],
-                int(found.classes[k]),
-                float(scores[k]),
-            )
-            for k in range(len(found))
-        ]
+        items: list[_Item | _Read] = []
+        for k in range(len(found)):
+            box = _box(found.xyxy[k], image)
+            if box is not None:
+                quad = None if quads is None else quads[k]
+                items.append(_Item(n, box, quad, int(found.classes[k]), float(scores[k])))
+        return items
 
     def _label(
         self, stage: DeclaredModel, looks: Sequence[Look], targets: list[_Item]
@@ -176,15 +193,20 @@ class ModelChain:
             for r in items
             if isinstance(r, _Read)
         )
+        # What the wire carries at most: the most certain items, the least certain asks,
+        # each in the order found.
+        detections = _most(detections, MAX_DETECTIONS, lambda d: -d.score)
+        lines = _most(lines, MAX_LINES, lambda x: -x.confidence)
         low, high = stage.declaration.confidence.uncertain_band
         if look.threshold is not None:
             high = look.threshold
         scored = [(d.box, d.score) for d in detections] + [(x.box, x.confidence) for x in lines]
+        unsure = [(box, c) for box, c in scored if low <= c < high]
         return Analysis(
             confidence=min((c for _, c in scored if c >= low), default=1.0),
             detections=detections,
             lines=lines,
-            asks=tuple(box for box, c in scored if low <= c < high),
+            asks=tuple(box for box, _ in _most(unsure, MAX_REGIONS, lambda item: item[1])),
             threshold=high,
         )
 

@@ -62,7 +62,14 @@ async def test_nothing_forbidden_crosses_and_faces_are_blurred(
         privacy=PrivacyClass.FULL,
         captured_at=time.time(),
     )
-    frames.append(portrait)
+    # The same photograph with its region of interest on the face, privacy crop.
+    close_up = replace(
+        portrait,
+        frame_id="portrait-2",
+        regions=(Region(160, 60, 120, 140),),
+        privacy=PrivacyClass.CROP,
+    )
+    frames += [portrait, close_up]
     privacy = {f.frame_id: f.privacy for f in frames}
     crossed: list[Escalation] = []
 
@@ -112,3 +119,10 @@ async def test_nothing_forbidden_crosses_and_faces_are_blurred(
     assert ratio < 0.05
     roi = portrait.regions[0]
     assert np.array_equal(roi.crop(sent.image), roi.crop(photo))
+    # A crop over the face leaves with the face blurred too.
+    (cropped,) = [e for e in crossed if e.frame_id == "portrait-2"]
+    (crop,) = cropped.crops
+    assert isinstance(crop, np.ndarray) and crop.shape == (140, 120)
+    face_in_crop = Region(FACE.x - 160, FACE.y - 60, FACE.w, FACE.h)
+    ratio = _laplacian_variance(crop, face_in_crop) / _laplacian_variance(photo, FACE)
+    assert ratio < 0.05

@@ -331,3 +331,15 @@ def test_db_blank_map_finds_nothing() -> None:
         assert boxes.xyxy.shape == (0, 4)
         assert boxes.polygons is not None
         assert boxes.polygons.shape == (0, 4, 2)
+
+
+def test_a_box_wholly_in_the_letterbox_border_is_dropped() -> None:
+    # 640x360 letterboxed into 640x640: rows 0-139 and 500-639 are border.
+    geometry = Geometry(640, 360, 1.0, 1.0, 0.0, 140.0)
+    head = np.zeros((1, 4 + 1, 2), dtype=np.float32)
+    head[0, :, 0] = [320, 60, 100, 40, 0.9]  # centre in the top border: nothing in the image
+    head[0, :, 1] = [320, 320, 100, 40, 0.8]  # in the image
+    (found,) = DECODERS["yolov8"].decode({"output0": head}, [geometry], YoloV8Params())
+    assert isinstance(found, Boxes) and len(found) == 1
+    np.testing.assert_allclose(found.xyxy, [[270, 160, 370, 200]])
+    assert found.scores.tolist() == pytest.approx([0.8])

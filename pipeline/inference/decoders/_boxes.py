@@ -66,8 +66,12 @@ def finish(
         )
     else:
         keep = np.argsort(-scores, kind="stable")[: params.max_detections]
+    boxes = geometry.to_source(xyxy[keep])
+    # A box wholly in the letterbox's border clips to nothing in the source image.
+    seen = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    keep = keep[seen]
     return Boxes(
-        xyxy=geometry.to_source(xyxy[keep]),
+        xyxy=boxes[seen],
         scores=np.clip(scores[keep], 0.0, 1.0).astype(np.float32),
         classes=classes[keep].astype(np.int64),
     )
