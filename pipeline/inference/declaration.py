@@ -96,8 +96,8 @@ class Confidence:
     task's default); escalation compares it with the threshold. ``uncertain_band``
     [low, high): a box or line with low <= confidence < high is one the tier is unsure
     of (pipeline/inference/chain.py). ``temperature`` (> 0, None for none) calibrates a
-    score or character probability p as sigmoid(logit(p) / T), for decoders without a temperature of their
-    own (a classifier's is ``decoder.temperature``).
+    score or character probability p as sigmoid(logit(p) / T), for decoders without a
+    temperature of their own (a classifier's is ``decoder.temperature``).
     """
 
     signal: str = ""
