@@ -239,9 +239,10 @@ class Escalations:
         answers = (edge.labels, cloud.labels, edge.detections, cloud.detections, edge.lines)
         if not any(answers) and not cloud.lines:
             return  # nothing on either side: no comparison
-        names = {d.label for d in edge.detections}, {d.label for d in cloud.detections}
-        if all(names) and not names[0] & names[1]:
-            return  # two label sets (a detector's, the cloud classifier's): not comparable
+        if edge.detections and not edge.labels and not (edge.lines or cloud.lines):
+            # A detector's boxes, labelled again by the cloud's own model (another label
+            # set) only where the edge asked: nothing to compare them by.
+            return
         agreed = agrees(edge, cloud)
         self.drift.observe_agreement(agreed, edge.confidence, kept, time.time())
         kind = "shadow" if kept else "escalated"
