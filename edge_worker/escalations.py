@@ -34,7 +34,7 @@ from edge_worker.roundtrip import RoundTripEstimator
 from edge_worker.tags import TAG_HEADER, EscalationTags
 from pipeline.config import EdgeSettings
 from pipeline.fleet.heartbeat import ModelCounters
-from pipeline.inference.agreement import agrees
+from pipeline.inference.agreement import agrees, comparable
 from schemas.codec import decode_result, encode
 from schemas.errors import SchemaError
 from schemas.jsonform import header
@@ -236,12 +236,7 @@ class Escalations:
         # A NaN confidence (a broken model output) is not a comparison the monitor takes.
         if not 0.0 <= edge.confidence <= 1.0:
             return
-        answers = (edge.labels, cloud.labels, edge.detections, cloud.detections, edge.lines)
-        if not any(answers) and not cloud.lines:
-            return  # nothing on either side: no comparison
-        if edge.detections and not edge.labels and not (edge.lines or cloud.lines):
-            # A detector's boxes, labelled again by the cloud's own model (another label
-            # set) only where the edge asked: nothing to compare them by.
+        if not comparable(edge, cloud):
             return
         agreed = agrees(edge, cloud)
         self.drift.observe_agreement(agreed, edge.confidence, kept, time.time())

@@ -18,6 +18,7 @@ __all__ = [
     "agreement",
     "agrees",
     "character_error_rate",
+    "comparable",
     "detection_f1",
     "iou",
     "label_agreement",
@@ -160,6 +161,16 @@ def _looked_at_labels(edge: InferenceResult, cloud: InferenceResult) -> tuple[in
     boxes = [c.box for c in cloud.detections]
     pairs = zip(edge.labels, edge.detections, strict=True)
     return tuple(label for label, d in pairs if _asked(d.box, boxes))
+
+
+def comparable(edge: InferenceResult, cloud: InferenceResult) -> bool:
+    """Whether the two answers can be compared at all: something on either side, and not
+    a detector's boxes that the cloud labelled again with its own model (another label
+    set, and only the boxes the edge asked about)."""
+    if not (edge.labels or cloud.labels or edge.detections or cloud.detections):
+        return bool(edge.lines or cloud.lines)
+    relabelled = edge.detections and not edge.labels and not (edge.lines or cloud.lines)
+    return not relabelled
 
 
 def agreement(edge: InferenceResult, cloud: InferenceResult) -> float:

@@ -40,8 +40,6 @@ MAX_PIXELS: Final = 4096 * 4096
 # A colour order, as the message enum or its plain string (as an InputSpec has it).
 ColourName = Colour | Literal["rgb", "bgr", "gray"]
 
-_JPEG_MAGIC: Final = b"\xff\xd8\xff"
-_PNG_MAGIC: Final = b"\x89PNG\r\n\x1a\n"
 # JPEG start-of-frame markers (they carry the size): C0..CF except DHT, JPG and DAC.
 _JPEG_SOF: Final = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 # JPEG markers with no length field: TEM, RST0..7, SOI.
@@ -214,13 +212,13 @@ def _header_size(data: bytes, encoding: Encoding, where: str) -> tuple[int, int]
     """(width, height) from a JPEG's or PNG's header; SchemaError if it has none."""
     if encoding is Encoding.PNG:
         # Signature, then the IHDR chunk: length, type, width, height (big-endian).
-        if not data.startswith(_PNG_MAGIC):
+        if not data.startswith(Encoding.PNG.signature):
             raise SchemaError(f"{where}: data ({len(data)} bytes) is not a PNG")
         if len(data) < 24 or data[12:16] != b"IHDR":
             raise SchemaError(f"{where}: PNG data ({len(data)} bytes) has no IHDR header")
         width, height = struct.unpack(">II", data[16:24])
         return int(width), int(height)
-    if not data.startswith(_JPEG_MAGIC):
+    if not data.startswith(Encoding.JPEG.signature):
         raise SchemaError(f"{where}: data ({len(data)} bytes) is not a JPEG")
     return _jpeg_size(data, where)
 

@@ -11,6 +11,7 @@ from pipeline.inference.agreement import (
     agreement,
     agrees,
     character_error_rate,
+    comparable,
     detection_f1,
     iou,
     label_agreement,
@@ -309,3 +310,19 @@ def test_f1_of_a_list_with_itself_is_one(a: list[Detection], match_labels: bool)
 def test_iou_is_symmetric_and_in_range(a: Region, b: Region) -> None:
     assert iou(a, b) == iou(b, a)
     assert 0.0 <= iou(a, b) <= 1.0
+
+
+def test_only_answers_that_can_be_compared_are() -> None:
+    box = Region(0, 0, 10, 10)
+    edge_box = Detection(box, "product", 1, 0.5, Source.EDGE)
+    cloud_label = Detection(box, "bottle", 1, 0.9, Source.CLOUD)
+    reading = TextLine(box, "$3.49", 0.9, Source.CLOUD)
+    edge, cloud = result(Source.EDGE), result(Source.CLOUD)
+    assert not comparable(edge, cloud)  # nothing on either side
+    # A detector's box that the cloud labelled with its own model: another label set.
+    assert not comparable(
+        result(Source.EDGE, detections=(edge_box,)),
+        result(Source.CLOUD, detections=(cloud_label,)),
+    )
+    assert comparable(result(Source.EDGE, labels=(1,)), result(Source.CLOUD, labels=(2,)))
+    assert comparable(edge, result(Source.CLOUD, lines=(reading,)))
