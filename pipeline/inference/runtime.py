@@ -90,9 +90,15 @@ class DeclaredModel:
     def run(self, images: Sequence[np.ndarray]) -> list[Decoded]:
         """One decoded answer per image (decoded pixels: H x W grey or RGB)."""
         spec = self.declaration.input
-        out: list[Decoded] = []
-        for start in range(0, len(images), spec.max_batch):
-            chunk = images[start : start + spec.max_batch]
+        order = list(range(len(images)))
+        if spec.resize == "fit_height":
+            # Text lines batched by width, as PaddleOCR does: each batch is padded to
+            # its widest line, so similar widths waste the least.
+            order.sort(key=lambda i: images[i].shape[1] / max(1, images[i].shape[0]))
+        out: list[Decoded] = [None] * len(images)  # type: ignore[list-item]
+        for start in range(0, len(order), spec.max_batch):
+            indices = order[start : start + spec.max_batch]
+            chunk = [images[i] for i in indices]
             tensor, geometries = preprocess(chunk, spec)
             tensor = tensor.astype(_NUMPY_TYPES[spec.dtype], copy=False)
             try:
@@ -100,7 +106,9 @@ class DeclaredModel:
             except Exception as exc:  # onnxruntime raises its own pybind types
                 raise ModelError(f"{self._where}: inference failed: {exc}") from exc
             outputs = dict(zip(self._outputs, results, strict=True))
-            out.extend(self.declaration.kind.decode(outputs, geometries, self._params))
+            decoded = self.declaration.kind.decode(outputs, geometries, self._params)
+            for i, answer in zip(indices, decoded, strict=True):
+                out[i] = answer
         return out
 
     def confidence_of(self, answer: Decoded) -> float:
