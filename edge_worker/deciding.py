@@ -3,10 +3,11 @@
 For every frame of an answered batch (edge_worker/inference.py) the loop gathers what
 the decision table (edge_worker/decision.py) reads: the frame's confidence and time
 left, whether the cloud is reachable, whether the site's budget pays for it, the
-pressure, the shadow sample. A local answer is then published (``finals``); an
-escalation or a shadow sample is sent (``escalations``) by a task of its own, so that
-a slow one (a whole frame being face-blurred) never holds up the next batch's local
-answers.
+pressure, the shadow sample. A text reader's lines first pass their tracks
+(``tracks``): a label the cloud has read already is not asked about again. A local
+answer is then published (``finals``); an escalation or a shadow sample is sent
+(``escalations``) by a task of its own, so that a slow one (a whole frame being
+face-blurred) never holds up the next batch's local answers.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from edge_worker.inference import Answered, AnsweredBatch
 from edge_worker.metrics import EdgeMetrics
 from edge_worker.outbound import can_send, size_bound
 from edge_worker.telemetry import Telemetry
+from edge_worker.tracks import LineTracks
 from pipeline.config import EdgeSettings
 from pipeline.inference.analysis import Analyser
 from pipeline.planning.costs import CostModel
@@ -47,6 +49,7 @@ class Decider:
         cfg: EdgeSettings,
         *,
         escalations: Escalations,
+        tracks: LineTracks | None,
         telemetry: Telemetry,
         metrics: EdgeMetrics,
         on_budget_exhausted: Callable[[Allowance], Awaitable[None]],
@@ -59,6 +62,7 @@ class Decider:
             Allowance(cfg.daily_cloud_budget_usd), CostModel(), on_budget_exhausted
         )
         self._escalations = escalations
+        self._tracks = tracks if cfg.routing == "hybrid" else None
         self._telemetry = telemetry
         self._metrics = metrics
         self._finals: FinalResults | None = None
@@ -85,8 +89,12 @@ class Decider:
             while (batch := await answered.get()) is not None:
                 for answered_one in batch.answered:
                     one = self._asking(answered_one)
+                    if self._tracks is not None:
+                        one = self._tracks.apply(one)
                     request = one.request
                     result, decision, cost = await self._decide(one, batch.analyser)
+                    if self._tracks is not None and not (decision.escalate or decision.shadow):
+                        self._tracks.unanswered(request.frame.frame_id)
                     if decision.escalate or decision.shadow:
                         self._budget.spend(cost)
                         self._metrics.cloud_spend_usd.labels(self._site).inc(cost)

@@ -32,6 +32,7 @@ from edge_worker.outbound import Outbound
 from edge_worker.pending import PendingEscalations
 from edge_worker.roundtrip import RoundTripEstimator
 from edge_worker.tags import TAG_HEADER, EscalationTags
+from edge_worker.tracks import LineTracks
 from pipeline.config import EdgeSettings
 from pipeline.fleet.heartbeat import ModelCounters
 from pipeline.inference.agreement import agrees, comparable
@@ -74,8 +75,10 @@ class Escalations:
         metrics: EdgeMetrics,
         counters: Callable[[], ModelCounters],
         dead_letter: DeadLetterFn,
+        tracks: LineTracks | None = None,
     ) -> None:
         self._cfg = cfg
+        self._tracks = tracks
         self.site = cfg.site
         self.outbound = outbound
         self.drift = drift
@@ -120,6 +123,7 @@ class Escalations:
         except Exception as exc:  # never stored: the edge's answer is final
             log.warning("could not build the escalation of %s: %s", frame.frame_id, exc)
             self.metrics.escalation_failures.labels(self.site).inc()
+            self._unanswered(frame.frame_id)
             failed = results.fallback(edge_result, Reason.ESCALATION_FAILED)
             await self._finals.publish(request, failed, claim=True)
             return
@@ -134,6 +138,7 @@ class Escalations:
         except Exception as exc:
             log.warning("could not store escalation of %s: %s", frame.frame_id, exc)
             self.metrics.escalation_failures.labels(self.site).inc()
+            self._unanswered(frame.frame_id)
             self._counters().errors += 1
             if self.pending.resolve(frame.frame_id) is not None or not decision.awaits_cloud:
                 failed = results.fallback(edge_result, Reason.ESCALATION_FAILED)
@@ -142,6 +147,7 @@ class Escalations:
         final = None if stored else await self._finals.stored(frame.frame_id)
         if final is not None:
             # Escalated before by another worker or run, and answered: answer with that.
+            self._answered(final)
             if self.pending.resolve(frame.frame_id) is not None or not decision.awaits_cloud:
                 await self._finals.answered_elsewhere(request, final)
             return
@@ -206,6 +212,7 @@ class Escalations:
             )
             await msg.term()
             return
+        self._answered(cloud)
         shadow = self._shadows.pop(cloud.frame_id, None)
         if shadow is not None:
             # Its final result is the edge's, claimed when it was published.
@@ -230,6 +237,14 @@ class Escalations:
             self.metrics.late_replies.labels(self.site).inc()
         await msg.ack()
 
+    def _answered(self, cloud: InferenceResult) -> None:
+        if self._tracks is not None:
+            self._tracks.answered(cloud.frame_id, cloud)
+
+    def _unanswered(self, frame_id: str) -> None:
+        if self._tracks is not None:
+            self._tracks.unanswered(frame_id)
+
     def _compare(self, edge: InferenceResult, cloud: InferenceResult, *, kept: bool) -> None:
         """Count whether the edge's answer agrees with the cloud's (labels, boxes or
         text: ``pipeline.inference.agreement``), for drift and the canary's tallies."""
@@ -253,7 +268,8 @@ class Escalations:
             now = time.time()
             # Draining: whatever still waits for the cloud is answered by drain_by.
             cutoff = now if self.drain_by is None or now < self.drain_by else math.inf
-            for _, waiting in self.pending.pop_expired(cutoff):
+            for frame_id, waiting in self.pending.pop_expired(cutoff):
+                self._unanswered(frame_id)
                 timeout = results.fallback(waiting.edge_result, Reason.CLOUD_TIMEOUT)
                 await self._finals.publish(waiting.request, timeout, claim=True)
             self.metrics.pending_escalations.labels(self.site).set(len(self.pending))

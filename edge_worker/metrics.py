@@ -55,6 +55,13 @@ class EdgeMetrics(WorkerMetrics):
     cloud_spend_usd = counter(
         "Estimated US dollars spent on escalations (cloud inference and bytes sent)."
     )
+    tracked_lines = counter(
+        "Text lines the edge was unsure of, by what their track decided (edge_worker/"
+        "tracks.py): ask (with the reason), reuse the cloud's reading, wait for it, or "
+        "untracked (asked about as without tracks).",
+        "action",
+        "reason",
+    )
     shadow_escalations = counter(
         "Confidently kept frames also sent to the cloud, only to be compared (drift)."
     )

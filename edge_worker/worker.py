@@ -50,6 +50,7 @@ from edge_worker.sanitize import FaceBlur, FaceBlurOptions
 from edge_worker.tags import EscalationTags, site_tag_key
 from edge_worker.telemetry import Telemetry
 from edge_worker.thermal import ThermalSensor, thermal_sensor
+from edge_worker.tracks import LineTracks
 from pipeline.config import Settings
 from pipeline.fleet.heartbeat import HeartbeatPublisher, ModelCounters
 from pipeline.inference.analysis import Analyser, RegionClassifier
@@ -117,6 +118,7 @@ class EdgeWorker(Service):
         self._executor = ThreadPoolExecutor(cfg.threads + 1, thread_name_prefix="edge-onnx")
         self._sanitizer = ThreadPoolExecutor(1, thread_name_prefix="edge-sanitize")
         self._reply_subject = subjects.replies(self.site, cfg.worker_id)
+        tracks = LineTracks(self.site, self.metrics) if cfg.track_lines else None
         self._escalations = Escalations(
             cfg,
             outbound=Outbound(
@@ -133,10 +135,12 @@ class EdgeWorker(Service):
             metrics=self.metrics,
             counters=lambda: self.telemetry.counters,
             dead_letter=self._dead_letter,
+            tracks=tracks,
         )
         self._decider = Decider(
             cfg,
             escalations=self._escalations,
+            tracks=tracks,
             telemetry=self.telemetry,
             metrics=self.metrics,
             on_budget_exhausted=self._budget_exhausted,

@@ -12,6 +12,7 @@ is read as the number or the true/false it spells, as environment variables are.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -57,6 +58,26 @@ def _not_a_token(value: str) -> str | None:
 def _token(default: str) -> Any:
     # Becomes part of subject names: validated like a site or camera name.
     return checked(_not_a_token, default)
+
+
+def _split(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _not_providers(value: str) -> str | None:
+    # Imported here, not at the top: only a setting that names providers pays for
+    # importing onnxruntime.
+    from pipeline.inference.providers import PROVIDERS
+
+    unknown = [p for p in _split(value) if p not in PROVIDERS]
+    if not unknown:
+        return None
+    close = difflib.get_close_matches(unknown[0], list(PROVIDERS), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return (
+        f"must be onnxruntime execution providers separated by commas, each one of "
+        f"{', '.join(PROVIDERS)}; got {unknown[0]!r}{hint}"
+    )
 
 
 @dataclass(frozen=True)
@@ -182,6 +203,9 @@ class EdgeSettings(WorkerSettings):
     models: str = ""
     # JPEG quality of the crops and whole frames an encoded (JPEG/PNG) frame escalates.
     crop_jpeg_quality: int = _range(90, 1, 100)
+    # Track text lines across a camera's frames: the cloud is asked about a label once
+    # and its reading reused, until the edge reads it differently (edge_worker/tracks.py).
+    track_lines: bool = True
 
 
 @dataclass(frozen=True)
@@ -219,10 +243,34 @@ class CloudSettings(WorkerSettings):
     # The manifest roles the cloud runs on what it is sent, in order (docs/models.md),
     # e.g. "shop-classify"; empty: the region classifier of role "cloud".
     models: str = ""
+    # How this deployment runs the models of `models`, in place of their manifest
+    # entries' values (docs/operations.md, "The cloud's batches and execution
+    # providers"): onnxruntime execution providers in order, comma-separated (e.g.
+    # "CUDAExecutionProvider,CPUExecutionProvider"; a missing one falls back as a
+    # manifest's does), intra-op threads, and images per model call (input.max_batch:
+    # a fetched batch's crops run in calls of at most this many). Empty or 0: the
+    # manifest's. A GPU wants large calls; the manifest's value suits a CPU.
+    providers: str = checked(_not_providers, "")
+    intra_op_threads: int = _range(0, 0, 256)
+    max_batch: int = _range(0, 0, 4096)
+    # Fetched batches answered at once: more than 1 overlaps one batch's decoding,
+    # replies and the next fetch with another's model call (a GPU waits less), using
+    # that many threads of the pool (inference_threads).
+    batches_in_flight: int = _range(1, 1, 64)
 
     @property
     def site_list(self) -> list[str]:
-        return [s.strip() for s in self.sites.split(",") if s.strip()]
+        return _split(self.sites)
+
+    @property
+    def provider_list(self) -> tuple[str, ...]:
+        """``providers`` as a tuple, () for the manifest's."""
+        return tuple(_split(self.providers))
+
+    @property
+    def runs_as_declared(self) -> bool:
+        """Whether the declared models run exactly as their manifest entries say."""
+        return not (self.providers or self.intra_op_threads or self.max_batch)
 
     @property
     def backoff(self) -> list[float]:
@@ -272,6 +320,18 @@ def _check_lists(section: str, settings: Any) -> None:
             raise ConfigError(
                 f"{section}.backoff_s lists {len(delays)} delays; it needs fewer than "
                 f"{section}.max_deliver ({settings.max_deliver})"
+            )
+        if not settings.runs_as_declared and not settings.models:
+            raise ConfigError(
+                f"{section}.providers, intra_op_threads and max_batch set how the declared "
+                f"models of {section}.models run; with {section}.models empty the region "
+                "classifier runs as its manifest entry says: set models or leave them unset"
+            )
+        threads = settings.inference_threads
+        if threads and threads < settings.batches_in_flight:
+            raise ConfigError(
+                f"{section}.batches_in_flight ({settings.batches_in_flight}) needs as many "
+                f"threads: {section}.inference_threads is {threads}"
             )
 
 

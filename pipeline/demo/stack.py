@@ -50,6 +50,9 @@ class StackOptions:
     keep_latencies: bool = False
     # Video cameras instead of the simulator (their site is the simulator's).
     video: tuple[VideoCamera, ...] = ()
+    # Video runs: put the final results themselves into the summary (``results``), for a
+    # caller that scores them against ground truth.
+    keep_results: bool = False
 
 
 async def _progress(
@@ -229,8 +232,25 @@ async def _run_video(options: StackOptions, cloud: CloudWorker, edge: EdgeWorker
         ),
         escalated_bytes=edge_total("hybridfleet_edge_escalated_bytes_total"),
         crops=int(edge_total("hybridfleet_edge_escalated_crops_total")),
+        tracked_lines=_tracked_lines(edge),
+        cloud_spend_usd=edge_total("hybridfleet_edge_cloud_spend_usd_total"),
+        keep_results=options.keep_results,
         dead_letters=sum(
             edge_total("hybridfleet_edge_dead_letters_total", kind=k) for k in ("schema", "model")
         ),
         seconds=seconds,
     )
+
+
+def _tracked_lines(edge: EdgeWorker) -> dict[str, int]:
+    """What the tracks decided for the lines the edge was unsure of, by action (and
+    reason, for asks): ``ask:new``, ``reuse``, ``wait``, ``untracked`` ..."""
+    counts: dict[str, int] = {}
+    for metric in edge.metrics.registry.collect():
+        if metric.name != "hybridfleet_edge_tracked_lines":
+            continue
+        for sample in metric.samples:
+            if sample.name.endswith("_total") and sample.value:
+                action, reason = sample.labels["action"], sample.labels["reason"]
+                counts[f"{action}:{reason}" if reason else action] = int(sample.value)
+    return counts

@@ -29,8 +29,12 @@ def summarize_video(
     crops: int,
     dead_letters: float,
     seconds: float,
+    tracked_lines: dict[str, int] | None = None,
+    cloud_spend_usd: float = 0.0,
+    keep_results: bool = False,
 ) -> dict[str, Any]:
-    """The summary of a video run (see the module's doc)."""
+    """The summary of a video run (see the module's doc); with ``keep_results``, the
+    final results themselves under ``results`` (not JSON)."""
     results = [r for r, _ in collector.results.values()]
     published = counts.published
     found = Counter(d.source.value for r in results for d in r.detections)
@@ -49,6 +53,8 @@ def summarize_video(
         "lines_by_tier": dict(read),
         "escalations": escalations,
         "crops_escalated": crops,
+        "tracked_lines": tracked_lines or {},
+        "cloud_spend_usd": round(cloud_spend_usd, 6),
         "bytes_to_cloud": {
             "hybrid": int(escalated_bytes),
             "every_frame": frame_bytes,
@@ -58,7 +64,7 @@ def summarize_video(
         "dead_letters": int(dead_letters),
         "seconds": round(seconds, 2),
         "models": models,
-    }
+    } | ({"results": results} if keep_results else {})
 
 
 def format_video_summary(s: dict[str, Any]) -> str:
@@ -80,6 +86,7 @@ def format_video_summary(s: dict[str, Any]) -> str:
             f"detections            {listed(s['detections_by_tier'])}",
             f"text lines            {listed(s['lines_by_tier'])}",
             f"escalated             {s['escalations']} frames, {s['crops_escalated']} crops",
+            f"tracked lines         {listed(s['tracked_lines'])}",
             f"bytes to the cloud    {b['hybrid']:,} of {b['every_frame']:,} if every frame "
             f"were sent ({share})",
             f"end-to-end latency    p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms",

@@ -258,6 +258,25 @@ class Tracker:
 
         return [assigned[b].track_id if b in assigned else None for b in range(len(boxes))]
 
+    def lookup(self, boxes: Sequence[Region]) -> list[int | None]:
+        """The id of the confirmed track each box matches now, by IoU with the track's
+        latest box >= ``match_iou`` (one-to-one, highest first, ties in (track, box)
+        order), None for a box that matches none; changes nothing. For a frame older
+        than the latest ``update`` (answered out of order), which ``update`` refuses."""
+        pairs = sorted(
+            (-overlap, t, b)
+            for t, track in enumerate(self._confirmed)
+            for b, box in enumerate(boxes)
+            if (overlap := iou(_as_region(track.box), box)) >= self.config.match_iou
+        )
+        ids: list[int | None] = [None] * len(boxes)
+        taken: set[int] = set()
+        for _, t, b in pairs:
+            if t not in taken and ids[b] is None:
+                taken.add(t)
+                ids[b] = self._confirmed[t].track_id
+        return ids
+
     def _expire(self, frame_index: int) -> tuple[list[_Track], list[int]]:
         """The confirmed tracks still alive at ``frame_index``, and the ids of those
         unmatched for more than ``max_age`` frames up to it."""
@@ -275,6 +294,11 @@ class Tracker:
         track.track_id = self._next_id
         self._next_id += 1
         self._confirmed.append(track)
+
+
+def _as_region(box: _Box) -> Region:
+    x, y, w, h = box
+    return Region(round(x), round(y), max(0, round(w)), max(0, round(h)))
 
 
 def _as_box(region: Region) -> _Box:

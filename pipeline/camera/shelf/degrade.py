@@ -106,11 +106,16 @@ def plan_degradations(
     out = []
     seconds = frames / fps
     for kind, (per_10s, shortest, longest) in _PLAN.items():
-        count = max(1, round(per_10s * seconds / 10))
+        # A spell lasts a few frames at video rates; at a snapshot rate (a shelf camera
+        # at 1 frame/s) one frame is already the whole spell, and there are only as
+        # many spells as keep the share of frames they spoil what it is at video rates.
+        least = (3 if kind == "motion" else 2) if fps >= 5 else 1
+        spoiled = per_10s * seconds / 10 * (shortest + longest) / 2 * fps
+        count = max(1, min(round(per_10s * seconds / 10), round(spoiled / least)))
         count = min(count, max(1, frames // 3))
         for k in range(count):
             lo, hi = (k * frames) // count, ((k + 1) * frames) // count
-            length = max(2 if kind != "motion" else 3, round(rng.uniform(shortest, longest) * fps))
+            length = max(least, round(rng.uniform(shortest, longest) * fps))
             length = min(length, max(1, hi - lo))
             start = int(rng.integers(lo, max(lo, hi - length) + 1))
             angle = float(rng.uniform(0, 2 * math.pi))
