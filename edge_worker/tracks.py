@@ -48,6 +48,9 @@ _MAX_ASKED = 10_000
 # track at once, whatever the reader made of it. Labels stand still on a shaking
 # camera: no motion model (a velocity would only learn the shake), and a loose overlap.
 _TRACKER = TrackerConfig(min_hits=1, velocity_weight=0.0, match_iou=0.2)
+# A small reader's reading of a hard line flips from frame to frame: only a change (or
+# a drop in confidence) seen twice in a row is worth asking the cloud about again.
+_ESCALATION = EscalationConfig(confirm=2)
 
 
 @dataclass(slots=True)
@@ -75,7 +78,7 @@ class LineTracks:
     def __init__(self, site: str, metrics: EdgeMetrics, config: EscalationConfig | None = None):
         self._site = site
         self._metrics = metrics
-        self._config = config if config is not None else EscalationConfig()
+        self._config = config if config is not None else _ESCALATION
         self._cameras: OrderedDict[str, _Camera] = OrderedDict()
         self._asked: OrderedDict[str, tuple[_Asked, ...]] = OrderedDict()
 

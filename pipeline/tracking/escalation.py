@@ -19,6 +19,11 @@ frame's edge reading of a tracked line, ``EscalationMemory.decide`` says what to
 otherwise the reading changed when the character error rate of the new text against
 the old is above ``cer_threshold``.
 
+A noisy reader's reading of a hard line flips from frame to frame. With ``confirm``
+above 1, a change or a drop must be seen in that many decisions in a row (the same
+new reading, for a change) before the cloud is asked again; until then the cloud's
+reading is reused.
+
 When the cloud's answer comes back, ``answered`` records it with the edge reading
 that was asked about, the baseline the later readings are compared with. ``forget``
 drops the tracks that died (``Tracker.ended``).
@@ -75,13 +80,14 @@ class EscalationConfig:
     ``drop`` in [0, 1]: a fall in the edge's confidence by more than this asks again.
     ``price_pattern``: a regular expression; readings whose matches differ changed,
     whatever their CER. ``wait_limit`` >= 1: decisions to wait for an answer before
-    asking again.
+    asking again. ``confirm`` >= 1: decisions in a row a change or drop must last.
     """
 
     cer_threshold: float = 0.2
     drop: float = 0.15
     price_pattern: str = PRICE_PATTERN
     wait_limit: int = 30
+    confirm: int = 1
 
     def __post_init__(self) -> None:
         for name, value in (("cer_threshold", self.cer_threshold), ("drop", self.drop)):
@@ -97,9 +103,9 @@ class EscalationConfig:
             re.compile(self.price_pattern)
         except re.error as e:
             raise ConfigError(f"price_pattern is not a regular expression: {e}") from None
-        wait = self.wait_limit
-        if isinstance(wait, bool) or not isinstance(wait, int) or wait < 1:
-            raise ConfigError(f"wait_limit must be an integer >= 1, got {wait!r}")
+        for name, count in (("wait_limit", self.wait_limit), ("confirm", self.confirm)):
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {count!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +125,8 @@ class _TrackState:
     answer: TextLine | None = None  # the cloud's reading of it
     pending: TextLine | None = None  # the edge reading asked about, unanswered yet
     waited: int = 0  # decisions waited on ``pending``
+    differing: TextLine | None = None  # the latest reading that differed from baseline
+    streak: int = 0  # decisions in a row that differed so (the same way, for a change)
 
 
 class EscalationMemory:
@@ -185,7 +193,9 @@ class EscalationMemory:
         state = self._tracks.setdefault(track_id, _TrackState())
         if state.answer is not None and state.baseline is not None:
             reason = self._same(line, state.baseline)
-            if reason is None:
+            if reason is None or not self._confirmed(state, line, reason):
+                if reason is None:
+                    state.differing, state.streak = None, 0
                 self._reused += 1
                 reading = replace(state.answer, box=line.box, source=Source.CLOUD)
                 return Decision(Action.REUSE, None, reading)
@@ -201,6 +211,20 @@ class EscalationMemory:
         state.waited = 0
         self._asked[reason] += 1
         return Decision(Action.ASK, reason, line)
+
+    def _confirmed(self, state: _TrackState, line: TextLine, reason: AskReason) -> bool:
+        """Whether ``line``'s difference from the baseline (``reason``) has lasted
+        ``confirm`` decisions in a row: a change must read the same each time."""
+        before = state.differing
+        same_way = before is not None and (
+            reason is not AskReason.CHANGED or not self.changed(before.text, line.text)
+        )
+        state.streak = state.streak + 1 if same_way else 1
+        state.differing = line
+        if state.streak < self.config.confirm:
+            return False
+        state.differing, state.streak = None, 0
+        return True
 
     def answered(self, track_id: int, asked: TextLine, cloud: TextLine) -> bool:
         """Record ``cloud``, the cloud's reading of the edge's reading ``asked`` of

@@ -81,7 +81,9 @@ def test_a_changed_price_is_asked_about_again() -> None:
     first = tracks.apply(answered(1))
     tracks.answered(first.request.frame.frame_id, cloud_answer(first))
     assert tracks.apply(answered(2)).analysis.asks == ()
-    changed = tracks.apply(answered(3, price="$4.19"))
+    # Read once, it may be the small reader's noise: the cloud's reading holds.
+    assert tracks.apply(answered(3, price="$4.19")).analysis.asks == ()
+    changed = tracks.apply(answered(4, price="$4.19"))
     assert changed.analysis.asks == (PRICE,)
     assert changed.analysis.lines[1].text == "$4.19"
 

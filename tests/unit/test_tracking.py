@@ -286,6 +286,7 @@ def cloud(text: str, confidence: float = 0.99) -> TextLine:
         ({"drop": None}, "drop"),
         ({"price_pattern": "($"}, "price_pattern"),
         ({"wait_limit": 0}, "wait_limit"),
+        ({"confirm": 0}, "confirm"),
     ],
 )
 def test_escalation_config_rejects_out_of_range(kwargs: dict[str, Any], field: str) -> None:
@@ -324,6 +325,30 @@ def test_asks_again_when_the_price_changes() -> None:
     assert (decision.action, decision.reason) == (Action.ASK, AskReason.CHANGED)
     assert decision.line.text == "Milk $3.89"
     assert memory.asked_by_reason[AskReason.CHANGED] == 1
+
+
+def test_a_change_must_last_confirm_decisions_before_asking() -> None:
+    memory = EscalationMemory(EscalationConfig(confirm=2))
+    asked = memory.decide(1, edge("$3.99")).line
+    memory.answered(1, asked, cloud("$3.99"))
+    # A noisy reader flipping between readings: never the same change twice in a row,
+    # so the cloud's reading is held.
+    for text in ("$3.89", "$3.99", "$8.99", "$3.89", "$3.99"):
+        decision = memory.decide(1, edge(text))
+        assert (decision.action, decision.line.text) == (Action.REUSE, "$3.99")
+    # A real new price reads the same twice: asked about on the second.
+    assert memory.decide(1, edge("$4.19")).action is Action.REUSE
+    decision = memory.decide(1, edge("$4.19"))
+    assert (decision.action, decision.reason) == (Action.ASK, AskReason.CHANGED)
+    assert memory.asked == 2
+
+
+def test_a_confidence_drop_must_last_confirm_decisions() -> None:
+    memory = EscalationMemory(EscalationConfig(confirm=3, drop=0.1))
+    asked = memory.decide(1, edge("$3.99", 0.8)).line
+    memory.answered(1, asked, cloud("$3.99"))
+    actions = [memory.decide(1, edge("$3.99", c)).action for c in (0.5, 0.5, 0.8, 0.5, 0.5, 0.5)]
+    assert actions == [Action.REUSE] * 5 + [Action.ASK]
 
 
 def test_small_change_outside_the_price_is_reused() -> None:
