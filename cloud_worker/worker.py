@@ -16,7 +16,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -24,11 +23,11 @@ from nats.js import JetStreamContext
 
 from cloud_worker.answering import Answering
 from cloud_worker.metrics import CloudMetrics
+from cloud_worker.models import cloud_analyser
 from pipeline.config import Settings
 from pipeline.fleet.heartbeat import HeartbeatPublisher, ModelCounters
 from pipeline.inference.analysis import Analyser, RegionClassifier
 from pipeline.inference.calibration import DEFAULT_SIGNAL
-from pipeline.inference.chain import tier_analyser
 from pipeline.inference.model import OnnxModel
 from pipeline.messaging.natsio import connect, ensure_cloud_streams
 from pipeline.release.modelswap import ModelUpdater, bundle_cache
@@ -68,7 +67,10 @@ class CloudWorker(Service):
         self.embedding_model = RegionClassifier(embedding_model, Source.CLOUD, DEFAULT_SIGNAL)
         self.metrics = metrics or CloudMetrics()
         self.metrics.model.info({"name": analyser.name, "version": analyser.version})
-        self._executor = ThreadPoolExecutor(cfg.threads, thread_name_prefix="cloud-onnx")
+        # A batch in flight holds a thread while its model runs.
+        self._executor = ThreadPoolExecutor(
+            max(cfg.threads, cfg.batches_in_flight), thread_name_prefix="cloud-onnx"
+        )
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._stopping = asyncio.Event()
@@ -89,15 +91,12 @@ class CloudWorker(Service):
 
     @classmethod
     def from_settings(cls, settings: Settings, *, model: OnnxModel | None = None) -> CloudWorker:
-        """The worker with its models loaded from the manifest: ``cloud.models``, or the
-        region classifier of role ``cloud`` (or ``model``)."""
-        cfg = settings.cloud
-        manifest = Path(cfg.model_manifest) if cfg.model_manifest else None
+        """The worker with its models loaded from the manifest: ``cloud.models`` (run as
+        ``cloud.providers``, ``intra_op_threads`` and ``max_batch`` say), or the region
+        classifier of role ``cloud`` (or ``model``)."""
         return cls(
             settings,
-            analyser=tier_analyser(
-                cfg.models, manifest, source=Source.CLOUD, signal=DEFAULT_SIGNAL, model=model
-            ),
+            analyser=cloud_analyser(settings.cloud, model=model),
             embedding_model=OnnxModel.load("cloud-embed"),
         )
 
@@ -150,7 +149,12 @@ class CloudWorker(Service):
     def _spawn(self, tasks: asyncio.TaskGroup) -> None:
         answering = self._answering
         tasks.create_task(
-            self._consume(subjects.CLOUD_CONSUMER, subjects.ESCALATIONS_STREAM, answering.handle),
+            self._consume(
+                subjects.CLOUD_CONSUMER,
+                subjects.ESCALATIONS_STREAM,
+                answering.handle,
+                in_flight=self.settings.cloud.batches_in_flight,
+            ),
             name="cloud-escalations",
         )
         tasks.create_task(
@@ -203,32 +207,60 @@ class CloudWorker(Service):
         )
 
     async def _consume(
-        self, consumer: str, stream: str, handle: Callable[[list[Msg]], Awaitable[None]]
+        self,
+        consumer: str,
+        stream: str,
+        handle: Callable[[list[Msg]], Awaitable[None]],
+        *,
+        in_flight: int = 1,
     ) -> None:
-        """Fetch batches from a durable consumer until stopped, surviving server restarts."""
+        """Fetch batches from a durable consumer until stopped, surviving server restarts.
+
+        Up to ``in_flight`` fetched batches are handled at once; the next is fetched as
+        soon as one of them is done (one: fetch, handle, fetch again). A batch that
+        raises stops the worker, as a failure of the loop itself would.
+        """
         assert self._js is not None
         cfg = self.settings.cloud
         subscription = None
-        while not self._stopping.is_set():
+        slots = asyncio.Semaphore(in_flight)
+
+        async def handled(messages: list[Msg]) -> None:
             try:
-                if subscription is None:
-                    subscription = await self._js.pull_subscribe_bind(
-                        durable=consumer, stream=stream
+                await handle(messages)
+            finally:
+                slots.release()
+
+        # Leaving the group waits for the batches in hand.
+        async with asyncio.TaskGroup() as batches:
+            while not self._stopping.is_set():
+                await slots.acquire()
+                if self._stopping.is_set():
+                    slots.release()
+                    break
+                try:
+                    if subscription is None:
+                        subscription = await self._js.pull_subscribe_bind(
+                            durable=consumer, stream=stream
+                        )
+                    messages = await subscription.fetch(
+                        cfg.fetch_batch, timeout=cfg.fetch_timeout_s
                     )
-                messages = await subscription.fetch(cfg.fetch_batch, timeout=cfg.fetch_timeout_s)
-            except TimeoutError:  # nats.errors.TimeoutError is one too
-                # Nothing new (normal when the queue is empty): parked work may be due.
-                await handle([])
-                continue
-            except Exception as exc:
-                # A restarted server or a new stream leader can leave a pull subscription
-                # dead: start a new one.
-                log.warning("fetching from %s failed: %r; retrying", stream, exc)
-                subscription = None
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), 0.5)
-                continue
-            await handle(messages)
+                except TimeoutError:  # nats.errors.TimeoutError is one too
+                    # Nothing new (normal when the queue is empty): parked work may be due.
+                    slots.release()
+                    await handle([])
+                    continue
+                except Exception as exc:
+                    # A restarted server or a new stream leader can leave a pull
+                    # subscription dead: start a new one.
+                    slots.release()
+                    log.warning("fetching from %s failed: %r; retrying", stream, exc)
+                    subscription = None
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), 0.5)
+                    continue
+                batches.create_task(handled(messages))
         # Draining: what is parked is answered now, not left to be redelivered.
         await handle([])
 

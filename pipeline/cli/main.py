@@ -64,10 +64,13 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _camera_options(args: argparse.Namespace) -> CameraOptions:
+    defaults = CameraOptions()
     return options_from(
         CameraOptions,
         args,
-        rate_hz=args.rate,
+        cameras=args.cameras or defaults.cameras,
+        seconds=args.seconds or defaults.seconds,
+        rate_hz=args.rate or defaults.rate_hz,
         regions_per_frame=args.regions,
         device=args.tiers == 3,
         privacy=args.privacy or "",
@@ -148,6 +151,8 @@ async def _stack(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     if args.routing:
         settings = replace(settings, edge=replace(settings.edge, routing=args.routing))
+    if args.task == "shelf" and not (args.source or args.cameras_file or args.pipeline):
+        return await _shelf(args, settings)
     camera = _camera_options(args)
     if args.pipeline:
         camera, settings = _apply_pipeline(Path(args.pipeline), camera, settings)
@@ -163,6 +168,25 @@ async def _stack(args: argparse.Namespace) -> int:
         print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
     else:
         print(format_video_summary(summary) if video else format_summary(summary))
+    return 0 if summary["every_frame_one_result"] else 1
+
+
+async def _shelf(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.demo.shelf import ShelfDemo, format_shelf_summary, run_shelf_demo
+
+    defaults = ShelfDemo()
+    demo = ShelfDemo(
+        cameras=args.cameras or defaults.cameras,
+        seconds=args.seconds or defaults.seconds,
+        fps=round(args.rate) if args.rate else defaults.fps,
+        seed=args.seed,
+        wan_delay_ms=args.wan_delay_ms,
+    )
+    summary = await run_shelf_demo(demo, settings)
+    if args.json:
+        print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(format_shelf_summary(summary))
     return 0 if summary["every_frame_one_result"] else 1
 
 
@@ -249,9 +273,9 @@ def _parser() -> argparse.ArgumentParser:
 
     def with_camera(p: argparse.ArgumentParser) -> None:
         p.add_argument("--site", default="site1")
-        p.add_argument("--cameras", type=int, default=4)
-        p.add_argument("--rate", type=float, default=25.0, help="frames/s per camera")
-        p.add_argument("--seconds", type=float, default=10.0)
+        p.add_argument("--cameras", type=int, help="cameras (digits: 4, shelf: 2)")
+        p.add_argument("--rate", type=float, help="frames/s per camera (digits: 25, shelf: 1)")
+        p.add_argument("--seconds", type=float, help="seconds of video (digits: 10, shelf: 12)")
         p.add_argument("--regions", type=int, default=1, help="digits per frame")
         p.add_argument("--deadline-ms", type=int, default=250)
         p.add_argument("--seed", type=int, default=0)
@@ -283,6 +307,13 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stack", help="run nats-server, cloud, edge and cameras; print a summary")
     with_config(p)
     with_camera(p)
+    p.add_argument(
+        "--task",
+        choices=("shelf", "digits"),
+        default="shelf",
+        help="shelf: cameras on shelf labels read by PP-OCR (default); digits: the fast "
+        "fixture, digits drawn into grey frames and classified per region",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument(
         "--wan-delay-ms",

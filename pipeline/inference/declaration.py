@@ -34,6 +34,7 @@ __all__ = [
     "TASKS",
     "TASK_DECODERS",
     "Confidence",
+    "Expectation",
     "InputFrom",
     "ModelDeclaration",
     "Task",
@@ -84,8 +85,32 @@ def _relative(value: str) -> str | None:
     return f"must be a file name relative to the manifest's folder, got {value!r}"
 
 
+def _regex(value: str) -> str | None:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        return f"must be a regular expression: {exc}"
+    return None if value else "must be a non-empty regular expression"
+
+
 def _decoder_params() -> Registry:
     return {name: kind.params for name, kind in DECODERS.items()}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Expectation:
+    """What a text reader's reading must look like (an entry of ``confidence.expect``).
+
+    A reading (spaces removed) in which ``looks_like`` is found must match
+    ``must_match`` whole; one that does not is unsure whatever its characters'
+    probabilities: its confidence is at most the band's low end, so it is asked about.
+    A price-label reader says so for prices: a reading that looks like a price but is
+    not ``$<digits>.<two digits>`` is one the small model misread, however sure of
+    each character it was (docs/benchmarks.md, "Shelf labels").
+    """
+
+    looks_like: str = checked(_regex)
+    must_match: str = checked(_regex)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,12 +122,14 @@ class Confidence:
     [low, high): a box or line with low <= confidence < high is one the tier is unsure
     of (pipeline/inference/chain.py). ``temperature`` (> 0, None for none) calibrates a
     score or character probability p as sigmoid(logit(p) / T), for decoders without a
-    temperature of their own (a classifier's is ``decoder.temperature``).
+    temperature of their own (a classifier's is ``decoder.temperature``). ``expect``
+    (text readers only): what readings must look like (:class:`Expectation`).
     """
 
     signal: str = ""
     uncertain_band: tuple[float, float] = ranged((0.25, 0.6), lo=0.0, hi=1.0)
     temperature: float | None = ranged(None, lo=1e-3, hi=1e3)
+    expect: tuple[Expectation, ...] = ()
 
     def __post_init__(self) -> None:
         low, high = self.uncertain_band
@@ -161,6 +188,11 @@ class ModelDeclaration:
             raise ModelError(
                 f"confidence.signal {self.confidence.signal!r} does not fit task "
                 f"{self.task!r}; {self.task} gives {', '.join(signals)}"
+            )
+        if self.confidence.expect and self.task != "text_recognize":
+            raise ModelError(
+                f"confidence.expect: only a text reader's readings have an expected form; "
+                f"task {self.task!r} gives none"
             )
         if not self.confidence.signal:
             object.__setattr__(self, "confidence", replace(self.confidence, signal=signals[0]))

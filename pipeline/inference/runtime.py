@@ -10,6 +10,7 @@ it from their pool.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -57,6 +58,10 @@ class DeclaredModel:
                 params, labels=tuple(c for i, c in enumerate(labels) if i != params.blank)
             )
         self._params = params
+        self._expected = tuple(
+            (re.compile(rule.looks_like), re.compile(rule.must_match))
+            for rule in declaration.confidence.expect
+        )
 
     @classmethod
     def load(cls, role: str, manifest: Path | None = None) -> DeclaredModel:
@@ -121,7 +126,13 @@ class DeclaredModel:
             chars = self.calibrated(answer.char_probabilities)
             if not chars.size:
                 return 0.0
-            return float(chars.min() if signal == "min_char" else chars.mean())
+            sure = float(chars.min() if signal == "min_char" else chars.mean())
+            text = "".join(answer.text.split())
+            for looks_like, must_match in self._expected:
+                if looks_like.search(text) and not must_match.fullmatch(text):
+                    # Not what such a reading must be: unsure, however sure each character.
+                    sure = min(sure, self.declaration.confidence.uncertain_band[0])
+            return sure
         if isinstance(answer, Boxes):
             return float(self.calibrated(answer.scores).min()) if len(answer) else 1.0
         return 1.0

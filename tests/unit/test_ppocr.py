@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +30,11 @@ from PIL import Image, ImageDraw, ImageFont
 from models.ppocr import build as ppocr
 from pipeline.inference.analysis import Analysis, Look
 from pipeline.inference.chain import ModelChain
+from pipeline.inference.declaration import Expectation
 from pipeline.inference.manifest import load_declaration
+from pipeline.inference.outputs import Text
 from pipeline.inference.runtime import DeclaredModel
+from schemas.errors import ModelError
 from schemas.messages import Source
 
 NAME, PRICE = "WHOLE MILK 1GAL", "$3.49"
@@ -39,18 +42,8 @@ RECOGNISERS = ("text-rec-edge", "text-rec-cloud")
 
 
 @pytest.fixture(scope="session")
-def manifest() -> Path:
-    """The PP-OCR manifest with its model files in place: built if they are missing."""
-    if ppocr.ready():
-        return ppocr.MANIFEST
-    missing = f"the PP-OCR model files are not built ({ppocr.FILES} is missing or incomplete)"
-    if os.environ.get("HYBRIDFLEET_PPOCR_BUILD", "1") == "0":
-        pytest.skip(f"{missing}; HYBRIDFLEET_PPOCR_BUILD=0: run `python -m models.ppocr.build`")
-    try:
-        ppocr.build()
-    except ppocr.BuildError as e:
-        pytest.skip(f"{missing} and `python -m models.ppocr.build` failed: {e}")
-    return ppocr.MANIFEST
+def manifest(ppocr_manifest: Path) -> Path:
+    return ppocr_manifest
 
 
 def _label() -> tuple[np.ndarray, dict[str, tuple[int, int, int, int]]]:
@@ -156,3 +149,34 @@ def test_a_small_jpeg_of_the_label_is_read(manifest: Path, recogniser: str) -> N
     assert [line.text for line in analysis.lines][1:] == [PRICE]
     name = analysis.lines[0].text
     assert _distance(name.replace(" ", ""), NAME.replace(" ", "")) <= 1, name
+
+
+def test_a_reading_not_in_its_expected_form_is_unsure(manifest: Path) -> None:
+    """confidence.expect: the edge reader's own rule passes a well-formed price; a rule
+    the same reading breaks makes it unsure (the band's low end) however sure its
+    characters are."""
+    image, boxes = _label()
+    x0, y0, x1, y1 = boxes[PRICE]
+    strip = image[y0 - 4 : y1 + 4, x0 - 4 : x1 + 4]
+    edge = DeclaredModel.load("text-rec-edge", manifest)
+    [answer] = edge.run([strip])
+    assert isinstance(answer, Text) and answer.text == PRICE
+    sure = edge.confidence_of(answer)
+    assert sure == float(answer.char_probabilities.min()) > 0.9
+    declaration = edge.declaration
+    strict = replace(
+        declaration,
+        confidence=replace(
+            declaration.confidence,
+            expect=(Expectation(looks_like=r"\$", must_match=r"\$\d+\.\d\d\d"),),
+        ),
+    )
+    broken = DeclaredModel(strict, edge._session, edge.labels, "test")
+    assert broken.confidence_of(answer) == declaration.confidence.uncertain_band[0]
+
+
+def test_only_a_text_reader_has_an_expected_form() -> None:
+    declaration, _ = load_declaration("text-det", ppocr.MANIFEST)
+    rule = Expectation(looks_like=r"\d", must_match=r"\d+")
+    with pytest.raises(ModelError, match="only a text reader"):
+        replace(declaration, confidence=replace(declaration.confidence, expect=(rule,)))

@@ -52,6 +52,9 @@ def _read(steps: np.ndarray, characters: np.ndarray, blank: int) -> Text:
     """One line's probabilities [T, C] -> its ``Text``."""
     best = np.argmax(steps, axis=1)
     prob = steps[np.arange(len(best)), best]
+    # argmax picks a NaN or +infinity wherever a step holds one: checking the picked
+    # values checks the line, at a fraction of the cost of checking every class.
+    require_finite("ctc", prob)
     starts = np.flatnonzero(np.r_[True, best[1:] != best[:-1]]) if len(best) else best[:0]
     run_class = best[starts]
     run_prob = np.maximum.reduceat(prob, starts) if len(starts) else prob[:0]
@@ -76,9 +79,9 @@ def decode_ctc(
         )
     if params.blank >= classes:
         fail("ctc", f"blank is {params.blank} but the model has {classes} classes")
-    steps = head.astype(np.float64)
-    require_finite("ctc", steps)
+    steps = head.astype(np.float32, copy=False)
     if params.logits:
+        require_finite("ctc", steps)
         z = np.exp(steps - steps.max(axis=2, keepdims=True))
         steps = z / z.sum(axis=2, keepdims=True)
     characters = np.array(params.labels, dtype=object)
