@@ -43,7 +43,13 @@ class EdgeMetrics(WorkerMetrics):
         name="shed_frames",
     )
     dropped_frames = counter(
-        "Frames dropped unread because the worker's intake buffer was full, by where.", "place"
+        "Frames dropped unread, by where: 'intake' (a subscription's buffer in this worker "
+        "was full) or 'site_stream' (FRAMES_<site> discarded them before any worker of the "
+        "site pulled them; each counted by one worker only).",
+        "place",
+    )
+    intake_backlog = gauge(
+        "Frames waiting in FRAMES_<site> for the site's edge workers, as of the last pull."
     )
     repeated_frames = counter(
         "Frames whose id was in flight or already answered (edge_worker/repeats.py).", "state"

@@ -2,9 +2,10 @@
 
 A frame's walk (docs/architecture.md has the picture), one module per step:
 
-1. ``frames.<site>.<camera>`` (queue group: the site's workers share frames) or
-   ``infer.<site>`` (request/reply): decoded and checked (``intake``), its id looked
-   up (``repeats``), shed when hot (``decision.shed_before_model``), queued
+1. ``frames.<site>.<camera>`` (a subscription in the site's queue group, or pulled from
+   the site's bounded stream ``FRAMES_<site>``: ``framepull``) or ``infer.<site>``
+   (request/reply), taken in by ``frames_in``: decoded and checked (``intake``), its id
+   looked up (``repeats``), shed when hot (``decision.shed_before_model``), queued
    (``batcher``, bounded).
 2. The batch loop runs the model in a thread pool, never on the event loop.
 3. The decide loop (``deciding``) gathers the site's state and asks ``decision``
@@ -20,32 +21,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
-from nats.errors import SlowConsumerError
 from nats.js import JetStreamContext
 
-from edge_worker import results
 from edge_worker.batcher import AdaptiveBatcher, BatchPolicy
 from edge_worker.budget import Allowance, BudgetLedger
 from edge_worker.cloudlink import CloudLink
 from edge_worker.deciding import Decider
-from edge_worker.decision import shed_before_model
 from edge_worker.drift import DriftMonitor
 from edge_worker.escalations import Escalations
 from edge_worker.estimates import LatencyModel
 from edge_worker.finals import FinalResults
+from edge_worker.frames_in import FrameIntake
 from edge_worker.inference import BatchRunner
-from edge_worker.intake import Request, check_frame
+from edge_worker.intake import Request
 from edge_worker.metrics import EdgeMetrics
 from edge_worker.outbound import Outbound
-from edge_worker.repeats import FrameIds, Seen
+from edge_worker.repeats import FrameIds
 from edge_worker.sanitize import FaceBlur, FaceBlurOptions
 from edge_worker.tags import EscalationTags, site_tag_key
 from edge_worker.telemetry import Telemetry
@@ -63,9 +59,8 @@ from pipeline.release.signing import parse_trusted_keys
 from pipeline.service import Service
 from schemas import subjects
 from schemas.codec import encode
-from schemas.errors import HybridfleetError, SchemaError
+from schemas.errors import HybridfleetError
 from schemas.heartbeat import Heartbeat
-from schemas.jsonform import decode_frame_message, header
 from schemas.messages import InferenceResult, Source
 
 __all__ = ["EdgeWorker"]
@@ -163,8 +158,15 @@ class EdgeWorker(Service):
         self._link: CloudLink | None = None
         self._heartbeats: HeartbeatPublisher | None = None
         self._updater: ModelUpdater | None = None
-        self._inputs: list[Subscription] = []
-        self._drop_logged_at = -math.inf  # monotonic: intake drops are logged every 10 s
+        self._intake = FrameIntake(
+            cfg,
+            batcher=self._batcher,
+            ids=self._ids,
+            telemetry=self.telemetry,
+            metrics=self.metrics,
+            analyser=lambda: self.analyser,
+            dead_letter=self._dead_letter,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, *, model: OnnxModel | None = None) -> EdgeWorker:
@@ -214,7 +216,9 @@ class EdgeWorker(Service):
     async def _open(self) -> None:
         cfg = self.settings.edge
         self._nc = nc = await connect(
-            self.settings.nats, f"hybridfleet-{cfg.worker_id}", on_slow_consumer=self._dropped
+            self.settings.nats,
+            f"hybridfleet-{cfg.worker_id}",
+            on_slow_consumer=self._intake.dropped,
         )
         self._js = js = nc.jetstream()
         await ensure_site_streams(js, self.site, self.settings.stream)
@@ -253,30 +257,15 @@ class EdgeWorker(Service):
         )
         self._link = CloudLink(nc, cfg, self._escalations.on_answer)
         self._decider.bind(self._finals, self._link, BudgetLedger(js, self.site))
-        group = subjects.edge_queue_group(self.site)
-        # Bounded intake: a frame the worker cannot read in time is dropped here, and
-        # counted, before the server would cut the worker off (docs/reliability.md).
-        self._inputs = [
-            await nc.subscribe(
-                subject,
-                queue=group,
-                cb=self._on_frame,
-                pending_msgs_limit=cfg.intake_pending_frames,
-                pending_bytes_limit=cfg.intake_pending_bytes,
-            )
-            for subject in (subjects.frames(self.site), subjects.infer(self.site))
-        ]
+        await self._intake.open(nc, js, self._finals)
         await nc.flush()
         log.info(
-            "edge worker %s of site %s ready: model %s %s, frames on %s and %s (queue group "
-            "%s), answers on %s, cloud %s",
+            "edge worker %s of site %s ready: model %s %s, %s, answers on %s, cloud %s",
             cfg.worker_id,
             self.site,
             self.analyser.name,
             self.analyser.version,
-            subjects.frames(self.site),
-            subjects.infer(self.site),
-            group,
+            self._intake.sources,
             self._reply_subject,
             f"domain {cfg.cloud_domain!r}" if cfg.cloud_domain else "on this server",
         )
@@ -285,6 +274,7 @@ class EdgeWorker(Service):
         assert self._link is not None and self._nc is not None and self._js is not None
         assert self._heartbeats is not None
         done = self._escalations.done
+        self._intake.spawn(tasks)
         tasks.create_task(self._batches.run(), name="edge-batches")
         tasks.create_task(self._decider.run(self._batches.answered), name="edge-decide")
         tasks.create_task(self._escalations.deadline_loop(), name="edge-deadlines")
@@ -308,8 +298,7 @@ class EdgeWorker(Service):
             cfg.drain_timeout_s,
         )
         self._escalations.answer_by(time.time() + cfg.drain_timeout_s)
-        for sub in self._inputs:
-            await sub.drain()  # type: ignore[no-untyped-call]  # nats-py; keeps what it received
+        await self._intake.stop_taking()  # first: no more frames pulled or received
         self._batcher.close()
 
     async def _release(self) -> None:
@@ -325,56 +314,7 @@ class EdgeWorker(Service):
         if self._draining:
             log.info("edge worker %s drained", self.settings.edge.worker_id)
 
-    # ------------------------------------------------------------------ intake
-
-    async def _on_frame(self, msg: Msg) -> None:
-        self.metrics.frames_received.labels(self.site).inc()
-        self.metrics.received_bytes.labels(self.site).inc(len(msg.data))
-        cfg = self.settings.edge
-        if cfg.inject_intake_latency_ms:
-            await asyncio.sleep(cfg.inject_intake_latency_ms / 1000)
-        try:
-            frame = decode_frame_message(msg.data, msg.headers, max_bytes=cfg.max_message_bytes)
-            check_frame(frame, msg.subject, self.site, time.time(), cfg.max_clock_skew_s)
-        except SchemaError as exc:
-            await self._dead_letter(msg.subject, msg.data, "schema", str(exc))
-            return
-        request = Request(frame, msg.reply or None, header(msg.headers, "Accept"))
-        assert self._finals is not None
-        seen, stored = self._ids.admit(frame.frame_id)
-        if seen is not Seen.NEW:
-            await self._finals.repeat(request, msg.subject, msg.data, seen, stored)
-            return
-        self.counters.frames += 1
-        if shed_before_model(frame.priority, frame.privacy, self.pressure):
-            self._count_shed()
-            await self._finals.publish(request, results.shed(frame, self.analyser))
-            return
-        # The batcher works in monotonic time; it also caps this at the latency target.
-        due = time.monotonic() + max(0.0, frame.deadline_at - time.time())
-        admission = self._batcher.offer(request, priority=frame.priority, due=due)
-        self.metrics.queue_depth.labels(self.site).set(len(self._batcher))
-        if admission.shed is not None:
-            self._count_shed()
-            victim = admission.shed.frame
-            await self._finals.publish(admission.shed, results.shed(victim, self.analyser))
-
-    def _dropped(self, exc: SlowConsumerError) -> None:
-        """A frame dropped unread: the intake buffer was full. Counted; logged every 10 s."""
-        self.metrics.dropped_frames.labels(self.site, "intake").inc()
-        now = time.monotonic()
-        if now - self._drop_logged_at >= 10.0:
-            self._drop_logged_at = now
-            log.warning(
-                "edge worker %s cannot read frames as fast as they come (%s): dropping at "
-                "intake, counted in hybridfleet_edge_dropped_frames_total",
-                self.settings.edge.worker_id,
-                exc.subject,
-            )
-
-    def _count_shed(self) -> None:
-        self.metrics.shed.labels(self.site).inc()
-        self.counters.shed += 1
+    # ------------------------------------------------------------------ dead letters
 
     async def _dead_letter(self, subject: str, data: bytes, kind: str, reason: str) -> None:
         log.warning("dead letter from %s: %s", subject, reason)

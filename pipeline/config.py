@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from pipeline.declared import build, checked, one_of, ranged
 from schemas.errors import ConfigError, SchemaError
-from schemas.limits import DEFAULT_MAX_BYTES
+from schemas.limits import DEFAULT_MAX_BYTES, NATS_MAX_PAYLOAD
 from schemas.subjects import check_token
 
 __all__ = [
@@ -183,10 +183,26 @@ class EdgeSettings(WorkerSettings):
     face_blur: bool = True
     # Fault injection for tests: extra time the worker takes to read each frame.
     inject_intake_latency_ms: float = _range(0.0, 0.0, 60_000.0)
-    # Frames received and not yet read by the worker (its intake buffer, per subject).
-    # Beyond this a frame is dropped and counted (hybridfleet_edge_dropped_frames_total);
-    # below nats-server's 64 MiB max_pending, so the worker, not the server, drops: a
-    # server cuts a slow consumer off and its backlog is lost uncounted.
+    # How frames reach the worker (docs/reliability.md, "Slow consumers"): "stream", pulled
+    # from the site's bounded stream FRAMES_<site> (memory, newest kept), never more than
+    # the worker asks for, what the stream discards counted once per site; or
+    # "subscription", pushed to a queue-group subscription with the pending limits below.
+    # Every edge worker of a site must use the same one. "subscription" stays the default
+    # for now (docs/reliability.md, "Slow consumers", says why).
+    intake: str = _choice("subscription", "stream", "subscription")
+    # FRAMES_<site>: at most this many frames and bytes (all cameras together, and per
+    # camera unless 0), none older than max_age_s; beyond them the oldest are discarded
+    # and counted (hybridfleet_edge_dropped_frames_total{place="site_stream"}). The bytes
+    # are the site server's memory; at least NATS_MAX_PAYLOAD, so any frame fits.
+    intake_stream_frames: int = _range(2048, 1, 100_000_000)
+    intake_stream_bytes: int = _range(64 << 20, NATS_MAX_PAYLOAD, 1 << 40)
+    intake_stream_frames_per_camera: int = _range(0, 0, 100_000_000)
+    intake_stream_max_age_s: float = _range(60.0, 1.0, 86_400.0)
+    # Frames received and not yet read by the worker: per subject of a subscription, per
+    # pull request from FRAMES_<site> (a larger frame is pulled alone). Beyond this a
+    # subscription drops and counts (place "intake"); below nats-server's 64 MiB
+    # max_pending, so the worker, not the server, drops: a server cuts a slow consumer
+    # off and its backlog is lost uncounted.
     intake_pending_frames: int = _range(8192, 1, 1_000_000)
     intake_pending_bytes: int = _range(32 << 20, 1 << 20, 60 << 20)
     # A frame captured further than this from the worker's clock, either way, is refused

@@ -21,6 +21,7 @@ __all__ = [
     "DESIRED_BUCKET",
     "FLEET_BUCKET",
     "FLEET_EVENTS",
+    "FRAMES_CONSUMER",
     "ROLLOUT_BUCKET",
     "ADVISORY_CONSUMER",
     "CLOUD_CONSUMER",
@@ -37,6 +38,7 @@ __all__ = [
     "finals",
     "finals_stream",
     "frames",
+    "frames_stream",
     "health",
     "heartbeats",
     "infer",
@@ -59,6 +61,8 @@ CLOUD_CONSUMER = "cloud-workers"
 ADVISORY_CONSUMER = "cloud-advisories"
 # The durable consumer on a site's escalation stream that the hub stream sources through.
 SOURCE_CONSUMER = "to-cloud"
+# The durable pull consumer a site's edge workers share on the site's FRAMES_<site>.
+FRAMES_CONSUMER = "edge-workers"
 # The header that carries the site's tag on an escalation and on the cloud's answer to
 # it (edge_worker/tags.py).
 EDGE_TAG_HEADER = "Hf-Edge-Tag"
@@ -98,6 +102,12 @@ def check_token(value: str, what: str) -> str:
 def site_escalations_stream(site: str) -> str:
     """A site's own escalation stream, on the site's server: ``ESCALATIONS_<site>``."""
     return f"ESCALATIONS_{check_token(site, 'site')}"
+
+
+def frames_stream(site: str) -> str:
+    """A site's bounded frame buffer, on the site's server, over ``frames.<site>.*``:
+    ``FRAMES_<site>`` (the edge's intake, edge_worker/framepull.py)."""
+    return f"FRAMES_{check_token(site, 'site')}"
 
 
 def finals_stream(site: str) -> str:

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from nats.aio.client import Client
 from nats.errors import SlowConsumerError
 from nats.js import JetStreamContext, api
-from nats.js.errors import BadRequestError
+from nats.js.errors import APIError, BadRequestError, NotFoundError
 
-from pipeline.config import CloudSettings, NatsSettings, StreamSettings
+from pipeline.config import CloudSettings, EdgeSettings, NatsSettings, StreamSettings
 from schemas import subjects
 from schemas.codec import encode
 from schemas.messages import DeadLetter
@@ -27,6 +27,7 @@ __all__ = [
     "client_tls",
     "connect",
     "ensure_cloud_streams",
+    "ensure_frames_stream",
     "ensure_site_streams",
     "publish_dead_letter",
 ]
@@ -159,6 +160,64 @@ async def ensure_site_streams(js: JetStreamContext, site: str, settings: StreamS
     await _add_or_update(
         js, _dead_letter_stream(subjects.site_dlq_stream(site), subjects.dead_letters("edge", site))
     )
+
+
+async def ensure_frames_stream(
+    js: JetStreamContext, site: str, edge: EdgeSettings
+) -> api.ConsumerInfo:
+    """Declare ``FRAMES_<site>`` and the consumer the site's edge workers share on it
+    (idempotent); return the consumer's info. The edge calls it with ``edge.intake =
+    "stream"`` (docs/reliability.md, "Slow consumers").
+
+    The stream is a bounded buffer in front of the edge, not a queue that must deliver:
+    it captures the cameras' plain core-NATS publishes on ``frames.<site>.*`` (the wire
+    contract is unchanged), in memory (a frame is worth its deadline, not a disk write),
+    keeps at most ``edge.intake_stream_*`` and discards the oldest beyond them. So the
+    backlog of a slow site waits here, bounded, instead of in the server's buffer for a
+    worker's connection, where at 64 MiB the server cuts the worker off and the backlog
+    vanishes uncounted. No duplicate window is set: cameras send no ``Nats-Msg-Id``.
+
+    The consumer ``edge-workers`` is pulled (the server sends only what a worker asks
+    for) with no acks: a frame is delivered once, and a frame a worker took but never
+    answered (it crashed) is not redelivered, as with core NATS. It starts at the
+    stream's first frame when it is made, and that start is kept in its config: every
+    stream sequence from there on is either delivered or was discarded unread, which is
+    how the discarded frames are counted exactly (edge_worker/framepull.py).
+    """
+    name = subjects.frames_stream(site)
+    await _add_or_update(
+        js,
+        api.StreamConfig(
+            name=name,
+            subjects=[subjects.frames(site)],
+            storage=api.StorageType.MEMORY,
+            retention=api.RetentionPolicy.LIMITS,
+            discard=api.DiscardPolicy.OLD,
+            max_msgs=edge.intake_stream_frames,
+            max_bytes=edge.intake_stream_bytes,
+            max_msgs_per_subject=edge.intake_stream_frames_per_camera or -1,
+            max_age=edge.intake_stream_max_age_s,
+            num_replicas=1,
+        ),
+    )
+    info: api.ConsumerInfo
+    with contextlib.suppress(NotFoundError):
+        info = await js.consumer_info(name, subjects.FRAMES_CONSUMER)
+        return info
+    first = (await js.stream_info(name)).state.first_seq
+    try:
+        info = await js.add_consumer(
+            name,
+            api.ConsumerConfig(
+                durable_name=subjects.FRAMES_CONSUMER,
+                ack_policy=api.AckPolicy.NONE,
+                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=max(1, first),
+            ),
+        )
+    except APIError:  # another worker made it first, from another first frame
+        info = await js.consumer_info(name, subjects.FRAMES_CONSUMER)
+    return info
 
 
 # A crop escalation is about 1.4 kB; the window may hold at most an eighth of the stream.

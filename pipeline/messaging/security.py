@@ -149,10 +149,12 @@ def site_permissions(site: str, workers: Sequence[str] = DEFAULT_WORKERS) -> dic
       the hub only as far as the leaf link's user allows.
     """
     check_token(site, "site")
+    frames = subjects.frames_stream(site)
     own_streams = [
         subjects.site_escalations_stream(site),
         subjects.finals_stream(site),
         subjects.site_dlq_stream(site),
+        frames,
     ]
     local_api = [
         f"$JS.API.STREAM.{op}.{name}" for name in own_streams for op in ("CREATE", "UPDATE", "INFO")
@@ -160,6 +162,12 @@ def site_permissions(site: str, workers: Sequence[str] = DEFAULT_WORKERS) -> dic
     local_api += [
         f"$JS.API.CONSUMER.CREATE.{subjects.site_escalations_stream(site)}.>",
         f"$JS.API.CONSUMER.DURABLE.CREATE.{subjects.site_escalations_stream(site)}.>",
+        # The edge's intake (edge.intake = "stream"): its consumer on FRAMES_<site>,
+        # declared, read and pulled from.
+        f"$JS.API.CONSUMER.CREATE.{frames}.{subjects.FRAMES_CONSUMER}",
+        f"$JS.API.CONSUMER.DURABLE.CREATE.{frames}.{subjects.FRAMES_CONSUMER}",
+        f"$JS.API.CONSUMER.INFO.{frames}.{subjects.FRAMES_CONSUMER}",
+        f"$JS.API.CONSUMER.MSG.NEXT.{frames}.{subjects.FRAMES_CONSUMER}",
         "$JS.API.INFO",
     ]
     return {
