@@ -189,7 +189,7 @@ class EdgeSettings(WorkerSettings):
     # "subscription", pushed to a queue-group subscription with the pending limits below.
     # Every edge worker of a site must use the same one. "subscription" stays the default
     # for now (docs/reliability.md, "Slow consumers", says why).
-    intake: str = _choice("subscription", "stream", "subscription")
+    intake: str = _choice("stream", "stream", "subscription")
     # FRAMES_<site>: at most this many frames and bytes (all cameras together, and per
     # camera unless 0), none older than max_age_s; beyond them the oldest are discarded
     # and counted (hybridfleet_edge_dropped_frames_total{place="site_stream"}). The bytes
