@@ -112,8 +112,8 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.shelf_stack", description=__doc__)
     parser.add_argument("--cameras", type=int, default=1)
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--fps", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=40.0)
+    parser.add_argument("--fps", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", action="append", help="run only this variant (repeat)")
     parser.add_argument("--json", type=Path, default=RESULTS)

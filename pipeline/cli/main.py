@@ -178,7 +178,7 @@ async def _shelf(args: argparse.Namespace, settings: Settings) -> int:
     demo = ShelfDemo(
         cameras=args.cameras or defaults.cameras,
         seconds=args.seconds or defaults.seconds,
-        fps=round(args.rate) if args.rate else defaults.fps,
+        fps=args.rate or defaults.fps,
         seed=args.seed,
         wan_delay_ms=args.wan_delay_ms,
     )
@@ -274,8 +274,8 @@ def _parser() -> argparse.ArgumentParser:
     def with_camera(p: argparse.ArgumentParser) -> None:
         p.add_argument("--site", default="site1")
         p.add_argument("--cameras", type=int, help="cameras (digits: 4, shelf: 2)")
-        p.add_argument("--rate", type=float, help="frames/s per camera (digits: 25, shelf: 1)")
-        p.add_argument("--seconds", type=float, help="seconds of video (digits: 10, shelf: 12)")
+        p.add_argument("--rate", type=float, help="frames/s per camera (digits: 25, shelf: 0.5)")
+        p.add_argument("--seconds", type=float, help="seconds of video (digits: 10, shelf: 24)")
         p.add_argument("--regions", type=int, default=1, help="digits per frame")
         p.add_argument("--deadline-ms", type=int, default=250)
         p.add_argument("--seed", type=int, default=0)

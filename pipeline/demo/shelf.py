@@ -48,8 +48,8 @@ class ShelfDemo:
     frames per camera are also read offline by each tier alone (``compare_frames``)."""
 
     cameras: int = 2
-    seconds: float = 12.0
-    fps: int = 1
+    seconds: float = 24.0
+    fps: float = 0.5
     width: int = 1280
     height: int = 720
     seed: int = 0
@@ -60,9 +60,9 @@ class ShelfDemo:
     wan_delay_ms: float | None = None
 
     def __post_init__(self) -> None:
-        if self.cameras < 1 or self.seconds <= 0 or self.fps < 1 or self.compare_frames < 0:
+        if self.cameras < 1 or self.seconds <= 0 or self.fps <= 0 or self.compare_frames < 0:
             raise ConfigError(
-                "shelf demo: cameras and fps must be >= 1, seconds > 0, compare_frames >= 0"
+                "shelf demo: cameras must be >= 1, seconds and fps > 0, compare_frames >= 0"
             )
 
 
@@ -92,7 +92,7 @@ async def run_shelf_demo(demo: ShelfDemo, base: Settings) -> dict[str, Any]:
             VideoCamera(
                 name=f"shelf{i + 1}",
                 source=str(path),
-                rate_hz=float(demo.fps),
+                rate_hz=demo.fps,
                 privacy=PrivacyClass.CROP,
                 deadline_ms=demo.deadline_ms,
                 jpeg_quality=90,

@@ -26,7 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of the shelf scene writer."""
     parser.add_argument("out", help="the video to write (.mp4, .mkv, .ts); OUT.jsonl beside it")
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--fps", type=int, default=10)
+    parser.add_argument(
+        "--fps", type=float, default=10.0, help="frames a second (0.5: one every 2 s)"
+    )
     parser.add_argument(
         "--size", type=parse_size, default=(1280, 720), help="WIDTHxHEIGHT (1280x720, 1920x1080)"
     )

@@ -49,13 +49,14 @@ BLUR_SIGMA = 1.0  # ... or by a focus blur this wide over it
 
 @dataclass(frozen=True)
 class ShelfConfig:
-    """A shelf video: its size, rate, length in frames and seed. ``degrade=False``
+    """A shelf video: its size, rate (frames a second; a shelf camera's snapshots can
+    come less than once a second), length in frames and seed. ``degrade=False``
     leaves out the blur, glare, arms, low light and JPEG (the camera still shakes and
     the labels still change)."""
 
     width: int = 1280
     height: int = 720
-    fps: int = 10
+    fps: float = 10
     frames: int = 100
     seed: int = 0
     degrade: bool = True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ def write_shelf_video(
     seconds: float = 10.0,
     width: int = 1280,
     height: int = 720,
-    fps: int = 10,
+    fps: float = 10,
     seed: int = 0,
     degrade: bool = True,
     crf: int = 18,
@@ -71,8 +72,9 @@ def write_scene(path: Path | str, config: ShelfConfig, *, crf: int = 18) -> Shel
             f"hybridfleet shelf scene: seed={config.seed} size={config.width}x{config.height}"
             f" fps={config.fps} frames={config.frames} degrade={config.degrade}"
         )
+        rate = Fraction(config.fps).limit_denominator(1000)
         stream = container.add_stream(
-            "libx264", rate=config.fps, options={"preset": "veryfast", "crf": str(crf)}
+            "libx264", rate=rate, options={"preset": "veryfast", "crf": str(crf)}
         )
         stream.width, stream.height, stream.pix_fmt = config.width, config.height, "yuv420p"
         for frame in scene:
