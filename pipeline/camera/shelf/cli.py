@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     took = time.perf_counter() - started
     c = written.config
     print(
-        f"wrote {c.frames} frames ({c.width}x{c.height}, {c.fps} fps, seed {c.seed}) to "
+        f"wrote {c.frames} frames ({c.width}x{c.height}, {c.fps:g} fps, seed {c.seed}) to "
         f"{written.video} and the ground truth to {written.truth} in {took:.1f} s"
     )
     return 0
