@@ -4,7 +4,10 @@
 bounded FIFOs that reject a newcomer when full (as Triton's REJECT does) and differ
 only in when they flush: ``FixedSize1`` every frame alone, ``FixedMax`` only full
 batches (with a safety timeout), ``SizeOrTimeout`` a full batch or whatever is queued
-once the oldest frame has waited. ``POLICIES`` names them in table order.
+once the oldest frame has waited. ``POLICIES`` names them in table order, and
+``DEFAULT_POLICIES`` those a run measures unless told otherwise: the extra
+``adaptive-no-saturation`` is the adaptive batcher with its saturation rule off (the
+policy before issue 15), for an A/B of that rule within one run.
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final, Generic, Protocol, TypeVar
 
-from edge_worker.batcher import AdaptiveBatcher, Admission, BatchPolicy
+from edge_worker.batcher import DEFAULT_SATURATION, AdaptiveBatcher, Admission, BatchPolicy
 from edge_worker.estimates import LatencyModel
 from pipeline.config import EdgeSettings
 
 __all__ = [
     "FIXED_MAX_SAFETY_S",
     "MAX_BATCH",
+    "DEFAULT_POLICIES",
     "POLICIES",
     "QUEUE_CAPACITY",
     "Batcher",
@@ -156,16 +160,22 @@ class FixedMax(SizeOrTimeout[T]):
     """
 
 
-def _adaptive() -> Batcher[Any]:
-    policy = BatchPolicy(MAX_BATCH, LATENCY_TARGET_S, LatencyModel())
+def _adaptive(saturation: float = DEFAULT_SATURATION) -> Batcher[Any]:
+    policy = BatchPolicy(MAX_BATCH, LATENCY_TARGET_S, LatencyModel(), saturation)
     return AdaptiveBatcher(policy, QUEUE_CAPACITY)
+
+
+# No arrival rate times a full batch's run time reaches this many full batches: the
+# saturation rule never fires, and the latency rules alone decide.
+NEVER_SATURATED: Final = 1e12
 
 
 # name -> (factory, description); the order is the order of the table and the plot.
 POLICIES: dict[str, tuple[Callable[[], Batcher[Any]], str]] = {
     "adaptive": (
         _adaptive,
-        f"AdaptiveBatcher, max {MAX_BATCH}, latency target {LATENCY_TARGET_S * 1000:g} ms",
+        f"AdaptiveBatcher, max {MAX_BATCH}, latency target {LATENCY_TARGET_S * 1000:g} ms, "
+        f"saturation {DEFAULT_SATURATION:g}",
     ),
     "fixed-1": (lambda: FixedSize1(QUEUE_CAPACITY), "batch size 1"),
     "fixed-max": (
@@ -176,4 +186,9 @@ POLICIES: dict[str, tuple[Callable[[], Batcher[Any]], str]] = {
         lambda: SizeOrTimeout(MAX_BATCH, QUEUE_CAPACITY, SIZE_OR_TIMEOUT_S),
         f"{MAX_BATCH} frames or {SIZE_OR_TIMEOUT_S * 1000:g} ms after the oldest",
     ),
+    "adaptive-no-saturation": (
+        lambda: _adaptive(NEVER_SATURATED),
+        "AdaptiveBatcher with the saturation rule off (latency rules only)",
+    ),
 }
+DEFAULT_POLICIES: Final = ("adaptive", "fixed-1", "fixed-max", "size-or-timeout")

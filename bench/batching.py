@@ -26,9 +26,12 @@ First the capacity: frames/s of back-to-back batches of 32 through the same exec
 Then, for each offered load (share of that capacity) and each policy in turn, Poisson
 arrivals for a warm-up and a measured window. Per point: offered and achieved frames/s
 (completions inside the window / window), latency from arrival to inference done
-(p50, p95, p99) of the frames that arrived in the window, mean batch size, frames
-shed, and frames that missed the latency target (``--target-ms``, 50 ms; a shed or
-unfinished frame counts as missed). This is a benchmark: it asserts nothing.
+(p50, p95, p99) of the frames that arrived in the window, mean batch size, the share
+of the window the model was busy, frames shed, and frames that missed the latency
+target (``--target-ms``, 50 ms; a shed or unfinished frame counts as missed). Last,
+per load, ``adaptive`` against the best policy of the same run (``compare``): on a
+shared machine those ratios hold from run to run, absolute frames/s do not. This is a
+benchmark: it asserts nothing.
 
 The policies are in ``bench/batchers.py``, the load and its measurement in
 ``bench/poisson_load.py``.
@@ -52,7 +55,7 @@ from typing import Any, Final
 import numpy as np
 import uvloop
 
-from bench.batchers import MAX_BATCH, POLICIES, QUEUE_CAPACITY
+from bench.batchers import DEFAULT_POLICIES, MAX_BATCH, POLICIES, QUEUE_CAPACITY
 from bench.common import (
     COMPUTE_MODEL_NAME,
     build_compute_model,
@@ -113,9 +116,11 @@ async def _run(options: Options, infer: Infer, crops: Sequence[np.ndarray]) -> d
     for i, load in enumerate(options.loads):
         slices: dict[str, list[Slice]] = {name: [] for name in options.policies}
         # The policies take turns, round after round, so that a busy spell of the
-        # machine (other processes) falls on all of them alike.
+        # machine (other processes) falls on all of them alike; the turn order rotates
+        # each round, so that no policy always runs first after a change of load.
         for r in range(options.rounds):
-            for j, name in enumerate(options.policies):
+            shift = r % len(options.policies)
+            for name in options.policies[shift:] + options.policies[:shift]:
                 slices[name].append(
                     await measure_slice(
                         POLICIES[name][0],
@@ -124,7 +129,10 @@ async def _run(options: Options, infer: Infer, crops: Sequence[np.ndarray]) -> d
                         load * capacity,
                         warmup_s=options.warmup_s,
                         window_s=slice_s,
-                        seed=options.seed + 1000 * i + 10 * r + j,
+                        # The same arrivals for every policy of a round (common
+                        # random numbers): below saturation they complete the same
+                        # frames, and the differences are the policies', not Poisson's.
+                        seed=options.seed + 1000 * i + 10 * r,
                     )
                 )
         for name in options.policies:
@@ -149,7 +157,7 @@ async def _run(options: Options, infer: Infer, crops: Sequence[np.ndarray]) -> d
 def _table(report: dict[str, Any], options: Options) -> str:
     head = (
         f"{'load':>5} {'policy':<16} {'offered/s':>9} {'done/s':>8} {'p50 ms':>8} "
-        f"{'p95 ms':>8} {'p99 ms':>8} {'batch':>6} {'shed':>6} {'missed':>7}"
+        f"{'p95 ms':>8} {'p99 ms':>8} {'batch':>6} {'busy':>6} {'shed':>6} {'missed':>7}"
     )
     lines = [head, "-" * len(head)]
     for load in options.loads:
@@ -158,9 +166,62 @@ def _table(report: dict[str, Any], options: Options) -> str:
             lines.append(
                 f"{load:>5.0%} {name:<16} {p['offered_per_s']:>9,.0f} "
                 f"{p['throughput_per_s']:>8,.0f} {p['p50_ms']:>8.1f} {p['p95_ms']:>8.1f} "
-                f"{p['p99_ms']:>8.1f} {p['mean_batch']:>6.1f} {p['shed']:>6} "
-                f"{p['missed_share']:>7.1%}"
+                f"{p['p99_ms']:>8.1f} {p['mean_batch']:>6.1f} {p['model_busy']:>6.0%} "
+                f"{p['shed']:>6} {p['missed_share']:>7.1%}"
             )
+    return "\n".join(lines)
+
+
+def compare(report: dict[str, Any], options: Options) -> dict[str, dict[str, Any]]:
+    """Per load, ``adaptive`` against the best of the others, in this run.
+
+    The figures that count: on a shared machine absolute frames/s move from run to
+    run, while policies measured in turns within one run see the same machine.
+    The baselines are the policies not named ``adaptive...``. ``throughput_ratio``
+    is adaptive's frames/s over the best of them and adaptive (so at most 1);
+    ``p99_ratio`` is adaptive's p99 over the lowest p99 of the baselines (below 1:
+    adaptive is better). With ``adaptive-no-saturation`` in the run, the same two
+    ratios against it are ``*_vs_no_saturation``.
+    """
+    baselines = [n for n in options.policies if not n.startswith("adaptive")]
+    if "adaptive" not in options.policies or not baselines:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for load in options.loads:
+        key = f"{load:.2f}"
+        points = {name: report["points"][name][key] for name in options.policies}
+        best_tput = max([*baselines, "adaptive"], key=lambda n: points[n]["throughput_per_s"])
+        best_p99 = min(baselines, key=lambda n: points[n]["p99_ms"])
+        mine = points["adaptive"]
+        out[key] = {
+            "best_throughput_policy": best_tput,
+            "throughput_ratio": mine["throughput_per_s"] / points[best_tput]["throughput_per_s"],
+            "best_baseline_p99_policy": best_p99,
+            "p99_ratio": mine["p99_ms"] / points[best_p99]["p99_ms"],
+        }
+        if (before := points.get("adaptive-no-saturation")) is not None:
+            out[key]["throughput_ratio_vs_no_saturation"] = (
+                mine["throughput_per_s"] / before["throughput_per_s"]
+            )
+            out[key]["p99_ratio_vs_no_saturation"] = mine["p99_ms"] / before["p99_ms"]
+    return out
+
+
+def _comparison_lines(comparison: dict[str, dict[str, Any]]) -> str:
+    lines = ["adaptive against the best policy at each load (this run):"]
+    for key, c in comparison.items():
+        lines.append(
+            f"  load {float(key):4.0%}: throughput {c['throughput_ratio']:6.1%} of "
+            f"{c['best_throughput_policy']:<16} p99 {c['p99_ratio']:5.2f}x "
+            f"{c['best_baseline_p99_policy']}'s"
+            + (
+                f"; against no-saturation: throughput "
+                f"{c['throughput_ratio_vs_no_saturation']:6.1%}, p99 "
+                f"{c['p99_ratio_vs_no_saturation']:5.2f}x"
+                if "p99_ratio_vs_no_saturation" in c
+                else ""
+            )
+        )
     return "\n".join(lines)
 
 
@@ -215,7 +276,9 @@ def _parse(argv: Sequence[str] | None) -> tuple[Options, Path | None, Path | Non
         help="comma-separated offered loads as shares of capacity (default 0.1,...,1.2)",
     )
     parser.add_argument(
-        "--policies", default=",".join(POLICIES), help=f"comma-separated: {', '.join(POLICIES)}"
+        "--policies",
+        default=",".join(DEFAULT_POLICIES),
+        help=f"comma-separated, of: {', '.join(POLICIES)} (default: {', '.join(DEFAULT_POLICIES)})",
     )
     parser.add_argument(
         "--seconds", type=float, default=None, help="measured seconds per point (3)"
@@ -244,9 +307,10 @@ def _parse(argv: Sequence[str] | None) -> tuple[Options, Path | None, Path | Non
     options = Options(
         loads=loads,
         policies=policies,
-        # The adaptive batcher's arrival-rate estimate has a 1 s half-life: after 1 s it
-        # is at half the true rate, at the end of a 1.5 s slice at 82%. Above ~100
-        # frames/s the policy waits either way (docs/benchmarks.md).
+        # The adaptive batcher's arrival-rate estimate has a 1 s half-life and is
+        # corrected for its start (edge_worker.batcher.StartCorrectedRate): from 0.42 s
+        # on it reads the offered rate, so 1 s of warm-up measures it as a worker that
+        # has run for a while (0.3 s in --quick: about 3/4 of the rate).
         warmup_s=0.3 if args.quick else 1.0,
         window_s=window,
         rounds=rounds,
@@ -282,6 +346,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     echo(f"load average after: {load_after}")
     echo()
     echo(_table(report, options))
+    comparison = compare(report, options)
+    if comparison:
+        echo()
+        echo(_comparison_lines(comparison))
     echo(f"\ntotal run time {total:.0f} s")
     if plot_path is not None:
         title = (
@@ -310,6 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             },
             "total_seconds": total,
             **report,
+            "adaptive_vs_best": comparison,
         }
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(document, indent=2) + "\n")

@@ -14,21 +14,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from edge_worker.estimates import ArrivalRate, LatencyModel
 from schemas.checks import require_int, require_number
 from schemas.errors import ConfigError
 
-__all__ = ["AdaptiveBatcher", "Admission", "BatchDecision", "BatchPolicy"]
+__all__ = [
+    "DEFAULT_SATURATION",
+    "AdaptiveBatcher",
+    "Admission",
+    "BatchDecision",
+    "BatchPolicy",
+    "StartCorrectedRate",
+]
 
 T = TypeVar("T")
 
 _PRIORITIES = (1, 2, 3)
+DEFAULT_SATURATION: Final = 0.8  # BatchPolicy.saturation
+# A full batch must serve an item this many times cheaper than a batch of one for the
+# batcher to wait for company (BatchPolicy.batching_pays).
+_BATCHING_GAIN: Final = 1.25
 
 
 def _is_int(value: object) -> bool:
@@ -55,15 +67,24 @@ class BatchPolicy:
 
     ``latency_target_s`` is the queueing plus model time allowed to a frame at the
     edge; ``latency_model`` is shared with whoever records batch run times.
+    ``saturation`` is the share of time the model would be busy running only full
+    batches at which the policy stops flushing partial ones (``saturated``): near 1,
+    partial batches leave the model no slack, so that a slow batch or a burst builds
+    a queue that the next frames wait out. At 1 the rule acts only when full batches
+    cannot keep up; 0.8 leaves them a fifth of the model's time as slack. Neither a
+    simulation (the benchmark model's batch-time line, with noise and stalls) nor
+    the benchmark on a shared machine told 0.8 from 1 apart (docs/benchmarks.md).
     """
 
     max_batch_size: int
     latency_target_s: float
     latency_model: LatencyModel
+    saturation: float = DEFAULT_SATURATION
 
     def __post_init__(self) -> None:
         require_int("max_batch_size", self.max_batch_size, 1)
         require_number("latency_target_s", self.latency_target_s, 0.0, open_=True)
+        require_number("saturation", self.saturation, 0.0, open_=True)
         if not isinstance(self.latency_model, LatencyModel):
             raise ConfigError(
                 f"latency_model must be a LatencyModel, got {type(self.latency_model).__name__}"
@@ -86,32 +107,112 @@ class BatchPolicy:
         ``arrival_rate`` is in items per second.
 
         Rules, first match wins: nothing queued -> wait for an arrival; a full batch ->
-        flush it; the oldest item's latest start reached -> flush all; fewer than one
-        more arrival expected before that latest start -> flush all now (waiting would
-        only add latency); the queue already holds at least what arrives while a batch
-        of its size runs -> flush all now (a model that keeps up needs no bigger batch);
+        flush it; bigger batches do not pay (``batching_pays``) -> flush all now; the
+        model is saturated (``saturated``) -> wait for a full batch, but
+        no longer than one full batch's run time past the oldest item's latest start;
+        the oldest item's latest start reached -> flush all; fewer than one more arrival
+        expected before that latest start -> flush all now (waiting would only add
+        latency); the queue already holds at least what arrives while a batch of its
+        size runs -> flush all now (a model that keeps up needs no bigger batch);
         otherwise wait until the latest start or until the queue is expected to be
         full, whichever is sooner.
+
+        The saturation rule comes before the latency rules because under saturation
+        they work against the frames they protect: the latest-start rule would flush
+        whatever is queued once the oldest frame runs late, and a partial batch serves
+        fewer frames per second than the arrivals need, so the queue behind it, and the
+        next frames' lateness, grows. Full batches are the model's best throughput.
         """
         del oldest_arrival  # see docstring
         if queued <= 0:
             return BatchDecision(0, None)
-        if queued >= self.max_batch_size:
-            return BatchDecision(self.max_batch_size, None)
-        latest_start = oldest_due - self.latency_model.estimate(queued)
-        if now >= latest_start:
+        cap = self.max_batch_size
+        if queued >= cap:
+            return BatchDecision(cap, None)
+        if not self.batching_pays():
             return BatchDecision(queued, None)
         rate = arrival_rate if arrival_rate > 0 else 0.0  # also maps NaN to 0
+        latest_start = oldest_due - self.latency_model.estimate(queued)
+        if self.saturated(rate):
+            # The bound is what a frame waits anyway when a full batch runs ahead of it;
+            # it also ends the wait when the rate estimate is stale (traffic stopped).
+            bound = latest_start + self.latency_model.estimate(cap)
+            if now >= bound:
+                return BatchDecision(queued, None)
+            return BatchDecision(0, min(bound, self._full_at(now, queued, rate, bound)))
+        if now >= latest_start:
+            return BatchDecision(queued, None)
         if rate * (latest_start - now) < 1.0:
             return BatchDecision(queued, None)
         if queued >= rate * self.latency_model.estimate(queued):
             return BatchDecision(queued, None)
-        full_at = now + (self.max_batch_size - queued) / rate
-        if full_at <= now:
-            # Only an absurd (infinite) rate gets here; waking "now" would spin, and an
-            # arrival wakes the batcher anyway.
-            full_at = latest_start
-        return BatchDecision(0, min(latest_start, full_at))
+        return BatchDecision(0, min(latest_start, self._full_at(now, queued, rate, latest_start)))
+
+    def batching_pays(self) -> bool:
+        """Whether an item costs less in a full batch than alone, by ``_BATCHING_GAIN``
+        or more, on the fitted line ``a + b * n``: only a fixed cost per batch (``a``)
+        makes company worth waiting for. A model whose time grows with every item (a
+        text reader, one line after another; PP-OCR's detector, slower per frame in a
+        batch) gains nothing from a bigger batch, and a frame held for one only waits.
+        """
+        a, b = self.latency_model.coefficients
+        alone, full = a + b, a / self.max_batch_size + b
+        return full <= 0 or alone >= _BATCHING_GAIN * full
+
+    def saturated(self, arrival_rate: float) -> bool:
+        """True when full batches alone would keep the model ``saturation`` busy or more.
+
+        That is, at least ``saturation * max_batch_size`` items arrive during the mean
+        run time of a full batch (at 1: full batches cannot keep up). The mean, not the
+        tail estimate: one slow batch (a margin of 3 sigma) must not switch a lightly
+        loaded batcher to full batches.
+        """
+        full = self.latency_model.estimate(self.max_batch_size) - self.latency_model.margin
+        return arrival_rate * full >= self.saturation * self.max_batch_size
+
+    def _full_at(self, now: float, queued: int, rate: float, fallback: float) -> float:
+        """When the queue should hold a full batch at ``rate``; ``fallback`` if "now"."""
+        full_at = now + (self.max_batch_size - queued) / rate if rate > 0 else math.inf
+        # Only an absurd (infinite) rate gives "now"; waking now would spin, and an
+        # arrival wakes the batcher anyway.
+        return fallback if full_at <= now else full_at
+
+
+class StartCorrectedRate:
+    """``ArrivalRate`` without its start-up lag: pure, time is passed in.
+
+    An exponentially weighted count starts at 0, so for the first seconds it reads a
+    share ``1 - 2**(-elapsed / half_life)`` of a steady rate (half of it after one
+    half-life). The saturation rule reads the rate, and a batcher that starts under
+    load (a restarted worker, every benchmark slice) would otherwise flush partial
+    batches until the estimate caught up. Dividing by that share removes the lag, as
+    Adam's bias correction does; the share is floored at ``min_share`` so that the
+    first arrivals do not read as a burst (below it the estimate stays low, the safe
+    side: flush sooner).
+    """
+
+    __slots__ = ("_first", "_half_life", "_min_share", "_rate")
+
+    def __init__(self, half_life_s: float = 1.0, min_share: float = 0.25) -> None:
+        """Create an estimator that has seen nothing (rate 0)."""
+        self._rate = ArrivalRate(half_life_s)
+        self._half_life = half_life_s
+        self._min_share = require_number("min_share", min_share, 0.0, 1.0, open_=True)
+        self._first: float | None = None
+
+    def observe(self, now: float) -> None:
+        """Record one arrival at monotonic time ``now``."""
+        if self._first is None:
+            self._first = now
+        self._rate.observe(now)
+
+    def rate(self, now: float) -> float:
+        """Arrivals per second as of ``now``."""
+        if self._first is None:
+            return 0.0
+        elapsed = max(0.0, now - self._first)
+        share = 1.0 - math.exp(-elapsed * math.log(2.0) / self._half_life)
+        return self._rate.rate(now) / max(share, self._min_share)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +272,7 @@ class AdaptiveBatcher(Generic[T]):
         self._queue: deque[_Queued[T]] = deque()
         # Queued items per priority: the victim search knows what it looks for.
         self._per_priority = dict.fromkeys(_PRIORITIES, 0)
-        self._rate = ArrivalRate()
+        self._rate = StartCorrectedRate()
         self._wakeup = asyncio.Event()
         self._closed = False
         self._shed_count = 0
@@ -191,22 +292,29 @@ class AdaptiveBatcher(Generic[T]):
         # Offered load, shed or not: under overload the queue is full and the policy
         # flushes on size anyway, so the difference does not matter there.
         self._rate.observe(now)
-        record = _Queued(item, priority, now, min(due, now + self._policy.latency_target_s))
         queue = self._queue
         if len(queue) < self._capacity:
-            return self._admit(record)
-        victim_index = self._least_important_newest()
-        victim = queue[victim_index]
-        if victim.priority > priority:
+            return self._admit(self._record(item, priority, now, due))
+        # Full: under overload this runs for every arrival, on the event loop that the
+        # model thread shares the GIL with, so the common case (nothing less important
+        # queued: reject) is decided from the counts before anything is built.
+        counts = self._per_priority
+        worst = 3 if counts[3] else 2 if counts[2] else 1
+        if worst > priority:
+            victim_index = self._newest_of(worst)
+            victim = queue[victim_index]
             del queue[victim_index]
-            self._per_priority[victim.priority] -= 1
+            counts[worst] -= 1
             self._shed_count += 1
-            self._admit(record)
+            self._admit(self._record(item, priority, now, due))
             return Admission(True, victim.item)
         if priority == 1 and len(queue) < 2 * self._capacity:
-            return self._admit(record)
+            return self._admit(self._record(item, priority, now, due))
         self._shed_count += 1
         return Admission(False, item)
+
+    def _record(self, item: T, priority: int, now: float, due: float) -> _Queued[T]:
+        return _Queued(item, priority, now, min(due, now + self._policy.latency_target_s))
 
     async def next_batch(self) -> list[T]:
         """Wait as the policy says and return the next batch, oldest first.
@@ -257,10 +365,9 @@ class AdaptiveBatcher(Generic[T]):
         self._wakeup.set()
         return Admission(True, None)
 
-    def _least_important_newest(self) -> int:
+    def _newest_of(self, wanted: int) -> int:
         # The counts say which priority to look for, so the scan from the newest end
         # stops at the first match: O(1) when the newest items are of that priority.
-        wanted = max(p for p, n in self._per_priority.items() if n > 0)
         queue = self._queue
         for offset, record in enumerate(reversed(queue)):
             if record.priority == wanted:

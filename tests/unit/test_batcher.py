@@ -182,6 +182,8 @@ def test_policy_config_validated() -> None:
         BatchPolicy(True, 0.05, fixed_model())
     with pytest.raises(ConfigError, match="latency_target_s must be a finite number > 0"):
         BatchPolicy(8, 0.0, fixed_model())
+    with pytest.raises(ConfigError, match="saturation must be a finite number > 0"):
+        BatchPolicy(8, 0.05, fixed_model(), saturation=0.0)
 
 
 def test_policy_nothing_queued_waits_for_arrival() -> None:
@@ -197,31 +199,37 @@ def test_policy_flushes_exactly_at_latest_start_not_before() -> None:
     model = fixed_model(a=0.002, b=0.001)
     policy = make_policy(model=model)
     latest = 0.05 - model.estimate(2)  # 0.046
-    # 3000/s: 3 arrivals are expected in the last ms, so waiting still pays off; the
-    # queue would fill only 2 ms later, after the latest start.
-    rate = 3000.0
-    assert policy.decide(latest - 0.001, 2, 0.0, 0.05, rate) == BatchDecision(0, latest)
+    # 600/s (below saturation: full batches would keep the model 75% busy): 1.2
+    # arrivals are expected in the last 2 ms, so waiting still pays off; the queue
+    # would fill only 10 ms later, after the latest start.
+    rate = 600.0
+    assert not policy.saturated(rate)
+    assert policy.decide(latest - 0.002, 2, 0.0, 0.05, rate) == BatchDecision(0, latest)
     assert policy.decide(latest, 2, 0.0, 0.05, rate) == BatchDecision(2, None)
     assert policy.decide(latest + 0.01, 2, 0.0, 0.05, rate) == BatchDecision(2, None)
 
 
-def test_policy_latest_start_flushes_even_at_infinite_rate() -> None:
+def test_policy_infinite_rate_flushes_by_the_saturation_bound_without_spinning() -> None:
     model = fixed_model(a=0.002, b=0.001)
     policy = make_policy(model=model)
-    latest = 0.05 - model.estimate(2)
-    assert policy.decide(latest, 2, 0.0, 0.05, math.inf) == BatchDecision(2, None)
+    # An infinite rate saturates any model: wait for a full batch, at most one full
+    # batch's run time past the latest start.
+    bound = 0.05 - model.estimate(2) + model.estimate(8)
+    assert policy.decide(bound, 2, 0.0, 0.05, math.inf) == BatchDecision(2, None)
     # Before it, an infinite rate must not ask to be woken "now" (a spin).
-    assert policy.decide(0.0, 2, 0.0, 0.05, math.inf) == BatchDecision(0, latest)
+    assert policy.decide(0.0, 2, 0.0, 0.05, math.inf) == BatchDecision(0, bound)
 
 
 def test_policy_flushes_once_no_arrival_is_expected_before_latest_start() -> None:
-    # A slow model (12 ms for 2): at 500/s the queue does not keep up, so it waits...
+    # A slow model (12 ms for 2): at 300/s a batch of 2 does not keep up (3.6 arrive
+    # while it runs; full batches would, 68% busy), so it waits...
     model = fixed_model(a=0.010, b=0.001)
     policy = make_policy(model=model)
     latest = 0.05 - model.estimate(2)
-    # ...but the next arrival is due in 2 ms: with 1 ms left, go now instead.
-    assert policy.decide(latest - 0.004, 2, 0.0, 0.05, 500.0).size == 0
-    assert policy.decide(latest - 0.001, 2, 0.0, 0.05, 500.0) == BatchDecision(2, None)
+    assert not policy.saturated(300.0)
+    # ...but the next arrival is due in 3.3 ms: with 3 ms left, go now instead.
+    assert policy.decide(latest - 0.004, 2, 0.0, 0.05, 300.0).size == 0
+    assert policy.decide(latest - 0.003, 2, 0.0, 0.05, 300.0) == BatchDecision(2, None)
 
 
 def test_policy_wakes_when_queue_is_expected_full() -> None:
@@ -247,10 +255,13 @@ def test_policy_lone_frame_never_stranded() -> None:
     """Expected arrivals that never come: repeated wakes end in a flush by the bound."""
     model = fixed_model()
     policy = make_policy(model=model)
-    latest = 0.05 - model.estimate(1)
+    # The rate stays high throughout, so high that the model looks saturated: the
+    # bound is one full batch's run time past the latest start.
+    assert policy.saturated(1e4)
+    latest = 0.05 - model.estimate(1) + model.estimate(8)
     now = 0.0
     for _ in range(10_000):
-        decision = policy.decide(now, 1, 0.0, 0.05, 1e4)  # the rate stays high throughout
+        decision = policy.decide(now, 1, 0.0, 0.05, 1e4)
         if decision.size:
             break
         assert decision.wake_at is not None
@@ -272,16 +283,19 @@ def test_policy_slower_model_flushes_earlier() -> None:
     fast, slow = LatencyModel(tail_sigmas=0), LatencyModel(tail_sigmas=0)
     for n in (1, 2, 4, 8):
         fast.observe(n, 0.001 + 0.0005 * n)
-        slow.observe(n, 0.010 + 0.002 * n)
-    # Big batches allowed and 2000/s: more arrive during a batch run than are queued,
-    # and the queue fills long after either latest start.
+        slow.observe(n, 0.010 + 0.0005 * n)
+    # Big batches allowed and 1200/s: more arrive during a batch run than are queued,
+    # the queue fills long after either latest start, and full batches would keep
+    # either model less than 80% busy (not saturated).
     fast_policy = make_policy(max_batch_size=128, model=fast)
     slow_policy = make_policy(max_batch_size=128, model=slow)
     fast_latest = 0.05 - fast.estimate(2)  # 0.048
-    slow_latest = 0.05 - slow.estimate(2)  # 0.036
+    slow_latest = 0.05 - slow.estimate(2)  # 0.039
     assert fast_latest == pytest.approx(0.048)
-    assert slow_latest == pytest.approx(0.036)
-    rate = 2000.0
+    assert slow_latest == pytest.approx(0.039)
+    rate = 1200.0
+    assert not fast_policy.saturated(rate)
+    assert not slow_policy.saturated(rate)
     assert fast_policy.decide(0.0, 2, 0.0, 0.05, rate) == BatchDecision(0, fast_latest)
     assert slow_policy.decide(0.0, 2, 0.0, 0.05, rate) == BatchDecision(0, slow_latest)
     between = (slow_latest + fast_latest) / 2
@@ -337,8 +351,13 @@ def make_batcher(
 
 
 def busy_policy() -> BatchPolicy:
-    """A slow model (100 ms a batch) and a 0.5 s target: at ~70/s items wait for company."""
-    return make_policy(max_batch_size=8, target=0.5, model=fixed_model(a=0.1, b=0.001))
+    """A slow model (100 ms a batch) and a 0.5 s target: at ~70/s items wait for company.
+
+    Full batches would keep this model 94% busy at 70/s; ``saturation`` 1 keeps these
+    tests on the latency rules (test_batcher_saturation.py has the saturated ones).
+    """
+    model = fixed_model(a=0.1, b=0.001)
+    return BatchPolicy(max_batch_size=8, latency_target_s=0.5, latency_model=model, saturation=1.0)
 
 
 async def drain(batcher: AdaptiveBatcher[str]) -> list[str]:
@@ -450,10 +469,15 @@ async def test_lone_item_comes_out_with_real_clock() -> None:
 async def _high_rate_batcher(clock: FakeClock) -> AdaptiveBatcher[str]:
     """A batcher whose rate estimate is ~70/s and whose queue is empty."""
     batcher = make_batcher(capacity=100, clock=clock, policy=busy_policy())
+    saved = clock.now
+    # A burst of 100 one half-life (1 s) ago: half its weight is left, and the
+    # estimate, corrected for having started then, reads 100 * ln 2 = 69/s.
+    clock.now = saved - 1.0
     for i in range(100):
         batcher.offer(f"burst{i}", priority=2, due=1e18)
     while len(batcher) >= 8:
         await batcher.next_batch()
+    clock.now = saved
     await drain_rest(batcher, clock)
     return batcher
 
@@ -483,8 +507,8 @@ async def test_tighter_due_of_a_newer_item_bounds_the_wait() -> None:
     clock = FakeClock(0.0)
     batcher = await _high_rate_batcher(clock)
     batcher.offer("relaxed", priority=2, due=1e18)
-    batcher.offer("urgent", priority=2, due=0.01)
-    clock.now = 0.01 - busy_policy().latency_model.estimate(2)  # far before relaxed's bound
+    batcher.offer("urgent", priority=2, due=0.2)
+    clock.now = 0.2 - busy_policy().latency_model.estimate(2)  # far before relaxed's bound
     assert await asyncio.wait_for(batcher.next_batch(), GENEROUS) == ["relaxed", "urgent"]
 
 
