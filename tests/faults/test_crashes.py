@@ -47,8 +47,10 @@ async def test_edge_worker_killed(fleet: Fleet) -> None:
     await fleet.start_worker("edge", "edge-1")
     before = set(await fleet.publish(30, rate_hz=30))
     fleet.kill_worker("edge-1")
-    # Frames sent while no edge worker runs wait in the site's frames stream (edge.intake
-    # "stream") for the next worker.
+    # Once the server has dropped the dead worker's pull request (a frame delivered to it
+    # before that is lost with the worker: the frame stream is not a queue), frames sent
+    # while no edge worker runs wait in the site's frames stream for the next worker.
+    await _no_pull_waiting(fleet)
     unserved = set(await fleet.publish(10, rate_hz=20))
     await fleet.start_worker("edge", "edge-1")  # same id: it finds its stored answers
     after = set(await fleet.publish(20, rate_hz=20))
@@ -73,6 +75,18 @@ async def test_edge_worker_killed(fleet: Fleet) -> None:
         f"edge SIGKILL: published {len(everything)}, finals {finals}, lost in the worker's "
         f"memory {len(lost_in_flight)}, unserved {len(unserved)}"
     )
+
+
+async def _no_pull_waiting(fleet: Fleet, timeout: float = 15.0) -> None:
+    """Wait until no edge worker's pull request waits on the site's frame consumer."""
+    js = site_js(fleet)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        info = await js.consumer_info(subjects.frames_stream(SITE), subjects.FRAMES_CONSUMER)
+        if not info.num_waiting:
+            return
+        assert asyncio.get_running_loop().time() < deadline, "the dead worker's pull stays"
+        await asyncio.sleep(0.05)
 
 
 async def test_site_server_restart_keeps_acknowledged_escalations(fleet: Fleet) -> None:
