@@ -22,6 +22,7 @@ __all__ = [
     "detection_f1",
     "iou",
     "label_agreement",
+    "match_boxes",
     "text_agreement",
 ]
 
@@ -54,11 +55,11 @@ def iou(a: Region, b: Region) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _match(
+def match_boxes(
     a: Sequence[Region],
     b: Sequence[Region],
     threshold: float,
-    allowed: Callable[[int, int], bool],
+    allowed: Callable[[int, int], bool] = lambda i, j: True,
 ) -> list[tuple[int, int]]:
     """Greedy one-to-one matching of boxes ``a`` to ``b``: among the pairs that are
     ``allowed`` and overlap by IoU >= ``threshold``, take the highest IoU first (ties in
@@ -93,7 +94,7 @@ def detection_f1(
     whose ``label`` is the same; pairs are chosen greedily, highest IoU first."""
     if not a and not b:
         return 1.0
-    matched = _match(
+    matched = match_boxes(
         [d.box for d in a],
         [d.box for d in b],
         iou_threshold,
@@ -134,7 +135,7 @@ def text_agreement(
     pair counting once. 1.0 for two empty lists."""
     if not a and not b:
         return 1.0
-    matched = _match([t.box for t in a], [t.box for t in b], iou_threshold, lambda i, j: True)
+    matched = match_boxes([t.box for t in a], [t.box for t in b], iou_threshold, lambda i, j: True)
     score = sum(1.0 - min(1.0, character_error_rate(b[j].text, a[i].text)) for i, j in matched)
     return score / (len(a) + len(b) - len(matched))
 

@@ -36,7 +36,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pipeline.inference.agreement import iou
+from pipeline.inference.agreement import iou, match_boxes
 from schemas.errors import ConfigError
 from schemas.messages import Region
 
@@ -263,18 +263,10 @@ class Tracker:
         latest box >= ``match_iou`` (one-to-one, highest first, ties in (track, box)
         order), None for a box that matches none; changes nothing. For a frame older
         than the latest ``update`` (answered out of order), which ``update`` refuses."""
-        pairs = sorted(
-            (-overlap, t, b)
-            for t, track in enumerate(self._confirmed)
-            for b, box in enumerate(boxes)
-            if (overlap := iou(_as_region(track.box), box)) >= self.config.match_iou
-        )
+        tracks = [_as_region(track.box) for track in self._confirmed]
         ids: list[int | None] = [None] * len(boxes)
-        taken: set[int] = set()
-        for _, t, b in pairs:
-            if t not in taken and ids[b] is None:
-                taken.add(t)
-                ids[b] = self._confirmed[t].track_id
+        for t, b in match_boxes(tracks, boxes, self.config.match_iou):
+            ids[b] = self._confirmed[t].track_id
         return ids
 
     def _expire(self, frame_index: int) -> tuple[list[_Track], list[int]]:

@@ -9,29 +9,21 @@ the cloud's labels take their place in the final result.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 
-from cloud_worker.worker import CloudWorker
-from edge_worker.worker import EdgeWorker
 from models.random.build import HERE as RANDOM_MODELS
-from pipeline.camera.sources.cameras import run_cameras
 from pipeline.camera.sources.config import VideoCamera
 from pipeline.camera.sources.photos import write_photo_video
 from pipeline.config import Settings
 from pipeline.inference.images import decode
 from pipeline.inference.runtime import DeclaredModel
-from schemas import subjects
-from schemas.codec import decode_escalation
-from schemas.messages import Encoded, Escalation, PrivacyClass, Reason, Source
-from tests.helpers import wait_until
-from tests.integration.feeds import collect
+from schemas.messages import Encoded, PrivacyClass, Reason, Source
+from tests.integration.feeds import run_video
 
 pytestmark = pytest.mark.integration
 
@@ -52,32 +44,16 @@ async def test_detector_and_classifier_declared_by_manifest_answer_video(
     camera = VideoCamera(
         "shelf", str(video), rate_hz=25.0, realtime=False, deadline_ms=30_000, jpeg_quality=85
     )
-    settings = _settings(settings)
-    results = await collect(nc, subjects.results("site1"))
-    escalations: list[Escalation] = []
+    run = await run_video(_settings(settings), nc, [camera])
+    results, escalations, edge = run.results, run.escalations, run.edge
 
-    async def on_escalation(msg: Msg) -> None:
-        escalations.append(decode_escalation(msg.data))
-
-    await nc.subscribe(subjects.escalations("site1"), cb=on_escalation)
-    async with (
-        CloudWorker.from_settings(settings) as cloud,
-        EdgeWorker.from_settings(settings) as edge,
-    ):
-        counts = await run_cameras(nc, [camera], "site1")
-        await wait_until(lambda: len(results) >= counts.published, 60, "a result per frame")
-        await wait_until(
-            lambda: edge.metrics.value("hybridfleet_edge_pending_escalations", site="site1") == 0,
-            30,
-            "the cloud's answers",
-        )
-    await nc.flush()
-    await asyncio.sleep(0.2)  # a duplicate would have arrived by now
-
-    assert counts.published > 0
+    assert run.published > 0
     by_id = {r.frame_id: r for r in results}
-    assert len(results) == len(by_id) == counts.published, "exactly one final result per frame"
-    assert (edge.analyser.name, cloud.analyser.name) == ("yolo-random", "classifier224-random")
+    assert len(results) == len(by_id) == run.published, "exactly one final result per frame"
+    assert (edge.analyser.name, run.cloud.analyser.name) == (
+        "yolo-random",
+        "classifier224-random",
+    )
 
     detector = DeclaredModel.load("detect", MANIFEST)
     low, high = detector.declaration.confidence.uncertain_band
@@ -119,24 +95,10 @@ async def test_a_whole_jpeg_frame_leaves_and_the_cloud_labels_the_boxes_asked_ab
         deadline_ms=30_000,
         privacy=PrivacyClass.FULL,
     )
-    settings = _settings(settings)
-    results = await collect(nc, subjects.results("site1"))
-    escalations: list[Escalation] = []
-
-    async def on_escalation(msg: Msg) -> None:
-        escalations.append(decode_escalation(msg.data))
-
-    await nc.subscribe(subjects.escalations("site1"), cb=on_escalation)
-    async with CloudWorker.from_settings(settings), EdgeWorker.from_settings(settings) as edge:
-        counts = await run_cameras(nc, [camera], "site1")
-        await wait_until(lambda: len(results) >= counts.published, 60, "a result per frame")
-        await wait_until(
-            lambda: edge.metrics.value("hybridfleet_edge_pending_escalations", site="site1") == 0,
-            30,
-            "the cloud's answers",
-        )
+    run = await run_video(_settings(settings), nc, [camera])
+    results, escalations = run.results, run.escalations
     by_id = {r.frame_id: r for r in results}
-    assert escalations and len(by_id) == counts.published
+    assert escalations and len(by_id) == run.published
     for escalation in escalations:
         assert isinstance(escalation.image, Encoded) and not escalation.crops
         assert decode(escalation.image).shape == (272, 480, 3)

@@ -15,7 +15,9 @@ the ones it is unsure of as crops; the cloud reads those with PP-OCRv6 small. Ch
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,16 +34,23 @@ from edge_worker.worker import EdgeWorker
 from pipeline.camera.shelf.scoring import load_truth, match_lines, score_frames
 from pipeline.camera.shelf.tiers import decode_frames
 from pipeline.camera.shelf.writer import ground_truth_path, write_shelf_video
-from pipeline.camera.sources.cameras import run_cameras
 from pipeline.camera.sources.config import VideoCamera
 from pipeline.config import Settings
 from pipeline.demo.shelf import shelf_settings
-from pipeline.inference.images import decode
+from pipeline.inference.images import decode, encode_jpeg
 from schemas import subjects
-from schemas.codec import decode_escalation
-from schemas.messages import Escalation, InferenceResult, PrivacyClass, Region, Source
+from schemas.codec import decode_escalation, encode
+from schemas.messages import (
+    Colour,
+    Escalation,
+    Frame,
+    InferenceResult,
+    PrivacyClass,
+    Region,
+    Source,
+)
 from tests.helpers import wait_until
-from tests.integration.feeds import collect
+from tests.integration.feeds import collect, run_video
 
 pytestmark = pytest.mark.integration
 
@@ -53,35 +62,20 @@ MIN_PRICE_EXACT = 0.85
 async def _run(
     settings: Settings, nc: Client, video: Path, privacy: PrivacyClass
 ) -> tuple[list[InferenceResult], list[Escalation], int, EdgeWorker]:
-    """Play ``video`` through an edge and a cloud worker; the final results, the
-    escalations seen on the wire, and how many frames the camera published."""
+    """Play ``video`` through an edge and a cloud worker at the file's own rate: every
+    frame is sent (its seq is the frame's index), and waits in the edge's queue on a
+    machine slower than that. The final results, the escalations seen on the wire, how
+    many frames the camera published, and the edge worker."""
     camera = VideoCamera(
         "shelf1", str(video), rate_hz=1.0, privacy=privacy, deadline_ms=300_000, jpeg_quality=90
     )
-    results = await collect(nc, subjects.results("site1"))
-    escalations: list[Escalation] = []
+    run = await run_video(settings, nc, [camera], timeout_s=240)
+    assert run.cloud.analyser.name == "ppocrv6-small-rec"
+    return run.results, run.escalations, run.published, run.edge
 
-    async def on_escalation(msg: Msg) -> None:
-        escalations.append(decode_escalation(msg.data))
 
-    await nc.subscribe(subjects.escalations("site1"), cb=on_escalation)
-    async with (
-        CloudWorker.from_settings(settings) as cloud,
-        EdgeWorker.from_settings(settings) as edge,
-    ):
-        # At the file's own rate: every frame is sent (its seq is the frame's index),
-        # and waits in the edge's queue on a machine slower than that.
-        counts = await run_cameras(nc, [camera], "site1")
-        await wait_until(lambda: len(results) >= counts.published, 240, "a result per frame")
-        await wait_until(
-            lambda: edge.metrics.value("hybridfleet_edge_pending_escalations", site="site1") == 0,
-            60,
-            "the cloud's answers",
-        )
-        assert cloud.analyser.name == "ppocrv6-small-rec"
-    await nc.flush()
-    await asyncio.sleep(0.2)  # a duplicate would have arrived by now
-    return results, escalations, counts.published, edge
+def _at_least(results: list[InferenceResult], count: int) -> Callable[[], bool]:
+    return lambda: len(results) >= count
 
 
 def _settings(settings: Settings, manifest: Path) -> Settings:
@@ -95,11 +89,38 @@ async def test_shelf_labels_are_read_and_a_tracked_label_is_asked_about_once(
     video = tmp_path / "shelf.mp4"
     write_shelf_video(video, seconds=5, width=1280, height=720, fps=1, seed=3, degrade=False)
     truth = load_truth(ground_truth_path(video))
-    results, escalations, published, edge = await _run(
-        _settings(settings, ppocr_manifest), nc, video, PrivacyClass.CROP
-    )
+    settings = _settings(settings, ppocr_manifest)
+    results = await collect(nc, subjects.results("site1"))
+    escalations: list[Escalation] = []
 
-    assert published == len(truth) == 5
+    async def on_escalation(msg: Msg) -> None:
+        escalations.append(decode_escalation(msg.data))
+
+    await nc.subscribe(subjects.escalations("site1"), cb=on_escalation)
+    async with CloudWorker.from_settings(settings), EdgeWorker.from_settings(settings) as edge:
+        # One frame at a time, each after the one before has its final result (the
+        # cloud's answer included): whatever the machine's speed, a later frame of a
+        # label is decided knowing the cloud's reading of it.
+        for index, image in decode_frames(video):
+            frame = Frame(
+                frame_id=f"shelf1-{index}",
+                site="site1",
+                camera="shelf1",
+                seq=index,
+                captured_at=time.time(),
+                image=encode_jpeg(image, 90),
+                priority=2,
+                deadline_ms=300_000,
+                privacy=PrivacyClass.CROP,
+                colour=Colour.RGB,
+            )
+            await nc.publish(subjects.frames("site1", "shelf1"), encode(frame))
+            await wait_until(_at_least(results, index + 1), 240, f"frame {index}'s result")
+    await nc.flush()
+    await asyncio.sleep(0.2)  # a duplicate would have arrived by now
+    published = len(truth)
+
+    assert published == 5
     assert len(results) == len({r.frame_id for r in results}) == published
     score = score_frames(truth, [(r.seq, r.lines) for r in results]).total
     assert score.prices > 0
@@ -107,9 +128,8 @@ async def test_shelf_labels_are_read_and_a_tracked_label_is_asked_about_once(
     tiers = Counter(line.source for r in results for line in r.lines)
     assert tiers[Source.CLOUD] > 0 and tiers[Source.EDGE] > tiers[Source.CLOUD]
     # Only crops left, each one an asked box.
-    assert escalations and all(
-        e.image is None and len(e.crops) == len(e.regions) for e in escalations
-    )
+    assert escalations
+    assert all(e.image is None and len(e.crops) == len(e.regions) for e in escalations)
 
     # Which ground-truth line each crop on the wire was, frame by frame.
     sent: Counter[str] = Counter()

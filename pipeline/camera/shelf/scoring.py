@@ -37,7 +37,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from pipeline.inference.agreement import character_error_rate, iou
+from pipeline.inference.agreement import character_error_rate, iou, match_boxes
 from schemas.messages import Region, TextLine
 
 __all__ = [
@@ -217,22 +217,13 @@ def _centre_inside(read: Region, truth: TruthLine) -> bool:
 
 def match_lines(reads: Sequence[Region], truth: Sequence[TruthLine]) -> list[tuple[int, int]]:
     """One-to-one pairs (read index, truth index) by the module's matching rule."""
-    candidates = []
-    for i, box in enumerate(reads):
-        for j, line in enumerate(truth):
-            overlap = iou(box, line.region)
-            if overlap >= MATCH_IOU or _centre_inside(box, line):
-                candidates.append((-overlap, i, j))
-    candidates.sort()
-    taken_reads: set[int] = set()
-    taken_truth: set[int] = set()
-    pairs = []
-    for _, i, j in candidates:
-        if i not in taken_reads and j not in taken_truth:
-            taken_reads.add(i)
-            taken_truth.add(j)
-            pairs.append((i, j))
-    return pairs
+    regions = [line.region for line in truth]
+    return match_boxes(
+        reads,
+        regions,
+        0.0,
+        lambda i, j: iou(reads[i], regions[j]) >= MATCH_IOU or _centre_inside(reads[i], truth[j]),
+    )
 
 
 def tally_frame(
