@@ -81,8 +81,13 @@ async def probe_site(
     async def on_error(exc: Exception) -> None:
         tally.errors.append(str(exc))
 
-    nc = await nats.connect(url, name=f"compose-probe-{site}", error_cb=on_error,
-                            max_reconnect_attempts=3, connect_timeout=5)
+    nc = await nats.connect(
+        url,
+        name=f"compose-probe-{site}",
+        error_cb=on_error,
+        max_reconnect_attempts=3,
+        connect_timeout=5,
+    )
     listening = True
     window: set[str] = set()
     all_answered = asyncio.Event()  # set when every frame seen has a result

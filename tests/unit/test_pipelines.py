@@ -31,7 +31,10 @@ from schemas.errors import ConfigError, ModelError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "pipelines"
 ROLES: dict[str, int | None] = {
-    "edge": 11_395, "cloud": 235_877, "embed": 50_000, "cloud-embed": 2_000_000
+    "edge": 11_395,
+    "cloud": 235_877,
+    "embed": 50_000,
+    "cloud-embed": 2_000_000,
 }
 
 
@@ -165,8 +168,9 @@ def test_pixels_leave_the_site_only_with_faces_blurred(
         RETAIL, privacy=privacy, edge_to_cloud=crossing(Boundary.EDGE_TO_CLOUD, transform)
     )
     refused(spec, manifest, "boundary edge->cloud", 'sanitize = "face_blur"')
-    validate(replace(spec, edge_to_cloud=crossing(Boundary.EDGE_TO_CLOUD, transform, True)),
-             manifest)
+    validate(
+        replace(spec, edge_to_cloud=crossing(Boundary.EDGE_TO_CLOUD, transform, True)), manifest
+    )
 
 
 def test_embeddings_need_no_face_blur(manifest: Path) -> None:

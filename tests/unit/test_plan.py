@@ -101,9 +101,12 @@ def test_a_model_too_big_for_the_device_is_not_placed_there() -> None:
     fits = plan(spec(Privacy.NONE, detector), figures(m=MB)).stage("d")
     assert fits.scores[Tier.DEVICE] is not None
     roomy = TierCapabilities(device_max_model_bytes=10 * MB)
-    assert plan(spec(Privacy.NONE, detector), figures(m=5 * MB), capabilities=roomy).stage(
-        "d"
-    ).scores[Tier.DEVICE] is not None
+    assert (
+        plan(spec(Privacy.NONE, detector), figures(m=5 * MB), capabilities=roomy)
+        .stage("d")
+        .scores[Tier.DEVICE]
+        is not None
+    )
 
 
 def test_a_model_too_big_for_the_edge_goes_to_the_cloud_if_privacy_allows() -> None:
@@ -119,8 +122,13 @@ def test_a_latency_slo_below_the_cloud_round_trip_pushes_to_the_edge() -> None:
 
     def classify(slo: float) -> StageSpec:
         return stage(
-            "classify", Tier.CLOUD, Data.EMBEDDING, Data.LABEL, "small",
-            latency_slo_ms=slo, min_throughput_fps=1000,
+            "classify",
+            Tier.CLOUD,
+            Data.EMBEDDING,
+            Data.LABEL,
+            "small",
+            latency_slo_ms=slo,
+            min_throughput_fps=1000,
         )
 
     f = figures(small=1000)
@@ -161,26 +169,44 @@ def test_operational_burden_counts_units_to_update() -> None:
 def test_reasons_cite_measured_figures_and_their_files(tmp_path: Path) -> None:
     results = tmp_path / "bench" / "results"
     results.mkdir(parents=True)
-    (results / "edge_throughput.json").write_text(json.dumps({"models": {"edge": {
-        "name": "m", "worker": {"1": {"frames_per_s": 700.5}, "8": {"frames_per_s": 900.0}},
-    }}}))
-    (results / "latency.json").write_text(json.dumps({"results": {
-        "edge_only": {"latency_ms": {"p50": 4.0, "p95": 8.0, "p99": 9.0}},
-        "cloud_only": {"latency_ms": {"p50": 61.0, "p95": 80.0, "p99": 95.0}},
-    }}))
+    (results / "edge_throughput.json").write_text(
+        json.dumps(
+            {
+                "models": {
+                    "edge": {
+                        "name": "m",
+                        "worker": {"1": {"frames_per_s": 700.5}, "8": {"frames_per_s": 900.0}},
+                    }
+                }
+            }
+        )
+    )
+    (results / "latency.json").write_text(
+        json.dumps(
+            {
+                "results": {
+                    "edge_only": {"latency_ms": {"p50": 4.0, "p95": 8.0, "p99": 9.0}},
+                    "cloud_only": {"latency_ms": {"p50": 61.0, "p95": 80.0, "p99": 95.0}},
+                }
+            }
+        )
+    )
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "manifest.json").write_text(
         json.dumps({"schema": 2, "models": {"edge": {"provenance": {"size_bytes": 11395}}}})
     )
     f = Figures.load(tmp_path)
     assert f.throughput_fps[Tier.EDGE] == Figure(
-        700.5, "frames/s", "measured: bench/results/edge_throughput.json",
+        700.5,
+        "frames/s",
+        "measured: bench/results/edge_throughput.json",
         "m in the edge worker through NATS; lowest of batch caps 1, 8",
     )
     assert f.latency_p99_ms[Tier.CLOUD].value == 95.0
     assert f.model_bytes["edge"].source == "measured: models/manifest.json"
-    s = stage("c", Tier.EDGE, Data.FRAME, Data.LABEL, "edge",
-              latency_slo_ms=30, min_throughput_fps=100)
+    s = stage(
+        "c", Tier.EDGE, Data.FRAME, Data.LABEL, "edge", latency_slo_ms=30, min_throughput_fps=100
+    )
     tiers = plan(spec(Privacy.FRAME, s), f).stage("c").tiers
     edge, cloud = tiers[Tier.EDGE.rank].reasons, tiers[Tier.CLOUD.rank].reasons
     assert any(
@@ -197,7 +223,9 @@ def test_reasons_cite_measured_figures_and_their_files(tmp_path: Path) -> None:
 def test_without_bench_files_every_figure_says_it_is_assumed(tmp_path: Path) -> None:
     f = Figures.load(tmp_path, cloud_round_trip_prior_ms=80.0)
     assert f.latency_p50_ms[Tier.CLOUD] == Figure(
-        80.0, "ms", "assumed: edge.cloud_round_trip_prior_ms",
+        80.0,
+        "ms",
+        "assumed: edge.cloud_round_trip_prior_ms",
         "the prior in pipeline/config.py; no figure in bench/results/latency.json",
     )
     assert not f.throughput_fps[Tier.EDGE].measured
@@ -257,9 +285,18 @@ def test_the_plan_command_refuses_an_invalid_pipeline(tmp_path: Path) -> None:
 def test_message_sizes_come_from_the_bytes_benchmark_when_present(tmp_path: Path) -> None:
     results = tmp_path / "bench" / "results"
     results.mkdir(parents=True)
-    (results / "bytes.json").write_text(json.dumps({"message_bytes": {
-        "frame": 307_408, "crop_escalation": 1_400, "full_escalation": 300_000, "reply": 300,
-    }}))
+    (results / "bytes.json").write_text(
+        json.dumps(
+            {
+                "message_bytes": {
+                    "frame": 307_408,
+                    "crop_escalation": 1_400,
+                    "full_escalation": 300_000,
+                    "reply": 300,
+                }
+            }
+        )
+    )
     f = Figures.load(tmp_path)
     assert f.crossing_bytes[Data.CROPS] == f.crossing_bytes[Data.REGIONS]
     assert f.crossing_bytes[Data.CROPS].value == 1_400
