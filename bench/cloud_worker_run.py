@@ -43,6 +43,7 @@ import uvloop
 from nats.aio.msg import Msg
 
 from bench.cloud_lines import Cycle, LinePool
+from bench.common import proc_cpu_seconds
 from pipeline.config import CloudSettings, StreamSettings, load_settings
 from pipeline.messaging.natsio import ensure_cloud_streams, ensure_site_streams
 from pipeline.messaging.server import NatsServer
@@ -50,7 +51,7 @@ from schemas import subjects
 from schemas.codec import encode
 from schemas.messages import Encoded, Encoding, Escalation, PrivacyClass, Region
 
-__all__ = ["SITE", "WorkerError", "WorkerPlan", "cpu_seconds", "measure_worker"]
+__all__ = ["SITE", "WorkerError", "WorkerPlan", "measure_worker"]
 
 SITE: Final = "bench"
 CAMERA: Final = "cam1"
@@ -164,19 +165,8 @@ def _tail(path: Path | None, lines: int = 15) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU seconds of a process (from /proc), NaN if unreadable."""
-    if pid is None:
-        return math.nan
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return math.nan
-
-
 def _cpu(worker: subprocess.Popen[bytes], server: NatsServer) -> tuple[float, float]:
-    return cpu_seconds(worker.pid), cpu_seconds(server.pid)
+    return proc_cpu_seconds(worker.pid), proc_cpu_seconds(server.pid)
 
 
 def _free_port() -> int:

@@ -59,6 +59,7 @@ __all__ = [
     "machine_info",
     "machine_line",
     "number_list",
+    "proc_cpu_seconds",
     "RunTime",
     "save_figure",
     "timed_run",
@@ -230,6 +231,17 @@ def machine_line() -> str:
         f"{cpu_model('unknown CPU')}, {len(os.sched_getaffinity(0))} usable cores, Python "
         f"{platform.python_version()}, onnxruntime {ort.__version__}"
     )
+
+
+def proc_cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of a process (from /proc), NaN if unreadable."""
+    if pid is None:
+        return math.nan
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return math.nan
 
 
 def machine_info() -> dict[str, Any]:

@@ -23,18 +23,17 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import statistics
 import time
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 from nats.aio.client import Client
 
+from bench.common import proc_cpu_seconds
 from bench.roofline_procs import Child, worker_main
 from bench.roofline_publish import Guard, Ids, Results, publish
 from bench.roofline_workloads import Options, Setup
@@ -54,17 +53,6 @@ __all__ = [
 BACKLOG_BYTES: Final = 40 << 20
 # Frames in flight in the closed-loop pilot: at most this many bytes of them.
 PILOT_WINDOW_BYTES: Final = 24 << 20
-
-
-def proc_cpu_seconds(pid: int | None) -> float:
-    """User + system CPU seconds of a process (from /proc), NaN if unreadable."""
-    if pid is None:
-        return math.nan
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return math.nan
 
 
 def slow_consumers(server: NatsServer) -> int:

@@ -15,7 +15,6 @@ import asyncio
 import itertools
 import math
 import multiprocessing as mp
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -26,6 +25,7 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from bench.common import proc_cpu_seconds
 from bench.worker_process import SITE, BenchError, ask, child_main, receive, stop_process
 from pipeline.camera.simulator import CameraOptions, CameraSimulator
 from pipeline.messaging.server import NatsServer
@@ -167,18 +167,6 @@ async def _drive(
     }
 
 
-def _process_cpu_seconds(pid: int | None) -> float:
-    """User + system CPU seconds of a process (from /proc), NaN if unreadable."""
-    if pid is None:
-        return math.nan
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
-    except (OSError, IndexError, ValueError):
-        return math.nan
-
-
 async def measure_worker(
     server: NatsServer,
     pool: Sequence[tuple[str, bytes]],
@@ -220,9 +208,9 @@ async def measure_worker(
             if not warm["complete"]:
                 raise BenchError(f"warm-up did not complete: {warm}")
             before = await ask(conn, proc, "snapshot", "snapshot")
-            here_before = (time.process_time(), _process_cpu_seconds(server.pid))
+            here_before = (time.process_time(), proc_cpu_seconds(server.pid))
             run = await _drive(publisher, results, pool, frames, window, time_limit_s, idle_s)
-            here_after = (time.process_time(), _process_cpu_seconds(server.pid))
+            here_after = (time.process_time(), proc_cpu_seconds(server.pid))
             after = await ask(conn, proc, "snapshot", "snapshot")
         finally:
             await publisher.close()

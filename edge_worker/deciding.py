@@ -32,6 +32,7 @@ from edge_worker.telemetry import Telemetry
 from edge_worker.tracks import LineTracks
 from pipeline.config import EdgeSettings
 from pipeline.inference.analysis import Analyser
+from pipeline.inference.chain import first_ranked
 from pipeline.planning.costs import CostModel
 from schemas.limits import MAX_REGIONS
 from schemas.messages import InferenceResult, PrivacyClass
@@ -123,8 +124,7 @@ class Decider:
         items = [(d.box, d.score) for d in analysis.detections]
         items += [(x.box, x.confidence) for x in analysis.lines]
         # As many as an escalation carries (the wire's limit), the least certain first.
-        chosen = sorted(range(len(items)), key=lambda i: items[i][1])[:MAX_REGIONS]
-        every = tuple(items[i][0] for i in sorted(chosen))
+        every = tuple(box for box, _ in first_ranked(items, MAX_REGIONS, lambda item: item[1]))
         return replace(one, analysis=replace(analysis, asks=every, has_regions=bool(every)))
 
     async def _decide(

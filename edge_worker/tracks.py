@@ -180,6 +180,5 @@ class LineTracks:
                 if camera is not None:
                     camera.memory.unanswered(a.track_id)
 
-    def _count(self, action: str, n: int = 1, *, reason: str = "") -> None:
-        if n:
-            self._metrics.tracked_lines.labels(self._site, action, reason).inc(n)
+    def _count(self, action: str, *, reason: str = "") -> None:
+        self._metrics.tracked_lines.labels(self._site, action, reason).inc()

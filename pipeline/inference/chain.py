@@ -37,7 +37,7 @@ from schemas.errors import ModelError
 from schemas.limits import MAX_DETECTIONS, MAX_LINES, MAX_REGIONS
 from schemas.messages import Detection, Region, Source, TextLine
 
-__all__ = ["ModelChain", "tier_analyser"]
+__all__ = ["ModelChain", "first_ranked", "tier_analyser"]
 
 T = TypeVar("T")
 
@@ -56,7 +56,7 @@ def _box(xyxy: np.ndarray, image: np.ndarray) -> Region | None:
     return Region(x1, y1, x2 - x1, y2 - y1)
 
 
-def _most(items: Sequence[T], limit: int, rank: Callable[[T], float]) -> tuple[T, ...]:
+def first_ranked(items: Sequence[T], limit: int, rank: Callable[[T], float]) -> tuple[T, ...]:
     """The ``limit`` items that rank first (lowest ``rank``), in their own order."""
     if len(items) <= limit:
         return tuple(items)
@@ -195,8 +195,8 @@ class ModelChain:
         )
         # What the wire carries at most: the most certain items, the least certain asks,
         # each in the order found.
-        detections = _most(detections, MAX_DETECTIONS, lambda d: -d.score)
-        lines = _most(lines, MAX_LINES, lambda x: -x.confidence)
+        detections = first_ranked(detections, MAX_DETECTIONS, lambda d: -d.score)
+        lines = first_ranked(lines, MAX_LINES, lambda x: -x.confidence)
         low, high = stage.declaration.confidence.uncertain_band
         if look.threshold is not None:
             high = look.threshold
@@ -206,7 +206,7 @@ class ModelChain:
             confidence=min((c for _, c in scored if c >= low), default=1.0),
             detections=detections,
             lines=lines,
-            asks=tuple(box for box, _ in _most(unsure, MAX_REGIONS, lambda item: item[1])),
+            asks=tuple(box for box, _ in first_ranked(unsure, MAX_REGIONS, lambda item: item[1])),
             threshold=high,
         )
 
