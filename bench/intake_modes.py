@@ -185,7 +185,7 @@ async def _one(
         offered = rate if rate is not None else factor * capacity
         count = clamp(offered * options.saturate_seconds, 100, options.max_frames)
         async with Child(
-            worker_main, f"intake-{intake}", server.url, setup.overrides
+            worker_main, f"intake-{intake}", server.url, "roofline-edge", setup.overrides
         ) as overloaded:
             warm = results.count + 20
             await publish(nc, setup.pool, ids, 20, 20.0, 5.0)  # warm-up
@@ -285,6 +285,7 @@ def _parse(argv: Sequence[str] | None) -> tuple[Options, int, float, Path]:
         quiet_s=3.0,
         time_limit_s=10.0 if quick else 30.0,
         inference_threads=1,
+        workers=1,
         ort_threads=(1,),
         plot=None,
     )

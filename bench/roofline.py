@@ -95,9 +95,14 @@ def _parse(argv: Sequence[str] | None) -> tuple[Options, Path]:
     parser.add_argument(
         "--inference-threads",
         type=int,
+        default=0,
+        help="the worker's edge.inference_threads (default 0, as shipped: one per core)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
         default=1,
-        help="the worker's edge.inference_threads (default 1; the shipped default 0 is "
-        "one per core)",
+        help="edge worker processes of the site, sharing its frames (default 1)",
     )
     args = parser.parse_args(argv)
     keys = tuple(k.strip() for k in args.workloads.split(",") if k.strip())
@@ -106,6 +111,8 @@ def _parse(argv: Sequence[str] | None) -> tuple[Options, Path]:
         parser.error(f"--workloads: choose from {', '.join(sorted(known))}")
     if not 0 <= args.inference_threads <= 64:
         parser.error("--inference-threads must be in 0..64 (0: one per core)")
+    if not 1 <= args.workers <= 16:
+        parser.error("--workers must be in 1..16")
     quick = args.quick
     options = Options(
         workloads=keys,
@@ -122,6 +129,7 @@ def _parse(argv: Sequence[str] | None) -> tuple[Options, Path]:
         quiet_s=1.5 if quick else 3.0,
         time_limit_s=10.0 if quick else 30.0,
         inference_threads=args.inference_threads,
+        workers=args.workers,
         ort_threads=(1, 2),
         plot=Path(args.plot) if args.plot else None,
     )

@@ -7,7 +7,13 @@
   (``pipeline.inference.preprocess.preprocess`` with the manifest entry's input, as
   ``DeclaredModel`` and the region classifier feed their sessions), one session per
   intra-op thread count from the same verified bytes and declared providers, at each
-  batch size; images/s at each point and the best.
+  batch size, called from one thread; and, for each thread count ``n`` above 1, one
+  single-threaded session called from ``n`` threads at once (as the worker runs
+  ``edge.inference_threads`` batches at once); images/s at each point and the best.
+* ``chain_ort_limit``: the same for each model of a chain (PP-OCR's text detector,
+  then its recogniser on every line the detector found), combined into frames/s: one
+  frame costs one detector image and the mean lines per frame in recogniser strips,
+  each at its own best point (an upper bound: no model waits for another).
 * ``edge_path``: what one of the worker's inference threads does per batch (the
   worker's own ``infer``: decode each frame, check its regions, run the analyser,
   i.e. preprocessing, model and output decoding), on one thread, without NATS.
@@ -30,14 +36,15 @@ import onnxruntime as ort
 
 from edge_worker.inference import pixels_of
 from pipeline.inference.analysis import Analyser, Look
-from pipeline.inference.images import decode
+from pipeline.inference.images import crop_quad, decode
 from pipeline.inference.manifest import DEFAULT_MANIFEST, load_declaration
-from pipeline.inference.preprocess import preprocess
+from pipeline.inference.outputs import Boxes
+from pipeline.inference.preprocess import InputSpec, preprocess
 from pipeline.inference.providers import session_for, with_threads
 from pipeline.inference.session import read_verified, tensor_name
 from schemas.messages import Encoded, Frame
 
-__all__ = ["decode_limit", "edge_path", "model_inputs", "ort_limit"]
+__all__ = ["chain_ort_limit", "decode_limit", "edge_path", "model_inputs", "ort_limit"]
 
 _DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
 
@@ -106,39 +113,123 @@ def ort_limit(
     seconds: float,
     repeats: int,
 ) -> dict[str, Any]:
-    """Images/s of the model of ``role`` alone at each (threads, batch); the best point."""
+    """Images/s of the model of ``role`` alone at each (threads, callers, batch); the
+    best point. ``callers`` 1: one session of ``threads`` intra-op threads called from
+    one thread; ``callers`` n > 1: one session of 1 intra-op thread called from n
+    threads at once (``threads`` is then n)."""
     path = DEFAULT_MANIFEST if manifest is None else manifest
     declaration, where = load_declaration(role, path)
     data = read_verified(path.parent / declaration.file, declaration.sha256)
     spec = declaration.input
+    sessions = {
+        n: session_for(data, with_threads(declaration.runtime, n), where)
+        for n in sorted({1, *threads})
+    }
     points: list[dict[str, Any]] = []
-    for n_threads in threads:
-        session = session_for(data, with_threads(declaration.runtime, n_threads), where)
-        name = tensor_name(spec.name, session.get_inputs())
-        for batch in batches:
-            chunk = [inputs[i % len(inputs)] for i in range(min(batch, spec.max_batch))]
-            tensor, _ = preprocess(chunk, spec)
-            feed = {name: tensor.astype(_DTYPES[spec.dtype], copy=False)}
-
-            rate = _rate(_runner(session, feed, len(chunk)), seconds, repeats)
-            points.append({"threads": n_threads, "batch": len(chunk), "images_per_s": rate})
+    for batch in batches:
+        size = min(batch, spec.max_batch)
+        tensors = [
+            _feed(sessions[1], spec, [inputs[(i + k) % len(inputs)] for k in range(size)])
+            for i in range(0, max(len(inputs), size), size)
+        ]
+        for n_threads in threads:
+            ways = [(sessions[n_threads], 1)]
+            if n_threads > 1:
+                ways.append((sessions[1], n_threads))
+            for session, callers in ways:
+                rate = _rate_parallel(session, tensors, size, callers, seconds, repeats)
+                points.append(
+                    {"threads": n_threads, "callers": callers, "batch": size, "images_per_s": rate}
+                )
     best = max(points, key=lambda p: float(p["images_per_s"]))
     return {
         "images_per_s": best["images_per_s"],
         "best_threads": best["threads"],
+        "best_callers": best["callers"],
         "best_batch": best["batch"],
         "points": points,
     }
 
 
-def _runner(
-    session: ort.InferenceSession, feed: dict[str, np.ndarray], n: int
-) -> Callable[[], int]:
-    def run() -> int:
-        session.run(None, feed)
-        return n
+def _feed(
+    session: ort.InferenceSession, spec: InputSpec, chunk: Sequence[np.ndarray]
+) -> dict[str, np.ndarray]:
+    tensor, _ = preprocess(chunk, spec)
+    name = tensor_name(spec.name, session.get_inputs())
+    return {name: tensor.astype(_DTYPES[spec.dtype], copy=False)}
 
-    return run
+
+def _rate_parallel(
+    session: ort.InferenceSession,
+    feeds: Sequence[dict[str, np.ndarray]],
+    n: int,
+    callers: int,
+    seconds: float,
+    repeats: int,
+) -> float:
+    """Images/s of ``callers`` threads each running every one of ``feeds`` in turn on
+    ``session``, whole passes only (the feeds differ: a recogniser's narrow strips run
+    faster than its wide ones, and a timing must not end on the narrow ones)."""
+
+    def one_pass(offset: int) -> int:
+        for i in range(len(feeds)):
+            session.run(None, feeds[(offset + i) % len(feeds)])
+        return n * len(feeds)
+
+    if callers == 1:
+        return _rate(lambda: one_pass(0), seconds, repeats)
+
+    def loop(offset: int, start_line: threading.Barrier) -> tuple[int, float]:
+        session.run(None, feeds[offset % len(feeds)])  # warm
+        start_line.wait()
+        done, start = 0, time.perf_counter()
+        while True:
+            done += one_pass(offset)
+            if (elapsed := time.perf_counter() - start) >= seconds:
+                return done, elapsed
+
+    best = 0.0
+    with ThreadPoolExecutor(callers, thread_name_prefix="roofline-ort") as pool:
+        for _ in range(repeats):
+            barrier = threading.Barrier(callers)
+            counts = list(pool.map(loop, range(callers), [barrier] * callers))
+            best = max(best, sum(done / elapsed for done, elapsed in counts))
+    return best
+
+
+def chain_ort_limit(
+    roles: Sequence[str],
+    manifest: Path,
+    images: Sequence[np.ndarray],
+    batches: Sequence[int],
+    threads: Sequence[int],
+    seconds: float,
+    repeats: int,
+) -> dict[str, Any]:
+    """Frames/s of a text chain's models alone (``roles``: a text detector, then a
+    recogniser): each at its best point, a frame costing one detector image and the
+    mean lines per frame of the recogniser."""
+    from pipeline.inference.runtime import DeclaredModel
+
+    det_role, rec_role = roles
+    detector = DeclaredModel.load(det_role, manifest)
+    strips: list[np.ndarray] = []
+    for image in images:
+        found = detector.run([image])[0]
+        assert isinstance(found, Boxes) and found.polygons is not None
+        strips += [crop_quad(image, quad) for quad in found.polygons]
+    if not strips:
+        raise ValueError("the text detector found no line in these frames")
+    strips.sort(key=lambda s: s.shape[1] / s.shape[0])  # batched by width, as the chain does
+    lines_per_frame = len(strips) / len(images)
+    det = ort_limit(det_role, manifest, images, (1,), threads, seconds, repeats)
+    rec = ort_limit(rec_role, manifest, strips, batches, threads, seconds, repeats)
+    per_frame_s = 1 / det["images_per_s"] + lines_per_frame / rec["images_per_s"]
+    return {
+        "images_per_s": 1 / per_frame_s,
+        "lines_per_frame": lines_per_frame,
+        "models": {det_role: det, rec_role: rec},
+    }
 
 
 def edge_path(

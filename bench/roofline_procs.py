@@ -47,26 +47,28 @@ _SKEW_S: Final = 86_400.0
 # ---------------------------------------------------------------- the edge worker
 
 
-def worker_main(conn: Connection, url: str, overrides: dict[str, Any]) -> None:
+def worker_main(conn: Connection, url: str, worker_id: str, overrides: dict[str, Any]) -> None:
     """Entry point of the worker's process: run an EdgeWorker until told to stop."""
 
     async def body(warnings_log: WarningLog) -> None:
-        await _worker(conn, url, overrides, warnings_log)
+        await _worker(conn, url, worker_id, overrides, warnings_log)
 
     # The worker has no cloud here: its 'link is down' warnings are expected noise.
     run_child(conn, "edge worker process", body, quiet=())
 
 
 async def _worker(
-    conn: Connection, url: str, overrides: dict[str, Any], warnings_log: WarningLog
+    conn: Connection,
+    url: str,
+    worker_id: str,
+    overrides: dict[str, Any],
+    warnings_log: WarningLog,
 ) -> None:
     from edge_worker.worker import EdgeWorker
 
     settings = Settings(
         nats=NatsSettings(url=url),
-        edge=EdgeSettings(
-            site=SITE, worker_id="roofline-edge", max_clock_skew_s=_SKEW_S, **overrides
-        ),
+        edge=EdgeSettings(site=SITE, worker_id=worker_id, max_clock_skew_s=_SKEW_S, **overrides),
     )
     worker = EdgeWorker.from_settings(settings)
     edge = settings.edge

@@ -34,6 +34,23 @@ def _latency(point: dict[str, Any]) -> str:
     return f"{text} ({missing} of {point['sent']} unanswered)" if missing else text
 
 
+def _ort(limit: dict[str, Any]) -> str:
+    """The ORT limit and where it was best: (batch, threads) or (batch, n callers x 1
+    thread); a chain's each model's best, the frames/s it makes together."""
+    if "models" in limit:
+        return (
+            f"{_n(limit['images_per_s'], 1)} ("
+            + "; ".join(f"{role} {_ort(m)}" for role, m in limit["models"].items())
+            + ")"
+        )
+    how = (
+        f"{limit['best_callers']}x1 thr"
+        if limit.get("best_callers", 1) > 1
+        else f"{limit['best_threads']} thr"
+    )
+    return f"{_n(limit['images_per_s'])} (b{limit['best_batch']}, {how})"
+
+
 def table(reports: Sequence[dict[str, Any]]) -> str:
     """The summary: one row per workload (markdown)."""
     head = (
@@ -46,11 +63,13 @@ def table(reports: Sequence[dict[str, Any]]) -> str:
         lim = r["limits"]
         sat = r["worker"]["saturated"]
         o = lim["ort"]
+        procs = r.get("worker_processes", 1)
+        title = r["workload"]["title"] + (f" [{procs} worker processes]" if procs > 1 else "")
         decode = lim["decode"]["images_per_s"] if "decode" in lim else math.nan
         lines.append(
-            f"| ({r['workload']['key']}) {r['workload']['title']} | {_n(r['frame_bytes'])} | "
+            f"| ({r['workload']['key']}) {title} | {_n(r['frame_bytes'])} | "
             f"{_n(lim['nats']['msgs_per_s'])} | {_n(decode)} | "
-            f"{_n(o['images_per_s'])} ({o['best_batch']}, {o['best_threads']}) | "
+            f"{_ort(o)} | "
             f"{_n(r['edge_path']['frames_per_s'])} | {_n(r['worker_frames_per_s'])} | "
             f"{r['share_of_lowest_limit']:.0%} of {r['lowest_limit']['name']} | "
             f"{sat['sent']} = {sat['answered']} + {sat['shed']} + {sat['dropped_intake']} + "

@@ -21,11 +21,26 @@ from typing import Any
 from nats.aio.client import Client
 
 from bench.common import echo
-from bench.roofline_limits import decode_limit, edge_path, model_inputs, ort_limit
+from bench.roofline_limits import (
+    chain_ort_limit,
+    decode_limit,
+    edge_path,
+    model_inputs,
+    ort_limit,
+)
 from bench.roofline_procs import SITE, Child, subscriber_main
 from bench.roofline_publish import Ids, Results, publish
 from bench.roofline_worker import proc_cpu_seconds, worker_runs
-from bench.roofline_workloads import WORKLOADS, Options, Setup, Workload, make_analyser, make_setup
+from bench.roofline_workloads import (
+    OCR_ROLES,
+    WORKLOADS,
+    Options,
+    Setup,
+    Workload,
+    make_analyser,
+    make_setup,
+)
+from edge_worker.inference import pixels_of
 from pipeline.config import EdgeSettings
 from pipeline.messaging.server import NatsServer
 from schemas import subjects
@@ -107,27 +122,41 @@ async def _workload(
                 f"  limit JPEG decode: {d['images_per_s']:,.0f} images/s on {cores} threads "
                 f"({d['one_thread_images_per_s']:,.0f} on one)"
             )
-        inputs = await asyncio.to_thread(model_inputs, setup.frames, setup.role, setup.manifest)
-        batches = (1, 4, 8) if w.model == "detect" else (1, 8, 32)
-        limits["ort"] = await asyncio.to_thread(
-            ort_limit,
-            setup.role,
-            setup.manifest,
-            inputs,
-            batches,
-            options.ort_threads,
-            options.limit_seconds,
-            options.limit_repeats,
-        )
-        o = limits["ort"]
-        echo(
-            f"  limit ONNX Runtime: {o['images_per_s']:,.0f} images/s at batch "
-            f"{o['best_batch']}, {o['best_threads']} thread(s) ("
-            + ", ".join(
-                f"b{p['batch']}/t{p['threads']} {p['images_per_s']:,.0f}" for p in o["points"]
+        if w.model == "ocr":
+            assert setup.manifest is not None
+            images = [await asyncio.to_thread(pixels_of, f) for f in setup.frames]
+            limits["ort"] = await asyncio.to_thread(
+                chain_ort_limit,
+                OCR_ROLES,
+                setup.manifest,
+                images,
+                (1, 6),
+                options.ort_threads,
+                options.limit_seconds,
+                options.limit_repeats,
             )
-            + ")"
-        )
+            o = limits["ort"]
+            echo(
+                f"  limit ONNX Runtime: {o['images_per_s']:,.1f} frames/s of the chain "
+                f"({o['lines_per_frame']:.1f} lines a frame; "
+                + "; ".join(f"{role} {_points(m)}" for role, m in o["models"].items())
+                + ")"
+            )
+        else:
+            inputs = await asyncio.to_thread(model_inputs, setup.frames, setup.role, setup.manifest)
+            batches = (1, 4, 8) if w.model == "detect" else (1, 8, 32)
+            limits["ort"] = await asyncio.to_thread(
+                ort_limit,
+                setup.role,
+                setup.manifest,
+                inputs,
+                batches,
+                options.ort_threads,
+                options.limit_seconds,
+                options.limit_repeats,
+            )
+            o = limits["ort"]
+            echo(f"  limit ONNX Runtime: {o['images_per_s']:,.0f} images/s ({_points(o)})")
         named = {
             "nats": limits["nats"]["msgs_per_s"],
             "ort": limits["ort"]["images_per_s"],
@@ -152,7 +181,8 @@ async def _workload(
             f"  edge path (decode + analyser, batch {path_batch}, one thread, no NATS): "
             f"{path_rate:,.0f} frames/s"
         )
-        estimate = min(lowest, path_rate * options.inference_threads)
+        threads = EdgeSettings(inference_threads=options.inference_threads).threads
+        estimate = min(lowest, path_rate * threads * options.workers)
 
         results = Results()
         await subscriber.subscribe(subjects.results(SITE), cb=results.on_msg)
@@ -220,6 +250,7 @@ async def _workload(
         "frame_bytes": frame_bytes,
         "frames_in_pool": len(setup.pool),
         "worker_settings": setup.overrides,
+        "worker_processes": options.workers,
         "limits": limits,
         "lowest_limit": {"name": lowest_name, "per_s": lowest},
         "edge_path": {"batch": path_batch, "threads": 1, "frames_per_s": path_rate},
@@ -228,6 +259,14 @@ async def _workload(
         "worker_frames_per_s": sat["frames_per_s"],
         "share_of_lowest_limit": share,
     }
+
+
+def _points(limit: dict[str, Any]) -> str:
+    """Each point of an ORT limit: batch/threads(xcallers) images/s."""
+    return ", ".join(
+        f"b{p['batch']}/t{p['threads']}{'x' if p['callers'] > 1 else ''} {p['images_per_s']:,.0f}"
+        for p in limit["points"]
+    )
 
 
 async def _connect(url: str, name: str) -> Client:

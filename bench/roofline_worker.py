@@ -21,6 +21,7 @@ counts from /proc and the server's /varz.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import statistics
@@ -74,17 +75,74 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
+class Workers:
+    """The site's edge worker processes (``count``, one ``Child`` each, sharing the
+    site's frames): started on ``__aenter__``, stopped on exit; their snapshots summed."""
+
+    def __init__(self, count: int, url: str, name: str, overrides: dict[str, Any]) -> None:
+        self._children = [
+            Child(worker_main, f"{name}-{i}", url, f"roofline-edge-{i}", overrides)
+            for i in range(1, count + 1)
+        ]
+        self._stack = contextlib.AsyncExitStack()
+
+    @property
+    def ready(self) -> dict[str, Any]:
+        return self._children[0].ready
+
+    async def __aenter__(self) -> Workers:
+        async with contextlib.AsyncExitStack() as stack:
+            for child in self._children:
+                await stack.enter_async_context(child)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def snapshot(self) -> dict[str, Any]:
+        return _summed([await child.snapshot() for child in self._children])
+
+    async def stop(self) -> dict[str, Any]:
+        return _summed([await child.stop() for child in self._children])
+
+
+def _summed(snapshots: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Counts added up over the workers (also in a dict of counts); ``at`` the latest;
+    lists joined; a flag true only if true for all."""
+    total: dict[str, Any] = {}
+    for key, value in snapshots[0].items():
+        values = [s[key] for s in snapshots]
+        if key == "at":
+            total[key] = max(values)
+        elif isinstance(value, bool):
+            total[key] = all(values)
+        elif isinstance(value, list):
+            total[key] = [item for v in values for item in v]
+        elif isinstance(value, dict):
+            total[key] = _summed(values)
+        elif isinstance(value, int | float):
+            total[key] = sum(values)
+        else:
+            total[key] = value
+    return total
+
+
 @dataclass
 class _Rig:
-    """What every run against one worker shares."""
+    """What every run against the site's workers shares."""
 
-    worker: Child
+    worker: Workers
     server: NatsServer
     nc: Client
     results: Results
     setup: Setup
     ids: Ids
     options: Options
+    # Waiting for results gives up after this long without one: at least the option,
+    # and long enough for a batch of a slow model (PP-OCR reads about a frame a second
+    # a core).
+    quiet_s: float
 
 
 async def _phase(
@@ -99,12 +157,12 @@ async def _phase(
     cpu_before = (time.process_time(), proc_cpu_seconds(server.pid))
     slow_before = await asyncio.to_thread(slow_consumers, server)
     limit = clamp(BACKLOG_BYTES / rig.setup.frame_bytes, 8, 100_000)
-    backlog = Guard(results, base_count, limit, options.quiet_s) if guard else None
+    backlog = Guard(results, base_count, limit, rig.quiet_s) if guard else None
     sent, t0, t1 = await publish(
         rig.nc, rig.setup.pool, rig.ids, count, rate, options.time_limit_s, results.sent_at, backlog
     )
     results_by_end = results.count - base_count
-    complete = await results.wait_for(base_count + sent, options.quiet_s)
+    complete = await results.wait_for(base_count + sent, rig.quiet_s)
     cpu_after = (time.process_time(), proc_cpu_seconds(server.pid))
     after = await worker.snapshot()
     slow_after = await asyncio.to_thread(slow_consumers, server)
@@ -168,22 +226,24 @@ async def _phase(
 
 async def _closed_loop(rig: _Rig, seconds: float, estimate: float) -> dict[str, Any]:
     """Keep ``window`` frames in flight for ``seconds``; answered frames/s."""
-    results, options = rig.results, rig.options
-    window = clamp(PILOT_WINDOW_BYTES / rig.setup.frame_bytes, 4, 96)
+    results = rig.results
+    # At most a second's worth of frames in flight: a window of large frames for a slow
+    # model would take minutes to answer.
+    window = clamp(min(PILOT_WINDOW_BYTES / rig.setup.frame_bytes, estimate), 4, 96)
     limit = clamp(estimate * seconds * 2, 2 * window, 20_000)
     base_count, base_answered = results.count, results.answered
     t0 = time.perf_counter()
     sent = 0
     while sent < limit and time.perf_counter() - t0 < seconds:
         if sent - (results.count - base_count) >= window and not await results.wait_for(
-            base_count + sent - window + 1, options.quiet_s
+            base_count + sent - window + 1, rig.quiet_s
         ):
             break
         subject, data = rig.setup.pool[sent % len(rig.setup.pool)]
         await rig.nc.publish(subject, rig.ids.stamp(data)[1])
         sent += 1
     await rig.nc.flush()
-    complete = await results.wait_for(base_count + sent, options.quiet_s)
+    complete = await results.wait_for(base_count + sent, rig.quiet_s)
     answered = results.answered - base_answered
     elapsed = results.last_answered_at - t0
     return {
@@ -209,10 +269,11 @@ async def worker_runs(
     estimate: float,
 ) -> dict[str, Any]:
     """Warm up, saturate (open loop above ``estimate``), then paced runs at 50%/90%."""
-    async with Child(
-        worker_main, f"roofline-edge-{setup.workload.key}", server.url, setup.overrides
+    async with Workers(
+        options.workers, server.url, f"roofline-edge-{setup.workload.key}", setup.overrides
     ) as worker:
-        rig = _Rig(worker, server, nc, results, setup, ids, options)
+        quiet_s = max(options.quiet_s, 40 / estimate)
+        rig = _Rig(worker, server, nc, results, setup, ids, options, quiet_s)
         # Warm-up and pilot: closed loop, `window` frames in flight, so that nothing
         # piles up anywhere; its frames/s sets the open-loop rate.
         pilot = await _closed_loop(rig, options.pilot_seconds, estimate)

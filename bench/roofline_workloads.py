@@ -1,7 +1,7 @@
 """The workloads of ``bench.roofline`` and their frames.
 
-* ``Workload``: one model on one kind of frame; ``WORKLOADS`` the five a run knows
-  (``a`` to ``e``, described in ``bench.roofline``);
+* ``Workload``: one model on one kind of frame; ``WORKLOADS`` the six a run knows
+  (``a`` to ``f``, described in ``bench.roofline``);
 * ``Options``: the counts and times of a run, set by the command line;
 * ``Setup`` (from ``make_setup``): one workload made concrete: its frames, the encoded
   messages published (each frame id a placeholder stamped at publish, see
@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
+import numpy as np
+
 from bench.common import build_compute_model
 from bench.roofline_procs import SITE
 from bench.worker_harness import DEADLINE_MS, make_frames
@@ -29,6 +31,7 @@ from schemas.messages import Colour, Encoded, Frame, PrivacyClass, Region, Sourc
 
 __all__ = [
     "ID_PREFIX",
+    "OCR_ROLES",
     "PLACEHOLDER",
     "ROOT",
     "WORKLOADS",
@@ -54,8 +57,8 @@ PLACEHOLDER: Final = b"N" * 16
 class Workload:
     key: str
     title: str
-    model: str  # "digits", "compute" or "detect"
-    image: str  # "raw", "jpeg-grey" or "jpeg-rgb"
+    model: str  # "digits", "compute", "detect" or "ocr"
+    image: str  # "raw", "jpeg-grey", "jpeg-rgb" or "jpeg-shelf"
     width: int
     height: int
     regions: int  # 1: one 32x32 region; 0: none (a detector finds its own)
@@ -75,7 +78,18 @@ WORKLOADS: Final = (
     Workload(
         "e", "yolo-random detector 320x320, 1280x720 JPEG (RGB)", "detect", "jpeg-rgb", 1280, 720, 0
     ),
+    Workload(
+        "f",
+        "PP-OCRv4 det + edge rec, 1280x720 shelf JPEG (RGB)",
+        "ocr",
+        "jpeg-shelf",
+        1280,
+        720,
+        0,
+    ),
 )
+# The real models: PP-OCR's detector and the edge's recogniser (models/ppocr).
+OCR_ROLES: Final = ("text-det", "text-rec-edge")
 
 
 @dataclass(frozen=True)
@@ -94,6 +108,7 @@ class Options:
     quiet_s: float  # waiting for results gives up after this long without one
     time_limit_s: float  # publishing in any one run stops after this long
     inference_threads: int
+    workers: int  # edge worker processes of the site, sharing its frames
     ort_threads: tuple[int, ...]
     plot: Path | None
 
@@ -120,13 +135,28 @@ def _region(width: int, height: int) -> Region:
     return Region(width // 2 - 16, height // 2 - 16, 32, 32)
 
 
-def _jpeg_frames(w: Workload, count: int) -> tuple[list[Frame], list[Encoded]]:
+def _pictures(w: Workload, count: int, workdir: Path) -> list[np.ndarray]:
+    """``count`` RGB pictures: a pan over two photographs, or a shelf video's frames
+    (a frame every 0.5 s, the camera moving, labels to read)."""
+    if w.image == "jpeg-shelf":
+        from pipeline.camera.shelf.tiers import decode_frames
+        from pipeline.camera.shelf.writer import write_shelf_video
+
+        video = write_shelf_video(
+            workdir / f"shelf-{w.key}.mp4", seconds=count / 2, width=w.width, height=w.height, fps=2
+        )
+        return [image for _, image in decode_frames(video.video)][:count]
+    from pipeline.camera.sources.photos import photo_frames
+
+    return photo_frames(count, w.width, w.height)
+
+
+def _jpeg_frames(w: Workload, count: int, workdir: Path) -> tuple[list[Frame], list[Encoded]]:
     import cv2
 
-    from pipeline.camera.sources.photos import photo_frames
     from pipeline.inference.images import encode_jpeg
 
-    pictures = photo_frames(count, w.width, w.height)
+    pictures = _pictures(w, count, workdir)
     if w.image == "jpeg-grey":
         pictures = [cv2.cvtColor(p, cv2.COLOR_RGB2GRAY) for p in pictures]
     jpegs = [encode_jpeg(p, JPEG_QUALITY) for p in pictures]
@@ -156,7 +186,7 @@ def make_setup(w: Workload, options: Options, workdir: Path) -> Setup:
     if w.image == "raw":
         frames = make_frames(options.pool)  # the camera simulator's, 640x480
     else:
-        frames, jpegs = _jpeg_frames(w, options.pool)
+        frames, jpegs = _jpeg_frames(w, options.pool, workdir)
     placeholder = (ID_PREFIX + PLACEHOLDER).decode()
     frames = [replace(f, frame_id=placeholder) for f in frames]
     for f in frames:
@@ -176,11 +206,19 @@ def make_setup(w: Workload, options: Options, workdir: Path) -> Setup:
         manifest, role = DETECTOR_MANIFEST, "detect"
         overrides["model_manifest"] = str(manifest)
         overrides["models"] = "detect"
+    elif w.model == "ocr":
+        from models.ppocr import build
+
+        if not build.ready():
+            build.fetch()
+        manifest, role = build.MANIFEST, ",".join(OCR_ROLES)
+        overrides["model_manifest"] = str(manifest)
+        overrides["models"] = role
     return Setup(w, frames, pool, role, manifest, overrides, jpegs)
 
 
 def make_analyser(setup: Setup) -> Analyser:
     """The analyser the worker builds for these settings (EdgeWorker.from_settings)."""
-    if setup.workload.model == "detect":
+    if setup.workload.model in ("detect", "ocr"):
         return ModelChain.load(setup.role, setup.manifest, source=Source.EDGE)
     return RegionClassifier(OnnxModel.load("edge", setup.manifest), Source.EDGE, "max_probability")

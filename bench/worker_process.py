@@ -125,7 +125,12 @@ def worker_snapshot(worker: Any, warnings_log: WarningLog) -> dict[str, Any]:
             value("hybridfleet_edge_escalations_total", privacy=p.value) for p in PrivacyClass
         ),
         "shed": value("hybridfleet_edge_shed_frames_total"),
-        "dropped": value("hybridfleet_edge_dropped_frames_total", place="intake"),
+        # Dropped unread: at the worker's own intake, or by the site's frame stream
+        # (counted once over the site's workers, edge_worker/discards.py).
+        "dropped": sum(
+            value("hybridfleet_edge_dropped_frames_total", place=place)
+            for place in ("intake", "site_stream")
+        ),
         "dead_letters": sum(
             value("hybridfleet_edge_dead_letters_total", kind=k) for k in ("schema", "model")
         ),

@@ -109,7 +109,8 @@ class BatchPolicy:
         Rules, first match wins: nothing queued -> wait for an arrival; a full batch ->
         flush it; bigger batches do not pay (``batching_pays``) -> flush all now; the
         model is saturated (``saturated``) -> wait for a full batch, but
-        no longer than one full batch's run time past the oldest item's latest start;
+        no longer past the oldest item's latest start than one full batch's run time or
+        the latency target, whichever is shorter;
         the oldest item's latest start reached -> flush all; fewer than one more arrival
         expected before that latest start -> flush all now (waiting would only add
         latency); the queue already holds at least what arrives while a batch of its
@@ -136,7 +137,11 @@ class BatchPolicy:
         if self.saturated(rate):
             # The bound is what a frame waits anyway when a full batch runs ahead of it;
             # it also ends the wait when the rate estimate is stale (traffic stopped).
-            bound = latest_start + self.latency_model.estimate(cap)
+            # A slow model's full batch takes seconds (PP-OCR: ~30 s for 32 frames on a
+            # core): there the latency target bounds the wait, and a noisy fit that
+            # makes company look worth it cannot hold frames for half a minute.
+            extra = min(self.latency_model.estimate(cap), self.latency_target_s)
+            bound = latest_start + extra
             if now >= bound:
                 return BatchDecision(queued, None)
             return BatchDecision(0, min(bound, self._full_at(now, queued, rate, bound)))

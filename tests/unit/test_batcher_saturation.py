@@ -115,6 +115,22 @@ def test_saturated_partial_queue_waits_for_a_full_batch_past_the_latest_start() 
     assert p.decide(bound, 6, -0.005, oldest_due, 1000.0) == BatchDecision(6, None)
 
 
+def test_a_slow_models_saturation_wait_is_bounded_by_the_latency_target() -> None:
+    # PP-OCR-like: 0.5 s a batch plus 0.5 s a frame, so company seems to pay (a frame
+    # costs 1 s alone, 0.56 s in a full batch) and 3 frames/s saturate it. A full
+    # batch takes 4.5 s: the wait for one must end a latency target past the oldest
+    # frame's latest start, not a full batch's run time past it.
+    slow = line_model(a=0.5, b=0.5)
+    p = policy(slow)
+    assert p.batching_pays() and p.saturated(3.0)
+    oldest_due = 0.010
+    latest = oldest_due - slow.estimate(2)
+    waiting = p.decide(latest, 2, 0.0, oldest_due, 3.0)
+    assert waiting.size == 0
+    assert waiting.wake_at == pytest.approx(latest + TARGET)
+    assert p.decide(latest + TARGET, 2, 0.0, oldest_due, 3.0) == BatchDecision(2, None)
+
+
 def test_saturated_queue_beyond_a_batch_flushes_the_cap() -> None:
     assert policy().decide(0.5, 300, 0.0, 0.010, 1000.0) == BatchDecision(CAP, None)
 
