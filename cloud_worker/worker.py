@@ -93,7 +93,7 @@ class CloudWorker(Service):
     def from_settings(cls, settings: Settings, *, model: OnnxModel | None = None) -> CloudWorker:
         """The worker with its models loaded from the manifest: ``cloud.models`` (run as
         ``cloud.providers``, ``intra_op_threads`` and ``max_batch`` say), or the region
-        classifier of role ``cloud`` (or ``model``)."""
+        classifier of role ``cloud`` (or ``model``), on ``intra_op_threads``."""
         return cls(
             settings,
             analyser=cloud_analyser(settings.cloud, model=model),
@@ -124,6 +124,7 @@ class CloudWorker(Service):
                 base=self.analyser.model,
                 on_swap=self._swap_model,
                 on_refused=lambda _: self.metrics.bundle_refusals.inc(),
+                intra_op_threads=cfg.intra_op_threads or None,
             )
         self._heartbeats = HeartbeatPublisher(
             self._nc,

@@ -23,7 +23,6 @@ import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -40,6 +39,7 @@ from edge_worker.frames_in import FrameIntake
 from edge_worker.inference import BatchRunner
 from edge_worker.intake import Request
 from edge_worker.metrics import EdgeMetrics
+from edge_worker.models import edge_analyser
 from edge_worker.outbound import Outbound
 from edge_worker.repeats import FrameIds
 from edge_worker.sanitize import FaceBlur, FaceBlurOptions
@@ -50,7 +50,6 @@ from edge_worker.tracks import LineTracks
 from pipeline.config import Settings
 from pipeline.fleet.heartbeat import HeartbeatPublisher, ModelCounters
 from pipeline.inference.analysis import Analyser, RegionClassifier
-from pipeline.inference.chain import tier_analyser
 from pipeline.inference.embedding import EmbeddingModel
 from pipeline.inference.model import OnnxModel
 from pipeline.messaging.natsio import connect, ensure_site_streams, publish_dead_letter
@@ -172,17 +171,14 @@ class EdgeWorker(Service):
     def from_settings(cls, settings: Settings, *, model: OnnxModel | None = None) -> EdgeWorker:
         """The worker with its real parts: models from the manifest, the thermal sensor.
 
-        ``edge.models`` names the manifest roles the edge runs (docs/models.md); by
-        default it is the region classifier of role ``edge`` (or ``model``).
+        ``edge.models`` names the manifest roles the edge runs (docs/models.md), run as
+        ``edge.providers``, ``intra_op_threads`` and ``max_batch`` say; by default it is
+        the region classifier of role ``edge`` (or ``model``), on ``intra_op_threads``.
         """
         cfg = settings.edge
-        manifest = Path(cfg.model_manifest) if cfg.model_manifest else None
-        signal = cfg.confidence_signal
         return cls(
             settings,
-            analyser=tier_analyser(
-                cfg.models, manifest, source=Source.EDGE, signal=signal, model=model
-            ),
+            analyser=edge_analyser(cfg, model=model),
             embedder=EmbeddingModel.load(),
             thermal=thermal_sensor(prefer_sysfs=cfg.thermal == "auto"),
             face_blur=FaceBlur(FaceBlurOptions(detect_scale=0.5)) if cfg.face_blur else None,
@@ -249,6 +245,7 @@ class EdgeWorker(Service):
                 base=self.analyser.model,
                 on_swap=self._swap_model,
                 on_refused=lambda _: self.metrics.bundle_refusals.labels(self.site).inc(),
+                intra_op_threads=cfg.intra_op_threads or None,
             )
         # The heartbeat record stays on the site's own server (a KV put does not cross
         # into another domain); the heartbeat subject reaches the hub over the leaf link.

@@ -34,6 +34,7 @@ __all__ = [
     "WorkerSettings",
     "load_settings",
     "read_toml",
+    "usable_cores",
 ]
 
 ENV_PREFIX = "HYBRIDFLEET_"
@@ -58,6 +59,15 @@ def _not_a_token(value: str) -> str | None:
 def _token(default: str) -> Any:
     # Becomes part of subject names: validated like a site or camera name.
     return checked(_not_a_token, default)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (a cpuset, ``taskset``), or
+    all of the machine's where the platform has none."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # no sched_getaffinity (macOS, Windows)
+        return os.cpu_count() or 1
 
 
 def _split(value: str) -> list[str]:
@@ -118,13 +128,33 @@ class WorkerSettings:
 
     @property
     def threads(self) -> int:
-        """``inference_threads``, 0 (auto) resolved to this machine's cores, at most 8."""
-        return self.inference_threads or min(os.cpu_count() or 1, 8)
+        """``inference_threads``, 0 (auto) resolved to :func:`usable_cores`, at most 8."""
+        return self.inference_threads or min(usable_cores(), 8)
+
+    @property
+    def provider_list(self) -> tuple[str, ...]:
+        """``providers`` as a tuple, () for the manifest's."""
+        return tuple(_split(self.providers))
+
+    @property
+    def runs_as_declared(self) -> bool:
+        """Whether the tier's models run exactly as their manifest entries say."""
+        return not (self.providers or self.intra_op_threads or self.max_batch)
 
     max_message_bytes: int = _range(DEFAULT_MAX_BYTES, 1024, 64 << 20)
     # Batches in the model at once (the edge) and threads of the model's pool; 0: one
-    # per core of this machine, at most 8 (``threads``).
+    # per core this process may run on (its CPU affinity), at most 8 (``threads``).
     inference_threads: int = _range(0, 0, 64)
+    # How this deployment runs the tier's models, in place of their manifest entries'
+    # values (docs/operations.md, "How a deployment runs its models"): onnxruntime
+    # execution providers in order, comma-separated (a missing one falls back as a
+    # manifest's does), intra-op threads (of one model call), and images per model call
+    # (input.max_batch; at the edge, not max_batch_size). Empty or 0: the manifest's.
+    # providers and max_batch need `models`; intra_op_threads also sets the region
+    # classifier's (and that of a bundle replacing it).
+    providers: str = checked(_not_providers, "")
+    intra_op_threads: int = _range(0, 0, 256)
+    max_batch: int = _range(0, 0, 4096)
     model_manifest: str = ""  # empty: the manifest shipped in models/
     # Heartbeats on fleet.heartbeat.<site>.<worker> and in KV HF_FLEET
     # (pipeline/fleet/heartbeat.py).
@@ -259,16 +289,6 @@ class CloudSettings(WorkerSettings):
     # The manifest roles the cloud runs on what it is sent, in order (docs/models.md),
     # e.g. "shop-classify"; empty: the region classifier of role "cloud".
     models: str = ""
-    # How this deployment runs the models of `models`, in place of their manifest
-    # entries' values (docs/operations.md, "The cloud's batches and execution
-    # providers"): onnxruntime execution providers in order, comma-separated (e.g.
-    # "CUDAExecutionProvider,CPUExecutionProvider"; a missing one falls back as a
-    # manifest's does), intra-op threads, and images per model call (input.max_batch:
-    # a fetched batch's crops run in calls of at most this many). Empty or 0: the
-    # manifest's. A GPU wants large calls; the manifest's value suits a CPU.
-    providers: str = checked(_not_providers, "")
-    intra_op_threads: int = _range(0, 0, 256)
-    max_batch: int = _range(0, 0, 4096)
     # Fetched batches answered at once: more than 1 overlaps one batch's decoding,
     # replies and the next fetch with another's model call (a GPU waits less), using
     # that many threads of the pool (inference_threads).
@@ -277,16 +297,6 @@ class CloudSettings(WorkerSettings):
     @property
     def site_list(self) -> list[str]:
         return _split(self.sites)
-
-    @property
-    def provider_list(self) -> tuple[str, ...]:
-        """``providers`` as a tuple, () for the manifest's."""
-        return tuple(_split(self.providers))
-
-    @property
-    def runs_as_declared(self) -> bool:
-        """Whether the declared models run exactly as their manifest entries say."""
-        return not (self.providers or self.intra_op_threads or self.max_batch)
 
     @property
     def backoff(self) -> list[float]:
@@ -313,8 +323,23 @@ def _build(cls: type[T], section: str, values: Mapping[str, Any]) -> T:
     return built
 
 
+def _check_deployment(section: str, settings: EdgeSettings | CloudSettings) -> None:
+    if (settings.providers or settings.max_batch) and not settings.models:
+        edge = isinstance(settings, EdgeSettings)
+        frames = f"; to size batches of frames, set {section}.max_batch_size" if edge else ""
+        raise ConfigError(
+            f"{section}.providers and {section}.max_batch set how the declared models of "
+            f"{section}.models run; with {section}.models empty the region classifier runs "
+            "on its manifest entry's providers, a batch's regions in one call: set "
+            f"{section}.models or leave them unset ({section}.intra_op_threads applies to "
+            f"both){frames}"
+        )
+
+
 def _check_lists(section: str, settings: Any) -> None:
     """Validate the comma-separated list settings, which plain types cannot."""
+    if isinstance(settings, EdgeSettings | CloudSettings):
+        _check_deployment(section, settings)
     if isinstance(settings, CloudSettings):
         for site in settings.site_list:
             try:
@@ -336,12 +361,6 @@ def _check_lists(section: str, settings: Any) -> None:
             raise ConfigError(
                 f"{section}.backoff_s lists {len(delays)} delays; it needs fewer than "
                 f"{section}.max_deliver ({settings.max_deliver})"
-            )
-        if not settings.runs_as_declared and not settings.models:
-            raise ConfigError(
-                f"{section}.providers, intra_op_threads and max_batch set how the declared "
-                f"models of {section}.models run; with {section}.models empty the region "
-                "classifier runs as its manifest entry says: set models or leave them unset"
             )
         threads = settings.inference_threads
         if threads and threads < settings.batches_in_flight:

@@ -28,16 +28,15 @@ from typing import TypeVar
 
 import numpy as np
 
-from pipeline.inference.analysis import Analyser, Analysis, Look, RegionClassifier
+from pipeline.inference.analysis import Analysis, Look
 from pipeline.inference.images import crop, crop_quad
-from pipeline.inference.model import OnnxModel
 from pipeline.inference.outputs import Boxes, Classes, Text
 from pipeline.inference.runtime import DeclaredModel
 from schemas.errors import ModelError
 from schemas.limits import MAX_DETECTIONS, MAX_LINES, MAX_REGIONS
 from schemas.messages import Detection, Region, Source, TextLine
 
-__all__ = ["ModelChain", "first_ranked", "tier_analyser"]
+__all__ = ["ModelChain", "first_ranked"]
 
 T = TypeVar("T")
 
@@ -219,19 +218,3 @@ class _Read:
     box: Region
     text: str
     confidence: float
-
-
-def tier_analyser(
-    models: str,
-    manifest: Path | None,
-    *,
-    source: Source,
-    signal: str,
-    model: OnnxModel | None = None,
-) -> Analyser:
-    """What a worker of tier ``source`` runs: the declared chain of ``models`` (manifest
-    roles, comma-separated), else the region classifier ``model`` or, without one, that
-    of the tier's own role (``edge``, ``cloud``)."""
-    if models and model is None:
-        return ModelChain.load(models, manifest, source=source)
-    return RegionClassifier(model or OnnxModel.load(source.value, manifest), source, signal)

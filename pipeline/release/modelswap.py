@@ -67,9 +67,12 @@ class ModelUpdater:
         base: OnnxModel,
         on_swap: Callable[[OnnxModel], None],
         on_refused: Callable[[str], None] | None = None,
+        intra_op_threads: int | None = None,
     ) -> None:
         """``js`` reaches the registry (the hub's domain from a site); ``base`` is the
-        model the worker started with, run again when no version is desired."""
+        model the worker started with, run again when no version is desired.
+        ``intra_op_threads``, if given, replaces each bundle's declared threads (the
+        worker's setting, as it did for ``base``)."""
         self._nc = nc
         self._js = js
         self._tier, self._site, self._worker = tier, site, worker
@@ -78,6 +81,7 @@ class ModelUpdater:
         self._base = base
         self._on_swap = on_swap
         self._on_refused = on_refused
+        self._intra_op_threads = intra_op_threads
         self._current_version = base.version
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -113,7 +117,12 @@ class ModelUpdater:
         try:
             folder = await ModelRegistry(self._js).fetch(self._tier, version, self._cache)
             bundle = await asyncio.to_thread(
-                load_bundle, folder, self._trusted, tier=self._tier, version=version
+                load_bundle,
+                folder,
+                self._trusted,
+                tier=self._tier,
+                version=version,
+                intra_op_threads=self._intra_op_threads,
             )
         except (HybridfleetError, OSError) as exc:
             await self._refuse(version, str(exc))

@@ -3,7 +3,8 @@
 ``cloud.providers``, ``cloud.intra_op_threads`` and ``cloud.max_batch`` replace the
 manifest entry's values for the declared models of ``cloud.models`` (the random-weight
 classifier of models/random here, on the CPU onnxruntime of this environment, so a
-GPU provider falls back to the CPU's as a manifest's does); ``cloud.batches_in_flight``
+GPU provider falls back to the CPU's as a manifest's does), and ``cloud.intra_op_threads``
+the region classifier's without them; ``cloud.batches_in_flight``
 lets a worker answer several fetched batches at once, on a real nats-server.
 """
 
@@ -22,7 +23,7 @@ from cloud_worker.models import cloud_analyser
 from cloud_worker.worker import CloudWorker
 from models.random.build import HERE as RANDOM_MODELS
 from pipeline.config import CloudSettings, Settings, load_settings
-from pipeline.inference.analysis import Look
+from pipeline.inference.analysis import Look, RegionClassifier
 from pipeline.inference.chain import ModelChain
 from pipeline.inference.manifest import load_declaration
 from schemas.errors import ConfigError
@@ -115,6 +116,12 @@ def test_without_overrides_the_models_run_as_declared() -> None:
     analyser = cloud_analyser(cfg)
     assert isinstance(analyser, ModelChain)
     assert analyser.stages[0].declaration == load_declaration("classify", MANIFEST)[0]
+
+
+def test_intra_op_threads_alone_set_the_region_classifiers_threads() -> None:
+    analyser = cloud_analyser(replace(CloudSettings(), intra_op_threads=2))
+    assert isinstance(analyser, RegionClassifier)
+    assert analyser.model._session.get_session_options().intra_op_num_threads == 2
 
 
 def _in_flight(settings: Settings, n: int, fetch: int, latency_ms: float) -> Settings:

@@ -192,8 +192,8 @@ def test_unknown_key_lists_known_keys(tmp_path: Path, section: str) -> None:
 
 def test_unknown_key_from_env() -> None:
     message = _refused(
-        "edge.max_batch: unknown key; did you mean 'max_batch_size'? (allowed: ",
-        env={"HYBRIDFLEET_EDGE_MAX_BATCH": "1"},
+        "edge.max_batch_sizes: unknown key; did you mean 'max_batch_size'? (allowed: ",
+        env={"HYBRIDFLEET_EDGE_MAX_BATCH_SIZES": "1"},
     )
     assert "max_batch_size" in message and "default_threshold" in message
 
