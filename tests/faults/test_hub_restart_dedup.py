@@ -7,6 +7,18 @@ whose flow-control ack had not yet reached the site are sourced again after the
 restart, and their answers are stored in ``REPLIES`` a second time. Neither stream's
 ``Nats-Msg-Id`` window absorbs them, because nats-server rebuilds the dedup map on
 restart only from messages still stored (``rebuildDedupe`` in server/stream.go).
+
+The edge starts before the cloud here, so that the hub's durable source finds the
+site's ``to-cloud`` consumer at its first reset and no escalation waits at the site
+while the source is set up. Started the other way round (``start_cloud_and_edge``),
+the first reset times out (there is no consumer yet to answer it), the hub then probes
+the deliver subject, and nats-server 2.15.1 can lose the escalations stored meanwhile:
+the site's consumer, still believing the probe listens, delivers them between the
+reset and the reply that reports its position, the reply says they were delivered,
+the hub skips them as already sourced and acks them away by flow control. That loss
+(seen here as warm-up escalations never answered, about 1 run in 5 under load) is not
+what this test is about, and it is not excused: everything stored is still asserted
+answered below.
 """
 
 from __future__ import annotations
@@ -20,7 +32,7 @@ from pipeline.config import StreamSettings
 from pipeline.messaging.natsio import _source_window
 from schemas import subjects
 from tests.faults.harness import SITE, Fleet
-from tests.faults.probes import hub_js, site_js, start_cloud_and_edge
+from tests.faults.probes import hub_js, probe_until, site_js
 
 pytestmark = [pytest.mark.fault, pytest.mark.timeout(300)]
 
@@ -38,7 +50,10 @@ async def _last_seq(js, stream: str) -> int:  # type: ignore[no-untyped-def]
 
 async def test_whole_hub_restart_resources_unacked_window(cluster_fleet: Fleet) -> None:
     fleet = cluster_fleet
-    await start_cloud_and_edge(fleet, warm_up_s=40)
+    # The edge first: its site stream and consumer exist before the hub's source looks.
+    await fleet.start_worker("edge", "edge-1")
+    await fleet.start_worker("cloud", "cloud-1")
+    await probe_until(fleet, "cloud_answer", 40)
     before = set(await fleet.publish(30, rate_hz=30))
     await asyncio.sleep(2)
 
