@@ -41,7 +41,7 @@ import nats
 from nats.aio.client import Client
 
 from bench.common import begin_run, echo, timed_run, write_figures
-from bench.roofline_procs import SITE, Child, worker_main
+from bench.roofline_procs import SITE, Child, forget_site_frames, worker_main
 from bench.roofline_publish import Ids, Results, publish
 from bench.roofline_worker import clamp, slow_consumers, worker_runs
 from bench.roofline_workloads import ROOT, WORKLOADS, Options, make_setup
@@ -72,16 +72,6 @@ async def _discarded(nc: Client) -> int:
         return int((entry.value or b"0 0").split()[1])
     except Exception:
         return 0
-
-
-async def _drop_stream(nc: Client) -> None:
-    """Delete the site stream and the site's count of its discards: the next run starts
-    from nothing (a new consumer's count starts from 0 anyway)."""
-    js = nc.jetstream()
-    with contextlib.suppress(Exception):
-        await js.delete_stream(subjects.frames_stream(SITE))
-    with contextlib.suppress(Exception):
-        await (await js.key_value(subjects.SITE_BUCKET)).purge(f"{SITE}.frames-discarded")
 
 
 @contextlib.asynccontextmanager
@@ -175,7 +165,7 @@ async def _one(
     setup.overrides["intake"] = intake
     nc = await nats.connect(server.url, name="intake-modes")
     try:
-        await _drop_stream(nc)
+        await forget_site_frames(nc)
         results = Results()
         await nc.subscribe(subjects.results(SITE), cb=results.on_msg)
         ids = Ids()
@@ -195,7 +185,7 @@ async def _one(
             )
             await overloaded.stop()
     finally:
-        await _drop_stream(nc)
+        await forget_site_frames(nc)
         await nc.close()
     paced = {k: p["latency_ms"] for k, p in worker["paced"].items()}
     return {
@@ -286,6 +276,7 @@ def _parse(argv: Sequence[str] | None) -> tuple[Options, int, float, Path]:
         time_limit_s=10.0 if quick else 30.0,
         inference_threads=1,
         workers=1,
+        intake="",  # each round sets its own
         ort_threads=(1,),
         plot=None,
     )

@@ -104,6 +104,12 @@ def _parse(argv: Sequence[str] | None) -> tuple[Options, Path]:
         default=1,
         help="edge worker processes of the site, sharing its frames (default 1)",
     )
+    parser.add_argument(
+        "--intake",
+        choices=("stream", "subscription"),
+        default="",
+        help="the worker's edge.intake (default: as shipped, the site's frame stream)",
+    )
     args = parser.parse_args(argv)
     keys = tuple(k.strip() for k in args.workloads.split(",") if k.strip())
     known = {w.key for w in WORKLOADS}
@@ -130,6 +136,7 @@ def _parse(argv: Sequence[str] | None) -> tuple[Options, Path]:
         time_limit_s=10.0 if quick else 30.0,
         inference_threads=args.inference_threads,
         workers=args.workers,
+        intake=args.intake,
         ort_threads=(1, 2),
         plot=Path(args.plot) if args.plot else None,
     )

@@ -17,6 +17,7 @@ The protocol helpers (``receive``, ``ask``, ``stop_process``) and the child's si
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing as mp
 import time
 from collections.abc import Callable
@@ -24,6 +25,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import Any, Final
+
+from nats.aio.client import Client
 
 from bench.worker_process import (
     SITE,
@@ -38,7 +41,7 @@ from bench.worker_process import (
 from pipeline.config import EdgeSettings, NatsSettings, Settings
 from schemas import subjects
 
-__all__ = ["SITE", "Child", "subscriber_main", "worker_main"]
+__all__ = ["SITE", "Child", "forget_site_frames", "subscriber_main", "worker_main"]
 
 # The pool's frames were captured when the run started; frames carry a far deadline.
 _SKEW_S: Final = 86_400.0
@@ -158,6 +161,17 @@ async def _subscriber(conn: Connection, url: str) -> None:
 
 
 # ---------------------------------------------------------------- the parent's end
+
+
+async def forget_site_frames(nc: Client) -> None:
+    """Delete the site's frame stream and its count of discards, if any: frames
+    published for a run before (or for the bare subscriber) must not wait there for
+    the next worker, which declares the stream again."""
+    js = nc.jetstream()
+    with contextlib.suppress(Exception):
+        await js.delete_stream(subjects.frames_stream(SITE))
+    with contextlib.suppress(Exception):
+        await (await js.key_value(subjects.SITE_BUCKET)).purge(f"{SITE}.frames-discarded")
 
 
 class Child:

@@ -28,7 +28,7 @@ from bench.roofline_limits import (
     model_inputs,
     ort_limit,
 )
-from bench.roofline_procs import SITE, Child, subscriber_main
+from bench.roofline_procs import SITE, Child, forget_site_frames, subscriber_main
 from bench.roofline_publish import Ids, Results, publish
 from bench.roofline_worker import proc_cpu_seconds, worker_runs
 from bench.roofline_workloads import (
@@ -105,6 +105,9 @@ async def _workload(
     publisher = await _connect(server.url, "roofline-publisher")
     subscriber = await _connect(server.url, "roofline-results")
     try:
+        # The bare subscriber's frames must not wait in the site's frame stream (a
+        # previous workload's worker declared it) for this workload's worker.
+        await forget_site_frames(publisher)
         limits["nats"] = await _nats_limit(server, publisher, setup, ids, options)
         n = limits["nats"]
         echo(
@@ -184,6 +187,7 @@ async def _workload(
         threads = EdgeSettings(inference_threads=options.inference_threads).threads
         estimate = min(lowest, path_rate * threads * options.workers)
 
+        await forget_site_frames(publisher)
         results = Results()
         await subscriber.subscribe(subjects.results(SITE), cb=results.on_msg)
         await subscriber.flush()

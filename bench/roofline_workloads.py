@@ -109,6 +109,7 @@ class Options:
     time_limit_s: float  # publishing in any one run stops after this long
     inference_threads: int
     workers: int  # edge worker processes of the site, sharing its frames
+    intake: str  # edge.intake ("stream", "subscription"); "" for the shipped default
     ort_threads: tuple[int, ...]
     plot: Path | None
 
@@ -193,6 +194,8 @@ def make_setup(w: Workload, options: Options, workdir: Path) -> Setup:
         assert f.priority == 1 and f.privacy is PrivacyClass.LOCAL_ONLY
     pool = [(subjects.frames(SITE, f.camera), encode(f)) for f in frames]
     overrides: dict[str, Any] = {"inference_threads": options.inference_threads}
+    if options.intake:
+        overrides["intake"] = options.intake
     manifest: Path | None = None
     role = "edge"
     if w.model == "compute":
