@@ -39,7 +39,18 @@ with one 32x32 region (what the camera simulator sends); (b, c) the same model o
 the region classifier's 8x8 features take grey crops only (an RGB crop is refused,
 and with it the whole batch); (d) the compute-shaped MLP of ``bench/common.py`` on
 raw frames; (e) the random-weight YOLOv8-layout detector of ``models/random``
-(declared: ``edge.models = "detect"``) on 1280x720 colour JPEG frames, no regions.
+(declared: ``edge.models = "detect"``) on 1280x720 colour JPEG frames, no regions;
+(f) the shelf-label task's real models, PP-OCRv4's text detector and the edge's
+recogniser (``edge.models = "text-det,text-rec-edge"``), on 1280x720 colour JPEG frames
+of a generated shelf video. For (f) the ONNX Runtime limit is the chain's: the
+detector's time for a frame plus the recogniser's for the mean lines per frame, each
+at its own best point (``bench.roofline_limits.chain_ort_limit``).
+
+The worker runs with the shipped defaults (one batch in flight per core, the site's
+frame stream as its intake); ``--inference-threads``, ``--intake`` and ``--workers``
+(several worker processes sharing the site's frames) change that. The site's frame
+stream is deleted before each workload's limits and worker, so that frames published
+for one never wait there for the next.
 
 Frames are priority 1 and privacy ``local_only``, so the worker answers each on the
 edge and needs no cloud. Everything runs on 127.0.0.1: a nats-server, the worker's
@@ -90,7 +101,7 @@ def _parse(argv: Sequence[str] | None) -> tuple[Options, Path]:
     parser.add_argument(
         "--workloads",
         default=",".join(w.key for w in WORKLOADS),
-        help="comma-separated keys of the workloads to run (default: all, a..e)",
+        help="comma-separated keys of the workloads to run (default: all, a..f)",
     )
     parser.add_argument(
         "--inference-threads",

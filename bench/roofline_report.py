@@ -19,11 +19,18 @@ from typing import Any
 from bench.common import RunTime, save_figure
 from bench.roofline_workloads import ROOT, Options
 
-__all__ = ["figures", "plot", "table"]
+__all__ = ["figures", "plot", "rate_text", "table"]
 
 
 def _n(value: float, digits: int = 0) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:,.{digits}f}"
+
+
+def rate_text(value: float) -> str:
+    """A rate with the digits it needs: 2.07, 24.3, 1,075."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    return _n(value, 2 if abs(value) < 10 else 1 if abs(value) < 100 else 0)
 
 
 def _latency(point: dict[str, Any]) -> str:
@@ -48,7 +55,7 @@ def _ort(limit: dict[str, Any]) -> str:
         if limit.get("best_callers", 1) > 1
         else f"{limit['best_threads']} thr"
     )
-    return f"{_n(limit['images_per_s'])} (b{limit['best_batch']}, {how})"
+    return f"{rate_text(limit['images_per_s'])} (b{limit['best_batch']}, {how})"
 
 
 def table(reports: Sequence[dict[str, Any]]) -> str:
@@ -70,7 +77,8 @@ def table(reports: Sequence[dict[str, Any]]) -> str:
             f"| ({r['workload']['key']}) {title} | {_n(r['frame_bytes'])} | "
             f"{_n(lim['nats']['msgs_per_s'])} | {_n(decode)} | "
             f"{_ort(o)} | "
-            f"{_n(r['edge_path']['frames_per_s'])} | {_n(r['worker_frames_per_s'])} | "
+            f"{rate_text(r['edge_path']['frames_per_s'])} | "
+            f"{rate_text(r['worker_frames_per_s'])} | "
             f"{r['share_of_lowest_limit']:.0%} of {r['lowest_limit']['name']} | "
             f"{sat['sent']} = {sat['answered']} + {sat['shed']} + {sat['dropped_intake']} + "
             f"{sat['lost'] + sat['dead_letters']} | "

@@ -30,6 +30,7 @@ from bench.roofline_limits import (
 )
 from bench.roofline_procs import SITE, Child, forget_site_frames, subscriber_main
 from bench.roofline_publish import Ids, Results, publish
+from bench.roofline_report import rate_text
 from bench.roofline_worker import proc_cpu_seconds, worker_runs
 from bench.roofline_workloads import (
     OCR_ROLES,
@@ -182,7 +183,7 @@ async def _workload(
         )
         echo(
             f"  edge path (decode + analyser, batch {path_batch}, one thread, no NATS): "
-            f"{path_rate:,.0f} frames/s"
+            f"{rate_text(path_rate)} frames/s"
         )
         threads = EdgeSettings(inference_threads=options.inference_threads).threads
         estimate = min(lowest, path_rate * threads * options.workers)
@@ -210,7 +211,7 @@ async def _workload(
     share = sat["frames_per_s"] / lowest if lowest else math.nan
     c = sat["cores"]
     echo(
-        f"  worker: {sat['frames_per_s']:,.0f} frames/s = {share:.0%} of the lowest limit "
+        f"  worker: {rate_text(sat['frames_per_s'])} frames/s = {share:.0%} of the lowest limit "
         f"({lowest_name}); offered {sat['offered_per_s']:,.0f}/s, mean batch "
         f"{sat['mean_batch']:.1f}, cores worker {c['worker']:.2f} server "
         f"{c['nats_server']:.2f} bench {c['bench']:.2f}"
@@ -223,7 +224,7 @@ async def _workload(
             "a result"
         )
     echo(
-        f"  pilot (closed loop, {pilot['window']} in flight): {pilot['frames_per_s']:,.0f} "
+        f"  pilot (closed loop, {pilot['window']} in flight): {rate_text(pilot['frames_per_s'])} "
         f"frames/s; open loop at {options.overload:g}x the higher of that and the "
         f"estimate {worker['estimate_per_s']:,.0f}/s (lowest limit, edge path)"
     )
