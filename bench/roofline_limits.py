@@ -74,21 +74,11 @@ def decode_limit(
     of ``repeats``)."""
     one = _rate(lambda: len([decode(image) for image in images]), seconds, repeats)
 
-    def loop(offset: int, start_line: threading.Barrier) -> tuple[int, float]:
-        start_line.wait()
-        done = 0
-        start = time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < seconds:
-            decode(images[(offset + done) % len(images)])
-            done += 1
-        return done, elapsed
+    def step(thread: int, call: int) -> int:
+        decode(images[(thread + call) % len(images)])
+        return 1
 
-    total = 0.0
-    with ThreadPoolExecutor(threads, thread_name_prefix="roofline-decode") as pool:
-        for _ in range(repeats):
-            barrier = threading.Barrier(threads)
-            counts = list(pool.map(loop, range(threads), [barrier] * threads))
-            total = max(total, sum(done / elapsed for done, elapsed in counts))
+    total = _parallel_rate(step, threads, seconds, repeats, "roofline-decode")
     return {"images_per_s": total, "one_thread_images_per_s": one, "threads": threads}
 
 
@@ -179,20 +169,33 @@ def _rate_parallel(
     if callers == 1:
         return _rate(lambda: one_pass(0), seconds, repeats)
 
-    def loop(offset: int, start_line: threading.Barrier) -> tuple[int, float]:
-        session.run(None, feeds[offset % len(feeds)])  # warm
+    return _parallel_rate(
+        lambda thread, _: one_pass(thread), callers, seconds, repeats, "roofline-ort"
+    )
+
+
+def _parallel_rate(
+    step: Callable[[int, int], int], threads: int, seconds: float, repeats: int, name: str
+) -> float:
+    """Items/s of ``threads`` threads together, each calling ``step(thread, call)``
+    (which returns how many items it did) from a common start until ``seconds`` have
+    passed, after one untimed call; the best of ``repeats`` timings."""
+
+    def loop(thread: int, start_line: threading.Barrier) -> tuple[int, float]:
+        step(thread, 0)
         start_line.wait()
-        done, start = 0, time.perf_counter()
+        done, calls, start = 0, 0, time.perf_counter()
         while True:
-            done += one_pass(offset)
+            done += step(thread, calls)
+            calls += 1
             if (elapsed := time.perf_counter() - start) >= seconds:
                 return done, elapsed
 
     best = 0.0
-    with ThreadPoolExecutor(callers, thread_name_prefix="roofline-ort") as pool:
+    with ThreadPoolExecutor(threads, thread_name_prefix=name) as pool:
         for _ in range(repeats):
-            barrier = threading.Barrier(callers)
-            counts = list(pool.map(loop, range(callers), [barrier] * callers))
+            barrier = threading.Barrier(threads)
+            counts = list(pool.map(loop, range(threads), [barrier] * threads))
             best = max(best, sum(done / elapsed for done, elapsed in counts))
     return best
 
