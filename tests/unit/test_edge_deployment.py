@@ -101,11 +101,11 @@ def test_settings_that_cannot_hold_are_refused(env: dict[str, str], message: str
         _edge(**env)
 
 
-def test_auto_inference_threads_are_the_usable_cores_at_most_8() -> None:
+def test_auto_inference_threads_are_the_usable_cores() -> None:
     if hasattr(os, "sched_getaffinity"):
         assert usable_cores() == len(os.sched_getaffinity(0))
     assert 1 <= usable_cores() <= (os.cpu_count() or 1)
-    assert EdgeSettings().threads == min(usable_cores(), 8)
+    assert EdgeSettings().threads == min(usable_cores(), 64)
     assert EdgeSettings(inference_threads=3).threads == 3
 
 
