@@ -64,6 +64,7 @@ __all__ = [
     "save_figure",
     "timed_run",
     "write_figures",
+    "write_into_doc",
 ]
 
 N = TypeVar("N", int, float)
@@ -122,6 +123,17 @@ def write_figures(path: Path, document: Mapping[str, Any]) -> None:
     text = json.dumps(_finite(document), indent=2, default=_json_default, allow_nan=False)
     path.write_text(text + "\n")
     echo(f"figures written to {path}")
+
+
+def write_into_doc(path: Path, key: str, text: str) -> None:
+    """Replace what lies between ``<!-- key -->`` and ``<!-- /key -->`` in the
+    markdown file ``path`` with ``text``; a ``ValueError`` if the markers are missing."""
+    begin, end = f"<!-- {key} -->", f"<!-- /{key} -->"
+    doc = path.read_text(encoding="utf-8")
+    start, stop = doc.find(begin), doc.find(end)
+    if start < 0 or stop < start:
+        raise ValueError(f"{path} has no {begin} ... {end} block to write into")
+    path.write_text(doc[: start + len(begin)] + "\n" + text.strip() + "\n" + doc[stop:])
 
 
 def _finite(value: Any) -> Any:

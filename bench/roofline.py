@@ -74,7 +74,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from bench.common import begin_run, echo, timed_run, write_figures
+from bench.common import begin_run, echo, timed_run, write_figures, write_into_doc
 from bench.roofline_report import figures, plot, table
 from bench.roofline_run import run
 from bench.roofline_workloads import ROOT, WORKLOADS, Options
@@ -83,9 +83,11 @@ __all__ = ["main"]
 
 DEFAULT_JSON: Final = ROOT / "bench" / "results" / "roofline.json"
 DEFAULT_PLOT: Final = ROOT / "docs" / "plots" / "roofline.png"
+DOC: Final = ROOT / "docs" / "benchmarks.md"
+DOC_BLOCK: Final = "roofline-table"
 
 
-def _parse(argv: Sequence[str] | None) -> tuple[Options, Path]:
+def _parse(argv: Sequence[str] | None) -> tuple[Options, Path, bool]:
     parser = argparse.ArgumentParser(
         prog="python -m bench.roofline",
         description="The edge worker's throughput as a share of its limits (NATS, JPEG "
@@ -114,6 +116,11 @@ def _parse(argv: Sequence[str] | None) -> tuple[Options, Path]:
         type=int,
         default=1,
         help="edge worker processes of the site, sharing its frames (default 1)",
+    )
+    parser.add_argument(
+        "--doc",
+        action="store_true",
+        help=f"also write the table into {DOC.relative_to(ROOT)} (its roofline-table block)",
     )
     parser.add_argument(
         "--intake",
@@ -151,11 +158,11 @@ def _parse(argv: Sequence[str] | None) -> tuple[Options, Path]:
         ort_threads=(1, 2),
         plot=Path(args.plot) if args.plot else None,
     )
-    return options, args.json
+    return options, args.json, args.doc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    options, json_path = _parse(argv)
+    options, json_path, doc = _parse(argv)
     # SIGTERM stops the run like Ctrl-C does, so the finally blocks stop the child
     # processes and the nats-server, each by its pid.
     machine, command = begin_run(
@@ -170,7 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     reports, times = timed
     echo()
-    echo(table(reports))
+    summary = table(reports)
+    echo(summary)
     echo(
         "\nNATS = a bare subscriber's messages/s; decode = JPEG images/s on all cores; ORT = "
         "the model alone at its best batch and threads; edge path = the worker's decode + "
@@ -182,6 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     echo(times.line())
     document = figures(command, machine, options, times, reports)
     write_figures(json_path, document)
+    if doc:
+        write_into_doc(DOC, DOC_BLOCK, f"{command}, {times.line()}:\n\n{summary}")
+        echo(f"table written into {DOC}")
     if options.plot is not None and reports:
         cpu = machine.get("cpu", "unknown CPU")
         subtitle = (
