@@ -19,7 +19,8 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import orjson
 from nats.aio.client import Client
@@ -80,7 +81,10 @@ class CloudLink:
         """Receive answers until ``stop`` is set."""
         while not stop.is_set():
             try:
-                await self._ensure_consumer()
+                # Not past a stop: with the cloud unreachable the request would hold a
+                # drain for its whole 5 s timeout.
+                if not await _unless_stopped(stop, self._ensure_consumer()):
+                    return
             except Exception as exc:
                 # No JetStream of the cloud's domain answers (the link is down), or its
                 # streams are not there yet (the cloud has never started).
@@ -147,6 +151,27 @@ class CloudLink:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+
+async def _unless_stopped(stop: asyncio.Event, work: Coroutine[Any, Any, None]) -> bool:
+    """Run ``work`` until it ends (True; what it raised is raised) or ``stop`` is set
+    first (False; ``work`` is cancelled)."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((task, stopped), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # cancelled: neither may outlive this call
+        task.cancel()
+        raise
+    finally:
+        stopped.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return False
+    task.result()
+    return True
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
