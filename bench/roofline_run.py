@@ -20,7 +20,7 @@ from typing import Any
 
 from nats.aio.client import Client
 
-from bench.common import echo
+from bench.common import echo, proc_cpu_seconds
 from bench.roofline_limits import (
     chain_ort_limit,
     decode_limit,
@@ -31,7 +31,7 @@ from bench.roofline_limits import (
 from bench.roofline_procs import SITE, Child, forget_site_frames, subscriber_main
 from bench.roofline_publish import Ids, Results, publish
 from bench.roofline_report import rate_text
-from bench.roofline_worker import proc_cpu_seconds, worker_runs
+from bench.roofline_worker import worker_runs
 from bench.roofline_workloads import (
     OCR_ROLES,
     WORKLOADS,

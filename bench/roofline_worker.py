@@ -1,7 +1,8 @@
 """Measuring the edge worker for ``bench.roofline``: open loop, paced latency, accounting.
 
-``worker_runs`` starts an ``EdgeWorker`` in a process of its own (``Child`` of
-``bench.roofline_procs``) and, against it:
+``worker_runs`` starts the site's ``EdgeWorker``s (``Workers``: ``options.workers``
+of them, each in a process of its own, a ``Child`` of ``bench.roofline_procs``) and,
+against them:
 
 * a closed-loop pilot (a window of frames in flight, at most ``PILOT_WINDOW_BYTES``;
   also the warm-up) that estimates its capacity;
@@ -14,8 +15,8 @@
 
 Each run accounts for every frame: answered, shed, dropped unread at the worker's
 intake, dead-lettered, or lost; and for where the CPU went (the worker, the
-nats-server, this process). ``proc_cpu_seconds`` and ``slow_consumers`` read those
-counts from /proc and the server's /varz.
+nats-server, this process), read from /proc (``bench.common.proc_cpu_seconds``) and
+the server's /varz (``slow_consumers``).
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ __all__ = [
     "BACKLOG_BYTES",
     "PILOT_WINDOW_BYTES",
     "clamp",
-    "proc_cpu_seconds",
     "slow_consumers",
     "worker_runs",
 ]

@@ -88,6 +88,10 @@ class FrameIntake:
         if cfg.intake == "stream":
             self.puller = FramePuller(cfg, room=self._room, handle=self._pulled, metrics=metrics)
         self._drop_logged_at = -math.inf
+        # Bound once: three label lookups (a lock each) per frame otherwise.
+        self._received = metrics.frames_received.labels(self._site)
+        self._received_bytes = metrics.received_bytes.labels(self._site)
+        self._queue_depth = metrics.queue_depth.labels(self._site)
 
     async def open(self, nc: Client, js: JetStreamContext, finals: FinalResults) -> None:
         """Start taking frames: declare and bind the stream, or subscribe."""
@@ -164,9 +168,9 @@ class FrameIntake:
 
     async def on_message(self, msg: Msg, reply_to: str | None) -> None:
         """One frame message, answered to ``reply_to`` too when it is a request."""
-        metrics, cfg = self._metrics, self._cfg
-        metrics.frames_received.labels(self._site).inc()
-        metrics.received_bytes.labels(self._site).inc(len(msg.data))
+        cfg = self._cfg
+        self._received.inc()
+        self._received_bytes.inc(len(msg.data))
         if cfg.inject_intake_latency_ms:
             await asyncio.sleep(cfg.inject_intake_latency_ms / 1000)
         try:
@@ -190,7 +194,7 @@ class FrameIntake:
         # The batcher works in monotonic time; it also caps this at the latency target.
         due = time.monotonic() + max(0.0, frame.deadline_at - time.time())
         admission = self._batcher.offer(request, priority=frame.priority, due=due)
-        metrics.queue_depth.labels(self._site).set(len(self._batcher))
+        self._queue_depth.set(len(self._batcher))
         if admission.shed is not None:
             self._count_shed()
             victim = admission.shed.frame

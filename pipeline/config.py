@@ -136,11 +136,6 @@ class WorkerSettings:
         """``providers`` as a tuple, () for the manifest's."""
         return tuple(_split(self.providers))
 
-    @property
-    def runs_as_declared(self) -> bool:
-        """Whether the tier's models run exactly as their manifest entries say."""
-        return not (self.providers or self.intra_op_threads or self.max_batch)
-
     max_message_bytes: int = _range(DEFAULT_MAX_BYTES, 1024, 64 << 20)
     # Batches in the model at once (the edge) and threads of the model's pool; 0: one
     # per core this process may run on (its CPU affinity; ``threads``). Each edge batch
@@ -218,7 +213,7 @@ class EdgeSettings(WorkerSettings):
     # from the site's bounded stream FRAMES_<site> (memory, newest kept), never more than
     # the worker asks for, what the stream discards counted once per site; or
     # "subscription", pushed to a queue-group subscription with the pending limits below.
-    # Every edge worker of a site must use the same one. "subscription" stays the default
+    # Every edge worker of a site must use the same one. "stream" is the default
     # for now (docs/reliability.md, "Slow consumers", says why).
     intake: str = _choice("stream", "stream", "subscription")
     # FRAMES_<site>: at most this many frames and bytes (all cameras together, and per
